@@ -1,0 +1,46 @@
+"""selectivity: measure and regularise class selectivity of units in PyTorch networks.
+
+Public API (see the README for a tour):
+
+* metrics: :func:`class_selectivity_index`, :func:`precision`, :func:`dead_units`,
+  :func:`network_selectivity`, :class:`SelectivityAccumulator`
+* :class:`SelectivityRegularizer` for ``loss = CE - alpha * mean_SI``
+* :func:`measure_selectivity` for a model over a dataset, streaming
+* :mod:`selectivity.models` for the papers' networks
+"""
+from .hooks import ActivationCapture, resolve_layers
+from .measure import LayerReport, SelectivityReport, measure_selectivity
+from .metrics import (
+    AccumulatorResult,
+    SelectivityAccumulator,
+    class_means,
+    class_selectivity_index,
+    dead_units,
+    layer_mean,
+    network_selectivity,
+    precision,
+    selectivity_from_class_means,
+)
+from .regularizer import SelectivityRegularizer, batch_selectivity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationCapture",
+    "resolve_layers",
+    "LayerReport",
+    "SelectivityReport",
+    "measure_selectivity",
+    "AccumulatorResult",
+    "SelectivityAccumulator",
+    "class_means",
+    "class_selectivity_index",
+    "dead_units",
+    "layer_mean",
+    "network_selectivity",
+    "precision",
+    "selectivity_from_class_means",
+    "SelectivityRegularizer",
+    "batch_selectivity",
+    "__version__",
+]

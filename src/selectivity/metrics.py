@@ -1,0 +1,472 @@
+"""Pure tensor functions for class selectivity (Leavitt & Morcos, eq. 1 and 3).
+
+Conventions used throughout
+---------------------------
+* ``acts`` is ``(N, U)`` (N samples, U units) or ``(N, U, H, W)``; a 4-D tensor is
+  reduced to the unit's response per sample by averaging over ``H, W``.
+* ``labels`` is ``(N,)`` of integer class indices in ``[0, num_classes)``.
+* Class-conditional statistics are accumulated in float64: the index is a ratio of
+  differences of means and float32 sums over 10^4 samples lose digits that matter.
+
+Rules the papers leave open (documented choices)
+------------------------------------------------
+* **Absent classes** (no sample in ``labels``) are skipped: ``mu_max`` is the largest
+  mean over the classes present and ``mu_rest`` the mean of the other present classes.
+  With fewer than two classes present the index is undefined (NaN).
+* **Dead units** (response exactly 0 for every sample) give NaN, never 0 or inf. They
+  are excluded from every mean (:func:`layer_mean`, :func:`network_selectivity`) and
+  counted separately (:func:`dead_units`).
+* **Negative responses** (leaky ReLU, or any signed activation) are handled by the
+  ``negative`` argument:
+
+  - ``"shift"`` (default): if a unit's smallest class mean ``m`` is negative, every
+    class mean of that unit is shifted by ``-m`` before the index, so that the
+    smallest becomes 0. For non-negative responses nothing changes; for signed
+    responses the index stays in ``[0, 1]`` and still measures how much one class
+    stands out relative to the unit's range of class means.
+  - ``"clamp"``: negative class means are set to 0 ("no response").
+  - ``"raw"``: the formula as written; values can leave ``[0, 1]``, and a unit whose
+    denominator ``mu_max + mu_rest`` is not positive gives NaN.
+
+  Whatever the rule, a denominator of 0 gives NaN rather than inf.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+
+__all__ = [
+    "NEGATIVE_RULES",
+    "class_means",
+    "class_selectivity_index",
+    "selectivity_from_class_means",
+    "dead_units",
+    "precision",
+    "layer_mean",
+    "network_selectivity",
+    "SelectivityAccumulator",
+    "AccumulatorResult",
+]
+
+NEGATIVE_RULES = ("shift", "clamp", "raw")
+
+
+# --------------------------------------------------------------------------- checks
+def _check_num_classes(num_classes: int) -> None:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+
+
+def _check_negative(negative: str) -> None:
+    if negative not in NEGATIVE_RULES:
+        raise ValueError(f"negative must be one of {NEGATIVE_RULES}, got {negative!r}")
+
+
+def unit_responses(acts: torch.Tensor) -> torch.Tensor:
+    """Reduce activations to one response per sample and unit.
+
+    Parameters
+    ----------
+    acts : torch.Tensor
+        ``(N, U)`` or ``(N, U, H, W)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, U)``; the spatial mean for 4-D input.
+    """
+    if not isinstance(acts, torch.Tensor):
+        raise TypeError(f"acts must be a torch.Tensor, got {type(acts).__name__}")
+    if acts.dim() == 4:
+        return acts.mean(dim=(2, 3))  # (N, U, H, W) -> (N, U)
+    if acts.dim() == 2:
+        return acts
+    raise ValueError(
+        f"acts must have shape (N, U) or (N, U, H, W), got {tuple(acts.shape)} "
+        f"({acts.dim()}-D)"
+    )
+
+
+def _check_labels(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
+    if not isinstance(labels, torch.Tensor):
+        labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise ValueError(
+            f"labels must have shape (N,) = ({n},) to match acts, got {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if n:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"labels must lie in [0, {num_classes - 1}] for num_classes={num_classes}, "
+                f"got values in [{lo}, {hi}]"
+            )
+    return labels.long()
+
+
+# --------------------------------------------------------------------------- core math
+def class_means(
+    acts: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-conditional mean response of every unit.
+
+    Parameters
+    ----------
+    acts : torch.Tensor
+        ``(N, U)`` or ``(N, U, H, W)``.
+    labels : torch.Tensor
+        ``(N,)`` integer labels in ``[0, num_classes)``.
+    num_classes : int
+        Number of classes ``C`` (>= 2).
+
+    Returns
+    -------
+    means : torch.Tensor
+        ``(C, U)`` float64; rows of absent classes are 0.
+    counts : torch.Tensor
+        ``(C,)`` int64 number of samples per class.
+    """
+    _check_num_classes(num_classes)
+    r = unit_responses(acts)
+    labels = _check_labels(labels, r.shape[0], num_classes).to(r.device)
+    sums = torch.zeros(num_classes, r.shape[1], dtype=torch.float64, device=r.device)
+    sums.index_add_(0, labels, r.to(torch.float64))
+    counts = torch.bincount(labels, minlength=num_classes)
+    means = sums / counts.clamp(min=1).unsqueeze(1).to(torch.float64)
+    return means, counts
+
+
+def selectivity_from_class_means(
+    means: torch.Tensor,
+    present: torch.Tensor,
+    eps: float = 0.0,
+    negative: str = "shift",
+) -> torch.Tensor:
+    """Class selectivity index from class-conditional means (differentiable).
+
+    ``SI = (mu_max - mu_rest) / (mu_max + mu_rest + eps)`` over the present classes.
+
+    Parameters
+    ----------
+    means : torch.Tensor
+        ``(C, U)`` class means (any float dtype; the result has the same dtype).
+    present : torch.Tensor
+        ``(C,)`` bool, classes that have at least one sample.
+    eps : float
+        Added to the denominator. 0 for measurement; a small positive value keeps the
+        regulariser's gradient finite.
+    negative : {"shift", "clamp", "raw"}
+        Rule for negative class means (module docstring).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(U,)``. NaN where fewer than two classes are present or the denominator is
+        not positive (a dead unit under ReLU).
+    """
+    _check_negative(negative)
+    if means.dim() != 2 or present.shape != means.shape[:1]:
+        raise ValueError(
+            f"means must be (C, U) and present (C,), got {tuple(means.shape)} and "
+            f"{tuple(present.shape)}"
+        )
+    present = present.to(device=means.device, dtype=torch.bool)
+    n_present = int(present.sum())
+    num_units = means.shape[1]
+    if n_present < 2:
+        return torch.full((num_units,), float("nan"), dtype=means.dtype, device=means.device)
+    m = means[present]  # (C_present, U)
+    if negative == "shift":
+        # Shift only units whose smallest class mean is negative: non-negative units
+        # are untouched, so ReLU results are identical under every rule.
+        m = m - m.min(dim=0).values.clamp(max=0.0)
+    elif negative == "clamp":
+        m = m.clamp(min=0.0)
+    mu_max = m.max(dim=0).values
+    mu_rest = (m.sum(dim=0) - mu_max) / (n_present - 1)
+    num = mu_max - mu_rest
+    den = mu_max + mu_rest
+    valid = den > 0
+    # Double-where: the masked branch never sees 0/0, so gradients stay finite.
+    safe_den = torch.where(valid, den + eps, torch.ones_like(den))
+    si = num / safe_den
+    return torch.where(valid, si, torch.full_like(si, float("nan")))
+
+
+def class_selectivity_index(
+    acts: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    eps: float = 0.0,
+    negative: str = "shift",
+) -> torch.Tensor:
+    """Class selectivity index of every unit (Leavitt & Morcos, eq. 1).
+
+    ``SI_u = (mu_max - mu_rest) / (mu_max + mu_rest)`` where ``mu_max`` is the largest
+    class-conditional mean response of unit ``u`` and ``mu_rest`` the mean of the
+    other classes' means.
+
+    Parameters
+    ----------
+    acts : torch.Tensor
+        ``(N, U)`` or ``(N, U, H, W)``; 4-D input is averaged over ``H, W``.
+    labels : torch.Tensor
+        ``(N,)`` integer labels in ``[0, num_classes)``. Absent classes are skipped.
+    num_classes : int
+        Number of classes (>= 2).
+    eps : float, default 0
+        Added to the denominator.
+    negative : {"shift", "clamp", "raw"}, default "shift"
+        Rule for negative responses; see the module docstring.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(U,)`` float64 in ``[0, 1]`` (``"shift"``/``"clamp"``). Dead units (response
+        0 for every sample) and units with a zero denominator are NaN.
+
+    Examples
+    --------
+    >>> acts = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    >>> class_selectivity_index(acts, torch.tensor([0, 1]), num_classes=2)
+    tensor([1., 0.], dtype=torch.float64)
+    """
+    means, counts = class_means(acts, labels, num_classes)
+    si = selectivity_from_class_means(means, counts > 0, eps=eps, negative=negative)
+    dead = dead_units(acts)
+    return torch.where(dead.to(si.device), torch.full_like(si, float("nan")), si)
+
+
+def dead_units(acts: torch.Tensor) -> torch.Tensor:
+    """Units whose response is exactly 0 for every sample.
+
+    Parameters
+    ----------
+    acts : torch.Tensor
+        ``(N, U)`` or ``(N, U, H, W)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(U,)`` bool.
+    """
+    r = unit_responses(acts)
+    return (r == 0).all(dim=0)
+
+
+def precision(
+    acts: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    top_n: int | None = None,
+) -> torch.Tensor:
+    """Precision selectivity (paper 1, A.5).
+
+    For each unit take the ``top_n`` samples with the largest response; precision is
+    the share of the most common class among them.
+
+    Parameters
+    ----------
+    acts : torch.Tensor
+        ``(N, U)`` or ``(N, U, H, W)``.
+    labels : torch.Tensor
+        ``(N,)`` integer labels.
+    num_classes : int
+        Number of classes.
+    top_n : int, optional
+        Samples per unit; default ``N // num_classes`` (1000 on the CIFAR-10 test set,
+        the paper's choice). Clipped to ``N``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(U,)`` float64 in ``[1/num_classes, 1]``; NaN for dead units. Ties among
+        the ``top_n``-th largest responses are broken by ``torch.topk``'s order.
+    """
+    _check_num_classes(num_classes)
+    r = unit_responses(acts)
+    labels = _check_labels(labels, r.shape[0], num_classes).to(r.device)
+    n = r.shape[0]
+    if top_n is None:
+        top_n = max(1, n // num_classes)
+    if top_n < 1:
+        raise ValueError(f"top_n must be >= 1, got {top_n}")
+    k = min(top_n, n)
+    idx = r.topk(k, dim=0).indices  # (k, U) sample indices
+    result = _precision_from_top_labels(labels[idx], num_classes)
+    dead = dead_units(r)
+    return torch.where(dead, torch.full_like(result, float("nan")), result)
+
+
+def _precision_from_top_labels(top_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(k, U) labels of each unit's top samples -> (U,) share of the modal class."""
+    k, u = top_labels.shape
+    hist = torch.zeros(num_classes, u, dtype=torch.float64, device=top_labels.device)
+    hist.scatter_add_(0, top_labels, torch.ones_like(top_labels, dtype=torch.float64))
+    return hist.max(dim=0).values / max(k, 1)
+
+
+# --------------------------------------------------------------------------- aggregation
+def layer_mean(values: torch.Tensor) -> float:
+    """Mean over a layer's units, ignoring NaN (dead) units; NaN if all are NaN."""
+    v = values.detach().to(torch.float64)
+    ok = ~torch.isnan(v)
+    if not bool(ok.any()):
+        return float("nan")
+    return float(v[ok].mean())
+
+
+def network_selectivity(
+    per_layer: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
+) -> tuple[float, dict[str, float]]:
+    """Network-level selectivity (paper 1, eq. 3).
+
+    Mean over the units of each layer (NaN units excluded), then the mean over layers
+    (layers with no defined unit excluded), so that wide layers do not dominate.
+
+    Parameters
+    ----------
+    per_layer : mapping of name -> (U_l,) tensor, or a sequence of tensors
+        Per-unit values of each layer.
+
+    Returns
+    -------
+    mean : float
+        Network-level mean (NaN if no layer has a defined unit).
+    layer_means : dict
+        Layer name (or index as string) -> layer mean.
+    """
+    items = per_layer.items() if isinstance(per_layer, Mapping) else (
+        (str(i), v) for i, v in enumerate(per_layer)
+    )
+    layer_means = {name: layer_mean(v) for name, v in items}
+    finite = [m for m in layer_means.values() if m == m]
+    mean = sum(finite) / len(finite) if finite else float("nan")
+    return mean, layer_means
+
+
+# --------------------------------------------------------------------------- streaming
+@dataclass
+class AccumulatorResult:
+    """Result of a :class:`SelectivityAccumulator`.
+
+    Attributes
+    ----------
+    selectivity : torch.Tensor
+        ``(U,)`` float64 class selectivity index (NaN for dead units).
+    precision : torch.Tensor or None
+        ``(U,)`` float64 precision, if tracked.
+    dead : torch.Tensor
+        ``(U,)`` bool dead units.
+    class_means : torch.Tensor
+        ``(C, U)`` float64.
+    counts : torch.Tensor
+        ``(C,)`` int64 samples per class.
+    """
+
+    selectivity: torch.Tensor
+    precision: torch.Tensor | None
+    dead: torch.Tensor
+    class_means: torch.Tensor
+    counts: torch.Tensor
+
+
+class SelectivityAccumulator:
+    """Streaming class selectivity, dead units and precision.
+
+    Keeps per-class sums and counts in float64 (``O(C x U)``), a per-unit flag of
+    any non-zero response (``O(U)``) and, if ``top_n`` is given, the ``top_n`` largest
+    responses of each unit with their labels (``O(top_n x U)``). Memory does not
+    depend on the number of samples. Feeding a dataset in any batching gives the
+    same result as :func:`class_selectivity_index` / :func:`precision` on all of it
+    (precision up to ties between equal responses).
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes (>= 2).
+    top_n : int, optional
+        Track precision over each unit's ``top_n`` most-activating samples.
+    negative : {"shift", "clamp", "raw"}
+        Rule for negative responses, as in :func:`class_selectivity_index`.
+    device : torch.device, optional
+        Where the state lives; default: the device of the first batch.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        top_n: int | None = None,
+        negative: str = "shift",
+        device: torch.device | str | None = None,
+    ) -> None:
+        _check_num_classes(num_classes)
+        _check_negative(negative)
+        if top_n is not None and top_n < 1:
+            raise ValueError(f"top_n must be >= 1 or None, got {top_n}")
+        self.num_classes = num_classes
+        self.top_n = top_n
+        self.negative = negative
+        self.device = torch.device(device) if device is not None else None
+        self.num_units: int | None = None
+        self.num_samples = 0
+        self._sums: torch.Tensor | None = None
+        self._counts: torch.Tensor | None = None
+        self._alive: torch.Tensor | None = None
+        self._top_vals: torch.Tensor | None = None
+        self._top_labels: torch.Tensor | None = None
+
+    def _init_state(self, num_units: int, device: torch.device) -> None:
+        self.num_units = num_units
+        self.device = self.device or device
+        d = self.device
+        self._sums = torch.zeros(self.num_classes, num_units, dtype=torch.float64, device=d)
+        self._counts = torch.zeros(self.num_classes, dtype=torch.int64, device=d)
+        self._alive = torch.zeros(num_units, dtype=torch.bool, device=d)
+        if self.top_n is not None:
+            self._top_vals = torch.empty(0, num_units, dtype=torch.float64, device=d)
+            self._top_labels = torch.empty(0, num_units, dtype=torch.int64, device=d)
+
+    @torch.no_grad()
+    def update(self, acts: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch: ``acts`` ``(B, U)`` or ``(B, U, H, W)``, ``labels`` ``(B,)``."""
+        r = unit_responses(acts.detach())
+        if self.num_units is None:
+            self._init_state(r.shape[1], r.device)
+        elif r.shape[1] != self.num_units:
+            raise ValueError(
+                f"batch has {r.shape[1]} units but earlier batches had {self.num_units}"
+            )
+        labels = _check_labels(labels, r.shape[0], self.num_classes)
+        r = r.to(device=self.device, dtype=torch.float64)
+        labels = labels.to(self.device)
+        self._sums.index_add_(0, labels, r)
+        self._counts += torch.bincount(labels, minlength=self.num_classes)
+        self._alive |= (r != 0).any(dim=0)
+        self.num_samples += r.shape[0]
+        if self.top_n is not None:
+            vals = torch.cat([self._top_vals, r], dim=0)  # (k_old + B, U)
+            labs = torch.cat([self._top_labels, labels.unsqueeze(1).expand_as(r)], dim=0)
+            k = min(self.top_n, vals.shape[0])
+            top = vals.topk(k, dim=0)
+            self._top_vals = top.values
+            self._top_labels = labs.gather(0, top.indices)
+
+    def result(self) -> AccumulatorResult:
+        """Compute the metrics over everything fed so far."""
+        if self.num_units is None:
+            raise RuntimeError("SelectivityAccumulator.result() called before any update()")
+        means = self._sums / self._counts.clamp(min=1).unsqueeze(1).to(torch.float64)
+        si = selectivity_from_class_means(means, self._counts > 0, negative=self.negative)
+        dead = ~self._alive
+        nan = torch.full_like(si, float("nan"))
+        si = torch.where(dead, nan, si)
+        prec = None
+        if self.top_n is not None:
+            prec = _precision_from_top_labels(self._top_labels, self.num_classes)
+            prec = torch.where(dead, nan, prec)
+        return AccumulatorResult(si, prec, dead, means, self._counts.clone())
