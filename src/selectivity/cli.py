@@ -1,0 +1,260 @@
+"""Command-line interface: ``selectivity train | measure | sweep | results | summarize | report``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .config import ConfigError, list_presets, make_config, parse_overrides
+
+DATA_HELP = (
+    "Dataset location: a file or directory (CIFAR-10 python release, or an image-folder tree "
+    "train/<class>/, test/<class>/, or a .tar.gz of one). Default: $SELECTIVITY_DATA, then the "
+    "per-user cache, then a download."
+)
+
+
+def _fail(msg: str) -> None:
+    raise click.UsageError(msg)
+
+
+def _build_config(preset, model, overrides: dict, sets: tuple[str, ...]):
+    try:
+        extra = parse_overrides(list(sets))
+        values = {**extra, **{k: v for k, v in overrides.items() if v is not None}}
+        if model is not None:
+            values["model"] = model
+        return make_config(preset, values)
+    except ConfigError as e:
+        _fail(str(e))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="selectivity")
+def main() -> None:
+    """Class selectivity of units in neural networks (Leavitt & Morcos).
+
+    Measure it, regularise it (loss = CE - alpha * mean SI), and run the papers'
+    alpha sweeps.
+    """
+
+
+# --------------------------------------------------------------------------- train
+@main.command()
+@click.option("--model", default=None, help="Model name (see `selectivity models`). Default: resnet20.")
+@click.option("--alpha", type=float, default=None, help="Regulariser strength: < 0 penalises, > 0 promotes selectivity.")
+@click.option("--seed", type=int, default=None, help="Seed of initialisation, shuffling and augmentation.")
+@click.option("--preset", default="paper", show_default=True, help="Named preset (see `selectivity presets`).")
+@click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
+@click.option("--out", type=click.Path(), required=True, help="Run directory (created; an unfinished run there is resumed).")
+@click.option("--epochs", type=int, default=None, help="Override the number of epochs.")
+@click.option("--train-subset", type=int, default=None, help="Train on a stratified subset of this many images.")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set lr=0.05 (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+def train(model, alpha, seed, preset, data, out, epochs, train_subset, device, sets, quiet):
+    """Train one model with the selectivity regulariser into a run directory."""
+    from .train import train_run
+
+    cfg = _build_config(preset, model, {"alpha": alpha, "seed": seed, "epochs": epochs,
+                                        "train_subset": train_subset, "device": device}, sets)
+    try:
+        result = train_run(cfg, out, data=data, progress=not quiet,
+                           log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e))
+    click.echo(json.dumps({k: result.get(k) for k in (
+        "status", "test_accuracy", "best_val_accuracy", "best_epoch", "mean_selectivity", "message")}))
+    if result.get("status") == "diverged":
+        sys.exit(3)
+
+
+# --------------------------------------------------------------------------- measure
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True, help="Which split to measure.")
+@click.option("--top-n", type=int, default=None, help="Samples per unit for precision (default: the run's top_n, 1000 in the paper).")
+@click.option("--batch-size", type=int, default=1000, show_default=True, help="Evaluation batch size.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
+    """Per-layer selectivity, dead units and precision of a checkpoint or run directory."""
+    from .data import BatchLoader
+    from .measure import measure_selectivity
+    from .train import load_data, load_model_from, resolve_device
+
+    if top_n is not None and top_n < 1:
+        _fail("--top-n must be >= 1")
+    if batch_size < 1:
+        _fail("--batch-size must be >= 1")
+    try:
+        dev = resolve_device(device)
+        model, cfg, _ = load_model_from(checkpoint, dev)
+        splits = load_data(cfg, data)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise click.ClickException(str(e))
+    ds = splits.test if split == "test" else splits.val
+    loader = BatchLoader(ds, batch_size, mean=splits.mean, std=splits.std, device=dev)
+    rep = measure_selectivity(model, loader, splits.num_classes, layers=cfg.selectivity_layers or None,
+                              top_n=top_n or cfg.top_n, negative=cfg.negative_rule, device=dev,
+                              progress=not as_json)
+    d = rep.to_dict()
+    d.update(checkpoint=str(checkpoint), split=split, model=cfg.model, alpha=cfg.alpha)
+    if as_json:
+        from .rundir import _clean
+
+        click.echo(json.dumps(_clean(d), indent=2))
+        return
+    click.echo(f"{cfg.model} alpha={cfg.alpha} on {split} ({rep.num_samples} samples): "
+               f"accuracy {rep.accuracy:.4f}, mean selectivity {rep.mean_selectivity:.4f}, "
+               f"mean precision {rep.mean_precision:.4f}, dead {rep.dead_fraction:.2%}")
+    w = max(len(l["layer"]) for l in d["layers"])
+    click.echo(f"{'layer':<{w}}  units  selectivity  dead    precision")
+    for l in d["layers"]:
+        click.echo(f"{l['layer']:<{w}}  {l['units']:>5}  {l['selectivity']:>11.4f}  "
+                   f"{l['dead_fraction']:>6.1%}  {l['precision']:>9.4f}")
+
+
+# --------------------------------------------------------------------------- sweep
+@main.command()
+@click.option("--preset", default=None, help="Sweep preset: quick (CPU, ~15 min) or paper (GPUs/cluster); see `selectivity presets`.")
+@click.option("--models", default=None, help="Comma-separated model names, e.g. resnet20,vgg16.")
+@click.option("--alphas", default=None, help="Comma-separated alphas, e.g. --alphas=-1,0,1 (use = before a leading minus).")
+@click.option("--seeds", default=None, help="A count (20 -> seeds 0..19), a list (0,4,9) or a range (10-19).")
+@click.option("--train-preset", default=None, help="Training preset of every run (default: the sweep preset's, else paper).")
+@click.option("--out", type=click.Path(), required=True, help="Sweep directory (runs/, results.sqlite, summary, figures).")
+@click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
+@click.option("--epochs", type=int, default=None, help="Override the epochs of every run.")
+@click.option("--train-subset", type=int, default=None, help="Train every run on a stratified subset of this many images.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override for every run (repeatable), e.g. --set activation=leaky_relu.")
+@click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2", help="Extra sweep axis (repeatable), e.g. --grid negative_slope=0.1,0.3.")
+@click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default="inprocess", show_default=True, help="Where runs execute.")
+@click.option("--workers", type=int, default=None, help="Parallel runs for the process executor (default: CPU count) or CPUs of a local Ray instance.")
+@click.option("--address", default=None, help="Ray cluster address (e.g. auto or ray://head:10001); default: start a local Ray.")
+@click.option("--cpus-per-run", type=float, default=1, show_default=True, help="CPUs each run requests (Ray) / torch threads per worker.")
+@click.option("--gpus-per-run", type=float, default=0, show_default=True, help="GPUs each run requests (Ray).")
+@click.option("--no-summary", is_flag=True, help="Skip the summary table and figures at the end.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sweep(preset, models, alphas, seeds, train_preset, out, data, epochs, train_subset, sets, grids, executor,
+          workers, address, cpus_per_run, gpus_per_run, no_summary, quiet):
+    """Train a grid of models x alphas x seeds; resumable (run it again to continue)."""
+    from .sweep import SweepSpec, get_sweep_preset, parse_floats, parse_seeds, run_sweep
+
+    try:
+        if preset is not None:
+            spec = get_sweep_preset(preset)
+        elif models is None or alphas is None or seeds is None:
+            raise ConfigError("give --preset, or all of --models, --alphas and --seeds")
+        else:
+            spec = SweepSpec(models=[], alphas=[], seeds=[])
+        if models is not None:
+            spec.models = [m.strip() for m in models.split(",") if m.strip()]
+        if alphas is not None:
+            spec.alphas = parse_floats(alphas)
+        if seeds is not None:
+            spec.seeds = parse_seeds(seeds)
+        if train_preset is not None:
+            spec.preset = train_preset
+        over = dict(spec.overrides)
+        over.update(parse_overrides(list(sets)))
+        if epochs is not None:
+            over["epochs"] = epochs
+        if train_subset is not None:
+            over["train_subset"] = train_subset
+        spec.overrides = over
+        for g in grids:
+            if "=" not in g:
+                raise ConfigError(f"--grid {g!r} is not of the form key=v1,v2")
+            k, v = g.split("=", 1)
+            spec.grid[k.strip().replace("-", "_")] = [x.strip() for x in v.split(",") if x.strip()]
+        spec.validate()
+    except ConfigError as e:
+        _fail(str(e))
+    if workers is not None and workers < 1:
+        _fail("--workers must be >= 1")
+    try:
+        df = run_sweep(spec, out, executor=executor, workers=workers, data=data, address=address,
+                       cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=not quiet,
+                       summarize=not no_summary, log=lambda m: click.echo(m, err=True))
+    except RuntimeError as e:
+        raise click.ClickException(str(e))
+    if (df.status == "failed").any():
+        sys.exit(2)
+
+
+def _sweep_dir(path: str) -> Path:
+    p = Path(path)
+    if not (p / "runs").is_dir() and not (p / "results.sqlite").exists():
+        raise click.ClickException(f"{p} is not a sweep directory (no runs/ or results.sqlite)")
+    return p
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True, help="Output format (csv/json load straight into pandas).")
+@click.option("--layers", is_flag=True, help="Per-layer rows instead of one row per run.")
+@click.option("--rebuild", is_flag=True, help="Recreate the database from the run directories first.")
+def results(sweep_dir, fmt, layers, rebuild):
+    """Print a sweep's results (one row per run), from its results database."""
+    from .sweep import open_store, rebuild_store
+
+    p = _sweep_dir(sweep_dir)
+    store = rebuild_store(p) if rebuild else open_store(p)
+    with store:
+        df = store.layers_df() if layers else store.runs_df()
+    if not layers:
+        df = df.drop(columns=["config"])
+    if fmt == "csv":
+        click.echo(df.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(df.to_json(orient="records", indent=1))
+    else:
+        import pandas as pd
+
+        cols = (["run_id", "layer", "units", "selectivity", "dead_fraction", "precision"] if layers else
+                ["run_id", "status", "test_accuracy", "best_val_accuracy", "best_epoch", "mean_selectivity",
+                 "mean_precision", "dead_fraction", "train_seconds"])
+        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
+            click.echo(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-figures", is_flag=True, help="Only the table.")
+def summarize(sweep_dir, no_figures):
+    """Summary table (mean and bootstrapped 95% CI per model and alpha) and figures of a sweep."""
+    from .sweep import summarize_sweep
+
+    out = summarize_sweep(_sweep_dir(sweep_dir), log=click.echo, figures=not no_figures)
+    for k, v in out.items():
+        click.echo(f"wrote {k}: {v}", err=True)
+
+
+# --------------------------------------------------------------------------- listing
+@main.command()
+def models() -> None:
+    """List the built-in models."""
+    from .models import list_models
+
+    for name in list_models():
+        click.echo(name)
+
+
+@main.command()
+def presets() -> None:
+    """List the training presets and the sweep presets."""
+    from .sweep import list_sweep_presets
+
+    click.echo("training presets (selectivity train --preset):")
+    for name, doc in list_presets().items():
+        click.echo(f"  {name:12s} {doc}")
+    click.echo("sweep presets (selectivity sweep --preset):")
+    for name, doc in list_sweep_presets().items():
+        click.echo(f"  {name:12s} {doc}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,212 @@
+"""ResNet18 for 64x64 Tiny ImageNet inputs (Leavitt & Morcos, paper 1 final version).
+
+Architecture: ResNet18 of He et al. 2016 -- basic blocks ``[2, 2, 2, 2]`` with 64, 128,
+256 and 512 channels, stride 2 at the first block of stages 2-4, projection shortcuts
+(1x1 conv stride s + BN, "option B") wherever the shape changes, identity otherwise,
+global average pool, linear layer to ``num_classes`` (default 200).
+
+Stem (the paper does not specify it):
+
+- ``stem="small"`` (default, used by the registry): 3x3 conv, 64 channels, stride 1,
+  BN, activation, **no max-pool**. This is the usual Tiny ImageNet adaptation; with
+  a 64x64 input the stages see 64, 32, 16 and 8 pixel feature maps.
+- ``stem="imagenet"``: the original 7x7 conv stride 2 + BN + activation + 3x3 max-pool
+  stride 2 (64x64 input -> 16x16 in stage 1).
+
+Initialisation as torchvision's ResNet: Kaiming-normal (fan_out, ReLU gain) for convs,
+BN weight 1 / bias 0, PyTorch's default for the final linear layer, no zero-init of
+the last BN in each block. The same is used for the leaky-ReLU variant.
+
+Selectivity sites: the stem's ``act1``; in every block ``act1`` (after conv1/bn1) and
+``act2`` (after the residual addition): 1 + 8 * 2 = 17 sites.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .registry import make_activation, register_model, validate_model_args
+
+__all__ = ["BasicBlock", "ResNet", "resnet18"]
+
+_STEMS = ("small", "imagenet")
+
+
+class BasicBlock(nn.Module):
+    """Basic residual block with a projection shortcut when the shape changes.
+
+    Parameters
+    ----------
+    in_planes : int
+        Input channels.
+    planes : int
+        Output channels.
+    stride : int, optional
+        Stride of the first conv and of the projection shortcut.
+    activation : {"relu", "leaky_relu"}, optional
+        Nonlinearity.
+    negative_slope : float, optional
+        Leaky-ReLU slope.
+    """
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        activation: str = "relu",
+        negative_slope: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.act1 = make_activation(activation, negative_slope)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if stride != 1 or in_planes != planes:
+            self.shortcut: nn.Module = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+        else:
+            self.shortcut = nn.Identity()
+        self.act2 = make_activation(activation, negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet with basic blocks for small ImageNet-like inputs (e.g. 64x64).
+
+    Parameters
+    ----------
+    blocks : sequence of int, optional
+        Blocks per stage; ``(2, 2, 2, 2)`` is ResNet18.
+    num_classes : int, optional
+        Output classes (>= 2); 200 for Tiny ImageNet.
+    activation : {"relu", "leaky_relu"}, optional
+        Nonlinearity at every activation site.
+    negative_slope : float, optional
+        Leaky-ReLU slope (>= 0), ignored for ReLU.
+    stem : {"small", "imagenet"}, optional
+        ``"small"``: 3x3 conv stride 1, no max-pool (default). ``"imagenet"``: 7x7
+        conv stride 2 followed by a 3x3 stride-2 max-pool.
+    widths : sequence of int, optional
+        Channels per stage.
+
+    Notes
+    -----
+    Adaptive average pooling makes any input size large enough for the strides work.
+    """
+
+    def __init__(
+        self,
+        blocks: tuple[int, ...] = (2, 2, 2, 2),
+        num_classes: int = 200,
+        activation: str = "relu",
+        negative_slope: float = 0.01,
+        stem: str = "small",
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+    ) -> None:
+        super().__init__()
+        validate_model_args(num_classes, activation, negative_slope)
+        if stem not in _STEMS:
+            raise ValueError(f"unknown stem {stem!r}; allowed: {', '.join(_STEMS)}")
+        if len(blocks) != len(widths) or not blocks or min(blocks) < 1:
+            raise ValueError(
+                f"blocks and widths must be non-empty, equally long, with >= 1 block per "
+                f"stage; got blocks={blocks!r}, widths={widths!r}"
+            )
+        self.num_classes = num_classes
+        self.activation = activation
+        self.negative_slope = float(negative_slope)
+        self.stem = stem
+
+        if stem == "small":
+            self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
+            self.maxpool: nn.Module = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.act1 = make_activation(activation, negative_slope)
+
+        in_planes = widths[0]
+        self._stage_names: list[str] = []
+        for i, (n, w) in enumerate(zip(blocks, widths)):
+            stride = 1 if i == 0 else 2
+            stage = nn.Sequential(
+                *[
+                    BasicBlock(in_planes if j == 0 else w, w, stride if j == 0 else 1,
+                               activation, negative_slope)
+                    for j in range(n)
+                ]
+            )
+            in_planes = w
+            name = f"layer{i + 1}"
+            self.add_module(name, stage)
+            self._stage_names.append(name)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's ResNet initialisation (zero_init_residual=False).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        for name in self._stage_names:
+            out = getattr(self, name)(out)
+        # (N, 512, H', W') -> (N, 512, 1, 1) -> (N, 512)
+        out = torch.flatten(self.avgpool(out), 1)
+        return self.fc(out)
+
+    def default_selectivity_layers(self) -> list[str]:
+        """Qualified names of the activation modules whose outputs are the units.
+
+        Returns
+        -------
+        list of str
+            ``"act1"`` (stem), then ``"layerS.B.act1"`` and ``"layerS.B.act2"`` for
+            every block in forward order (17 for ResNet18).
+        """
+        names = ["act1"]
+        for stage_name in self._stage_names:
+            for j in range(len(getattr(self, stage_name))):
+                names += [f"{stage_name}.{j}.act1", f"{stage_name}.{j}.act2"]
+        return names
+
+
+@register_model("resnet18")
+def resnet18(
+    num_classes: int = 200, activation: str = "relu", negative_slope: float = 0.01
+) -> ResNet:
+    """ResNet18 for 64x64 Tiny ImageNet with the 3x3 stride-1 stem, no max-pool.
+
+    Parameters
+    ----------
+    num_classes : int, optional
+        Output classes (default 200).
+    activation : {"relu", "leaky_relu"}, optional
+        Nonlinearity.
+    negative_slope : float, optional
+        Leaky-ReLU slope.
+
+    Returns
+    -------
+    ResNet
+        11,271,432 parameters with 200 classes.
+    """
+    return ResNet((2, 2, 2, 2), num_classes, activation, negative_slope, stem="small")

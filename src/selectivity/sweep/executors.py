@@ -1,0 +1,210 @@
+"""Where the runs of a sweep execute: in-process, a local process pool, or Ray.
+
+Every executor calls :func:`execute_run` for a task and yields ``(task, result)`` as
+runs finish. Workers write only their own run directory; the driver alone writes the
+results database. A per-run lock file makes sure two workers (e.g. an orphan of a
+killed driver and its replacement) never train the same run at the same time.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+__all__ = ["Task", "execute_run", "InProcessExecutor", "PoolExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run to execute: plain data only, so it pickles to any worker."""
+
+    run_id: str
+    config: dict  # resolved TrainConfig as a dict
+    run_dir: str
+    data: str | None = None
+    threads: int | None = None  # torch CPU threads in the worker
+
+
+def execute_run(task: Task, progress: bool = False) -> dict:
+    """Train one run (resuming if it was interrupted); never raises for a failed run.
+
+    Returns the run's result record; a run that raised is recorded in its directory
+    as ``status: failed`` with the error message, and the sweep goes on.
+    """
+    import torch
+
+    from ..config import TrainConfig
+    from ..rundir import RunFiles, read_json, write_json
+    from ..train import train_run
+
+    files = RunFiles(task.run_dir)
+    files.root.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(files.root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # blocks while another worker holds this run
+        try:
+            cfg = TrainConfig.from_dict(task.config)
+            threads = cfg.num_threads or task.threads
+            if threads:
+                torch.set_num_threads(threads)
+            with open(files.root / "train.log", "a") as logf:
+                def log(msg: str) -> None:
+                    logf.write(msg + "\n")
+                    logf.flush()
+
+                result = train_run(cfg, files.root, data=task.data, progress=progress, log=log)
+        except Exception as e:  # recorded, not raised: one bad run must not stop a sweep
+            result = {
+                "status": "failed",
+                "message": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(),
+                "model": task.config.get("model"),
+                "alpha": task.config.get("alpha"),
+                "seed": task.config.get("seed"),
+            }
+            try:
+                if not files.config.exists():  # keep the directory self-describing
+                    write_json(files.config, task.config)
+                write_json(files.result, result)
+            except OSError:
+                pass
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    result = dict(result)
+    result.setdefault("wall_seconds", time.time() - t0)
+    return result
+
+
+def _pool_worker(task: Task) -> dict:
+    return execute_run(task, progress=False)
+
+
+class InProcessExecutor:
+    """Runs tasks one after another in the driver process (with per-run progress bars)."""
+
+    name = "inprocess"
+
+    def __init__(self, workers: int = 1, **_):
+        self.workers = 1
+
+    def run(self, tasks: list[Task], on_start: Callable[[Task], None]) -> Iterator[tuple[Task, dict]]:
+        for t in tasks:
+            on_start(t)
+            yield t, execute_run(t, progress=True)
+
+    def close(self) -> None:
+        pass
+
+
+class PoolExecutor:
+    """A pool of local worker processes (spawned, so CUDA and threads start clean)."""
+
+    name = "process"
+
+    def __init__(self, workers: int | None = None, **_):
+        self.workers = workers or max(1, (os.cpu_count() or 1))
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(self, tasks: list[Task], on_start: Callable[[Task], None]) -> Iterator[tuple[Task, dict]]:
+        import multiprocessing as mp
+
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+        pending = list(tasks)
+        running: dict = {}
+        try:
+            while pending or running:
+                while pending and len(running) < self.workers:
+                    t = pending.pop(0)
+                    on_start(t)
+                    running[self._pool.submit(_pool_worker, t)] = t
+                done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    t = running.pop(fut)
+                    try:
+                        res = fut.result()
+                    except Exception as e:  # a worker process died (killed, OOM)
+                        res = {"status": "failed", "message": f"worker process died: {type(e).__name__}: {e}"}
+                    yield t, res
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor:
+    """Runs each task as a Ray task with its CPU/GPU requirements.
+
+    Connects to a running cluster with ``address`` (e.g. ``"auto"`` or
+    ``"ray://head:10001"``), or starts a local Ray instance when ``address`` is None.
+    Run directories must be on storage every node can reach (a shared file system).
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, address: str | None = None, cpus_per_run: float = 1,
+                 gpus_per_run: float = 0, **_):
+        try:
+            import ray  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError(
+                "the Ray executor needs Ray: pip install 'selectivity[ray]'"
+            ) from e
+        self.address = address
+        self.workers = workers
+        self.cpus_per_run = cpus_per_run
+        self.gpus_per_run = gpus_per_run
+        self._started_here = False
+
+    def run(self, tasks: list[Task], on_start: Callable[[Task], None]) -> Iterator[tuple[Task, dict]]:
+        import ray
+
+        if not ray.is_initialized():
+            kw = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+            if self.address:
+                ray.init(address=self.address, **kw)
+            else:
+                ray.init(num_cpus=self.workers or os.cpu_count(), **kw)
+                self._started_here = True
+        remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)(_pool_worker)
+        refs = {}
+        for t in tasks:
+            on_start(t)  # Ray queues tasks until resources free up
+            refs[remote.remote(t)] = t
+        try:
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+                for ref in done:
+                    t = refs.pop(ref)
+                    try:
+                        res = ray.get(ref)
+                    except Exception as e:  # worker died
+                        res = {"status": "failed", "message": f"Ray task failed: {type(e).__name__}: {e}"}
+                    yield t, res
+        finally:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            self.close()
+
+    def close(self) -> None:
+        if self._started_here:
+            import ray
+
+            ray.shutdown()
+            self._started_here = False
+
+
+EXECUTORS = {"inprocess": InProcessExecutor, "process": PoolExecutor, "ray": RayExecutor}
+
+
+def make_executor(name: str, **kw):
+    if name not in EXECUTORS:
+        raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name](**kw)

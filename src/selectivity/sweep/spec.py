@@ -1,0 +1,202 @@
+"""What a sweep is: models x alphas x seeds (x any other config axis), and its presets."""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..config import ConfigError, TrainConfig, make_config
+
+__all__ = [
+    "SweepSpec",
+    "RunSpec",
+    "register_sweep_preset",
+    "list_sweep_presets",
+    "get_sweep_preset",
+    "parse_seeds",
+    "parse_floats",
+    "PAPER_ALPHAS",
+]
+
+#: Paper 1's grid (SCIENCE.md section 3): every alpha named in the text.
+PAPER_ALPHAS = [-30.0, -20.0, -10.0, -5.0, -2.0, -1.0, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0,
+                0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 5.0]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its id (also its directory name) and its full config."""
+
+    run_id: str
+    config: TrainConfig
+
+
+@dataclass
+class SweepSpec:
+    """A grid of training runs.
+
+    Attributes
+    ----------
+    models : list of str
+        Model names.
+    alphas : list of float
+        Regulariser strengths.
+    seeds : list of int
+        Seeds; every (model, alpha, extra) cell is trained once per seed.
+    preset : str
+        Training preset applied to every run (see ``selectivity presets``).
+    overrides : dict
+        Config fields applied to every run after the preset (epochs, train_subset, ...).
+    grid : dict
+        Further axes: config field -> list of values (e.g. ``{"negative_slope": [0.1, 0.5]}``).
+    """
+
+    models: list[str]
+    alphas: list[float]
+    seeds: list[int]
+    preset: str = "paper"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+
+    def validate(self) -> "SweepSpec":
+        if not self.models:
+            raise ConfigError("a sweep needs at least one model")
+        if not self.alphas:
+            raise ConfigError("a sweep needs at least one alpha")
+        if not self.seeds:
+            raise ConfigError("a sweep needs at least one seed")
+        for key in ("model", "alpha", "seed"):
+            if key in self.overrides or key in self.grid:
+                raise ConfigError(f"{key!r} is a sweep axis: use --{key}s, not an override")
+        self.runs()  # validates every config
+        return self
+
+    def runs(self) -> list[RunSpec]:
+        """Every run of the grid, in a stable order (model, extra axes, alpha, seed)."""
+        keys = sorted(self.grid)
+        out = []
+        seen = set()
+        for model in self.models:
+            for extra in itertools.product(*(self.grid[k] for k in keys)):
+                for alpha in self.alphas:
+                    for seed in self.seeds:
+                        values = {**self.overrides, **dict(zip(keys, extra)),
+                                  "model": model, "alpha": alpha, "seed": seed}
+                        cfg = make_config(self.preset, values)
+                        rid = run_id(cfg, keys)
+                        if rid in seen:
+                            continue
+                        seen.add(rid)
+                        out.append(RunSpec(rid, cfg))
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepSpec":
+        return cls(**d)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return re.sub(r"[^A-Za-z0-9.+-]", "-", str(v))
+
+
+def run_id(cfg: TrainConfig, extra_keys: list[str] = ()) -> str:
+    """Directory-safe id, e.g. ``resnet20_alpha-1_seed0`` (+ ``_negative_slope0.1``)."""
+    alpha = "0" if cfg.alpha == 0 else f"{cfg.alpha:+g}"
+    parts = [cfg.model, f"alpha{alpha}", f"seed{cfg.seed}"]
+    parts += [f"{k}{_fmt(getattr(cfg, k))}" for k in extra_keys]
+    return "_".join(parts)
+
+
+# --------------------------------------------------------------------------- parsing
+def parse_seeds(text: str) -> list[int]:
+    """``"3"`` -> [0, 1, 2]; ``"0,4,9"`` -> explicit; ``"10-19"`` -> a range (inclusive)."""
+    text = str(text).strip()
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        elif re.fullmatch(r"\d+-\d+", text):
+            lo, hi = (int(s) for s in text.split("-"))
+            if hi < lo:
+                raise ValueError
+            seeds = list(range(lo, hi + 1))
+        else:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+            seeds = list(range(n))
+    except ValueError:
+        raise ConfigError(
+            f"invalid seeds {text!r}: give a count (3 -> 0,1,2), a list (0,4,9) or a range (10-19)"
+        ) from None
+    if any(s < 0 for s in seeds):
+        raise ConfigError(f"seeds must be non-negative, got {seeds}")
+    return seeds
+
+
+def parse_floats(text: str, what: str = "alphas") -> list[float]:
+    try:
+        vals = [float(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"invalid {what} {text!r}: expected comma-separated numbers, e.g. -1,0,1") from None
+    if not vals:
+        raise ConfigError(f"no {what} given")
+    return vals
+
+
+# --------------------------------------------------------------------------- presets
+_SWEEP_PRESETS: dict[str, Callable[[], SweepSpec]] = {}
+
+
+def register_sweep_preset(name: str):
+    """Register ``fn() -> SweepSpec`` as a named sweep preset."""
+
+    def deco(fn):
+        _SWEEP_PRESETS[name] = fn
+        return fn
+
+    return deco
+
+
+def list_sweep_presets() -> dict[str, str]:
+    return {k: (fn.__doc__ or "").strip().splitlines()[0] for k, fn in sorted(_SWEEP_PRESETS.items())}
+
+
+def get_sweep_preset(name: str) -> SweepSpec:
+    if name not in _SWEEP_PRESETS:
+        raise ConfigError(f"unknown sweep preset {name!r}; known: {', '.join(sorted(_SWEEP_PRESETS))}")
+    return _SWEEP_PRESETS[name]()
+
+
+@register_sweep_preset("quick")
+def _quick() -> SweepSpec:
+    """About 15 minutes on a 2-core CPU: ResNet20, 7 alphas x 2 seeds, short runs on a CIFAR-10 subset."""
+    return SweepSpec(
+        models=["resnet20"],
+        alphas=[-5.0, -2.0, -0.5, 0.0, 0.5, 2.0, 5.0],
+        seeds=[0, 1],
+        preset="paper",
+        overrides=dict(epochs=3, train_subset=4000, eval_subset=2000, batch_size=128,
+                       lr_milestones=[0.67], top_n=200, num_threads=1),
+    )
+
+
+@register_sweep_preset("paper")
+def _paper() -> SweepSpec:
+    """Paper 1 (A.1): ResNet20 and VGG16, 20 seeds, the full alpha grid, 200 epochs (GPUs/cluster)."""
+    return SweepSpec(models=["resnet20", "vgg16"], alphas=list(PAPER_ALPHAS), seeds=list(range(20)),
+                     preset="paper")
+
+
+@register_sweep_preset("leaky-relu")
+def _leaky() -> SweepSpec:
+    """Paper 1, A10: leaky ReLU slopes 0-0.5 with positive alphas, ResNet20, 20 seeds, 200 epochs."""
+    return SweepSpec(models=["resnet20"], alphas=[0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0],
+                     seeds=list(range(20)), preset="paper",
+                     overrides={"activation": "leaky_relu"},
+                     grid={"negative_slope": [0.01, 0.1, 0.2, 0.3, 0.5]})
