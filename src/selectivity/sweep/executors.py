@@ -112,10 +112,15 @@ class PoolExecutor:
 
     def run(self, tasks: list[Task], on_start: Callable[[Task], None]) -> Iterator[tuple[Task, dict]]:
         import multiprocessing as mp
+        from concurrent.futures.process import BrokenProcessPool
 
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+        def new_pool():
+            return ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+
+        self._pool = new_pool()
         pending = list(tasks)
         running: dict = {}
+        retries: dict[str, int] = {}
         try:
             while pending or running:
                 while pending and len(running) < self.workers:
@@ -123,13 +128,26 @@ class PoolExecutor:
                     on_start(t)
                     running[self._pool.submit(_pool_worker, t)] = t
                 done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                broken = False
                 for fut in done:
                     t = running.pop(fut)
                     try:
-                        res = fut.result()
-                    except Exception as e:  # a worker process died (killed, OOM)
-                        res = {"status": "failed", "message": f"worker process died: {type(e).__name__}: {e}"}
-                    yield t, res
+                        yield t, fut.result()
+                    except BrokenProcessPool as e:
+                        # A worker died (killed, out of memory): the pool is unusable. The
+                        # run resumes from its last checkpoint once; a second death fails it.
+                        broken = True
+                        retries[t.run_id] = retries.get(t.run_id, 0) + 1
+                        if retries[t.run_id] <= 1:
+                            pending.insert(0, t)
+                        else:
+                            yield t, {"status": "failed", "message": f"worker process died twice: {e}"}
+                if broken:
+                    for fut, t in list(running.items()):  # siblings died with the pool
+                        running.pop(fut)
+                        pending.insert(0, t)
+                    self._pool.shutdown(wait=True, cancel_futures=True)
+                    self._pool = new_pool()
         finally:
             self.close()
 

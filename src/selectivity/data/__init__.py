@@ -1,0 +1,58 @@
+"""Data sets (CIFAR-10, Tiny ImageNet), the train/validation split and the batch loader.
+
+Typical use::
+
+    from selectivity.data import load_cifar10, BatchLoader
+
+    splits = load_cifar10()                      # 45k / 5k / 10k, split_seed=0
+    train = BatchLoader(splits.train, 256, shuffle=True, augment=True,
+                        mean=splits.mean, std=splits.std, seed=0)
+    for epoch in range(start_epoch, epochs):
+        train.set_epoch(epoch)                   # same batches whether resumed or not
+        for x, y in train:
+            ...
+
+Data are found via an explicit path, ``$SELECTIVITY_DATA`` or the per-user cache
+(``$SELECTIVITY_CACHE``); see :mod:`selectivity.data.locate`.
+"""
+
+from .archive import ArchiveError, CorruptArchiveError, UnsafeArchiveError, safe_extract
+from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar10
+from .loader import BatchLoader, DataSplits, ImageDataset, channel_stats, make_splits, stratified_split
+from .locate import (
+    CACHE_ENV,
+    DATA_ENV,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    cache_dir,
+    download_cifar10,
+    find_cifar10,
+    find_tiny_imagenet,
+)
+from .tinyimagenet import load_tiny_imagenet, read_tiny_imagenet
+
+__all__ = [
+    "ArchiveError",
+    "BatchLoader",
+    "CACHE_ENV",
+    "CIFAR10_CLASSES",
+    "CorruptArchiveError",
+    "DATA_ENV",
+    "DataSplits",
+    "DatasetFormatError",
+    "DatasetNotFoundError",
+    "ImageDataset",
+    "UnsafeArchiveError",
+    "cache_dir",
+    "channel_stats",
+    "download_cifar10",
+    "find_cifar10",
+    "find_tiny_imagenet",
+    "load_cifar10",
+    "load_tiny_imagenet",
+    "make_splits",
+    "read_cifar10",
+    "read_tiny_imagenet",
+    "safe_extract",
+    "stratified_split",
+]
