@@ -131,7 +131,7 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
 @click.option("--train-subset", type=int, default=None, help="Train every run on a stratified subset of this many images.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override for every run (repeatable), e.g. --set activation=leaky_relu.")
 @click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2", help="Extra sweep axis (repeatable), e.g. --grid negative_slope=0.1,0.3.")
-@click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default="inprocess", show_default=True, help="Where runs execute.")
+@click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default=None, help="Where runs execute (default: the preset's, else inprocess).")
 @click.option("--workers", type=int, default=None, help="Parallel runs for the process executor (default: CPU count) or CPUs of a local Ray instance.")
 @click.option("--address", default=None, help="Ray cluster address (e.g. auto or ray://head:10001); default: start a local Ray.")
 @click.option("--cpus-per-run", type=float, default=1, show_default=True, help="CPUs each run requests (Ray) / torch threads per worker.")
@@ -175,6 +175,8 @@ def sweep(preset, models, alphas, seeds, train_preset, out, data, epochs, train_
         _fail(str(e))
     if workers is not None and workers < 1:
         _fail("--workers must be >= 1")
+    executor = executor or spec.executor or "inprocess"
+    workers = workers or spec.workers
     try:
         df = run_sweep(spec, out, executor=executor, workers=workers, data=data, address=address,
                        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=not quiet,
@@ -231,6 +233,68 @@ def summarize(sweep_dir, no_figures):
     out = summarize_sweep(_sweep_dir(sweep_dir), log=click.echo, figures=not no_figures)
     for k, v in out.items():
         click.echo(f"wrote {k}: {v}", err=True)
+
+
+# --------------------------------------------------------------------------- report / cca
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory: report.html, figures/*.png, tables/*.csv.")
+@click.option("--cca/--no-cca", default=False, show_default=True, help="Add the CCA analysis (paper Fig. 3); needs the data and the checkpoints.")
+@click.option("--data", type=click.Path(), default=None, help="Dataset for the CCA (default: the sweep's, then $SELECTIVITY_DATA; never downloaded).")
+@click.option("--cca-images", type=int, default=2000, show_default=True, help="Test images probed by the CCA (same for every run).")
+@click.option("--cca-mode", type=click.Choice(["spatial_mean", "positions"]), default="spatial_mean", show_default=True, help="Conv-map flattening for the CCA.")
+@click.option("--cca-max-pairs", type=int, default=None, help="Cap on CCA pairs per alpha and kind (default: all).")
+@click.option("--device", default="cpu", show_default=True, help="Device of the CCA forward passes.")
+@click.option("--resamples", type=int, default=2000, show_default=True, help="Bootstrap resamples per confidence interval.")
+def report(sweep_dir, out, cca, data, cca_images, cca_mode, cca_max_pairs, device, resamples):
+    """Self-contained HTML report of a sweep (tables, statistics, every paper figure)."""
+    from .report import build_report
+
+    if cca_images < 2:
+        _fail("--cca-images must be >= 2")
+    if cca_max_pairs is not None and cca_max_pairs < 1:
+        _fail("--cca-max-pairs must be >= 1")
+    if resamples < 1:
+        _fail("--resamples must be >= 1")
+    path = build_report(_sweep_dir(sweep_dir), out, cca=cca, data=data, cca_images=cca_images, cca_mode=cca_mode,
+                        cca_max_pairs=cca_max_pairs, device=device, n_resamples=resamples, progress=cca,
+                        log=lambda m: click.echo(m, err=True))
+    click.echo(str(path))
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
+@click.option("--model", default=None, help="Only this model's runs (default: every model).")
+@click.option("--images", type=int, default=2000, show_default=True, help="Test images probed (a stratified subset, same for every run).")
+@click.option("--mode", type=click.Choice(["spatial_mean", "positions"]), default="spatial_mean", show_default=True, help="Conv maps: one datapoint per image (spatial mean) or per image and position.")
+@click.option("--max-pairs", type=int, default=None, help="Cap on pairs per alpha and kind (paper: 190 within, 400 between for 20 seeds).")
+@click.option("--min-ratio", type=float, default=5.0, show_default=True, help="Minimum datapoints per neuron.")
+@click.option("--exclude-same-seed", is_flag=True, help="Leave out between pairs of equal seeds (same initialisation and batch order).")
+@click.option("--device", default="cpu", show_default=True, help="Device of the forward passes.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def cca(sweep_dir, data, model, images, mode, max_pairs, min_ratio, exclude_same_seed, device, quiet):
+    """PWCCA distances within and between alphas (paper section 4.2) -> SWEEP/analysis/cca_distances.csv."""
+    from .analysis.cca_analysis import cca_distances, cca_summary
+
+    if images < 2:
+        _fail("--images must be >= 2")
+    if max_pairs is not None and max_pairs < 1:
+        _fail("--max-pairs must be >= 1")
+    try:
+        df = cca_distances(_sweep_dir(sweep_dir), data, model=model, n_images=images, mode=mode,
+                           max_pairs=max_pairs, device=device, progress=not quiet, min_ratio=min_ratio,
+                           exclude_same_seed=exclude_same_seed, log=lambda m: click.echo(m, err=True))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise click.ClickException(str(e))
+    _, _, tests = cca_summary(df)
+    if not tests.empty:
+        import pandas as pd
+
+        cols = [c for c in ("model", "alpha", "n", "mean_between", "mean_within", "ratio", "p_bonferroni", "note")
+                if c in tests.columns]
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            click.echo(tests[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 # --------------------------------------------------------------------------- listing

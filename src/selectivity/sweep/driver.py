@@ -100,7 +100,8 @@ def run_sweep(
         epochs = []
         for rid in running[:3]:
             n = _epochs_done(sweep_dir / RUNS_DIR / rid)
-            epochs.append(f"{rid} e{n}")
+            total = next((t.config.get("epochs") for t in tasks if t.run_id == rid), "?")
+            epochs.append(f"{rid} epoch {n}/{total}")
         bar.set_postfix_str(
             f"running {len(running)}, failed {counts['failed']}, diverged {counts['diverged']}"
             + (f" | {'; '.join(epochs)}" if epochs and executor != "inprocess" else ""),
@@ -108,8 +109,15 @@ def run_sweep(
         )
 
     finished: set[str] = set()
+    last_tick = [0.0]
+
+    def on_tick() -> None:  # at most every 5 s: reads each running run's metrics file
+        if time.time() - last_tick[0] >= 5.0:
+            last_tick[0] = time.time()
+            _refresh()
+
     try:
-        for t, res in ex.run(tasks, on_start):
+        for t, res in ex.run(tasks, on_start, on_tick):
             finished.add(t.run_id)
             status = res.get("status", "failed")
             wall = time.time() - started.get(t.run_id, time.time())

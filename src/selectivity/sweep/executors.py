@@ -92,7 +92,8 @@ class InProcessExecutor:
     def __init__(self, workers: int = 1, **_):
         self.workers = 1
 
-    def run(self, tasks: list[Task], on_start: Callable[[Task], None]) -> Iterator[tuple[Task, dict]]:
+    def run(self, tasks: list[Task], on_start: Callable[[Task], None],
+            on_tick: Callable[[], None] | None = None) -> Iterator[tuple[Task, dict]]:
         for t in tasks:
             on_start(t)
             yield t, execute_run(t, progress=True)
@@ -110,7 +111,8 @@ class PoolExecutor:
         self.workers = workers or max(1, (os.cpu_count() or 1))
         self._pool: ProcessPoolExecutor | None = None
 
-    def run(self, tasks: list[Task], on_start: Callable[[Task], None]) -> Iterator[tuple[Task, dict]]:
+    def run(self, tasks: list[Task], on_start: Callable[[Task], None],
+            on_tick: Callable[[], None] | None = None) -> Iterator[tuple[Task, dict]]:
         import multiprocessing as mp
         from concurrent.futures.process import BrokenProcessPool
 
@@ -128,6 +130,8 @@ class PoolExecutor:
                     on_start(t)
                     running[self._pool.submit(_pool_worker, t)] = t
                 done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                if on_tick is not None:
+                    on_tick()
                 broken = False
                 for fut in done:
                     t = running.pop(fut)
@@ -181,7 +185,8 @@ class RayExecutor:
         self.gpus_per_run = gpus_per_run
         self._started_here = False
 
-    def run(self, tasks: list[Task], on_start: Callable[[Task], None]) -> Iterator[tuple[Task, dict]]:
+    def run(self, tasks: list[Task], on_start: Callable[[Task], None],
+            on_tick: Callable[[], None] | None = None) -> Iterator[tuple[Task, dict]]:
         import ray
 
         if not ray.is_initialized():
@@ -199,6 +204,8 @@ class RayExecutor:
         try:
             while refs:
                 done, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+                if on_tick is not None:
+                    on_tick()
                 for ref in done:
                     t = refs.pop(ref)
                     try:

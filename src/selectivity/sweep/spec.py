@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ..config import ConfigError, TrainConfig, make_config
 
@@ -50,6 +50,9 @@ class SweepSpec:
         Config fields applied to every run after the preset (epochs, train_subset, ...).
     grid : dict
         Further axes: config field -> list of values (e.g. ``{"negative_slope": [0.1, 0.5]}``).
+    executor, workers : str, int, optional
+        Suggested executor and parallel runs, used when the command line names none
+        (they do not change any run's result).
     """
 
     models: list[str]
@@ -58,6 +61,8 @@ class SweepSpec:
     preset: str = "paper"
     overrides: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
+    executor: Optional[str] = None
+    workers: Optional[int] = None
 
     def validate(self) -> "SweepSpec":
         if not self.models:
@@ -183,6 +188,8 @@ def _quick() -> SweepSpec:
         preset="paper",
         overrides=dict(epochs=3, train_subset=4000, eval_subset=2000, batch_size=128,
                        lr_milestones=[0.67], top_n=200, num_threads=1),
+        executor="process",
+        workers=2,  # two single-threaded runs at once use a 2-core CPU better than one 2-thread run
     )
 
 
