@@ -625,6 +625,10 @@ def plot_promote_vs_penalise(
         return _empty(ax, xlabel, ylabel, title or what, "no regularised runs (α ≠ 0)")
     scale = _scale(value)
     ax.set_xscale("log")
+    # With one or two |alpha| values matplotlib labels minor ticks (9.2e-1, ...): hide them.
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
     rng = np.random.default_rng(seed)
     tops: dict[float, float] = {}
     for sign, color, name, lab in ((-1, PENALISE_COLOR, "penalise", "penalise (α < 0)"),

@@ -77,7 +77,7 @@ def run_sweep(
         f"({executor} executor)")
 
     ex = make_executor(executor, workers=workers, address=address, cpus_per_run=cpus_per_run,
-                       gpus_per_run=gpus_per_run)
+                       gpus_per_run=gpus_per_run, progress=progress)
     started: dict[str, float] = {}
     counts = {"done": skipped, "failed": 0, "diverged": 0}
     t0 = time.time()

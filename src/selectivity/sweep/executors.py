@@ -89,14 +89,15 @@ class InProcessExecutor:
 
     name = "inprocess"
 
-    def __init__(self, workers: int = 1, **_):
+    def __init__(self, workers: int = 1, progress: bool = True, **_):
         self.workers = 1
+        self.progress = progress
 
     def run(self, tasks: list[Task], on_start: Callable[[Task], None],
             on_tick: Callable[[], None] | None = None) -> Iterator[tuple[Task, dict]]:
         for t in tasks:
             on_start(t)
-            yield t, execute_run(t, progress=True)
+            yield t, execute_run(t, progress=self.progress)
 
     def close(self) -> None:
         pass
