@@ -179,7 +179,15 @@ def selectivity_from_class_means(
     num_units = means.shape[1]
     if n_present < 2:
         return torch.full((num_units,), float("nan"), dtype=means.dtype, device=means.device)
-    m = means[present]  # (C_present, U)
+    si, valid = _index_of_present_means(means[present], eps, negative)
+    return torch.where(valid, si, torch.full_like(si, float("nan")))
+
+
+def _index_of_present_means(m: torch.Tensor, eps: float, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of ``m`` (C_present >= 2, U) class means -> (si (U,) with 0 where invalid, valid (U,)).
+
+    Shared by measurement (invalid -> NaN) and the regulariser (invalid -> left out).
+    """
     if negative == "shift":
         # Shift only units whose smallest class mean is negative: non-negative units
         # are untouched, so ReLU results are identical under every rule.
@@ -187,14 +195,13 @@ def selectivity_from_class_means(
     elif negative == "clamp":
         m = m.clamp(min=0.0)
     mu_max = m.max(dim=0).values
-    mu_rest = (m.sum(dim=0) - mu_max) / (n_present - 1)
-    num = mu_max - mu_rest
+    mu_rest = (m.sum(dim=0) - mu_max) / (m.shape[0] - 1)
     den = mu_max + mu_rest
     valid = den > 0
     # Double-where: the masked branch never sees 0/0, so gradients stay finite.
     safe_den = torch.where(valid, den + eps, torch.ones_like(den))
-    si = num / safe_den
-    return torch.where(valid, si, torch.full_like(si, float("nan")))
+    si = torch.where(valid, (mu_max - mu_rest) / safe_den, torch.zeros_like(den))
+    return si, valid
 
 
 def class_selectivity_index(

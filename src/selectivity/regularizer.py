@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .hooks import ActivationCapture, LayerSpec
-from .metrics import NEGATIVE_RULES, _check_num_classes
+from .metrics import NEGATIVE_RULES, _check_num_classes, _index_of_present_means
 
 __all__ = ["SelectivityRegularizer", "batch_selectivity"]
 
@@ -67,6 +67,8 @@ def batch_selectivity(
     flat = [a.mean(dim=(2, 3)) if a.dim() == 4 else a for a in acts]  # each (B, U_l)
     sizes = [f.shape[1] for f in flat]
     r = torch.cat(flat, dim=1)  # (B, U) all layers side by side: one pass of math
+    if r.dtype in (torch.float16, torch.bfloat16):
+        r = r.float()  # class means of mixed-precision activations are taken in float32
     b = r.shape[0]
     if labels.dim() != 1 or labels.shape[0] != b:
         raise ValueError(f"labels must have shape ({b},) to match the batch, got {tuple(labels.shape)}")
@@ -85,16 +87,7 @@ def batch_selectivity(
         return zero, torch.zeros(len(sizes), dtype=r.dtype, device=r.device)
     onehot = onehot[:, present] / counts[present]  # (B, C_p): averaging weights
     m = onehot.t() @ r  # (C_p, U) class means
-    if negative == "shift":
-        m = m - m.min(dim=0).values.clamp(max=0.0)
-    elif negative == "clamp":
-        m = m.clamp(min=0.0)
-    mu_max = m.max(dim=0).values
-    mu_rest = (m.sum(dim=0) - mu_max) / (n_present - 1)
-    den = mu_max + mu_rest
-    live = den > 0
-    safe_den = torch.where(live, den + eps, torch.ones_like(den))
-    si = torch.where(live, (mu_max - mu_rest) / safe_den, torch.zeros_like(den))  # (U,)
+    si, live = _index_of_present_means(m, eps, negative)  # (U,), dead units 0
     livef = live.to(r.dtype)
     layer_sum = torch.stack([s.sum() for s in si.split(sizes)])  # (L,)
     layer_live = torch.stack([s.sum() for s in livef.split(sizes)])  # (L,)
