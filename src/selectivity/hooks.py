@@ -225,12 +225,14 @@ class ActivationCapture:
 
 
 def _spatial_mean(t: torch.Tensor) -> torch.Tensor:
+    # sum * (1/HW) rather than mean: the backward of sum is a stride-0 expand, while
+    # mean's backward writes a full-size (N, C, H, W) tensor per layer (regulariser cost).
     if t.dim() == 4:
-        return t.mean(dim=(2, 3))  # (N, C, H, W) -> (N, C)
+        return t.sum(dim=(2, 3)) * (1.0 / (t.shape[2] * t.shape[3]))  # (N, C, H, W) -> (N, C)
     if t.dim() == 2:
         return t
     if t.dim() == 3:
-        return t.mean(dim=2)  # (N, C, L) -> (N, C): 1-D conv feature maps
+        return t.sum(dim=2) * (1.0 / t.shape[2])  # (N, C, L) -> (N, C): 1-D conv feature maps
     raise ValueError(f"cannot reduce an output of shape {tuple(t.shape)} to (N, units)")
 
 
