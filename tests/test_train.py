@@ -153,3 +153,47 @@ def test_real_data_alpha_moves_test_selectivity_both_ways(cifar_data, tmp_path):
         assert res["status"] == "completed"
         si[alpha] = res["mean_selectivity"]
     assert si[-2.0] < si[0.0] < si[2.0], si
+
+
+def _fake_tiny_imagenet(root, wnids=("n02", "n01", "n03"), per_class=12, val_per_class=4):
+    """A small tree in Tiny ImageNet's released layout (64x64 JPEGs, wnids.txt order)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for k, w in enumerate(wnids):
+        d = root / "train" / w / "images"
+        d.mkdir(parents=True)
+        for j in range(per_class):
+            # class-dependent brightness so the classes are learnable at all
+            img = np.clip(rng.normal(60 + 60 * k, 30, (64, 64, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(d / f"{w}_{j}.JPEG", quality=95)
+    lines = []
+    for j in range(val_per_class * len(wnids)):
+        k = j % len(wnids)
+        img = np.clip(rng.normal(60 + 60 * k, 30, (64, 64, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "val" / "images" / f"val_{j}.JPEG", quality=95)
+        lines.append(f"val_{j}.JPEG\t{wnids[k]}\t0\t0\t63\t63")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_resnet18_trains_on_tiny_imagenet_layout(tmp_path):
+    from click.testing import CliRunner
+
+    from selectivity.cli import main
+
+    root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
+    out = tmp_path / "run"
+    r = CliRunner().invoke(main, [
+        "train", "--model", "resnet18", "--dataset", "tiny-imagenet", "--data", str(root), "--alpha", "-1",
+        "--epochs", "2", "--out", str(out), "--quiet", "--set", "val_size=6", "--set", "batch_size=10",
+        "--set", "top_n=4", "--set", "num_threads=1", "--set", "eval_batch_size=20"])
+    assert r.exit_code == 0, r.output
+    res = read_json(out / "result.json")
+    assert res["status"] == "completed" and res["test_samples"] == 12
+    assert len(res["layer_selectivity"]) == 17  # stem + 8 basic blocks x 2
+    model, cfg, ckpt = load_model_from(out)
+    assert cfg.dataset == "tiny-imagenet" and ckpt["num_classes"] == 3 and ckpt["classes"] == ["n02", "n01", "n03"]

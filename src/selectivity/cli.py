@@ -47,6 +47,7 @@ def main() -> None:
 @click.option("--alpha", type=float, default=None, help="Regulariser strength: < 0 penalises, > 0 promotes selectivity.")
 @click.option("--seed", type=int, default=None, help="Seed of initialisation, shuffling and augmentation.")
 @click.option("--preset", default="paper", show_default=True, help="Named preset (see `selectivity presets`).")
+@click.option("--dataset", type=click.Choice(["cifar10", "tiny-imagenet"]), default=None, help="Dataset (default cifar10; tiny-imagenet with --model resnet18).")
 @click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
 @click.option("--out", type=click.Path(), required=True, help="Run directory (created; an unfinished run there is resumed).")
 @click.option("--epochs", type=int, default=None, help="Override the number of epochs.")
@@ -54,11 +55,11 @@ def main() -> None:
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set lr=0.05 (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
-def train(model, alpha, seed, preset, data, out, epochs, train_subset, device, sets, quiet):
+def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, quiet):
     """Train one model with the selectivity regulariser into a run directory."""
     from .train import train_run
 
-    cfg = _build_config(preset, model, {"alpha": alpha, "seed": seed, "epochs": epochs,
+    cfg = _build_config(preset, model, {"alpha": alpha, "seed": seed, "epochs": epochs, "dataset": dataset,
                                         "train_subset": train_subset, "device": device}, sets)
     try:
         result = train_run(cfg, out, data=data, progress=not quiet,
