@@ -1,6 +1,5 @@
 """Training runs: run directories, resume after a real kill, divergence, config, real data."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -6,7 +6,7 @@ Hooks exist only inside :class:`ActivationCapture`'s ``with`` block and are remo
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Iterable, Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import nn
@@ -243,8 +243,3 @@ def count_hooks(model: nn.Module) -> int:
         total += len(m._forward_hooks) + len(m._forward_pre_hooks)
     return total
 
-
-def iter_named(model: nn.Module, names: Iterable[str]) -> Iterable[tuple[str, nn.Module]]:
-    modules = dict(model.named_modules())
-    for n in names:
-        yield n, modules[n]

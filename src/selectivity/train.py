@@ -37,17 +37,13 @@ from .rundir import (
     write_json,
 )
 
-__all__ = ["train_run", "load_data", "resolve_device", "RunAlreadyFinished", "Diverged", "load_model_from"]
+__all__ = ["train_run", "load_data", "resolve_device", "Diverged", "load_model_from"]
 
 CHECKPOINT_FORMAT = 1
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class RunAlreadyFinished(Exception):
-    """Raised internally when a finished run is started again."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -13,7 +13,6 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterator
 
 __all__ = ["Task", "execute_run", "InProcessExecutor", "PoolExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
@@ -39,7 +38,7 @@ def execute_run(task: Task, progress: bool = False) -> dict:
     import torch
 
     from ..config import TrainConfig
-    from ..rundir import RunFiles, read_json, write_json
+    from ..rundir import RunFiles, write_json
     from ..train import train_run
 
     files = RunFiles(task.run_dir)
