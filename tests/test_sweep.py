@@ -234,3 +234,16 @@ def test_results_cli_exports_csv_and_json(reference_sweep):
     assert r.exit_code == 0 and "resnet20_alpha-1_seed0" in r.output
     r = CliRunner().invoke(main, ["summarize", str(out), "--no-figures"])
     assert r.exit_code == 0 and "resnet20" in r.output
+
+
+def test_dry_run_lists_the_paper_grid_without_running(tmp_path):
+    from click.testing import CliRunner
+
+    from selectivity.cli import main
+
+    r = CliRunner().invoke(main, ["sweep", "--preset", "paper", "--out", str(tmp_path / "p"), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    lines = [l for l in r.output.splitlines() if "\t" in l]
+    assert len(lines) == 2 * 20 * 20  # ResNet20 and VGG16, 20 alphas, 20 seeds
+    assert "resnet20_alpha-30_seed19\tto run" in lines and "vgg16_alpha+5_seed0\tto run" in lines
+    assert not (tmp_path / "p").exists()

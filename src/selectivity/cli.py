@@ -138,9 +138,10 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
 @click.option("--cpus-per-run", type=float, default=1, show_default=True, help="CPUs each run requests (Ray) / torch threads per worker.")
 @click.option("--gpus-per-run", type=float, default=0, show_default=True, help="GPUs each run requests (Ray).")
 @click.option("--no-summary", is_flag=True, help="Skip the summary table and figures at the end.")
+@click.option("--dry-run", is_flag=True, help="List the runs of the grid (and which are finished) without running anything.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def sweep(preset, models, alphas, seeds, train_preset, out, data, epochs, train_subset, sets, grids, executor,
-          workers, address, cpus_per_run, gpus_per_run, no_summary, quiet):
+          workers, address, cpus_per_run, gpus_per_run, no_summary, dry_run, quiet):
     """Train a grid of models x alphas x seeds; resumable (run it again to continue)."""
     from .sweep import SweepSpec, get_sweep_preset, parse_floats, parse_seeds, run_sweep
 
@@ -178,6 +179,19 @@ def sweep(preset, models, alphas, seeds, train_preset, out, data, epochs, train_
         _fail("--workers must be >= 1")
     executor = executor or spec.executor or "inprocess"
     workers = workers or spec.workers
+    if dry_run:
+        from .rundir import RunFiles, read_json
+
+        runs = spec.runs()
+        done = 0
+        for r in runs:
+            f = RunFiles(Path(out) / "runs" / r.run_id).result
+            status = read_json(f).get("status") if f.exists() else "to run"
+            done += status in ("completed", "diverged")
+            click.echo(f"{r.run_id}\t{status}")
+        click.echo(f"{len(runs)} runs ({done} finished); executor {executor}"
+                   + (f", {workers} workers" if workers else ""), err=True)
+        return
     try:
         df = run_sweep(spec, out, executor=executor, workers=workers, data=data, address=address,
                        cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=not quiet,
