@@ -120,10 +120,15 @@ class BasicBlockA(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         if stride != 1 or in_planes != planes:
-            self.shortcut: nn.Module = ShortcutA(in_planes, planes, stride)
+            self.shortcut: nn.Module = self._make_shortcut(in_planes, planes, stride)
         else:
             self.shortcut = nn.Identity()
         self.act2 = make_activation(activation, negative_slope)
+
+    @staticmethod
+    def _make_shortcut(in_planes: int, planes: int, stride: int) -> nn.Module:
+        """The shortcut used where the shape changes (subclasses choose another)."""
+        return ShortcutA(in_planes, planes, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.act1(self.bn1(self.conv1(x)))

@@ -27,58 +27,26 @@ import torch
 from torch import Tensor, nn
 
 from .registry import make_activation, register_model, validate_model_args
+from .resnet_cifar import BasicBlockA
 
 __all__ = ["BasicBlock", "ResNet", "resnet18"]
 
 _STEMS = ("small", "imagenet")
 
 
-class BasicBlock(nn.Module):
-    """Basic residual block with a projection shortcut when the shape changes.
+class BasicBlock(BasicBlockA):
+    """Basic residual block with a projection shortcut (1x1 conv + BN) when the shape changes.
 
-    Parameters
-    ----------
-    in_planes : int
-        Input channels.
-    planes : int
-        Output channels.
-    stride : int, optional
-        Stride of the first conv and of the projection shortcut.
-    activation : {"relu", "leaky_relu"}, optional
-        Nonlinearity.
-    negative_slope : float, optional
-        Leaky-ReLU slope.
+    Same layout and selectivity sites as :class:`~selectivity.models.resnet_cifar.BasicBlockA`
+    (``act1`` after conv1/bn1, ``act2`` after the residual addition); only the shortcut differs.
     """
 
-    expansion = 1
-
-    def __init__(
-        self,
-        in_planes: int,
-        planes: int,
-        stride: int = 1,
-        activation: str = "relu",
-        negative_slope: float = 0.01,
-    ) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.act1 = make_activation(activation, negative_slope)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        if stride != 1 or in_planes != planes:
-            self.shortcut: nn.Module = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
-        else:
-            self.shortcut = nn.Identity()
-        self.act2 = make_activation(activation, negative_slope)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.act2(out + self.shortcut(x))
+    @staticmethod
+    def _make_shortcut(in_planes: int, planes: int, stride: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(planes),
+        )
 
 
 class ResNet(nn.Module):
