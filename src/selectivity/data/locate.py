@@ -131,6 +131,24 @@ def _cifar_is_root(path: Path) -> bool:
     return _is_cifar_python_dir(path) or _is_image_folder_root(path)
 
 
+def _search_default_places(is_root, children) -> tuple[Path | None, list[Path], Path | None]:
+    """Look in $SELECTIVITY_DATA, then the cache directory.
+
+    Returns the data found (or None), the directories searched and the env directory.
+    """
+    searched: list[Path] = []
+    env_dir = _env_data_dir()
+    for directory in (env_dir, cache_dir()):
+        if directory is None:
+            continue
+        searched.append(directory)
+        if directory.is_dir():
+            found = _search_dir(directory, is_root, children)
+            if found is not None:
+                return found, searched, env_dir
+    return None, searched, env_dir
+
+
 def _resolve_explicit(data: str | os.PathLike, what: str, is_root, children, expected: str) -> Path:
     path = Path(data).expanduser()
     if not path.exists():
@@ -179,16 +197,9 @@ def find_cifar10(data: str | os.PathLike | None = None, download: bool = True) -
     """
     if data is not None:
         return _resolve_explicit(data, "CIFAR-10", _cifar_is_root, _CIFAR10_CHILDREN, _CIFAR10_EXPECTED)
-    searched = []
-    env_dir = _env_data_dir()
-    for directory in (env_dir, cache_dir()):
-        if directory is None:
-            continue
-        searched.append(directory)
-        if directory.is_dir():
-            found = _search_dir(directory, _cifar_is_root, _CIFAR10_CHILDREN)
-            if found is not None:
-                return found
+    found, searched, env_dir = _search_default_places(_cifar_is_root, _CIFAR10_CHILDREN)
+    if found is not None:
+        return found
     reason = "downloading is disabled"
     if download:
         try:
@@ -232,16 +243,9 @@ def find_tiny_imagenet(data: str | os.PathLike | None = None) -> Path:
     )
     if data is not None:
         return _resolve_explicit(data, "Tiny ImageNet", _is_tiny_root, _TINY_CHILDREN, expected)
-    searched = []
-    env_dir = _env_data_dir()
-    for directory in (env_dir, cache_dir()):
-        if directory is None:
-            continue
-        searched.append(directory)
-        if directory.is_dir():
-            found = _search_dir(directory, _is_tiny_root, _TINY_CHILDREN)
-            if found is not None:
-                return found
+    found, searched, env_dir = _search_default_places(_is_tiny_root, _TINY_CHILDREN)
+    if found is not None:
+        return found
     raise DatasetNotFoundError(
         "Tiny ImageNet was not found.\n"
         f"Searched: {', '.join(str(d) for d in searched)}"
