@@ -193,6 +193,22 @@ def _quick() -> SweepSpec:
     )
 
 
+@register_sweep_preset("medium")
+def _medium() -> SweepSpec:
+    """About 90 minutes on a 2-core CPU: ResNet20 on the full 45k split, alphas -2, 0, +2, 15 epochs."""
+    # The paper's schedule compressed proportionally: 200 -> 15 epochs, lr x0.1 at the
+    # same fractions (0.5, 0.75 -> epochs 8 and 11); full validation and test sets.
+    return SweepSpec(
+        models=["resnet20"],
+        alphas=[-2.0, 0.0, 2.0],
+        seeds=[0],
+        preset="paper",
+        overrides=dict(epochs=15, num_threads=1),
+        executor="process",
+        workers=3,  # the three runs side by side, one thread each
+    )
+
+
 @register_sweep_preset("paper")
 def _paper() -> SweepSpec:
     """Paper 1 (A.1): ResNet20 and VGG16, 20 seeds, the full alpha grid, 200 epochs (GPUs/cluster)."""
