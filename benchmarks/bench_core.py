@@ -6,6 +6,7 @@
 
     python benchmarks/bench_core.py [--device cpu] [--repeats 5]
 """
+
 import argparse
 import statistics
 import time
@@ -57,20 +58,22 @@ def main():
             step(False), step(True)
         for i in range(args.repeats):
             # alternate the order so drifts in machine speed hit both equally
-            for use in ((False, True) if i % 2 == 0 else (True, False)):
+            for use in (False, True) if i % 2 == 0 else (True, False):
                 t = time.perf_counter()
                 step(use)
                 (regd if use else plain).append(time.perf_counter() - t)
     p, r = statistics.median(plain), statistics.median(regd)
-    print(f"train step, batch {args.batch_size}: plain {p * 1000:.1f} ms, with regulariser {r * 1000:.1f} ms "
-          f"(median of {args.repeats}) -> ratio {r / p:.3f}  [target <= 1.10]")
+    print(
+        f"train step, batch {args.batch_size}: plain {p * 1000:.1f} ms, with regulariser {r * 1000:.1f} ms "
+        f"(median of {args.repeats}) -> ratio {r / p:.3f}  [target <= 1.10]"
+    )
 
     # ---- 2. streaming measurement vs plain evaluation --------------------------
     g = torch.Generator().manual_seed(1)
     images = torch.randn(args.images, 3, 32, 32, generator=g)
     labels = torch.randint(0, 10, (args.images,), generator=g)
     eb = 1000
-    batches = [(images[i:i + eb].to(dev), labels[i:i + eb].to(dev)) for i in range(0, args.images, eb)]
+    batches = [(images[i : i + eb].to(dev), labels[i : i + eb].to(dev)) for i in range(0, args.images, eb)]
     model.eval()
 
     @torch.no_grad()
@@ -89,13 +92,17 @@ def main():
     plain_eval(), streaming()  # warm-up
     te, tm = [], []
     for i in range(max(2, args.repeats // 2)):
-        for fn, bucket in (((plain_eval, te), (streaming, tm)) if i % 2 == 0 else ((streaming, tm), (plain_eval, te))):
+        for fn, bucket in (
+            ((plain_eval, te), (streaming, tm)) if i % 2 == 0 else ((streaming, tm), (plain_eval, te))
+        ):
             t = time.perf_counter()
             fn()
             bucket.append(time.perf_counter() - t)
     e, m = statistics.median(te), statistics.median(tm)
-    print(f"{args.images} images: plain eval {e:.2f} s, streaming measurement of all units "
-          f"(SI, dead, precision top-1000) {m:.2f} s -> ratio {m / e:.3f}  [target <= 1.20]")
+    print(
+        f"{args.images} images: plain eval {e:.2f} s, streaming measurement of all units "
+        f"(SI, dead, precision top-1000) {m:.2f} s -> ratio {m / e:.3f}  [target <= 1.20]"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 
     SELECTIVITY_DATA=../shared/data python benchmarks/bench_training.py [--images 45000]
 """
+
 import argparse
 import os
 import tempfile
@@ -39,20 +40,26 @@ def main():
     t = time.perf_counter()
     splits = load_cifar10(args.data)
     second = time.perf_counter() - t
-    print(f"dataset load: first {first:.2f} s{' (fresh cache)' if args.fresh_cache else ''}, "
-          f"second {second:.2f} s  [target second < 5 s]")
+    print(
+        f"dataset load: first {first:.2f} s{' (fresh cache)' if args.fresh_cache else ''}, "
+        f"second {second:.2f} s  [target second < 5 s]"
+    )
 
     cfg = make_config("paper", {"model": "resnet20", "alpha": args.alpha, "device": "cpu"})
     dev = torch.device("cpu")
     train = _subset(splits.train, args.images, 0)
-    print(f"torch threads {torch.get_num_threads()}, {len(train)} images, batch {cfg.batch_size}, alpha {args.alpha}")
+    print(
+        f"torch threads {torch.get_num_threads()}, {len(train)} images, batch {cfg.batch_size}, alpha {args.alpha}"
+    )
 
     # ---- package loop --------------------------------------------------------
     torch.manual_seed(0)
     model = create("resnet20")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=1e-4)
     reg = SelectivityRegularizer(model, cfg.alpha, 10)
-    loader = BatchLoader(train, cfg.batch_size, shuffle=True, augment=True, mean=splits.mean, std=splits.std, seed=0)
+    loader = BatchLoader(
+        train, cfg.batch_size, shuffle=True, augment=True, mean=splits.mean, std=splits.std, seed=0
+    )
     t = time.perf_counter()
     _train_epoch(model, opt, reg, loader, cfg, dev, 0, progress=True)
     ours = time.perf_counter() - t
@@ -69,14 +76,16 @@ def main():
     t = time.perf_counter()
     perm = torch.randperm(len(ys))
     for i in range(0, len(ys), cfg.batch_size):
-        idx = perm[i:i + cfg.batch_size]
+        idx = perm[i : i + cfg.batch_size]
         loss = F.cross_entropy(model(xs[idx]), ys[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     bare = time.perf_counter() - t
-    print(f"one epoch: package loop {ours:.1f} s, bare PyTorch loop {bare:.1f} s -> ratio {ours / bare:.3f}  "
-          f"[target <= 1.15]")
+    print(
+        f"one epoch: package loop {ours:.1f} s, bare PyTorch loop {bare:.1f} s -> ratio {ours / bare:.3f}  "
+        f"[target <= 1.15]"
+    )
 
 
 if __name__ == "__main__":

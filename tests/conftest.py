@@ -1,4 +1,5 @@
 """Shared fixtures. Real-data tests find CIFAR-10 through $SELECTIVITY_DATA (CI sets it)."""
+
 import os
 from pathlib import Path
 

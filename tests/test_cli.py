@@ -1,4 +1,5 @@
 """The command line: train and measure, help texts, clear errors for bad values."""
+
 import json
 
 import pytest
@@ -6,15 +7,41 @@ from click.testing import CliRunner
 
 from selectivity.cli import main
 
-TINY_SETS = ["--set", "batch_size=64", "--set", "eval_subset=100", "--set", "val_size=500",
-             "--set", "top_n=10", "--set", "num_threads=1"]
+TINY_SETS = [
+    "--set",
+    "batch_size=64",
+    "--set",
+    "eval_subset=100",
+    "--set",
+    "val_size=500",
+    "--set",
+    "top_n=10",
+    "--set",
+    "num_threads=1",
+]
 
 
 @pytest.fixture(scope="module")
 def run_dir(cifar_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    r = CliRunner().invoke(main, ["train", "--preset", "smoke", "--alpha", "-1", "--train-subset", "128",
-                                  "--data", str(cifar_data), "--out", str(out), "--quiet", *TINY_SETS])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--preset",
+            "smoke",
+            "--alpha",
+            "-1",
+            "--train-subset",
+            "128",
+            "--data",
+            str(cifar_data),
+            "--out",
+            str(out),
+            "--quiet",
+            *TINY_SETS,
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output.strip().splitlines()[-1])
     assert res["status"] == "completed" and 0 <= res["test_accuracy"] <= 1
@@ -22,14 +49,26 @@ def run_dir(cifar_data, tmp_path_factory):
 
 
 def test_measure_table_and_json(run_dir, cifar_data):
-    r = CliRunner().invoke(main, ["measure", str(run_dir), "--data", str(cifar_data), "--json", "--top-n", "50"])
+    r = CliRunner().invoke(
+        main, ["measure", str(run_dir), "--data", str(cifar_data), "--json", "--top-n", "50"]
+    )
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["num_samples"] == 10000 and d["top_n"] == 50 and len(d["layers"]) == 19
     assert {"layer", "units", "selectivity", "dead_fraction", "precision"} <= set(d["layers"][0])
     # measuring the checkpoint file directly gives the same numbers
-    r2 = CliRunner().invoke(main, ["measure", str(run_dir / "checkpoints" / "best.pt"), "--data", str(cifar_data),
-                                   "--json", "--top-n", "50"])
+    r2 = CliRunner().invoke(
+        main,
+        [
+            "measure",
+            str(run_dir / "checkpoints" / "best.pt"),
+            "--data",
+            str(cifar_data),
+            "--json",
+            "--top-n",
+            "50",
+        ],
+    )
     assert json.loads(r2.output)["mean_selectivity"] == d["mean_selectivity"]
     r3 = CliRunner().invoke(main, ["measure", str(run_dir), "--data", str(cifar_data), "--split", "val"])
     assert r3.exit_code == 0 and "layer1.0.act1" in r3.output and "selectivity" in r3.output
@@ -63,8 +102,19 @@ def test_measure_rejects_bad_options(run_dir):
 def test_missing_dataset_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SELECTIVITY_DATA", str(tmp_path / "empty"))
     (tmp_path / "empty").mkdir()
-    r = CliRunner().invoke(main, ["train", "--preset", "smoke", "--data", str(tmp_path / "empty"),
-                                  "--out", str(tmp_path / "run"), "--quiet"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--preset",
+            "smoke",
+            "--data",
+            str(tmp_path / "empty"),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 1
     assert "cifar-10-python.tar.gz" in r.output
 

@@ -94,23 +94,32 @@ def fake_cifar(tmp_path_factory):
 
     for b in range(5):
         sl = slice(b * N_PER_BATCH, (b + 1) * N_PER_BATCH)
-        dump(f"data_batch_{b + 1}", {
-            b"batch_label": f"training batch {b + 1} of 5".encode(),
-            b"labels": [int(x) for x in train_labels[sl]],
-            b"data": train_data[sl],
-            b"filenames": [f"img_{i}.png".encode() for i in range(sl.start, sl.stop)],
-        })
-    dump("test_batch", {
-        b"batch_label": b"testing batch 1 of 1",
-        b"labels": [int(x) for x in test_labels],
-        b"data": test_data,
-        b"filenames": [f"test_{i}.png".encode() for i in range(N_TEST)],
-    })
-    dump("batches.meta", {
-        b"num_cases_per_batch": N_PER_BATCH,
-        b"label_names": [c.encode() for c in CIFAR10_CLASSES],
-        b"num_vis": 3072,
-    })
+        dump(
+            f"data_batch_{b + 1}",
+            {
+                b"batch_label": f"training batch {b + 1} of 5".encode(),
+                b"labels": [int(x) for x in train_labels[sl]],
+                b"data": train_data[sl],
+                b"filenames": [f"img_{i}.png".encode() for i in range(sl.start, sl.stop)],
+            },
+        )
+    dump(
+        "test_batch",
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": [int(x) for x in test_labels],
+            b"data": test_data,
+            b"filenames": [f"test_{i}.png".encode() for i in range(N_TEST)],
+        },
+    )
+    dump(
+        "batches.meta",
+        {
+            b"num_cases_per_batch": N_PER_BATCH,
+            b"label_names": [c.encode() for c in CIFAR10_CLASSES],
+            b"num_vis": 3072,
+        },
+    )
     py_tar = _tar_dir(py, root / "cifar-10-python.tar.gz", "cifar-10-batches-py")
 
     # Image folder: <split>/<class>/NNNN.png, NNNN = order of appearance within the class.
@@ -132,8 +141,13 @@ def fake_cifar(tmp_path_factory):
         return data[order].reshape(-1, 3, 32, 32), labels[order]
 
     return {
-        "py_dir": py, "py_tar": py_tar, "folder": folder, "nested_tar": nested_tar, "flat_tar": flat_tar,
-        "train": expected(train_data, train_labels), "test": expected(test_data, test_labels),
+        "py_dir": py,
+        "py_tar": py_tar,
+        "folder": folder,
+        "nested_tar": nested_tar,
+        "flat_tar": flat_tar,
+        "train": expected(train_data, train_labels),
+        "test": expected(test_data, test_labels),
     }
 
 
@@ -323,15 +337,18 @@ def _tar_with(path: Path, *members: tuple[str, str, str]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("members, why", [
-    ([("file", "../evil.txt", "x")], "leaves the target"),
-    ([("file", "/tmp/evil_abs.txt", "x")], "absolute"),
-    ([("file", "ok/../../evil.txt", "x")], "leaves the target"),
-    ([("sym", "link", "/etc/passwd")], "symlink"),
-    ([("sym", "sub/link", "../../outside")], "symlink"),
-    ([("hard", "hl", "../outside")], "hard link"),
-    ([("dev", "dev0", "")], "device"),
-])
+@pytest.mark.parametrize(
+    "members, why",
+    [
+        ([("file", "../evil.txt", "x")], "leaves the target"),
+        ([("file", "/tmp/evil_abs.txt", "x")], "absolute"),
+        ([("file", "ok/../../evil.txt", "x")], "leaves the target"),
+        ([("sym", "link", "/etc/passwd")], "symlink"),
+        ([("sym", "sub/link", "../../outside")], "symlink"),
+        ([("hard", "hl", "../outside")], "hard link"),
+        ([("dev", "dev0", "")], "device"),
+    ],
+)
 def test_path_traversal_is_refused(tmp_path, members, why):
     arc = _tar_with(tmp_path / "evil.tar", ("file", "good.txt", "fine"), *members)
     dest = tmp_path / "dest"
@@ -423,9 +440,14 @@ def test_loader_shapes_len_and_normalisation():
     x = torch.cat([b[0] for b in batches])
     assert x.dtype == torch.float32 and x.shape == (50, 3, 8, 8)
     assert torch.equal(torch.cat([b[1] for b in batches]), ds.labels)
-    ref = (ds.images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1).float()) / torch.tensor(std).view(1, 3, 1, 1).float()
+    ref = (ds.images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1).float()) / torch.tensor(std).view(
+        1, 3, 1, 1
+    ).float()
     torch.testing.assert_close(x, ref, atol=1e-5, rtol=1e-5)
-    assert x.mean(dim=(0, 2, 3)).abs().max() < 1e-4 and (x.std(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-4
+    assert (
+        x.mean(dim=(0, 2, 3)).abs().max() < 1e-4
+        and (x.std(dim=(0, 2, 3), unbiased=False) - 1).abs().max() < 1e-4
+    )
     dl = BatchLoader(ds, 16, drop_last=True)
     assert len(dl) == 3 and all(b[0].shape[0] == 16 for b in dl)
 
@@ -464,13 +486,15 @@ def test_augmentation_crops_and_flips_a_hand_made_image():
     # every pixel of every channel distinct and non-zero, so a crop identifies itself
     base = (torch.arange(3 * h * w, dtype=torch.int64) + 1).view(3, h, w).to(torch.uint8)
     n = 400
-    ds = ImageDataset(base.expand(n, 3, h, w).contiguous(), torch.zeros(n, dtype=torch.int64), ["only"], "hand")
+    ds = ImageDataset(
+        base.expand(n, 3, h, w).contiguous(), torch.zeros(n, dtype=torch.int64), ["only"], "hand"
+    )
     padded = torch.zeros(3, h + 2 * p, w + 2 * p, dtype=torch.uint8)
-    padded[:, p:p + h, p:p + w] = base
+    padded[:, p : p + h, p : p + w] = base
     candidates = {}
     for dy in range(2 * p + 1):
         for dx in range(2 * p + 1):
-            crop = padded[:, dy:dy + h, dx:dx + w]
+            crop = padded[:, dy : dy + h, dx : dx + w]
             candidates[(dy, dx, False)] = crop
             candidates[(dy, dx, True)] = crop.flip(2)
     loader = BatchLoader(ds, 64, shuffle=True, augment=True, seed=0, padding=p)
@@ -500,7 +524,7 @@ def test_augmentation_matches_per_sample_reference():
     padded = torch.nn.functional.pad(ds.images, (2, 2, 2, 2))
     for pos, i in enumerate(order.tolist()):
         dy, dx = offsets[pos].tolist()
-        crop = padded[i, :, dy:dy + 5, dx:dx + 7]
+        crop = padded[i, :, dy : dy + 5, dx : dx + 7]
         if flips[pos]:
             crop = crop.flip(2)
         assert torch.equal((out[pos] * 255).round().to(torch.uint8), crop)
@@ -539,7 +563,9 @@ def fake_tiny(tmp_path_factory):
         Image.fromarray(img).save(root / "val" / "images" / f"val_{j}.JPEG", format="JPEG")
         lines.append(f"val_{j}.JPEG\t{wnid}\t0\t0\t63\t63")
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / "test" / "images" / "test_0.JPEG")
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+        root / "test" / "images" / "test_0.JPEG"
+    )
     zpath = base / "tiny-imagenet-200.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
         for f in sorted(root.rglob("*")):
@@ -609,6 +635,8 @@ def test_real_cifar10(_private_cache, monkeypatch):
         assert torch.bincount(s.val.labels, minlength=10).tolist() == [500] * 10
     assert len(first.train) + len(first.val) == 50000
     means = first.test.images.double().mean(dim=(0, 2, 3))
-    torch.testing.assert_close(means, torch.tensor([125.99, 123.69, 114.85], dtype=torch.float64), atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        means, torch.tensor([125.99, 123.69, 114.85], dtype=torch.float64), atol=0.02, rtol=0
+    )
     assert torch.equal(first.val.images, second.val.images) and first.mean == second.mean
     assert t2 - t1 < t1 - t0

@@ -1,4 +1,5 @@
 """Selectivity metrics: hand-computed values, invariances, streaming, bad input."""
+
 import math
 
 import pytest
@@ -86,7 +87,9 @@ def test_negative_rules_agree_on_nonnegative_responses():
     labels = torch.randint(0, 5, (50,))
     ref = class_selectivity_index(acts, labels, 5, negative="raw")
     for rule in ("shift", "clamp"):
-        torch.testing.assert_close(class_selectivity_index(acts, labels, 5, negative=rule), ref, equal_nan=True)
+        torch.testing.assert_close(
+            class_selectivity_index(acts, labels, 5, negative=rule), ref, equal_nan=True
+        )
 
 
 def test_shift_rule_stays_in_unit_interval_for_leaky_relu():
@@ -179,7 +182,9 @@ def _data(seed=0, n=120, u=7, c=4):
 def test_permuting_units_permutes_output(metric):
     acts, labels, c = _data()
     perm = torch.randperm(acts.shape[1], generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(metric(acts[:, perm], labels, c), metric(acts, labels, c)[perm], equal_nan=True)
+    torch.testing.assert_close(
+        metric(acts[:, perm], labels, c), metric(acts, labels, c)[perm], equal_nan=True
+    )
 
 
 @pytest.mark.parametrize("metric", ALL_METRICS)
@@ -196,7 +201,9 @@ def test_permuting_samples_and_renaming_classes_change_nothing(metric):
     acts, labels, c = _data()
     perm = torch.randperm(acts.shape[0], generator=torch.Generator().manual_seed(4))
     rename = torch.tensor([2, 0, 3, 1])
-    torch.testing.assert_close(metric(acts[perm], rename[labels[perm]], c), metric(acts, labels, c), equal_nan=True)
+    torch.testing.assert_close(
+        metric(acts[perm], rename[labels[perm]], c), metric(acts, labels, c), equal_nan=True
+    )
 
 
 @pytest.mark.parametrize("metric", SELECTIVITY_METRICS)

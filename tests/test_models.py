@@ -28,7 +28,7 @@ SPECS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_model(name: str) -> nn.Module:
     """One seeded default instance per name, shared by the read-only tests (speed)."""
     torch.manual_seed(0)
@@ -240,8 +240,9 @@ def scratch_registry(monkeypatch):
 def test_register_model_and_create(scratch_registry):
     @models.register_model("tiny_test_net")
     def tiny(num_classes=7, activation="relu", negative_slope=0.01):
-        return nn.Sequential(nn.Flatten(), models.make_activation(activation, negative_slope),
-                             nn.Linear(12, num_classes))
+        return nn.Sequential(
+            nn.Flatten(), models.make_activation(activation, negative_slope), nn.Linear(12, num_classes)
+        )
 
     assert "tiny_test_net" in models.list_models()
     assert models.create("tiny_test_net")[2].out_features == 7

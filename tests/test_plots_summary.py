@@ -1,4 +1,5 @@
 """Summary tables and figures on a synthetic sweep (no training, a few seconds)."""
+
 import ast
 from pathlib import Path
 
@@ -26,15 +27,35 @@ def _make_runs() -> pd.DataFrame:
             for s in SEEDS:
                 acc = 0.91 - 0.002 * abs(a) * (1 if a < 0 else 10) + rng.normal(0, 0.003)
                 si = float(np.clip(0.22 * np.exp(0.3 * a) + rng.normal(0, 0.01), 0.001, 0.99))
-                rows.append(dict(
-                    run_id=f"{model}_a{a:g}_s{s}", model=model, alpha=a, seed=s, status="completed",
-                    message=None, test_accuracy=acc, best_val_accuracy=acc + 0.01, best_epoch=150,
-                    mean_selectivity=si, mean_precision=0.3, dead_fraction=0.01, train_seconds=10.0,
-                    epochs=200, activation="relu", negative_slope=0.0,
-                ))
+                rows.append(
+                    dict(
+                        run_id=f"{model}_a{a:g}_s{s}",
+                        model=model,
+                        alpha=a,
+                        seed=s,
+                        status="completed",
+                        message=None,
+                        test_accuracy=acc,
+                        best_val_accuracy=acc + 0.01,
+                        best_epoch=150,
+                        mean_selectivity=si,
+                        mean_precision=0.3,
+                        dead_fraction=0.01,
+                        train_seconds=10.0,
+                        epochs=200,
+                        activation="relu",
+                        negative_slope=0.0,
+                    )
+                )
     runs = pd.DataFrame(rows)
-    metric_cols = ["test_accuracy", "best_val_accuracy", "best_epoch", "mean_selectivity",
-                   "mean_precision", "dead_fraction"]
+    metric_cols = [
+        "test_accuracy",
+        "best_val_accuracy",
+        "best_epoch",
+        "mean_selectivity",
+        "mean_precision",
+        "dead_fraction",
+    ]
     extra = []
     for status, a in (("failed", -1.0), ("diverged", 5.0)):
         r = runs[(runs.model == "resnet20") & (runs.alpha == a)].iloc[0].copy()
@@ -48,11 +69,22 @@ def _make_layers(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in runs[runs.status == "completed"].iterrows():
         for i, name in enumerate(LAYER_NAMES):
-            rows.append(dict(
-                run_id=r.run_id, model=r.model, alpha=r.alpha, seed=r.seed, activation="relu",
-                negative_slope=0.0, layer=name, layer_index=i, units=16 * (i + 1),
-                selectivity=r.mean_selectivity * (0.5 + 0.3 * i), dead_fraction=0.01 * i, precision=0.2 + 0.05 * i,
-            ))
+            rows.append(
+                dict(
+                    run_id=r.run_id,
+                    model=r.model,
+                    alpha=r.alpha,
+                    seed=r.seed,
+                    activation="relu",
+                    negative_slope=0.0,
+                    layer=name,
+                    layer_index=i,
+                    units=16 * (i + 1),
+                    selectivity=r.mean_selectivity * (0.5 + 0.3 * i),
+                    dead_fraction=0.01 * i,
+                    precision=0.2 + 0.05 * i,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -103,9 +135,11 @@ def _check_scatter_signs(coll):
 def test_summary_table_counts_and_means(runs):
     t = summary_table(runs, n_resamples=NRES)
     done = runs[runs.status == "completed"]
-    ref = done.groupby(["model", "alpha"]).agg(
-        n=("seed", "size"), acc=("test_accuracy", "mean"), si=("mean_selectivity", "mean")
-    ).reset_index()
+    ref = (
+        done.groupby(["model", "alpha"])
+        .agg(n=("seed", "size"), acc=("test_accuracy", "mean"), si=("mean_selectivity", "mean"))
+        .reset_index()
+    )
     assert len(t) == len(ref) == len(MODELS) * len(ALPHAS)
     m = t.merge(ref, on=["model", "alpha"])
     np.testing.assert_array_equal(m["n_x"].to_numpy(), m["n_y"].to_numpy())
@@ -205,32 +239,66 @@ def test_import_picks_no_gui_backend():
                 assert all("pyplot" not in a.name for a in node.names)
             elif isinstance(node, ast.Attribute):
                 assert node.attr not in ("use", "switch_backend") or not (
-                    isinstance(node.value, ast.Name) and node.value.id in ("matplotlib", "mpl"))
+                    isinstance(node.value, ast.Name) and node.value.id in ("matplotlib", "mpl")
+                )
 
 
 # ----------------------------------------------------------------------------- plots
 def _plot_calls(runs, layers, one):
     """(name, callable(data, ax), data, gid of a coloured-by-alpha scatter or None)."""
     lay1 = layers[layers.model == "resnet20"]
-    cca = pd.DataFrame([
-        dict(alpha=a, layer_index=i, layer=n, distance_within=0.1 + 0.01 * i + 0.01 * k,
-             distance_between=0.2 + 0.05 * abs(a) + 0.01 * k)
-        for a in (-10.0, -1.0, 1.0) for i, n in enumerate(LAYER_NAMES) for k in range(3)
-    ])
-    ratio = pd.DataFrame([dict(alpha=a, seed=k, ratio=1.5 + 0.1 * abs(a) + 0.05 * k)
-                          for a in (-10.0, -1.0, -0.1, 0.1, 1.0) for k in range(3)])
-    leaky = pd.concat([one.assign(activation="relu", negative_slope=0.0),
-                       one.assign(activation="leaky_relu", negative_slope=0.1),
-                       one.assign(activation="leaky_relu", negative_slope=0.5)])
+    cca = pd.DataFrame(
+        [
+            dict(
+                alpha=a,
+                layer_index=i,
+                layer=n,
+                distance_within=0.1 + 0.01 * i + 0.01 * k,
+                distance_between=0.2 + 0.05 * abs(a) + 0.01 * k,
+            )
+            for a in (-10.0, -1.0, 1.0)
+            for i, n in enumerate(LAYER_NAMES)
+            for k in range(3)
+        ]
+    )
+    ratio = pd.DataFrame(
+        [
+            dict(alpha=a, seed=k, ratio=1.5 + 0.1 * abs(a) + 0.05 * k)
+            for a in (-10.0, -1.0, -0.1, 0.1, 1.0)
+            for k in range(3)
+        ]
+    )
+    leaky = pd.concat(
+        [
+            one.assign(activation="relu", negative_slope=0.0),
+            one.assign(activation="leaky_relu", negative_slope=0.1),
+            one.assign(activation="leaky_relu", negative_slope=0.5),
+        ]
+    )
     kw = dict(n_resamples=NRES)
     return [
         ("selectivity_vs_alpha", lambda d, ax: plots.plot_selectivity_vs_alpha(d, ax, **kw), one, "seeds"),
         ("accuracy_points", lambda d, ax: plots.plot_accuracy_vs_alpha(d, ax, **kw), one, "seeds"),
-        ("accuracy_violin", lambda d, ax: plots.plot_accuracy_vs_alpha(d, ax, kind="violin", **kw), one, None),
+        (
+            "accuracy_violin",
+            lambda d, ax: plots.plot_accuracy_vs_alpha(d, ax, kind="violin", **kw),
+            one,
+            None,
+        ),
         ("promote_vs_penalise", lambda d, ax: plots.plot_promote_vs_penalise(d, ax, **kw), one, None),
         ("layer_selectivity", lambda d, ax: plots.plot_layer_selectivity(d, ax, **kw), lay1, None),
-        ("layer_precision", lambda d, ax: plots.plot_layer_selectivity(d, ax, value="precision", **kw), lay1, None),
-        ("layer_dead", lambda d, ax: plots.plot_layer_selectivity(d, ax, value="dead_fraction", **kw), lay1, None),
+        (
+            "layer_precision",
+            lambda d, ax: plots.plot_layer_selectivity(d, ax, value="precision", **kw),
+            lay1,
+            None,
+        ),
+        (
+            "layer_dead",
+            lambda d, ax: plots.plot_layer_selectivity(d, ax, value="dead_fraction", **kw),
+            lay1,
+            None,
+        ),
         ("accuracy_vs_selectivity", lambda d, ax: plots.plot_accuracy_vs_selectivity(d, ax, **kw), one, None),
         ("model_comparison", lambda d, ax: plots.plot_model_comparison(d, ax, **kw), runs, None),
         ("cca_distance", lambda d, ax: plots.plot_cca_distance_by_layer(d, ax, **kw), cca, None),
@@ -314,8 +382,12 @@ def test_alpha_axis_is_symlog_with_plain_labels(one):
 
 def test_single_seed_and_single_alpha(one):
     single = one[(one.seed == 0) & (one.status == "completed")]
-    for fn in (plots.plot_selectivity_vs_alpha, plots.plot_accuracy_vs_alpha,
-               plots.plot_promote_vs_penalise, plots.plot_accuracy_vs_selectivity):
+    for fn in (
+        plots.plot_selectivity_vs_alpha,
+        plots.plot_accuracy_vs_alpha,
+        plots.plot_promote_vs_penalise,
+        plots.plot_accuracy_vs_selectivity,
+    ):
         _check_axes(fn(single, n_resamples=NRES))
     _check_axes(plots.plot_accuracy_vs_alpha(single, kind="violin", n_resamples=NRES))
     zero = one[one.alpha == 0]
@@ -341,7 +413,12 @@ def test_save_figure_writes_png(one, tmp_path):
 
 def test_sweep_figures(runs, layers, tmp_path):
     figs = plots.sweep_figures(runs, layers, n_resamples=NRES)
-    assert set(figs) == {"selectivity_vs_alpha", "accuracy_vs_alpha", "promote_vs_penalise", "layer_selectivity"}
+    assert set(figs) == {
+        "selectivity_vs_alpha",
+        "accuracy_vs_alpha",
+        "promote_vs_penalise",
+        "layer_selectivity",
+    }
     for f in figs.values():
         assert isinstance(f, Figure)
         assert len(f.axes) >= len(MODELS)

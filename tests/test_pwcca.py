@@ -13,7 +13,6 @@ from selectivity.analysis import (
     pwcca_similarity,
 )
 
-
 # ----------------------------------------------------------------- slow reference
 
 
@@ -225,7 +224,9 @@ def test_float32_computed_in_float64():
     assert res32.rho.dtype == torch.float64
     assert res32.x_coefs.dtype == torch.float64
     np.testing.assert_allclose(res32.rho.numpy(), res64.rho.numpy(), atol=1e-12)
-    assert pwcca_similarity(x32, y32) == pytest.approx(pwcca_similarity(x32.double(), y32.double()), abs=1e-12)
+    assert pwcca_similarity(x32, y32) == pytest.approx(
+        pwcca_similarity(x32.double(), y32.double()), abs=1e-12
+    )
     # Identical float32 inputs still give distance ~0 (float32 precision would not).
     assert pwcca_distance(x32, x32) < 1e-6
 
@@ -265,7 +266,9 @@ def test_positions_mode_passes_datapoint_check():
     acts_y = torch.relu(acts_x) + 0.1 * torch.randn(10, 16, 4, 4, generator=torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match="positions"):
         pwcca_distance(flatten_conv_activations(acts_x), flatten_conv_activations(acts_y))
-    d = pwcca_distance(flatten_conv_activations(acts_x, "positions"), flatten_conv_activations(acts_y, "positions"))
+    d = pwcca_distance(
+        flatten_conv_activations(acts_x, "positions"), flatten_conv_activations(acts_y, "positions")
+    )
     assert 0.0 <= d < 0.5
 
 

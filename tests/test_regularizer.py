@@ -1,4 +1,5 @@
 """SelectivityRegularizer and ActivationCapture: hand-computed term, gradients, hooks."""
+
 import math
 
 import pytest
@@ -90,7 +91,9 @@ def test_gradcheck_float64():
 
 def test_gradcheck_through_a_model():
     torch.manual_seed(2)
-    net = nn.Sequential(nn.Linear(3, 5), nn.Softplus(), nn.Linear(5, 4), nn.Softplus(), nn.Linear(4, 3)).double()
+    net = nn.Sequential(
+        nn.Linear(3, 5), nn.Softplus(), nn.Linear(5, 4), nn.Softplus(), nn.Linear(4, 3)
+    ).double()
     x = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 2])
     with SelectivityRegularizer(net, alpha=0.7, num_classes=3) as reg:  # default: activation types
@@ -271,7 +274,9 @@ def test_training_with_the_regulariser_moves_selectivity_both_ways():
 
 def test_measure_selectivity_matches_one_shot():
     torch.manual_seed(5)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)
+    )
     x = torch.randn(90, 3, 7, 7)
     y = torch.arange(90) % 3
     net(x[:1])  # materialise the lazy layer
@@ -283,6 +288,8 @@ def test_measure_selectivity_matches_one_shot():
         full = cap.outputs
     assert [l.name for l in rep.layers] == ["1", "3"]
     for layer in rep.layers:
-        torch.testing.assert_close(layer.selectivity, class_selectivity_index(full[layer.name], y, 3), equal_nan=True)
+        torch.testing.assert_close(
+            layer.selectivity, class_selectivity_index(full[layer.name], y, 3), equal_nan=True
+        )
     assert rep.num_samples == 90 and 0.0 <= rep.accuracy <= 1.0
     assert not math.isnan(rep.mean_selectivity)

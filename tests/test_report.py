@@ -3,6 +3,7 @@
 One sweep of 6 one-epoch ResNet20 runs (alpha -1, 0, +1 x seeds 0, 1; 128 training
 images) is trained once per module; everything else reads it. About 40 s on 2 cores.
 """
+
 import json
 import re
 import shutil
@@ -37,8 +38,18 @@ N_IMAGES = 400  # >= 5 x 64 channels (the widest ResNet20 layer) with spatial_me
 N_LAYERS = 19  # ResNet20 selectivity sites: stem + 2 per block x 9 blocks
 SETTING_FIGS = ["fig1a", "fig1b", "fig2a", "fig2b", "fig2c", "fig5a", "figA7", "figA9"]
 CCA_FIGS = ["fig3a", "fig3b"]
-PAPER_LABELS = ["Fig. 1a", "Fig. 1b", "Fig. 2a", "Fig. 2b", "Fig. 2c", "Fig. 5a", "Fig. A7", "Fig. A9",
-                "Fig. 3a", "Fig. 3b"]
+PAPER_LABELS = [
+    "Fig. 1a",
+    "Fig. 1b",
+    "Fig. 2a",
+    "Fig. 2b",
+    "Fig. 2c",
+    "Fig. 5a",
+    "Fig. A7",
+    "Fig. A9",
+    "Fig. 3a",
+    "Fig. 3b",
+]
 
 
 def _quiet(_msg):
@@ -48,8 +59,12 @@ def _quiet(_msg):
 @pytest.fixture(scope="module")
 def sweep(cifar_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "sweep"
-    spec = SweepSpec(models=["resnet20"], alphas=[-1.0, 0.0, 1.0], seeds=[0, 1], preset="paper", overrides=dict(TINY))
-    df = run_sweep(spec, out, executor="inprocess", data=str(cifar_data), progress=False, summarize=False, log=_quiet)
+    spec = SweepSpec(
+        models=["resnet20"], alphas=[-1.0, 0.0, 1.0], seeds=[0, 1], preset="paper", overrides=dict(TINY)
+    )
+    df = run_sweep(
+        spec, out, executor="inprocess", data=str(cifar_data), progress=False, summarize=False, log=_quiet
+    )
     assert (df.status == "completed").all(), df[["run_id", "status", "message"]]
     return out
 
@@ -63,8 +78,22 @@ def cca_df(sweep, cifar_data) -> pd.DataFrame:
 def report_dir(sweep, cifar_data, cca_df, tmp_path_factory) -> Path:
     """The report made through the CLI (reuses the CCA table written by ``cca_df``)."""
     out = tmp_path_factory.mktemp("report-out")
-    r = CliRunner().invoke(main, ["report", str(sweep), "--out", str(out), "--cca", "--data", str(cifar_data),
-                                  "--cca-images", str(N_IMAGES), "--resamples", "200"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "report",
+            str(sweep),
+            "--out",
+            str(out),
+            "--cca",
+            "--data",
+            str(cifar_data),
+            "--cca-images",
+            str(N_IMAGES),
+            "--resamples",
+            "200",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert str(out / "report.html") in r.output
     return out
@@ -98,8 +127,14 @@ def test_report_tables_match_the_store(sweep, report_dir, page):
     for a, sub in runs.groupby("alpha"):
         assert f"{sub.test_accuracy.mean() * 100:.2f}%" in page, a
         assert f"{sub.mean_selectivity.mean():.3f} [" in page, a
-    for header in ("test accuracy (95% CI)", "mean SI (95% CI)", "t (Welch)", "p (Bonferroni)", "z (rank-sum)",
-                   "mean ρ(α, 0)"):
+    for header in (
+        "test accuracy (95% CI)",
+        "mean SI (95% CI)",
+        "t (Welch)",
+        "p (Bonferroni)",
+        "z (rank-sum)",
+        "mean ρ(α, 0)",
+    ):
         assert f"<th>{header}</th>" in page, header
     summary = pd.read_csv(report_dir / "tables" / "resnet20-summary.csv")
     assert summary["n"].tolist() == [2, 2, 2] and summary["alpha"].tolist() == [-1.0, 0.0, 1.0]
@@ -112,10 +147,24 @@ def test_report_tables_match_the_store(sweep, report_dir, page):
         assert row["p_bonferroni"] == pytest.approx(min(1.0, 2 * ref.pvalue))
     rs = pd.read_csv(report_dir / "tables" / "resnet20-ranksum-test_accuracy.csv")
     assert rs["abs_alpha"].tolist() == [1.0]
-    for name in ("summary", "runs", "layers", "config-spec", "config-run", "prov-meta", "prov-status",
-                 "resnet20-layers-selectivity", "resnet20-layers-precision", "resnet20-layers-dead_fraction",
-                 "resnet20-ttest-test_accuracy", "resnet20-ranksum-mean_selectivity", "cca-distances",
-                 "cca-by-layer", "cca-ratio", "resnet20-cca-tests"):
+    for name in (
+        "summary",
+        "runs",
+        "layers",
+        "config-spec",
+        "config-run",
+        "prov-meta",
+        "prov-status",
+        "resnet20-layers-selectivity",
+        "resnet20-layers-precision",
+        "resnet20-layers-dead_fraction",
+        "resnet20-ttest-test_accuracy",
+        "resnet20-ranksum-mean_selectivity",
+        "cca-distances",
+        "cca-by-layer",
+        "cca-ratio",
+        "resnet20-cca-tests",
+    ):
         df = pd.read_csv(report_dir / "tables" / f"{name}.csv")
         assert len(df.columns) > 1, name
 
@@ -145,7 +194,9 @@ def test_report_notes_missing_pieces(sweep, cifar_data, tmp_path):
     shutil.copy(sweep / "sweep.json", d / "sweep.json")
     for seed in (0, 1):
         res = d / "runs" / f"resnet20_alpha+1_seed{seed}" / "result.json"
-        write_json(res, {**read_json(res), "status": "failed", "message": "RuntimeError: out of memory (test)"})
+        write_json(
+            res, {**read_json(res), "status": "failed", "message": "RuntimeError: out of memory (test)"}
+        )
     out = build_report(d, tmp_path / "out", cca=True, data=cifar_data, cca_images=N_IMAGES, n_resamples=50)
     html = out.read_text(encoding="utf-8")
     assert "No completed run for α = 1 (2 failed)" in html
@@ -162,10 +213,20 @@ def test_report_on_empty_sweep(tmp_path):
     assert "The sweep has no recorded runs yet." in html
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium)"
+)
 def test_report_renders_in_headless_chromium(report_dir):
-    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--no-first-run", "--dump-dom", (report_dir / "report.html").as_uri()]
+    cmd = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--dump-dom",
+        (report_dir / "report.html").as_uri(),
+    ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     assert TITLE in dom and "Fig. 3b" in dom
 
@@ -177,8 +238,13 @@ def test_cca_pairs_and_distances(sweep, cca_df):
     assert d["distance"].between(0.0, 1.0).all()
     assert set(d["layer_index"]) == set(range(N_LAYERS)) and (d["datapoints"] == N_IMAGES).all()
     per_pair = d.groupby(["alpha", "kind"])[["run_a", "run_b"]].apply(lambda g: len(g.drop_duplicates()))
-    assert per_pair.to_dict() == {(-1.0, "between"): 4, (-1.0, "within"): 1, (0.0, "within"): 1,
-                                  (1.0, "between"): 4, (1.0, "within"): 1}
+    assert per_pair.to_dict() == {
+        (-1.0, "between"): 4,
+        (-1.0, "within"): 1,
+        (0.0, "within"): 1,
+        (1.0, "between"): 4,
+        (1.0, "within"): 1,
+    }
     w = d[d.kind == "within"]
     assert (w.seed_a < w.seed_b).all()
     b = d[d.kind == "between"]
@@ -248,18 +314,45 @@ def _fake_sweep(root: Path) -> Path:
     for model, act, slope in settings:
         for alpha in (-1.0, 0.0, 1.0):
             for seed in (0, 1, 2):
-                cfg = make_config("paper", dict(model=model, alpha=alpha, seed=seed, activation=act,
-                                                negative_slope=slope, epochs=1))
+                cfg = make_config(
+                    "paper",
+                    dict(model=model, alpha=alpha, seed=seed, activation=act, negative_slope=slope, epochs=1),
+                )
                 rid = f"{model}_{act}{slope:g}_alpha{alpha:+g}_seed{seed}"
-                layers = [dict(layer=f"l{i}", units=16, selectivity=float(rng.uniform(0.1, 0.3)),
-                               dead_fraction=0.0, precision=0.3) for i in range(4)]
+                layers = [
+                    dict(
+                        layer=f"l{i}",
+                        units=16,
+                        selectivity=float(rng.uniform(0.1, 0.3)),
+                        dead_fraction=0.0,
+                        precision=0.3,
+                    )
+                    for i in range(4)
+                ]
                 write_json(root / "runs" / rid / "config.json", cfg.to_dict())
-                write_json(root / "runs" / rid / "meta.json", {"seed": seed, "package_version": "0.1.0",
-                                                               "git_revision": f"rev{seed % 2}", "hostname": "h"})
-                write_json(root / "runs" / rid / "result.json", dict(
-                    status="completed", test_accuracy=float(0.9 - 0.01 * alpha + rng.normal(0, 0.01)),
-                    mean_selectivity=float(np.mean([l["selectivity"] for l in layers])), mean_precision=0.3,
-                    dead_fraction=0.0, best_val_accuracy=0.9, best_epoch=1, epochs_completed=1, layers=layers))
+                write_json(
+                    root / "runs" / rid / "meta.json",
+                    {
+                        "seed": seed,
+                        "package_version": "0.1.0",
+                        "git_revision": f"rev{seed % 2}",
+                        "hostname": "h",
+                    },
+                )
+                write_json(
+                    root / "runs" / rid / "result.json",
+                    dict(
+                        status="completed",
+                        test_accuracy=float(0.9 - 0.01 * alpha + rng.normal(0, 0.01)),
+                        mean_selectivity=float(np.mean([l["selectivity"] for l in layers])),
+                        mean_precision=0.3,
+                        dead_fraction=0.0,
+                        best_val_accuracy=0.9,
+                        best_epoch=1,
+                        epochs_completed=1,
+                        layers=layers,
+                    ),
+                )
     return root
 
 
@@ -271,7 +364,10 @@ def test_report_compares_models_and_slopes(tmp_path):
         assert f'id="setting-{key}"' in html and f'<figure id="{key}-fig2a"><img' in html, key
     assert '<figure id="figA12-relu-0.01" class="wide"><img' in html and "<b>Fig. A12" in html
     assert '<figure id="figA10-resnet20" class="wide"><img' in html and "<b>Fig. A10" in html
-    order = [html.index(f'id="setting-{k}"') for k in ("resnet20-relu", "resnet20-leaky-relu-slope-0.3", "vgg16-relu")]
+    order = [
+        html.index(f'id="setting-{k}"')
+        for k in ("resnet20-relu", "resnet20-leaky-relu-slope-0.3", "vgg16-relu")
+    ]
     assert order == sorted(order)  # per model, plain ReLU first
     assert "rev0 (" in html and "rev1 (" in html  # two git revisions seen across runs
     assert "<b>Fig. 4a" in html  # VGG16's accuracy figure is paper Fig. 4

@@ -48,8 +48,9 @@ def test_bootstrap_matches_scipy():
     vals = np.random.default_rng(1).normal(0.9, 0.01, size=20)
     for method in ["percentile", "BCa"]:
         low, high = bootstrap_ci(vals, n_resamples=2000, seed=3, method=method)
-        ref = sps.bootstrap((vals,), np.mean, n_resamples=2000, method=method,
-                            rng=np.random.default_rng(3)).confidence_interval
+        ref = sps.bootstrap(
+            (vals,), np.mean, n_resamples=2000, method=method, rng=np.random.default_rng(3)
+        ).confidence_interval
         assert (low, high) == pytest.approx((ref.low, ref.high), abs=1e-12)
     # Deterministic for a given seed.
     assert bootstrap_ci(vals, seed=5, n_resamples=500) == bootstrap_ci(vals, seed=5, n_resamples=500)
@@ -168,7 +169,9 @@ def test_rank_sum_rows_match_scipy():
     out = rank_sum_promote_vs_penalise(df, "acc")
     # |alpha| with both signs: 0.1 only (1, 30 negative only; 0.2, 2 positive only).
     assert out["abs_alpha"].tolist() == [0.1]
-    df = pd.concat([df, df[df.alpha.isin([0.2, 2.0])].assign(alpha=lambda d: -d.alpha, acc=lambda d: d.acc + 0.1)])
+    df = pd.concat(
+        [df, df[df.alpha.isin([0.2, 2.0])].assign(alpha=lambda d: -d.alpha, acc=lambda d: d.acc + 0.1)]
+    )
     out = rank_sum_promote_vs_penalise(df, "acc")
     assert out["abs_alpha"].tolist() == [0.1, 0.2, 2.0]
     m = 3

@@ -1,4 +1,5 @@
 """Sweeps: executors agree, kill/resume, failures recorded, database rebuilt from run dirs."""
+
 import json
 import os
 import signal
@@ -14,14 +15,21 @@ from selectivity.rundir import read_json
 from selectivity.sweep import SweepSpec, open_store, parse_seeds, rebuild_store, run_sweep
 
 # Very short real-data runs: 1 epoch over 128 images, 100-image evaluation.
-TINY = dict(epochs=1, batch_size=64, train_subset=128, eval_subset=100, val_size=500, top_n=10,
-            num_threads=1)
-METRICS = ["test_accuracy", "best_val_accuracy", "best_epoch", "mean_selectivity", "mean_precision",
-           "dead_fraction"]
+TINY = dict(epochs=1, batch_size=64, train_subset=128, eval_subset=100, val_size=500, top_n=10, num_threads=1)
+METRICS = [
+    "test_accuracy",
+    "best_val_accuracy",
+    "best_epoch",
+    "mean_selectivity",
+    "mean_precision",
+    "dead_fraction",
+]
 
 
 def tiny_spec(**kw) -> SweepSpec:
-    spec = SweepSpec(models=["resnet20"], alphas=[-1.0, 1.0], seeds=[0, 1], preset="paper", overrides=dict(TINY))
+    spec = SweepSpec(
+        models=["resnet20"], alphas=[-1.0, 1.0], seeds=[0, 1], preset="paper", overrides=dict(TINY)
+    )
     for k, v in kw.items():
         setattr(spec, k, v)
     return spec
@@ -50,7 +58,11 @@ def test_spec_expansion_and_parsing():
     assert len(set(ids)) == len(ids)
     assert "resnet20_alpha-1_seed0_negative_slope0.1" in ids
     assert all(r.config.train_subset == 128 and r.config.lr == 0.1 for r in runs)
-    assert parse_seeds("3") == [0, 1, 2] and parse_seeds("0,4,9") == [0, 4, 9] and parse_seeds("10-12") == [10, 11, 12]
+    assert (
+        parse_seeds("3") == [0, 1, 2]
+        and parse_seeds("0,4,9") == [0, 4, 9]
+        and parse_seeds("10-12") == [10, 11, 12]
+    )
     with pytest.raises(ConfigError, match="seeds"):
         parse_seeds("three")
     with pytest.raises(ConfigError, match="unknown config key"):
@@ -64,7 +76,9 @@ def test_cli_rejects_bad_sweep_options(tmp_path):
 
     from selectivity.cli import main
 
-    r = CliRunner().invoke(main, ["sweep", "--models", "resnet20", "--alphas=-1,x", "--seeds", "2", "--out", str(tmp_path)])
+    r = CliRunner().invoke(
+        main, ["sweep", "--models", "resnet20", "--alphas=-1,x", "--seeds", "2", "--out", str(tmp_path)]
+    )
     assert r.exit_code == 2 and "invalid alphas" in r.output
     r = CliRunner().invoke(main, ["sweep", "--preset", "quick", "--set", "lr=fast", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "'lr'" in r.output
@@ -79,8 +93,15 @@ def test_cli_rejects_bad_sweep_options(tmp_path):
 def reference_sweep(cifar_data, tmp_path_factory):
     """The tiny sweep run in-process: the reference every other way must match."""
     out = tmp_path_factory.mktemp("ref") / "sweep"
-    df = run_sweep(tiny_spec(), out, executor="inprocess", data=str(cifar_data), progress=False,
-                   summarize=True, log=_quiet)
+    df = run_sweep(
+        tiny_spec(),
+        out,
+        executor="inprocess",
+        data=str(cifar_data),
+        progress=False,
+        summarize=True,
+        log=_quiet,
+    )
     return out, df
 
 
@@ -98,8 +119,16 @@ def test_inprocess_sweep_records_everything(reference_sweep):
 
 def test_process_pool_gives_the_same_results(reference_sweep, cifar_data, tmp_path):
     _, ref = reference_sweep
-    df = run_sweep(tiny_spec(), tmp_path / "sweep", executor="process", workers=2, data=str(cifar_data),
-                   progress=False, summarize=False, log=_quiet)
+    df = run_sweep(
+        tiny_spec(),
+        tmp_path / "sweep",
+        executor="process",
+        workers=2,
+        data=str(cifar_data),
+        progress=False,
+        summarize=False,
+        log=_quiet,
+    )
     assert _per_run(df).equals(_per_run(ref))
 
 
@@ -107,8 +136,16 @@ def test_process_pool_gives_the_same_results(reference_sweep, cifar_data, tmp_pa
 def test_ray_gives_the_same_results(reference_sweep, cifar_data, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'selectivity[ray]'")
     _, ref = reference_sweep
-    df = run_sweep(tiny_spec(), tmp_path / "sweep", executor="ray", workers=2, data=str(cifar_data),
-                   progress=False, summarize=False, log=_quiet)
+    df = run_sweep(
+        tiny_spec(),
+        tmp_path / "sweep",
+        executor="ray",
+        workers=2,
+        data=str(cifar_data),
+        progress=False,
+        summarize=False,
+        log=_quiet,
+    )
     assert not ray.is_initialized()  # the local instance it started is shut down
     assert _per_run(df).equals(_per_run(ref))
 
@@ -116,9 +153,28 @@ def test_ray_gives_the_same_results(reference_sweep, cifar_data, tmp_path):
 # --------------------------------------------------------------------------- faults
 def _sweep_cmd(out: Path, data: Path, executor: str = "process") -> list[str]:
     sets = [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
-    return [sys.executable, "-m", "selectivity.cli", "sweep", "--models", "resnet20", "--alphas=-1,1",
-            "--seeds", "2", "--out", str(out), "--data", str(data), "--executor", executor,
-            "--workers", "2", "--no-summary", "--quiet", *sets]
+    return [
+        sys.executable,
+        "-m",
+        "selectivity.cli",
+        "sweep",
+        "--models",
+        "resnet20",
+        "--alphas=-1,1",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--data",
+        str(data),
+        "--executor",
+        executor,
+        "--workers",
+        "2",
+        "--no-summary",
+        "--quiet",
+        *sets,
+    ]
 
 
 def _wait_for(pred, timeout=300.0):
@@ -135,8 +191,15 @@ def test_killed_driver_then_rerun_finishes_every_run_once(reference_sweep, cifar
     cmd = _sweep_cmd(out, cifar_data)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     # kill the driver (a real SIGKILL) once some run has started training
-    _wait_for(lambda: any((d / "metrics.jsonl").exists() or (d / "train.log").exists()
-                          for d in (out / "runs").glob("*")) if (out / "runs").exists() else False)
+    _wait_for(
+        lambda: (
+            any(
+                (d / "metrics.jsonl").exists() or (d / "train.log").exists() for d in (out / "runs").glob("*")
+            )
+            if (out / "runs").exists()
+            else False
+        )
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     finished_before = sum((d / "result.json").exists() for d in (out / "runs").glob("*"))
@@ -162,9 +225,16 @@ def _alive_group(pgid: int) -> bool:
 def test_killed_worker_is_resumed(reference_sweep, cifar_data, tmp_path):
     _, ref = reference_sweep
     out = tmp_path / "sweep"
-    proc = subprocess.Popen(_sweep_cmd(out, cifar_data), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
-    _wait_for(lambda: any((d / "train.log").exists() for d in (out / "runs").glob("*")) if (out / "runs").exists() else False)
+    proc = subprocess.Popen(
+        _sweep_cmd(out, cifar_data), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(
+        lambda: (
+            any((d / "train.log").exists() for d in (out / "runs").glob("*"))
+            if (out / "runs").exists()
+            else False
+        )
+    )
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     workers = []
     for c in children:  # the spawn workers (skip the resource tracker)
@@ -186,8 +256,15 @@ def test_killed_worker_is_resumed(reference_sweep, cifar_data, tmp_path):
 def test_failing_and_diverging_runs_are_recorded_and_the_sweep_goes_on(cifar_data, tmp_path):
     # cuda:99 does not exist anywhere: those runs fail; alpha=1e38 overflows: diverges.
     spec = tiny_spec(alphas=[0.0, 1e38], seeds=[0], grid={"device": ["cpu", "cuda:99"]})
-    df = run_sweep(spec, tmp_path / "sweep", executor="inprocess", data=str(cifar_data), progress=False,
-                   summarize=True, log=_quiet)
+    df = run_sweep(
+        spec,
+        tmp_path / "sweep",
+        executor="inprocess",
+        data=str(cifar_data),
+        progress=False,
+        summarize=True,
+        log=_quiet,
+    )
     by = df.set_index("run_id")
     assert by.loc["resnet20_alpha0_seed0_devicecpu", "status"] == "completed"
     assert by.loc["resnet20_alpha+1e+38_seed0_devicecpu", "status"] == "diverged"

@@ -1,4 +1,5 @@
 """Training runs: run directories, resume after a real kill, divergence, config, real data."""
+
 import json
 import signal
 import subprocess
@@ -12,13 +13,30 @@ from selectivity.rundir import read_json, read_jsonl
 from selectivity.train import load_model_from, train_run
 
 # A small real-data run: seconds per epoch on 2 CPU cores.
-TINY = dict(model="resnet20", epochs=3, batch_size=64, train_subset=256, eval_subset=200,
-            val_size=500, top_n=20, num_threads=1)
+TINY = dict(
+    model="resnet20",
+    epochs=3,
+    batch_size=64,
+    train_subset=256,
+    eval_subset=200,
+    val_size=500,
+    top_n=20,
+    num_threads=1,
+)
 
 
 def _numbers(result: dict) -> dict:
-    keys = ("status", "test_accuracy", "best_val_accuracy", "best_epoch", "mean_selectivity",
-            "mean_precision", "dead_fraction", "layer_selectivity", "layer_precision")
+    keys = (
+        "status",
+        "test_accuracy",
+        "best_val_accuracy",
+        "best_epoch",
+        "mean_selectivity",
+        "mean_precision",
+        "dead_fraction",
+        "layer_selectivity",
+        "layer_precision",
+    )
     return {k: result[k] for k in keys}
 
 
@@ -47,8 +65,9 @@ def test_config_rejects_unknown_keys_and_bad_values():
         make_config(None, {"alpha": "nan"})
     with pytest.raises(ConfigError, match="unknown preset"):
         make_config("fast", {})
-    cfg = make_config(None, {"alpha": "-1.5", "augment": "false", "train_subset": "none",
-                             "lr_milestones": "0.3,0.6"})
+    cfg = make_config(
+        None, {"alpha": "-1.5", "augment": "false", "train_subset": "none", "lr_milestones": "0.3,0.6"}
+    )
     assert cfg.alpha == -1.5 and cfg.augment is False and cfg.train_subset is None
     assert cfg.lr_milestones == [0.3, 0.6]
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
@@ -86,9 +105,31 @@ def test_run_directory_describes_itself(cifar_data, tmp_path):
 
 def test_kill_and_resume_gives_the_same_result(cifar_data, tmp_path):
     """SIGKILL a real `selectivity train` process mid-run, start it again, compare."""
-    args = ["--preset", "smoke", "--model", "resnet20", "--alpha", "-2", "--seed", "3", "--epochs", "4",
-            "--set", "train_subset=384", "--set", "eval_subset=200", "--set", "batch_size=64",
-            "--set", "top_n=20", "--set", "num_threads=1", "--data", str(cifar_data), "--quiet"]
+    args = [
+        "--preset",
+        "smoke",
+        "--model",
+        "resnet20",
+        "--alpha",
+        "-2",
+        "--seed",
+        "3",
+        "--epochs",
+        "4",
+        "--set",
+        "train_subset=384",
+        "--set",
+        "eval_subset=200",
+        "--set",
+        "batch_size=64",
+        "--set",
+        "top_n=20",
+        "--set",
+        "num_threads=1",
+        "--data",
+        str(cifar_data),
+        "--quiet",
+    ]
     cmd = [sys.executable, "-m", "selectivity.cli", "train", *args]
     ref = tmp_path / "uninterrupted"
     subprocess.run(cmd + ["--out", str(ref)], check=True, capture_output=True, timeout=600)
@@ -117,7 +158,9 @@ def test_kill_and_resume_gives_the_same_result(cifar_data, tmp_path):
 def test_in_process_resume_matches(cifar_data, tmp_path):
     cfg = make_config(None, {**TINY, "alpha": 1.0, "seed": 1})
     full = train_run(cfg, tmp_path / "a", data=cifar_data, progress=False, log=lambda m: None)
-    part = train_run(cfg, tmp_path / "b", data=cifar_data, progress=False, log=lambda m: None, stop_after_epochs=1)
+    part = train_run(
+        cfg, tmp_path / "b", data=cifar_data, progress=False, log=lambda m: None, stop_after_epochs=1
+    )
     assert part["status"] == "interrupted"
     resumed = train_run(cfg, tmp_path / "b", data=cifar_data, progress=False, log=lambda m: None)
     assert _numbers(full) == _numbers(resumed)
@@ -133,7 +176,10 @@ def test_diverging_run_is_recorded_not_a_crash(cifar_data, tmp_path):
     assert on_disk["test_accuracy"] is None
     assert any("diverged" in m for m in said)
     # started again, it stays diverged and does nothing
-    assert train_run(cfg, tmp_path / "div", data=cifar_data, progress=False, log=lambda m: None)["status"] == "diverged"
+    assert (
+        train_run(cfg, tmp_path / "div", data=cifar_data, progress=False, log=lambda m: None)["status"]
+        == "diverged"
+    )
 
 
 @pytest.mark.slow
@@ -143,8 +189,9 @@ def test_real_data_alpha_moves_test_selectivity_both_ways(cifar_data, tmp_path):
     This can fail: it asserts the direction of the regulariser's effect on the mean
     selectivity of the *test set*, measured after training.
     """
-    base = dict(model="resnet20", epochs=2, batch_size=128, train_subset=3000, eval_subset=1000,
-                top_n=100, seed=0)
+    base = dict(
+        model="resnet20", epochs=2, batch_size=128, train_subset=3000, eval_subset=1000, top_n=100, seed=0
+    )
     si = {}
     for alpha in (-2.0, 0.0, 2.0):
         cfg = make_config(None, {**base, "alpha": alpha})
@@ -186,13 +233,42 @@ def test_resnet18_trains_on_tiny_imagenet_layout(tmp_path):
 
     root = _fake_tiny_imagenet(tmp_path / "tiny-imagenet-200")
     out = tmp_path / "run"
-    r = CliRunner().invoke(main, [
-        "train", "--model", "resnet18", "--dataset", "tiny-imagenet", "--data", str(root), "--alpha", "-1",
-        "--epochs", "2", "--out", str(out), "--quiet", "--set", "val_size=6", "--set", "batch_size=10",
-        "--set", "top_n=4", "--set", "num_threads=1", "--set", "eval_batch_size=20"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--model",
+            "resnet18",
+            "--dataset",
+            "tiny-imagenet",
+            "--data",
+            str(root),
+            "--alpha",
+            "-1",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "val_size=6",
+            "--set",
+            "batch_size=10",
+            "--set",
+            "top_n=4",
+            "--set",
+            "num_threads=1",
+            "--set",
+            "eval_batch_size=20",
+        ],
+    )
     assert r.exit_code == 0, r.output
     res = read_json(out / "result.json")
     assert res["status"] == "completed" and res["test_samples"] == 12
     assert len(res["layer_selectivity"]) == 17  # stem + 8 basic blocks x 2
     model, cfg, ckpt = load_model_from(out)
-    assert cfg.dataset == "tiny-imagenet" and ckpt["num_classes"] == 3 and ckpt["classes"] == ["n02", "n01", "n03"]
+    assert (
+        cfg.dataset == "tiny-imagenet"
+        and ckpt["num_classes"] == 3
+        and ckpt["classes"] == ["n02", "n01", "n03"]
+    )

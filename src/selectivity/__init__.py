@@ -8,6 +8,7 @@ Public API (see the README for a tour):
 * :func:`measure_selectivity` for a model over a dataset, streaming
 * :mod:`selectivity.models` for the papers' networks
 """
+
 from .hooks import ActivationCapture, resolve_layers
 from .measure import LayerReport, SelectivityReport, measure_selectivity
 from .metrics import (

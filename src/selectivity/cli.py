@@ -1,4 +1,5 @@
 """Command-line interface: ``selectivity train | measure | sweep | results | summarize | report``."""
+
 from __future__ import annotations
 
 import json
@@ -44,30 +45,81 @@ def main() -> None:
 # --------------------------------------------------------------------------- train
 @main.command()
 @click.option("--model", default=None, help="Model name (see `selectivity models`). Default: resnet20.")
-@click.option("--alpha", type=float, default=None, help="Regulariser strength: < 0 penalises, > 0 promotes selectivity.")
+@click.option(
+    "--alpha", type=float, default=None, help="Regulariser strength: < 0 penalises, > 0 promotes selectivity."
+)
 @click.option("--seed", type=int, default=None, help="Seed of initialisation, shuffling and augmentation.")
-@click.option("--preset", default="paper", show_default=True, help="Named preset (see `selectivity presets`).")
-@click.option("--dataset", type=click.Choice(["cifar10", "tiny-imagenet"]), default=None, help="Dataset (default cifar10; tiny-imagenet with --model resnet18).")
+@click.option(
+    "--preset", default="paper", show_default=True, help="Named preset (see `selectivity presets`)."
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["cifar10", "tiny-imagenet"]),
+    default=None,
+    help="Dataset (default cifar10; tiny-imagenet with --model resnet18).",
+)
 @click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
-@click.option("--out", type=click.Path(), required=True, help="Run directory (created; an unfinished run there is resumed).")
+@click.option(
+    "--out",
+    type=click.Path(),
+    required=True,
+    help="Run directory (created; an unfinished run there is resumed).",
+)
 @click.option("--epochs", type=int, default=None, help="Override the number of epochs.")
-@click.option("--train-subset", type=int, default=None, help="Train on a stratified subset of this many images.")
+@click.option(
+    "--train-subset", type=int, default=None, help="Train on a stratified subset of this many images."
+)
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any config field, e.g. --set lr=0.05 (repeatable).")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any config field, e.g. --set lr=0.05 (repeatable).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, quiet):
     """Train one model with the selectivity regulariser into a run directory."""
     from .train import train_run
 
-    cfg = _build_config(preset, model, {"alpha": alpha, "seed": seed, "epochs": epochs, "dataset": dataset,
-                                        "train_subset": train_subset, "device": device}, sets)
+    cfg = _build_config(
+        preset,
+        model,
+        {
+            "alpha": alpha,
+            "seed": seed,
+            "epochs": epochs,
+            "dataset": dataset,
+            "train_subset": train_subset,
+            "device": device,
+        },
+        sets,
+    )
     try:
-        result = train_run(cfg, out, data=data, progress=not quiet,
-                           log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
+        result = train_run(
+            cfg,
+            out,
+            data=data,
+            progress=not quiet,
+            log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
+        )
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e))
-    click.echo(json.dumps({k: result.get(k) for k in (
-        "status", "test_accuracy", "best_val_accuracy", "best_epoch", "mean_selectivity", "message")}))
+    click.echo(
+        json.dumps(
+            {
+                k: result.get(k)
+                for k in (
+                    "status",
+                    "test_accuracy",
+                    "best_val_accuracy",
+                    "best_epoch",
+                    "mean_selectivity",
+                    "message",
+                )
+            }
+        )
+    )
     if result.get("status") == "diverged":
         sys.exit(3)
 
@@ -76,8 +128,19 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
 @main.command()
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
-@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True, help="Which split to measure.")
-@click.option("--top-n", type=int, default=None, help="Samples per unit for precision (default: the run's top_n, 1000 in the paper).")
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val"]),
+    default="test",
+    show_default=True,
+    help="Which split to measure.",
+)
+@click.option(
+    "--top-n",
+    type=int,
+    default=None,
+    help="Samples per unit for precision (default: the run's top_n, 1000 in the paper).",
+)
 @click.option("--batch-size", type=int, default=1000, show_default=True, help="Evaluation batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -99,9 +162,16 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
         raise click.ClickException(str(e))
     ds = splits.test if split == "test" else splits.val
     loader = BatchLoader(ds, batch_size, mean=splits.mean, std=splits.std, device=dev)
-    rep = measure_selectivity(model, loader, splits.num_classes, layers=cfg.selectivity_layers or None,
-                              top_n=top_n or cfg.top_n, negative=cfg.negative_rule, device=dev,
-                              progress=not as_json)
+    rep = measure_selectivity(
+        model,
+        loader,
+        splits.num_classes,
+        layers=cfg.selectivity_layers or None,
+        top_n=top_n or cfg.top_n,
+        negative=cfg.negative_rule,
+        device=dev,
+        progress=not as_json,
+    )
     d = rep.to_dict()
     d.update(checkpoint=str(checkpoint), split=split, model=cfg.model, alpha=cfg.alpha)
     if as_json:
@@ -109,39 +179,122 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
 
         click.echo(json.dumps(_clean(d), indent=2))
         return
-    click.echo(f"{cfg.model} alpha={cfg.alpha} on {split} ({rep.num_samples} samples): "
-               f"accuracy {rep.accuracy:.4f}, mean selectivity {rep.mean_selectivity:.4f}, "
-               f"mean precision {rep.mean_precision:.4f}, dead {rep.dead_fraction:.2%}")
+    click.echo(
+        f"{cfg.model} alpha={cfg.alpha} on {split} ({rep.num_samples} samples): "
+        f"accuracy {rep.accuracy:.4f}, mean selectivity {rep.mean_selectivity:.4f}, "
+        f"mean precision {rep.mean_precision:.4f}, dead {rep.dead_fraction:.2%}"
+    )
     w = max(len(l["layer"]) for l in d["layers"])
     click.echo(f"{'layer':<{w}}  units  selectivity  dead    precision")
     for l in d["layers"]:
-        click.echo(f"{l['layer']:<{w}}  {l['units']:>5}  {l['selectivity']:>11.4f}  "
-                   f"{l['dead_fraction']:>6.1%}  {l['precision']:>9.4f}")
+        click.echo(
+            f"{l['layer']:<{w}}  {l['units']:>5}  {l['selectivity']:>11.4f}  "
+            f"{l['dead_fraction']:>6.1%}  {l['precision']:>9.4f}"
+        )
 
 
 # --------------------------------------------------------------------------- sweep
 @main.command()
-@click.option("--preset", default=None, help="Sweep preset: quick (CPU, ~15 min) or paper (GPUs/cluster); see `selectivity presets`.")
+@click.option(
+    "--preset",
+    default=None,
+    help="Sweep preset: quick (CPU, ~15 min) or paper (GPUs/cluster); see `selectivity presets`.",
+)
 @click.option("--models", default=None, help="Comma-separated model names, e.g. resnet20,vgg16.")
-@click.option("--alphas", default=None, help="Comma-separated alphas, e.g. --alphas=-1,0,1 (use = before a leading minus).")
+@click.option(
+    "--alphas",
+    default=None,
+    help="Comma-separated alphas, e.g. --alphas=-1,0,1 (use = before a leading minus).",
+)
 @click.option("--seeds", default=None, help="A count (20 -> seeds 0..19), a list (0,4,9) or a range (10-19).")
-@click.option("--train-preset", default=None, help="Training preset of every run (default: the sweep preset's, else paper).")
-@click.option("--out", type=click.Path(), required=True, help="Sweep directory (runs/, results.sqlite, summary, figures).")
+@click.option(
+    "--train-preset",
+    default=None,
+    help="Training preset of every run (default: the sweep preset's, else paper).",
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    required=True,
+    help="Sweep directory (runs/, results.sqlite, summary, figures).",
+)
 @click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
 @click.option("--epochs", type=int, default=None, help="Override the epochs of every run.")
-@click.option("--train-subset", type=int, default=None, help="Train every run on a stratified subset of this many images.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override for every run (repeatable), e.g. --set activation=leaky_relu.")
-@click.option("--grid", "grids", multiple=True, metavar="KEY=V1,V2", help="Extra sweep axis (repeatable), e.g. --grid negative_slope=0.1,0.3.")
-@click.option("--executor", type=click.Choice(["inprocess", "process", "ray"]), default=None, help="Where runs execute (default: the preset's, else inprocess).")
-@click.option("--workers", type=int, default=None, help="Parallel runs for the process executor (default: CPU count) or CPUs of a local Ray instance.")
-@click.option("--address", default=None, help="Ray cluster address (e.g. auto or ray://head:10001); default: start a local Ray.")
-@click.option("--cpus-per-run", type=float, default=1, show_default=True, help="CPUs each run requests (Ray) / torch threads per worker.")
-@click.option("--gpus-per-run", type=float, default=0, show_default=True, help="GPUs each run requests (Ray).")
+@click.option(
+    "--train-subset",
+    type=int,
+    default=None,
+    help="Train every run on a stratified subset of this many images.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Config override for every run (repeatable), e.g. --set activation=leaky_relu.",
+)
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Extra sweep axis (repeatable), e.g. --grid negative_slope=0.1,0.3.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["inprocess", "process", "ray"]),
+    default=None,
+    help="Where runs execute (default: the preset's, else inprocess).",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Parallel runs for the process executor (default: CPU count) or CPUs of a local Ray instance.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster address (e.g. auto or ray://head:10001); default: start a local Ray.",
+)
+@click.option(
+    "--cpus-per-run",
+    type=float,
+    default=1,
+    show_default=True,
+    help="CPUs each run requests (Ray) / torch threads per worker.",
+)
+@click.option(
+    "--gpus-per-run", type=float, default=0, show_default=True, help="GPUs each run requests (Ray)."
+)
 @click.option("--no-summary", is_flag=True, help="Skip the summary table and figures at the end.")
-@click.option("--dry-run", is_flag=True, help="List the runs of the grid (and which are finished) without running anything.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="List the runs of the grid (and which are finished) without running anything.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def sweep(preset, models, alphas, seeds, train_preset, out, data, epochs, train_subset, sets, grids, executor,
-          workers, address, cpus_per_run, gpus_per_run, no_summary, dry_run, quiet):
+def sweep(
+    preset,
+    models,
+    alphas,
+    seeds,
+    train_preset,
+    out,
+    data,
+    epochs,
+    train_subset,
+    sets,
+    grids,
+    executor,
+    workers,
+    address,
+    cpus_per_run,
+    gpus_per_run,
+    no_summary,
+    dry_run,
+    quiet,
+):
     """Train a grid of models x alphas x seeds; resumable (run it again to continue)."""
     from .sweep import SweepSpec, get_sweep_preset, parse_floats, parse_seeds, run_sweep
 
@@ -189,13 +342,26 @@ def sweep(preset, models, alphas, seeds, train_preset, out, data, epochs, train_
             status = read_json(f).get("status") if f.exists() else "to run"
             done += status in ("completed", "diverged")
             click.echo(f"{r.run_id}\t{status}")
-        click.echo(f"{len(runs)} runs ({done} finished); executor {executor}"
-                   + (f", {workers} workers" if workers else ""), err=True)
+        click.echo(
+            f"{len(runs)} runs ({done} finished); executor {executor}"
+            + (f", {workers} workers" if workers else ""),
+            err=True,
+        )
         return
     try:
-        df = run_sweep(spec, out, executor=executor, workers=workers, data=data, address=address,
-                       cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, progress=not quiet,
-                       summarize=not no_summary, log=lambda m: click.echo(m, err=True))
+        df = run_sweep(
+            spec,
+            out,
+            executor=executor,
+            workers=workers,
+            data=data,
+            address=address,
+            cpus_per_run=cpus_per_run,
+            gpus_per_run=gpus_per_run,
+            progress=not quiet,
+            summarize=not no_summary,
+            log=lambda m: click.echo(m, err=True),
+        )
     except RuntimeError as e:
         raise click.ClickException(str(e))
     if (df.status == "failed").any():
@@ -211,7 +377,14 @@ def _sweep_dir(path: str) -> Path:
 
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True, help="Output format (csv/json load straight into pandas).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format (csv/json load straight into pandas).",
+)
 @click.option("--layers", is_flag=True, help="Per-layer rows instead of one row per run.")
 @click.option("--rebuild", is_flag=True, help="Recreate the database from the run directories first.")
 def results(sweep_dir, fmt, layers, rebuild):
@@ -231,9 +404,21 @@ def results(sweep_dir, fmt, layers, rebuild):
     else:
         import pandas as pd
 
-        cols = (["run_id", "layer", "units", "selectivity", "dead_fraction", "precision"] if layers else
-                ["run_id", "status", "test_accuracy", "best_val_accuracy", "best_epoch", "mean_selectivity",
-                 "mean_precision", "dead_fraction", "train_seconds"])
+        cols = (
+            ["run_id", "layer", "units", "selectivity", "dead_fraction", "precision"]
+            if layers
+            else [
+                "run_id",
+                "status",
+                "test_accuracy",
+                "best_val_accuracy",
+                "best_epoch",
+                "mean_selectivity",
+                "mean_precision",
+                "dead_fraction",
+                "train_seconds",
+            ]
+        )
         with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
             click.echo(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
@@ -253,14 +438,49 @@ def summarize(sweep_dir, no_figures):
 # --------------------------------------------------------------------------- report / cca
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory: report.html, figures/*.png, tables/*.csv.")
-@click.option("--cca/--no-cca", default=False, show_default=True, help="Add the CCA analysis (paper Fig. 3); needs the data and the checkpoints.")
-@click.option("--data", type=click.Path(), default=None, help="Dataset for the CCA (default: the sweep's, then $SELECTIVITY_DATA; never downloaded).")
-@click.option("--cca-images", type=int, default=2000, show_default=True, help="Test images probed by the CCA (same for every run).")
-@click.option("--cca-mode", type=click.Choice(["spatial_mean", "positions"]), default="spatial_mean", show_default=True, help="Conv-map flattening for the CCA.")
-@click.option("--cca-max-pairs", type=int, default=None, help="Cap on CCA pairs per alpha and kind (default: all).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Output directory: report.html, figures/*.png, tables/*.csv.",
+)
+@click.option(
+    "--cca/--no-cca",
+    default=False,
+    show_default=True,
+    help="Add the CCA analysis (paper Fig. 3); needs the data and the checkpoints.",
+)
+@click.option(
+    "--data",
+    type=click.Path(),
+    default=None,
+    help="Dataset for the CCA (default: the sweep's, then $SELECTIVITY_DATA; never downloaded).",
+)
+@click.option(
+    "--cca-images",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Test images probed by the CCA (same for every run).",
+)
+@click.option(
+    "--cca-mode",
+    type=click.Choice(["spatial_mean", "positions"]),
+    default="spatial_mean",
+    show_default=True,
+    help="Conv-map flattening for the CCA.",
+)
+@click.option(
+    "--cca-max-pairs", type=int, default=None, help="Cap on CCA pairs per alpha and kind (default: all)."
+)
 @click.option("--device", default="cpu", show_default=True, help="Device of the CCA forward passes.")
-@click.option("--resamples", type=int, default=2000, show_default=True, help="Bootstrap resamples per confidence interval.")
+@click.option(
+    "--resamples",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Bootstrap resamples per confidence interval.",
+)
 def report(sweep_dir, out, cca, data, cca_images, cca_mode, cca_max_pairs, device, resamples):
     """Self-contained HTML report of a sweep (tables, statistics, every paper figure)."""
     from .report import build_report
@@ -271,9 +491,19 @@ def report(sweep_dir, out, cca, data, cca_images, cca_mode, cca_max_pairs, devic
         _fail("--cca-max-pairs must be >= 1")
     if resamples < 1:
         _fail("--resamples must be >= 1")
-    path = build_report(_sweep_dir(sweep_dir), out, cca=cca, data=data, cca_images=cca_images, cca_mode=cca_mode,
-                        cca_max_pairs=cca_max_pairs, device=device, n_resamples=resamples, progress=cca,
-                        log=lambda m: click.echo(m, err=True))
+    path = build_report(
+        _sweep_dir(sweep_dir),
+        out,
+        cca=cca,
+        data=data,
+        cca_images=cca_images,
+        cca_mode=cca_mode,
+        cca_max_pairs=cca_max_pairs,
+        device=device,
+        n_resamples=resamples,
+        progress=cca,
+        log=lambda m: click.echo(m, err=True),
+    )
     click.echo(str(path))
 
 
@@ -281,11 +511,34 @@ def report(sweep_dir, out, cca, data, cca_images, cca_mode, cca_max_pairs, devic
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
 @click.option("--model", default=None, help="Only this model's runs (default: every model).")
-@click.option("--images", type=int, default=2000, show_default=True, help="Test images probed (a stratified subset, same for every run).")
-@click.option("--mode", type=click.Choice(["spatial_mean", "positions"]), default="spatial_mean", show_default=True, help="Conv maps: one datapoint per image (spatial mean) or per image and position.")
-@click.option("--max-pairs", type=int, default=None, help="Cap on pairs per alpha and kind (paper: 190 within, 400 between for 20 seeds).")
-@click.option("--min-ratio", type=float, default=5.0, show_default=True, help="Minimum datapoints per neuron.")
-@click.option("--exclude-same-seed", is_flag=True, help="Leave out between pairs of equal seeds (same initialisation and batch order).")
+@click.option(
+    "--images",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Test images probed (a stratified subset, same for every run).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["spatial_mean", "positions"]),
+    default="spatial_mean",
+    show_default=True,
+    help="Conv maps: one datapoint per image (spatial mean) or per image and position.",
+)
+@click.option(
+    "--max-pairs",
+    type=int,
+    default=None,
+    help="Cap on pairs per alpha and kind (paper: 190 within, 400 between for 20 seeds).",
+)
+@click.option(
+    "--min-ratio", type=float, default=5.0, show_default=True, help="Minimum datapoints per neuron."
+)
+@click.option(
+    "--exclude-same-seed",
+    is_flag=True,
+    help="Leave out between pairs of equal seeds (same initialisation and batch order).",
+)
 @click.option("--device", default="cpu", show_default=True, help="Device of the forward passes.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def cca(sweep_dir, data, model, images, mode, max_pairs, min_ratio, exclude_same_seed, device, quiet):
@@ -297,17 +550,30 @@ def cca(sweep_dir, data, model, images, mode, max_pairs, min_ratio, exclude_same
     if max_pairs is not None and max_pairs < 1:
         _fail("--max-pairs must be >= 1")
     try:
-        df = cca_distances(_sweep_dir(sweep_dir), data, model=model, n_images=images, mode=mode,
-                           max_pairs=max_pairs, device=device, progress=not quiet, min_ratio=min_ratio,
-                           exclude_same_seed=exclude_same_seed, log=lambda m: click.echo(m, err=True))
+        df = cca_distances(
+            _sweep_dir(sweep_dir),
+            data,
+            model=model,
+            n_images=images,
+            mode=mode,
+            max_pairs=max_pairs,
+            device=device,
+            progress=not quiet,
+            min_ratio=min_ratio,
+            exclude_same_seed=exclude_same_seed,
+            log=lambda m: click.echo(m, err=True),
+        )
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise click.ClickException(str(e))
     _, _, tests = cca_summary(df)
     if not tests.empty:
         import pandas as pd
 
-        cols = [c for c in ("model", "alpha", "n", "mean_between", "mean_within", "ratio", "p_bonferroni", "note")
-                if c in tests.columns]
+        cols = [
+            c
+            for c in ("model", "alpha", "n", "mean_between", "mean_within", "ratio", "p_bonferroni", "note")
+            if c in tests.columns
+        ]
         with pd.option_context("display.width", 200, "display.max_columns", None):
             click.echo(tests[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 

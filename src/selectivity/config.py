@@ -4,13 +4,15 @@ Presets are small registered functions (like timm's ``@register_model``) that ta
 model name, because the paper's learning rate depends on the model (0.1 for ResNets,
 0.01 for VGG16).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional
+from typing import Any
 
 __all__ = [
     "TrainConfig",
@@ -38,7 +40,7 @@ class TrainConfig:
     dataset: str = "cifar10"  # "cifar10" or "tiny-imagenet"
     # --- the regulariser (paper 1, eq. 2) -----------------------------------------
     alpha: float = 0.0  # loss = CE - alpha * mean SI; < 0 penalises, > 0 promotes selectivity
-    selectivity_layers: Optional[list] = None  # module names; None = model's default sites
+    selectivity_layers: list | None = None  # module names; None = model's default sites
     si_eps: float = 1e-6  # epsilon added to the minibatch index's denominator
     negative_rule: str = "shift"  # handling of negative responses: shift | clamp | raw
     # --- optimisation (paper 1, A.1) ----------------------------------------------
@@ -47,13 +49,17 @@ class TrainConfig:
     lr: float = 0.1  # initial SGD learning rate
     momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1e-4  # L2 penalty on all parameters
-    lr_milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of `epochs` at which lr *= lr_gamma (0.5, 0.75 of 200 = epochs 100, 150)
+    lr_milestones: list = field(
+        default_factory=lambda: [0.5, 0.75]
+    )  # fractions of `epochs` at which lr *= lr_gamma (0.5, 0.75 of 200 = epochs 100, 150)
     lr_gamma: float = 0.1  # learning-rate decay factor at each milestone
     # --- data ---------------------------------------------------------------------
     val_size: int = 5000  # validation images held out of the training set (45k/5k split)
     split_seed: int = 0  # seed of the stratified train/validation split (kept fixed across runs)
-    train_subset: Optional[int] = None  # train on a stratified subset of this many images; None = all
-    eval_subset: Optional[int] = None  # evaluate on a stratified subset of val/test of this many images; None = all
+    train_subset: int | None = None  # train on a stratified subset of this many images; None = all
+    eval_subset: int | None = (
+        None  # evaluate on a stratified subset of val/test of this many images; None = all
+    )
     augment: bool = True  # random crop (4-pixel padding) + horizontal flip
     # --- measurement --------------------------------------------------------------
     top_n: int = 1000  # samples per unit for the precision metric (paper: 1000)
@@ -61,11 +67,11 @@ class TrainConfig:
     seed: int = 0  # seed of initialisation, shuffling and augmentation
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
     amp: bool = False  # bfloat16 autocast on CUDA (off for the paper preset)
-    num_threads: Optional[int] = None  # CPU threads for torch; None = torch's default
+    num_threads: int | None = None  # CPU threads for torch; None = torch's default
     eval_batch_size: int = 1000  # samples per batch when evaluating
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` naming the field."""
         from .models import list_models
 
@@ -122,10 +128,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         return make_config(None, d)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return make_config(None, {**self.to_dict(), **changes})
 
 
@@ -162,23 +168,38 @@ def get_preset(name: str, model: str = "resnet20") -> dict:
 def _paper(model: str) -> dict:
     """Paper 1, A.1: SGD 0.9, wd 1e-4, batch 256, 200 epochs, lr x0.1 at 100/150."""
     lr = 0.01 if model.startswith("vgg") else 0.1
-    return dict(epochs=200, batch_size=256, lr=lr, momentum=0.9, weight_decay=1e-4,
-                lr_milestones=[0.5, 0.75], lr_gamma=0.1, augment=True, amp=False)
+    return dict(
+        epochs=200,
+        batch_size=256,
+        lr=lr,
+        momentum=0.9,
+        weight_decay=1e-4,
+        lr_milestones=[0.5, 0.75],
+        lr_gamma=0.1,
+        augment=True,
+        amp=False,
+    )
 
 
 @register_preset("cpu-short")
 def _cpu_short(model: str) -> dict:
     """A few-minute CPU run: 5k training images, 6 epochs, 2k-image evaluation."""
     lr = 0.01 if model.startswith("vgg") else 0.1
-    return dict(epochs=6, batch_size=128, lr=lr, train_subset=5000, eval_subset=2000,
-                lr_milestones=[0.5, 0.75], top_n=200)
+    return dict(
+        epochs=6,
+        batch_size=128,
+        lr=lr,
+        train_subset=5000,
+        eval_subset=2000,
+        lr_milestones=[0.5, 0.75],
+        top_n=200,
+    )
 
 
 @register_preset("smoke")
 def _smoke(model: str) -> dict:
     """Seconds: 512 training images, 1 epoch; checks that everything runs."""
-    return dict(epochs=1, batch_size=128, train_subset=512, eval_subset=500, top_n=50,
-                val_size=500)
+    return dict(epochs=1, batch_size=128, train_subset=512, eval_subset=500, top_n=50, val_size=500)
 
 
 # --------------------------------------------------------------------------- building
@@ -219,9 +240,11 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             return value
         if tp is list:
             if isinstance(value, str):
-                value = json.loads(value) if value.strip().startswith("[") else [
-                    v.strip() for v in value.split(",") if v.strip()
-                ]
+                value = (
+                    json.loads(value)
+                    if value.strip().startswith("[")
+                    else [v.strip() for v in value.split(",") if v.strip()]
+                )
             if not isinstance(value, (list, tuple)):
                 raise ValueError
             if name == "lr_milestones":

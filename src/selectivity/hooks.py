@@ -3,10 +3,12 @@
 Hooks exist only inside :class:`ActivationCapture`'s ``with`` block and are removed in
 ``finally``, so an exception inside the block never leaves a hook behind.
 """
+
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Union
 
 import torch
 from torch import nn
@@ -35,7 +37,7 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 #: Module names, module types, or a mix of both.
-LayerSpec = Union[None, str, type, Sequence[Union[str, type]]]
+LayerSpec = Union[None, str, type, Sequence[str | type]]
 
 
 def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
@@ -77,7 +79,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
             if not names:
                 raise ValueError(f"{type(model).__name__} declares no selectivity layers")
             return names
-        specs: list[Union[str, type]] = list(ACTIVATION_TYPES)
+        specs: list[str | type] = list(ACTIVATION_TYPES)
         what = "an activation module (" + ", ".join(t.__name__ for t in ACTIVATION_TYPES) + ")"
     else:
         specs = [layers] if isinstance(layers, (str, type)) else list(layers)
@@ -99,9 +101,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
         elif isinstance(spec, type) and issubclass(spec, nn.Module):
             chosen.update(n for n, m in modules.items() if n and isinstance(m, spec))
         else:
-            raise TypeError(
-                f"layers must be module names (str) or nn.Module subclasses, got {spec!r}"
-            )
+            raise TypeError(f"layers must be module names (str) or nn.Module subclasses, got {spec!r}")
     names = [n for n in modules if n in chosen]  # model order
     if not names:
         raise ValueError(
@@ -194,7 +194,7 @@ class ActivationCapture:
         self._handles.clear()
         self._reset()
 
-    def __enter__(self) -> "ActivationCapture":
+    def __enter__(self) -> ActivationCapture:
         self.attach()
         return self
 
@@ -242,4 +242,3 @@ def count_hooks(model: nn.Module) -> int:
     for m in model.modules():
         total += len(m._forward_hooks) + len(m._forward_pre_hooks)
     return total
-

@@ -1,9 +1,10 @@
 """Streaming measurement of a model's per-unit selectivity, dead units and precision."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -187,4 +188,6 @@ def measure_selectivity(
         res.precision.split(sizes) if res.precision is not None else [None] * len(sizes),
     ):
         reports.append(LayerReport(name, si.cpu(), prec.cpu() if prec is not None else None, dead.cpu()))
-    return SelectivityReport(reports, total, accuracy=correct / total if (total and scored) else None, top_n=top_n)
+    return SelectivityReport(
+        reports, total, accuracy=correct / total if (total and scored) else None, top_n=top_n
+    )

@@ -30,10 +30,11 @@ Rules the papers leave open (documented choices)
 
   Whatever the rule, a denominator of 0 gives NaN rather than inf.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import torch
 
@@ -83,19 +84,14 @@ def unit_responses(acts: torch.Tensor) -> torch.Tensor:
         return acts.mean(dim=(2, 3))  # (N, U, H, W) -> (N, U)
     if acts.dim() == 2:
         return acts
-    raise ValueError(
-        f"acts must have shape (N, U) or (N, U, H, W), got {tuple(acts.shape)} "
-        f"({acts.dim()}-D)"
-    )
+    raise ValueError(f"acts must have shape (N, U) or (N, U, H, W), got {tuple(acts.shape)} ({acts.dim()}-D)")
 
 
 def _check_labels(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
     if not isinstance(labels, torch.Tensor):
         labels = torch.as_tensor(labels)
     if labels.dim() != 1 or labels.shape[0] != n:
-        raise ValueError(
-            f"labels must have shape (N,) = ({n},) to match acts, got {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must have shape (N,) = ({n},) to match acts, got {tuple(labels.shape)}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if n:
@@ -171,8 +167,7 @@ def selectivity_from_class_means(
     _check_negative(negative)
     if means.dim() != 2 or present.shape != means.shape[:1]:
         raise ValueError(
-            f"means must be (C, U) and present (C,), got {tuple(means.shape)} and "
-            f"{tuple(present.shape)}"
+            f"means must be (C, U) and present (C,), got {tuple(means.shape)} and {tuple(present.shape)}"
         )
     present = present.to(device=means.device, dtype=torch.bool)
     n_present = int(present.sum())
@@ -347,8 +342,10 @@ def network_selectivity(
     layer_means : dict
         Layer name (or index as string) -> layer mean.
     """
-    items = per_layer.items() if isinstance(per_layer, Mapping) else (
-        (str(i), v) for i, v in enumerate(per_layer)
+    items = (
+        per_layer.items()
+        if isinstance(per_layer, Mapping)
+        else ((str(i), v) for i, v in enumerate(per_layer))
     )
     layer_means = {name: layer_mean(v) for name, v in items}
     finite = [m for m in layer_means.values() if m == m]
@@ -445,9 +442,7 @@ class SelectivityAccumulator:
         if self.num_units is None:
             self._init_state(r.shape[1], r.device)
         elif r.shape[1] != self.num_units:
-            raise ValueError(
-                f"batch has {r.shape[1]} units but earlier batches had {self.num_units}"
-            )
+            raise ValueError(f"batch has {r.shape[1]} units but earlier batches had {self.num_units}")
         labels = _check_labels(labels, r.shape[0], self.num_classes)
         r = r.to(device=self.device, dtype=torch.float64)
         labels = labels.to(self.device)

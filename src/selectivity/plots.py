@@ -192,8 +192,9 @@ def _require(df: pd.DataFrame, cols, what: str) -> None:
         raise KeyError(f"{what}: missing column(s) {missing} (columns: {list(df.columns)})")
 
 
-def _one_config(df: pd.DataFrame, model: str | None, what: str,
-                allow_models: bool = False, allow_slopes: bool = False) -> pd.DataFrame:
+def _one_config(
+    df: pd.DataFrame, model: str | None, what: str, allow_models: bool = False, allow_slopes: bool = False
+) -> pd.DataFrame:
     """Filter by ``model``; refuse frames that would pool different models or activations."""
     if model is not None:
         _require(df, ["model"], what)
@@ -270,7 +271,7 @@ def _alpha_axis(ax: Axes, alphas, axis: str = "x", min_sep: float = 1 / 13) -> N
     if a.size == 0:
         return
     lo, hi = float(min(a.min(), 0.0)), float(max(a.max(), 0.0))
-    decades = [10.0 ** e for e in range(int(math.floor(math.log10(LINTHRESH))), 6)]
+    decades = [10.0**e for e in range(int(math.floor(math.log10(LINTHRESH))), 6)]
     candidates = [0.0, lo, hi]
     candidates += [v for d in decades for v in (-d, d) if lo - 1e-12 <= v <= hi + 1e-12]
     candidates += sorted(a.tolist(), key=abs)
@@ -296,7 +297,11 @@ def _jitter(ax: Axes, x, frac: float, rng: np.random.Generator) -> np.ndarray:
     tr = ax.xaxis.get_transform()
     xt = tr.transform(x)
     u = np.unique(xt)
-    gap = float(np.diff(u).min()) if u.size > 1 else float(np.abs(tr.transform(np.array([LINTHRESH]))[0])) or 1.0
+    gap = (
+        float(np.diff(u).min())
+        if u.size > 1
+        else float(np.abs(tr.transform(np.array([LINTHRESH]))[0])) or 1.0
+    )
     return tr.inverted().transform(xt + rng.uniform(-frac * gap, frac * gap, size=x.size))
 
 
@@ -326,8 +331,9 @@ def _headroom(ax: Axes, frac: float = 0.07) -> None:
     ax.set_ylim(lo, hi + frac * (hi - lo))
 
 
-def _mean_ci_points(ax: Axes, stats: pd.DataFrame, palette: dict, xcol: str = "alpha",
-                    gid_prefix: str = "mean") -> None:
+def _mean_ci_points(
+    ax: Axes, stats: pd.DataFrame, palette: dict, xcol: str = "alpha", gid_prefix: str = "mean"
+) -> None:
     """One marker with CI bar per alpha, coloured by alpha, over a thin grey trend line."""
     if len(stats) > 1:
         ax.plot(stats[xcol], stats["mean"], color="0.55", lw=1.0, zorder=2)
@@ -335,17 +341,36 @@ def _mean_ci_points(ax: Axes, stats: pd.DataFrame, palette: dict, xcol: str = "a
     for i, (_, r) in enumerate(stats.iterrows()):
         c = palette.get(float(r["alpha"]), ZERO_COLOR)
         cont = ax.errorbar(
-            [r[xcol]], [r["mean"]], yerr=err[:, i:i + 1], fmt="o", ms=6, color=c,
-            mec="0.15", mew=0.6, ecolor=c, elinewidth=1.6, capsize=3, zorder=4,
+            [r[xcol]],
+            [r["mean"]],
+            yerr=err[:, i : i + 1],
+            fmt="o",
+            ms=6,
+            color=c,
+            mec="0.15",
+            mew=0.6,
+            ecolor=c,
+            elinewidth=1.6,
+            capsize=3,
+            zorder=4,
         )
         cont.lines[0].set_gid(f"{gid_prefix}:{float(r['alpha']):g}")
 
 
-def _seed_legend(ax: Axes, n_seeds: int | None = None, loc="best", baseline: bool = False,
-                 what: str = "single runs") -> None:
+def _seed_legend(
+    ax: Axes, n_seeds: int | None = None, loc="best", baseline: bool = False, what: str = "single runs"
+) -> None:
     handles = [
-        Line2D([], [], ls="", marker="o", ms=4, color="0.5", alpha=0.5,
-               label=what if n_seeds is None else f"{what} ({n_seeds})"),
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="o",
+            ms=4,
+            color="0.5",
+            alpha=0.5,
+            label=what if n_seeds is None else f"{what} ({n_seeds})",
+        ),
         Line2D([], [], ls="", marker="o", ms=6, color="0.5", mec="0.15", label="mean ± 95% CI"),
     ]
     if baseline:
@@ -356,9 +381,16 @@ def _seed_legend(ax: Axes, n_seeds: int | None = None, loc="best", baseline: boo
 def _alpha_legend(ax: Axes, n_entries: int, title: str = "α", outside_above: int = 6) -> None:
     """Legend by alpha; outside the axes (right) when it would hide the data."""
     if n_entries > outside_above:
-        ax.legend(title=title, fontsize=_LEGEND_FONT, title_fontsize=_LEGEND_FONT,
-                  loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 if n_entries <= 14 else 2,
-                  borderaxespad=0.0, framealpha=0.85)
+        ax.legend(
+            title=title,
+            fontsize=_LEGEND_FONT,
+            title_fontsize=_LEGEND_FONT,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            ncol=1 if n_entries <= 14 else 2,
+            borderaxespad=0.0,
+            framealpha=0.85,
+        )
     else:
         ax.legend(title=title, fontsize=_LEGEND_FONT, title_fontsize=_LEGEND_FONT, framealpha=0.85)
 
@@ -427,8 +459,16 @@ def plot_selectivity_vs_alpha(
     _alpha_axis(ax, d["alpha"])
     rng = np.random.default_rng(seed)
     x = _jitter(ax, d["alpha"], jitter, rng)
-    ax.scatter(x, d[value].to_numpy(float), c=[palette[float(a)] for a in d["alpha"]],
-               s=14, alpha=0.55, linewidths=0, zorder=3, gid="seeds")
+    ax.scatter(
+        x,
+        d[value].to_numpy(float),
+        c=[palette[float(a)] for a in d["alpha"]],
+        s=14,
+        alpha=0.55,
+        linewidths=0,
+        zorder=3,
+        gid="seeds",
+    )
     _mean_ci_points(ax, _stats(d, ["alpha"], value, n_resamples), palette)
     ax.set_xlabel(_ALPHA_LABEL)
     ax.set_ylabel(ylabel)
@@ -496,8 +536,9 @@ def plot_accuracy_vs_alpha(
     _require(d, ["alpha", value], "plot_accuracy_vs_alpha")
     d = _finite(d, ["alpha", value])
     if d.empty:
-        return _empty(ax, _ALPHA_LABEL if kind == "points" else "Regularisation scale α",
-                      ylabel, title or what)
+        return _empty(
+            ax, _ALPHA_LABEL if kind == "points" else "Regularisation scale α", ylabel, title or what
+        )
     scale = _scale(value)
     palette = alpha_palette(d["alpha"])
     stats = _stats(d, ["alpha"], value, n_resamples, scale)
@@ -507,8 +548,9 @@ def plot_accuracy_vs_alpha(
     if kind == "points":
         _alpha_axis(ax, alphas)
         x = _jitter(ax, alphas, jitter, np.random.default_rng(seed))
-        ax.scatter(x, y, c=[palette[float(a)] for a in alphas], s=14, alpha=0.55,
-                   linewidths=0, zorder=3, gid="seeds")
+        ax.scatter(
+            x, y, c=[palette[float(a)] for a in alphas], s=14, alpha=0.55, linewidths=0, zorder=3, gid="seeds"
+        )
         _mean_ci_points(ax, stats, palette)
         xpos = {float(a): float(a) for a in stats["alpha"]}
         ax.set_xlabel(_ALPHA_LABEL)
@@ -518,8 +560,14 @@ def plot_accuracy_vs_alpha(
         groups = [y[np.isclose(alphas, a, rtol=0, atol=1e-12)] for a in order]
         spread = [i for i, g in enumerate(groups) if g.size >= 2 and np.ptp(g) > 0]
         if spread:
-            parts = ax.violinplot([groups[i] for i in spread], positions=spread, widths=0.8,
-                                  showextrema=False, showmeans=False, showmedians=False)
+            parts = ax.violinplot(
+                [groups[i] for i in spread],
+                positions=spread,
+                widths=0.8,
+                showextrema=False,
+                showmeans=False,
+                showmedians=False,
+            )
             for i, body in zip(spread, parts["bodies"]):
                 body.set_facecolor(palette[order[i]])
                 body.set_edgecolor("0.2")
@@ -535,8 +583,16 @@ def plot_accuracy_vs_alpha(
                 ax.vlines(i, q1, q3, color="0.15", lw=5, zorder=3)
                 ax.scatter([i], [med], color="white", s=14, zorder=4, edgecolors="none")
             else:
-                ax.scatter([i] * g.size, g, color=palette[order[i]], s=24, zorder=4,
-                           edgecolors="0.15", linewidths=0.6, gid=f"point:{order[i]:g}")
+                ax.scatter(
+                    [i] * g.size,
+                    g,
+                    color=palette[order[i]],
+                    s=24,
+                    zorder=4,
+                    edgecolors="0.15",
+                    linewidths=0.6,
+                    gid=f"point:{order[i]:g}",
+                )
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([f"{a:g}" for a in order], rotation=45 if len(order) > 8 else 0)
         ax.set_xlim(-0.6, len(order) - 0.4)
@@ -544,22 +600,39 @@ def plot_accuracy_vs_alpha(
 
     base = stats[np.isclose(stats["alpha"].astype(float), 0.0, atol=1e-12)]
     if len(base):
-        ax.axhline(float(base["mean"].iloc[0]), color="0.5", ls="--", lw=1, zorder=1, gid="baseline",
-                   label="α = 0 mean")
+        ax.axhline(
+            float(base["mean"].iloc[0]),
+            color="0.5",
+            ls="--",
+            lw=1,
+            zorder=1,
+            gid="baseline",
+            label="α = 0 mean",
+        )
     if significance and len(base) and int(base["n"].iloc[0]) >= 2 and len(stats) > 1:
         try:
             tt = ttests_against_baseline(d.assign(_v=y), "_v", "alpha")
         except ValueError:
             tt = None
         if tt is not None:
-            top = {float(a): np.nanmax([m, h, y[np.isclose(alphas, a, atol=1e-12)].max()])
-                   for a, m, h in zip(stats["alpha"], stats["mean"], stats["ci_high"])}
+            top = {
+                float(a): np.nanmax([m, h, y[np.isclose(alphas, a, atol=1e-12)].max()])
+                for a, m, h in zip(stats["alpha"], stats["mean"], stats["ci_high"])
+            }
             for _, r in tt.iterrows():
                 s = _stars(r["p_bonferroni"])
                 if s:
                     a = float(r["group"])
-                    ax.annotate(s, (xpos[a], top[a]), xytext=(0, 3), textcoords="offset points",
-                                ha="center", va="bottom", fontsize=9, color="0.1")
+                    ax.annotate(
+                        s,
+                        (xpos[a], top[a]),
+                        xytext=(0, 3),
+                        textcoords="offset points",
+                        ha="center",
+                        va="bottom",
+                        fontsize=9,
+                        color="0.1",
+                    )
             if (tt["p_bonferroni"] < 0.05).any():
                 _headroom(ax)
     ax.set_ylabel(ylabel)
@@ -631,28 +704,57 @@ def plot_promote_vs_penalise(
     ax.xaxis.set_minor_formatter(NullFormatter())
     rng = np.random.default_rng(seed)
     tops: dict[float, float] = {}
-    for sign, color, name, lab in ((-1, PENALISE_COLOR, "penalise", "penalise (α < 0)"),
-                                   (1, PROMOTE_COLOR, "promote", "promote (α > 0)")):
+    for sign, color, name, lab in (
+        (-1, PENALISE_COLOR, "penalise", "penalise (α < 0)"),
+        (1, PROMOTE_COLOR, "promote", "promote (α > 0)"),
+    ):
         sub = nonzero[np.sign(nonzero["alpha"].astype(float)) == sign].assign(
-            abs_alpha=lambda f: np.round(np.abs(f["alpha"].astype(float)), 12))
+            abs_alpha=lambda f: np.round(np.abs(f["alpha"].astype(float)), 12)
+        )
         if sub.empty:
             continue
         # Small opposite offsets (in log space) keep the two CIs from overlapping.
         dodge = 10 ** (0.025 * sign)
         st = _stats(sub, ["abs_alpha"], value, n_resamples, scale).rename(columns={"abs_alpha": "x"})
         xs = sub["abs_alpha"].to_numpy(float) * dodge * 10 ** rng.uniform(-0.02, 0.02, len(sub))
-        ax.scatter(xs, sub[value].to_numpy(float) * scale, color=color, s=10, alpha=0.35,
-                   linewidths=0, zorder=2, gid=f"seeds_{name}")
-        cont = ax.errorbar(st["x"] * dodge, st["mean"], yerr=_yerr(st), fmt="-o", ms=5, lw=1.6,
-                           color=color, ecolor=color, capsize=3, zorder=4, label=lab)
+        ax.scatter(
+            xs,
+            sub[value].to_numpy(float) * scale,
+            color=color,
+            s=10,
+            alpha=0.35,
+            linewidths=0,
+            zorder=2,
+            gid=f"seeds_{name}",
+        )
+        cont = ax.errorbar(
+            st["x"] * dodge,
+            st["mean"],
+            yerr=_yerr(st),
+            fmt="-o",
+            ms=5,
+            lw=1.6,
+            color=color,
+            ecolor=color,
+            capsize=3,
+            zorder=4,
+            label=lab,
+        )
         cont.lines[0].set_gid(name)
         for x, m, h in zip(st["x"], st["mean"], st["ci_high"]):
             tops[float(x)] = float(np.nanmax([tops.get(float(x), -np.inf), m, h]))
     base = d[np.abs(d["alpha"].astype(float)) <= 1e-12]
     if len(base):
         b = _stats(base.assign(_g=0), ["_g"], value, n_resamples, scale).iloc[0]
-        ax.axhline(b["mean"], color=ZERO_COLOR, ls="--", lw=1.2, zorder=1, gid="baseline",
-                   label=f"α = 0 (n={int(b['n'])})")
+        ax.axhline(
+            b["mean"],
+            color=ZERO_COLOR,
+            ls="--",
+            lw=1.2,
+            zorder=1,
+            gid="baseline",
+            label=f"α = 0 (n={int(b['n'])})",
+        )
         if np.isfinite(b["ci_low"]) and np.isfinite(b["ci_high"]):
             ax.axhspan(b["ci_low"], b["ci_high"], color=ZERO_COLOR, alpha=0.15, lw=0, zorder=0)
     if significance:
@@ -664,8 +766,16 @@ def plot_promote_vs_penalise(
             s = _stars(r["p_bonferroni"])
             if s:
                 x = float(r["abs_alpha"])
-                ax.annotate(s, (x, tops.get(x, np.nan)), xytext=(0, 4), textcoords="offset points",
-                            ha="center", va="bottom", fontsize=9, color="0.1")
+                ax.annotate(
+                    s,
+                    (x, tops.get(x, np.nan)),
+                    xytext=(0, 4),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=9,
+                    color="0.1",
+                )
         if len(rs) and (rs["p_bonferroni"] < 0.05).any():
             _headroom(ax)
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(_fmt_num))
@@ -712,8 +822,11 @@ def plot_layer_selectivity(
         One line per alpha with gid ``"alpha:<alpha>"`` and legend label ``"<alpha>"``.
     """
     ax = _new_ax(ax, figsize=(7.0, 4.5))
-    what = {"selectivity": "class selectivity by layer", "precision": "precision by layer",
-            "dead_fraction": "dead units by layer"}.get(value, f"{value} by layer")
+    what = {
+        "selectivity": "class selectivity by layer",
+        "precision": "precision by layer",
+        "dead_fraction": "dead units by layer",
+    }.get(value, f"{value} by layer")
     what = what[0].upper() + what[1:]
     xlabel = "Layer (forward order)"
     ylabel = _label(value)
@@ -734,8 +847,19 @@ def plot_layer_selectivity(
         sub = sub.sort_values("layer_index")
         st = pd.DataFrame({"mean": sub[m], "ci_low": sub[lo], "ci_high": sub[hi]})
         c = palette[float(a)]
-        cont = ax.errorbar(sub["layer_index"], sub[m], yerr=_yerr(st), fmt="-o", ms=3.5, lw=1.4,
-                           color=c, ecolor=c, elinewidth=1.0, capsize=2, label=f"{float(a):g}")
+        cont = ax.errorbar(
+            sub["layer_index"],
+            sub[m],
+            yerr=_yerr(st),
+            fmt="-o",
+            ms=3.5,
+            lw=1.4,
+            color=c,
+            ecolor=c,
+            elinewidth=1.0,
+            capsize=2,
+            label=f"{float(a):g}",
+        )
         cont.lines[0].set_gid(f"alpha:{float(a):g}")
     _layer_ticks(ax, d)
     ax.set_xlabel(xlabel)
@@ -788,17 +912,37 @@ def plot_accuracy_vs_selectivity(
         return _empty(ax, _label(x), _label(y), title or what)
     sx, sy = _scale(x), _scale(y)
     palette = alpha_palette(d["alpha"])
-    ax.scatter(d[x].to_numpy(float) * sx, d[y].to_numpy(float) * sy,
-               c=[palette[float(a)] for a in d["alpha"]], s=14, alpha=0.45, linewidths=0,
-               zorder=2, gid="runs")
+    ax.scatter(
+        d[x].to_numpy(float) * sx,
+        d[y].to_numpy(float) * sy,
+        c=[palette[float(a)] for a in d["alpha"]],
+        s=14,
+        alpha=0.45,
+        linewidths=0,
+        zorder=2,
+        gid="runs",
+    )
     stx = _stats(d, ["alpha"], x, n_resamples, sx)
     sty = _stats(d, ["alpha"], y, n_resamples, sy)
     ex, ey = _yerr(stx), _yerr(sty)
     for i, a in enumerate(stx["alpha"].astype(float)):
         c = palette[a]
-        cont = ax.errorbar([stx["mean"].iloc[i]], [sty["mean"].iloc[i]], xerr=ex[:, i:i + 1],
-                           yerr=ey[:, i:i + 1], fmt="o", ms=7, color=c, mec="0.15", mew=0.6,
-                           ecolor=c, elinewidth=1.4, capsize=2.5, zorder=4, label=f"{a:g}")
+        cont = ax.errorbar(
+            [stx["mean"].iloc[i]],
+            [sty["mean"].iloc[i]],
+            xerr=ex[:, i : i + 1],
+            yerr=ey[:, i : i + 1],
+            fmt="o",
+            ms=7,
+            color=c,
+            mec="0.15",
+            mew=0.6,
+            ecolor=c,
+            elinewidth=1.4,
+            capsize=2.5,
+            zorder=4,
+            label=f"{a:g}",
+        )
         cont.lines[0].set_gid(f"mean:{a:g}")
     ax.set_xlabel(_label(x))
     ax.set_ylabel(_label(y))
@@ -849,8 +993,17 @@ def plot_model_comparison(
     for name, sub in d.groupby("model", sort=True):
         color = MODEL_COLORS.get(str(name).lower()) or next(fallback, "0.3")
         st = _stats(sub, ["alpha"], value, n_resamples, _scale(value))
-        cont = ax.errorbar(st["alpha"], st["mean"], yerr=_yerr(st), fmt="-o", ms=5, lw=1.6,
-                           color=color, capsize=3, label=f"{name} (n={len(sub)})")
+        cont = ax.errorbar(
+            st["alpha"],
+            st["mean"],
+            yerr=_yerr(st),
+            fmt="-o",
+            ms=5,
+            lw=1.6,
+            color=color,
+            capsize=3,
+            label=f"{name} (n={len(sub)})",
+        )
         cont.lines[0].set_gid(f"model:{name}")
     ax.set_xlabel(_ALPHA_LABEL)
     ax.set_ylabel(_label(value))
@@ -921,11 +1074,27 @@ def plot_cca_distance_by_layer(
             st = st[st["n"] > 0]
             if st.empty:
                 continue
-            (line,) = ax.plot(st["layer_index"], st["mean"], ls=ls, marker="o", ms=3.5, lw=1.6,
-                              color=color, label=lab, zorder=3)
+            (line,) = ax.plot(
+                st["layer_index"],
+                st["mean"],
+                ls=ls,
+                marker="o",
+                ms=3.5,
+                lw=1.6,
+                color=color,
+                label=lab,
+                zorder=3,
+            )
             line.set_gid(f"{kind}:{a:g}")
-            ax.fill_between(st["layer_index"].to_numpy(float), st["ci_low"].to_numpy(float),
-                            st["ci_high"].to_numpy(float), color=color, alpha=0.2, lw=0, zorder=2)
+            ax.fill_between(
+                st["layer_index"].to_numpy(float),
+                st["ci_low"].to_numpy(float),
+                st["ci_high"].to_numpy(float),
+                color=color,
+                alpha=0.2,
+                lw=0,
+                zorder=2,
+            )
             n_lines += 1
     _layer_ticks(ax, d)
     ax.set_xlabel(xlabel)
@@ -987,8 +1156,16 @@ def plot_cca_ratio(
     palette = alpha_palette(d["alpha"])
     _alpha_axis(ax, d["alpha"])
     x = _jitter(ax, d["alpha"], jitter, np.random.default_rng(seed))
-    ax.scatter(x, d["ratio"].to_numpy(float), c=[palette[float(a)] for a in d["alpha"]],
-               s=14, alpha=0.55, linewidths=0, zorder=3, gid="seeds")
+    ax.scatter(
+        x,
+        d["ratio"].to_numpy(float),
+        c=[palette[float(a)] for a in d["alpha"]],
+        s=14,
+        alpha=0.55,
+        linewidths=0,
+        zorder=3,
+        gid="seeds",
+    )
     _mean_ci_points(ax, _stats(d, ["alpha"], "ratio", n_resamples), palette)
     ax.axhline(1.0, color="0.5", ls="--", lw=1, zorder=1, gid="unity")
     ax.set_xlabel(_ALPHA_LABEL)
@@ -1037,8 +1214,10 @@ def plot_leaky_relu(
     what = f"{_label(value).split(' (')[0]} vs α by leaky-ReLU slope"
     d = _one_config(_completed(runs), model, "plot_leaky_relu", allow_slopes=True)
     _require(d, ["alpha", "negative_slope", value], "plot_leaky_relu")
-    d = _finite(d.assign(negative_slope=pd.to_numeric(d["negative_slope"], errors="coerce").fillna(0.0)),
-                ["alpha", value])
+    d = _finite(
+        d.assign(negative_slope=pd.to_numeric(d["negative_slope"], errors="coerce").fillna(0.0)),
+        ["alpha", value],
+    )
     if d.empty:
         return _empty(ax, _ALPHA_LABEL, _label(value), title or what)
     _alpha_axis(ax, d["alpha"])
@@ -1048,8 +1227,9 @@ def plot_leaky_relu(
         color = cmap(0.7 if len(slopes) == 1 else 0.35 + 0.6 * i / (len(slopes) - 1))
         st = _stats(sub, ["alpha"], value, n_resamples, _scale(value))
         lab = f"{float(s):g}" + (" (ReLU)" if float(s) == 0 else "")
-        cont = ax.errorbar(st["alpha"], st["mean"], yerr=_yerr(st), fmt="-o", ms=5, lw=1.6,
-                           color=color, capsize=3, label=lab)
+        cont = ax.errorbar(
+            st["alpha"], st["mean"], yerr=_yerr(st), fmt="-o", ms=5, lw=1.6, color=color, capsize=3, label=lab
+        )
         cont.lines[0].set_gid(f"slope:{float(s):g}")
     ax.set_xlabel(_ALPHA_LABEL)
     ax.set_ylabel(_label(value))
@@ -1096,6 +1276,7 @@ def save_figure(ax_or_fig, path, dpi: int = 150) -> Path:
 
 def _has_root_kw() -> bool:
     import inspect
+
     try:
         return "root" in inspect.signature(Axes.get_figure).parameters
     except (TypeError, ValueError):
@@ -1106,8 +1287,11 @@ def _facets(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """One facet per model (and per activation setting when it varies)."""
     if df.empty:
         return [("", df)]
-    cols = [c for c in ("model", "activation", "negative_slope")
-            if c in df.columns and (c == "model" or df[c].nunique(dropna=False) > 1)]
+    cols = [
+        c
+        for c in ("model", "activation", "negative_slope")
+        if c in df.columns and (c == "model" or df[c].nunique(dropna=False) > 1)
+    ]
     if not cols:
         return [("", df)]
     out = []
@@ -1159,16 +1343,25 @@ def sweep_figures(
     facets = _facets(done)
     figs: dict[str, Figure] = {}
     specs = [
-        ("selectivity_vs_alpha", "Mean class selectivity vs regularisation scale",
-         lambda d, ax: plot_selectivity_vs_alpha(d, ax, n_resamples=n_resamples, title=_facet_title(d))),
-        ("accuracy_vs_alpha", "Test accuracy vs regularisation scale",
-         lambda d, ax: plot_accuracy_vs_alpha(d, ax, n_resamples=n_resamples, title=_facet_title(d))),
+        (
+            "selectivity_vs_alpha",
+            "Mean class selectivity vs regularisation scale",
+            lambda d, ax: plot_selectivity_vs_alpha(d, ax, n_resamples=n_resamples, title=_facet_title(d)),
+        ),
+        (
+            "accuracy_vs_alpha",
+            "Test accuracy vs regularisation scale",
+            lambda d, ax: plot_accuracy_vs_alpha(d, ax, n_resamples=n_resamples, title=_facet_title(d)),
+        ),
     ]
     if _has_both_signs(done):
-        specs.append((
-            "promote_vs_penalise", "Promoting vs penalising class selectivity",
-            lambda d, ax: plot_promote_vs_penalise(d, ax, n_resamples=n_resamples, title=_facet_title(d)),
-        ))
+        specs.append(
+            (
+                "promote_vs_penalise",
+                "Promoting vs penalising class selectivity",
+                lambda d, ax: plot_promote_vs_penalise(d, ax, n_resamples=n_resamples, title=_facet_title(d)),
+            )
+        )
     for key, suptitle, draw in specs:
         fig, axes = _panel_figure(len(facets))
         for (_, sub), ax in zip(facets, axes):

@@ -18,6 +18,7 @@ Minibatch rules (choices the paper leaves open)
 * Negative responses follow the ``negative`` rule of :mod:`selectivity.metrics`
   (default ``"shift"``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -158,7 +159,7 @@ class SelectivityRegularizer:
         self.layer_names = self._capture.layer_names
 
     # -- context management ------------------------------------------------------
-    def __enter__(self) -> "SelectivityRegularizer":
+    def __enter__(self) -> SelectivityRegularizer:
         self._capture.attach()
         return self
 
@@ -179,8 +180,7 @@ class SelectivityRegularizer:
         names, tensors = self._capture.names, self._capture.tensors
         if not tensors:
             raise RuntimeError(
-                "no activations recorded: call the model inside `with reg:` before "
-                "penalty()/selectivity()"
+                "no activations recorded: call the model inside `with reg:` before penalty()/selectivity()"
             )
         return names, tensors
 

@@ -24,6 +24,7 @@ exception.
 Everything is grouped by *setting*: one model with one activation function (and
 leaky-ReLU slope); runs of different settings are never pooled.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,10 +33,10 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,8 +64,16 @@ __all__ = [
 #: Title of the HTML page (also its first heading).
 TITLE = "Class selectivity sweep report"
 #: Fields of each run's meta.json summarised under "Provenance".
-META_FIELDS = ("package_version", "git_revision", "torch_version", "python_version", "hostname", "platform",
-               "device", "cuda_available")
+META_FIELDS = (
+    "package_version",
+    "git_revision",
+    "torch_version",
+    "python_version",
+    "hostname",
+    "platform",
+    "device",
+    "cuda_available",
+)
 _PANEL = plots.PANEL_SIZE
 _WIDE = {"fig1a", "fig3a"}
 
@@ -190,10 +199,15 @@ def collect(sweep_dir: str | os.PathLike) -> ReportData:
         metas.append({"run_id": rid, **{k: m.get(k) for k in META_FIELDS}})
     meta = pd.DataFrame(metas, columns=["run_id", *META_FIELDS])
     gen = provenance()
-    return ReportData(sweep_dir=sweep_dir, runs=runs, layers=layers, sweep=sweep, meta=meta,
-                      generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      generator={k: gen.get(k) for k in ("package_version", "git_revision", "torch_version",
-                                                         "hostname")})
+    return ReportData(
+        sweep_dir=sweep_dir,
+        runs=runs,
+        layers=layers,
+        sweep=sweep,
+        meta=meta,
+        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        generator={k: gen.get(k) for k in ("package_version", "git_revision", "torch_version", "hostname")},
+    )
 
 
 def _slug(text: str) -> str:
@@ -216,12 +230,17 @@ def settings_of(data: ReportData) -> list[Setting]:
     many_acts = runs["activation"].nunique(dropna=False) > 1
     out = []
     # Per model: plain ReLU first, then other activations by slope.
-    keys = sorted(runs.groupby(cols, sort=False, dropna=False).groups,
-                  key=lambda k: (str(k[0]), k[1] != "relu", str(k[1]), float(k[2]) if pd.notna(k[2]) else -1.0))
+    keys = sorted(
+        runs.groupby(cols, sort=False, dropna=False).groups,
+        key=lambda k: (str(k[0]), k[1] != "relu", str(k[1]), float(k[2]) if pd.notna(k[2]) else -1.0),
+    )
     for key in keys:
         model, act, slope = key
-        sub = runs[(runs["model"] == model) & (runs["activation"].astype(str) == str(act))
-                   & _same(runs["negative_slope"], slope)]
+        sub = runs[
+            (runs["model"] == model)
+            & (runs["activation"].astype(str) == str(act))
+            & _same(runs["negative_slope"], slope)
+        ]
         label = str(model)
         if act == "leaky_relu":
             label += f", leaky_relu slope {float(slope):g}"
@@ -230,8 +249,15 @@ def settings_of(data: ReportData) -> list[Setting]:
         lay = data.layers
         if not lay.empty:
             lay = lay[lay["run_id"].isin(sub["run_id"]) & (lay["status"] == "completed")]
-        out.append(Setting(key=_slug(label), label=label, model=str(model), runs=sub.reset_index(drop=True),
-                           layers=lay.reset_index(drop=True)))
+        out.append(
+            Setting(
+                key=_slug(label),
+                label=label,
+                model=str(model),
+                runs=sub.reset_index(drop=True),
+                layers=lay.reset_index(drop=True),
+            )
+        )
     # Labels could collide for odd grids (e.g. relu runs with different ignored slopes).
     seen: dict[str, int] = {}
     for s in out:
@@ -281,10 +307,12 @@ def _summary_display(t: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"α": [f"{a:g}" for a in t["alpha"]], "n": t["n"].astype(int)})
     out["test accuracy (95% CI)"] = [
         _ci(r.test_accuracy_mean, r.test_accuracy_ci_low, r.test_accuracy_ci_high, r.n, 100.0, 2, "%")
-        for r in t.itertuples()]
+        for r in t.itertuples()
+    ]
     out["mean SI (95% CI)"] = [
         _ci(r.mean_selectivity_mean, r.mean_selectivity_ci_low, r.mean_selectivity_ci_high, r.n, 1.0, 3)
-        for r in t.itertuples()]
+        for r in t.itertuples()
+    ]
     for col, name in (("n_failed", "failed"), ("n_diverged", "diverged"), ("n_unfinished", "unfinished")):
         out[name] = t[col].astype(int)
     return out
@@ -293,36 +321,55 @@ def _summary_display(t: pd.DataFrame) -> pd.DataFrame:
 def _ttest_display(t: pd.DataFrame, metric: str) -> pd.DataFrame:
     _, scale, digits, suffix = _METRIC[metric]
     v = lambda x: _f(float(x) * scale, f".{digits}f") + (suffix if np.isfinite(float(x)) else "")  # noqa: E731
-    return pd.DataFrame({
-        "α": [f"{a:g}" for a in t["group"]], "n": t["n"], "n (α=0)": t["n_baseline"],
-        "mean": [v(x) for x in t["mean"]], "mean (α=0)": [v(x) for x in t["baseline_mean"]],
-        "difference": [v(x) for x in t["diff"]], "t (Welch)": [_f(x, ".3f") for x in t["statistic"]],
-        "p": [_p(x) for x in t["p"]], "p (Bonferroni)": [_p(x) for x in t["p_bonferroni"]],
-        "significant": ["yes" if s else "no" for s in t["significant"]],
-    })
+    return pd.DataFrame(
+        {
+            "α": [f"{a:g}" for a in t["group"]],
+            "n": t["n"],
+            "n (α=0)": t["n_baseline"],
+            "mean": [v(x) for x in t["mean"]],
+            "mean (α=0)": [v(x) for x in t["baseline_mean"]],
+            "difference": [v(x) for x in t["diff"]],
+            "t (Welch)": [_f(x, ".3f") for x in t["statistic"]],
+            "p": [_p(x) for x in t["p"]],
+            "p (Bonferroni)": [_p(x) for x in t["p_bonferroni"]],
+            "significant": ["yes" if s else "no" for s in t["significant"]],
+        }
+    )
 
 
 def _ranksum_display(t: pd.DataFrame, metric: str) -> pd.DataFrame:
     _, scale, digits, suffix = _METRIC[metric]
     v = lambda x: _f(float(x) * scale, f".{digits}f") + (suffix if np.isfinite(float(x)) else "")  # noqa: E731
-    return pd.DataFrame({
-        "|α|": [f"{a:g}" for a in t["abs_alpha"]], "n promote": t["n_promote"], "n penalise": t["n_penalise"],
-        "mean promote": [v(x) for x in t["mean_promote"]], "mean penalise": [v(x) for x in t["mean_penalise"]],
-        "z (rank-sum)": [_f(x, ".3f") for x in t["statistic"]], "p": [_p(x) for x in t["p"]],
-        "p (Bonferroni)": [_p(x) for x in t["p_bonferroni"]],
-        "significant": ["yes" if s else "no" for s in t["significant"]],
-    })
+    return pd.DataFrame(
+        {
+            "|α|": [f"{a:g}" for a in t["abs_alpha"]],
+            "n promote": t["n_promote"],
+            "n penalise": t["n_penalise"],
+            "mean promote": [v(x) for x in t["mean_promote"]],
+            "mean penalise": [v(x) for x in t["mean_penalise"]],
+            "z (rank-sum)": [_f(x, ".3f") for x in t["statistic"]],
+            "p": [_p(x) for x in t["p"]],
+            "p (Bonferroni)": [_p(x) for x in t["p_bonferroni"]],
+            "significant": ["yes" if s else "no" for s in t["significant"]],
+        }
+    )
 
 
 def _cca_tests_display(t: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "α": [f"{a:g}" for a in t["alpha"]], "layers": t["n"],
-        "mean ρ(α, 0)": [_f(x, ".4f") for x in t["mean_between"]],
-        "mean ρ(α, α)": [_f(x, ".4f") for x in t["mean_within"]],
-        "ratio": [_f(x, ".3f") for x in t["ratio"]], "t (paired)": [_f(x, ".3f") for x in t["statistic"]],
-        "p": [_p(x) for x in t["p"]], "p (Bonferroni)": [_p(x) for x in t["p_bonferroni"]],
-        "significant": ["yes" if s else "no" for s in t["significant"]], "note": t["note"].fillna(""),
-    })
+    return pd.DataFrame(
+        {
+            "α": [f"{a:g}" for a in t["alpha"]],
+            "layers": t["n"],
+            "mean ρ(α, 0)": [_f(x, ".4f") for x in t["mean_between"]],
+            "mean ρ(α, α)": [_f(x, ".4f") for x in t["mean_within"]],
+            "ratio": [_f(x, ".3f") for x in t["ratio"]],
+            "t (paired)": [_f(x, ".3f") for x in t["statistic"]],
+            "p": [_p(x) for x in t["p"]],
+            "p (Bonferroni)": [_p(x) for x in t["p_bonferroni"]],
+            "significant": ["yes" if s else "no" for s in t["significant"]],
+            "note": t["note"].fillna(""),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- tables
@@ -333,16 +380,27 @@ def _missing_alpha_note(s: Setting) -> str | None:
         if (sub["status"] == "completed").sum() == 0:
             counts = ", ".join(f"{n} {st}" for st, n in sub["status"].value_counts().sort_index().items())
             bad.append(f"α = {a:g} ({counts})")
-    return ("No completed run for " + "; ".join(bad) + ": these alphas are left out of the statistics "
-            "and figures.") if bad else None
+    return (
+        (
+            "No completed run for " + "; ".join(bad) + ": these alphas are left out of the statistics "
+            "and figures."
+        )
+        if bad
+        else None
+    )
 
 
 def _ttest_item(s: Setting, metric: str) -> TableItem:
     label = _METRIC[metric][0]
-    item = TableItem(id=f"{s.key}-ttest-{metric}", title=f"{s.label}: {label}, each α vs α = 0 (Welch t-test)",
-                     data=pd.DataFrame(), caption=(
-                         f"Two-sided Welch t-test of the {label} of each α against α = 0, over completed "
-                         "runs (one value per seed); p-values Bonferroni-corrected over the alphas tested."))
+    item = TableItem(
+        id=f"{s.key}-ttest-{metric}",
+        title=f"{s.label}: {label}, each α vs α = 0 (Welch t-test)",
+        data=pd.DataFrame(),
+        caption=(
+            f"Two-sided Welch t-test of the {label} of each α against α = 0, over completed "
+            "runs (one value per seed); p-values Bonferroni-corrected over the alphas tested."
+        ),
+    )
     d = s.done[["alpha", metric]].dropna()
     alphas = sorted(d["alpha"].unique())
     if not any(abs(a) < 1e-12 for a in alphas):
@@ -365,11 +423,15 @@ def _ttest_item(s: Setting, metric: str) -> TableItem:
 
 def _ranksum_item(s: Setting, metric: str) -> TableItem:
     label = _METRIC[metric][0]
-    item = TableItem(id=f"{s.key}-ranksum-{metric}",
-                     title=f"{s.label}: {label}, promoting vs penalising selectivity (Wilcoxon rank-sum)",
-                     data=pd.DataFrame(), caption=(
-                         f"Wilcoxon rank-sum test of the {label} of α > 0 against α < 0 at equal |α| "
-                         "(paper Fig. 5); p-values Bonferroni-corrected over the |α| compared."))
+    item = TableItem(
+        id=f"{s.key}-ranksum-{metric}",
+        title=f"{s.label}: {label}, promoting vs penalising selectivity (Wilcoxon rank-sum)",
+        data=pd.DataFrame(),
+        caption=(
+            f"Wilcoxon rank-sum test of the {label} of α > 0 against α < 0 at equal |α| "
+            "(paper Fig. 5); p-values Bonferroni-corrected over the |α| compared."
+        ),
+    )
     d = s.done[["alpha", metric]].dropna()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -387,21 +449,35 @@ def _setting_tables(s: Setting, n_resamples: int) -> list[TableItem]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # NaN metrics are counted in the table itself
         st = summary_table(s.runs, n_resamples=n_resamples)
-    items.append(TableItem(
-        id=f"{s.key}-summary", title=f"{s.label}: summary by α", data=st, display=_summary_display(st),
-        caption=("n = completed runs; mean and bootstrapped (percentile) 95% CI of the mean over seeds; "
-                 "test accuracy uses the parameters of the best-validation epoch; mean SI is the network "
-                 "class selectivity (mean over units per layer, then over layers; dead units excluded). "
-                 "Failed, diverged and unfinished runs are counted, not averaged."),
-        note=_missing_alpha_note(s)))
+    items.append(
+        TableItem(
+            id=f"{s.key}-summary",
+            title=f"{s.label}: summary by α",
+            data=st,
+            display=_summary_display(st),
+            caption=(
+                "n = completed runs; mean and bootstrapped (percentile) 95% CI of the mean over seeds; "
+                "test accuracy uses the parameters of the best-validation epoch; mean SI is the network "
+                "class selectivity (mean over units per layer, then over layers; dead units excluded). "
+                "Failed, diverged and unfinished runs are counted, not averaged."
+            ),
+            note=_missing_alpha_note(s),
+        )
+    )
     for metric in ("test_accuracy", "mean_selectivity"):
         items.append(_ttest_item(s, metric))
     for metric in ("test_accuracy", "mean_selectivity"):
         items.append(_ranksum_item(s, metric))
     if not s.layers.empty:
         for value in ("selectivity", "precision", "dead_fraction"):
-            items.append(TableItem(id=f"{s.key}-layers-{value}", title=f"{s.label}: per-layer {value}",
-                                   data=layer_table(s.layers, value, n_resamples=n_resamples), show=False))
+            items.append(
+                TableItem(
+                    id=f"{s.key}-layers-{value}",
+                    title=f"{s.label}: per-layer {value}",
+                    data=layer_table(s.layers, value, n_resamples=n_resamples),
+                    show=False,
+                )
+            )
     return items
 
 
@@ -411,15 +487,22 @@ def _config_tables(data: ReportData) -> list[TableItem]:
     for k, v in spec.items():
         if isinstance(v, dict):
             rows += [{"field": f"{k}.{kk}", "value": json.dumps(vv)} for kk, vv in v.items()] or [
-                {"field": k, "value": "{}"}]
+                {"field": k, "value": "{}"}
+            ]
         else:
             rows.append({"field": k, "value": json.dumps(v)})
     for k in ("executor", "data"):
         if k in data.sweep:
             rows.append({"field": k, "value": json.dumps(data.sweep[k])})
     spec_df = pd.DataFrame(rows, columns=["field", "value"])
-    items = [TableItem(id="config-spec", title="Sweep specification (sweep.json)", data=spec_df,
-                       note=None if rows else "No sweep.json found: the sweep specification is unknown.")]
+    items = [
+        TableItem(
+            id="config-spec",
+            title="Sweep specification (sweep.json)",
+            data=spec_df,
+            note=None if rows else "No sweep.json found: the sweep specification is unknown.",
+        )
+    ]
     configs = [json.loads(c) for c in data.runs.get("config", pd.Series(dtype=object)).dropna()]
     if configs:
         done = data.runs[data.runs["status"] == "completed"]
@@ -427,39 +510,73 @@ def _config_tables(data: ReportData) -> list[TableItem]:
         keys = list(first)
         varies = {k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1}
         run_id = (done if not done.empty else data.runs)["run_id"].iloc[0]
-        cfg_df = pd.DataFrame({"field": keys, "value": [json.dumps(first[k]) for k in keys],
-                               "varies across runs": ["yes" if k in varies else "" for k in keys]})
-        items.append(TableItem(id="config-run", title=f"Resolved configuration of run {run_id}", data=cfg_df,
-                               caption="Every field of the run's TrainConfig; fields marked 'yes' differ "
-                                       "between runs of the sweep (the sweep axes)."))
+        cfg_df = pd.DataFrame(
+            {
+                "field": keys,
+                "value": [json.dumps(first[k]) for k in keys],
+                "varies across runs": ["yes" if k in varies else "" for k in keys],
+            }
+        )
+        items.append(
+            TableItem(
+                id="config-run",
+                title=f"Resolved configuration of run {run_id}",
+                data=cfg_df,
+                caption="Every field of the run's TrainConfig; fields marked 'yes' differ "
+                "between runs of the sweep (the sweep axes).",
+            )
+        )
     return items
 
 
 def _provenance_tables(data: ReportData) -> list[TableItem]:
     items = []
-    status = data.runs["status"].value_counts().rename_axis("status").reset_index(name="runs") \
-        if not data.runs.empty else pd.DataFrame(columns=["status", "runs"])
+    status = (
+        data.runs["status"].value_counts().rename_axis("status").reset_index(name="runs")
+        if not data.runs.empty
+        else pd.DataFrame(columns=["status", "runs"])
+    )
     items.append(TableItem(id="prov-status", title="Runs by status", data=status))
     rows = []
     for k in META_FIELDS:
         col = data.meta[k] if k in data.meta.columns else pd.Series(dtype=object)
         counts = col.dropna().astype(str).value_counts()
-        rows.append({"field": k, "values seen (runs)": "; ".join(f"{v} ({n})" for v, n in counts.items()) or "-",
-                     "distinct": int(len(counts))})
-    items.append(TableItem(id="prov-meta", title="Provenance of the runs (meta.json)",
-                           data=pd.DataFrame(rows, columns=["field", "values seen (runs)", "distinct"]),
-                           caption="Values recorded by each run when it started; several git revisions or "
-                                   "torch versions mean the runs were not all produced by the same code."))
+        rows.append(
+            {
+                "field": k,
+                "values seen (runs)": "; ".join(f"{v} ({n})" for v, n in counts.items()) or "-",
+                "distinct": int(len(counts)),
+            }
+        )
+    items.append(
+        TableItem(
+            id="prov-meta",
+            title="Provenance of the runs (meta.json)",
+            data=pd.DataFrame(rows, columns=["field", "values seen (runs)", "distinct"]),
+            caption="Values recorded by each run when it started; several git revisions or "
+            "torch versions mean the runs were not all produced by the same code.",
+        )
+    )
     bad = data.runs[data.runs["status"].isin(["failed", "diverged"])] if not data.runs.empty else data.runs
-    bad_df = (bad[["run_id", "status", "message"]].reset_index(drop=True) if not bad.empty
-              else pd.DataFrame(columns=["run_id", "status", "message"]))
-    items.append(TableItem(id="prov-failed", title="Failed and diverged runs", data=bad_df,
-                           note=None if not bad.empty else "No failed or diverged runs."))
+    bad_df = (
+        bad[["run_id", "status", "message"]].reset_index(drop=True)
+        if not bad.empty
+        else pd.DataFrame(columns=["run_id", "status", "message"])
+    )
+    items.append(
+        TableItem(
+            id="prov-failed",
+            title="Failed and diverged runs",
+            data=bad_df,
+            note=None if not bad.empty else "No failed or diverged runs.",
+        )
+    )
     return items
 
 
-def make_tables(data: ReportData, settings: Sequence[Setting], n_resamples: int = 2000,
-                cca: CCAResult | None = None) -> dict[str, list[TableItem]]:
+def make_tables(
+    data: ReportData, settings: Sequence[Setting], n_resamples: int = 2000, cca: CCAResult | None = None
+) -> dict[str, list[TableItem]]:
     """Every table of the report, grouped by section key.
 
     Parameters
@@ -484,8 +601,14 @@ def make_tables(data: ReportData, settings: Sequence[Setting], n_resamples: int 
     if not data.runs.empty:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            out["all"].append(TableItem(id="summary", title="Summary of all settings",
-                                        data=summary_table(data.runs, n_resamples=n_resamples), show=False))
+            out["all"].append(
+                TableItem(
+                    id="summary",
+                    title="Summary of all settings",
+                    data=summary_table(data.runs, n_resamples=n_resamples),
+                    show=False,
+                )
+            )
     if not data.layers.empty:
         out["all"].append(TableItem(id="layers", title="All per-layer results", data=data.layers, show=False))
     out["cca"] = _cca_tables(cca, settings) if cca is not None else []
@@ -500,19 +623,30 @@ def _cca_tables(cca: CCAResult, settings: Sequence[Setting]) -> list[TableItem]:
     if cca.distances is None or cca.distances.empty:
         return []
     by_layer, ratio, tests = cca_summary(cca.distances)
-    items = [TableItem(id="cca-distances", title="CCA distances per pair and layer", data=cca.distances, show=False),
-             TableItem(id="cca-by-layer", title="Mean CCA distance per α and layer", data=by_layer, show=False),
-             TableItem(id="cca-ratio", title="CCA distance ratio per replicate", data=ratio, show=False)]
+    items = [
+        TableItem(
+            id="cca-distances", title="CCA distances per pair and layer", data=cca.distances, show=False
+        ),
+        TableItem(id="cca-by-layer", title="Mean CCA distance per α and layer", data=by_layer, show=False),
+        TableItem(id="cca-ratio", title="CCA distance ratio per replicate", data=ratio, show=False),
+    ]
     for s in settings:
         t = _match_setting(tests, s)
         if t.empty:
             continue
-        items.append(TableItem(
-            id=f"{s.key}-cca-tests", title=f"{s.label}: ρ(α, 0) vs ρ(α, α), paired by layer", data=t,
-            display=_cca_tests_display(t), caption=(
-                "Paired t-test (two-sided) of the mean between-distance ρ(α, 0) against the mean "
-                "within-distance ρ(α, α) over layers (paper section 4.2); ratio = mean ρ(α, 0) / mean "
-                "ρ(α, α); p-values Bonferroni-corrected over the alphas.")))
+        items.append(
+            TableItem(
+                id=f"{s.key}-cca-tests",
+                title=f"{s.label}: ρ(α, 0) vs ρ(α, α), paired by layer",
+                data=t,
+                display=_cca_tests_display(t),
+                caption=(
+                    "Paired t-test (two-sided) of the mean between-distance ρ(α, 0) against the mean "
+                    "within-distance ρ(α, α) over layers (paper section 4.2); ratio = mean ρ(α, 0) / mean "
+                    "ρ(α, α); p-values Bonferroni-corrected over the alphas."
+                ),
+            )
+        )
     return items
 
 
@@ -522,8 +656,10 @@ def _match_setting(df: pd.DataFrame, s: Setting) -> pd.DataFrame:
         return df
     r = s.runs.iloc[0]
     m = (df["model"] == r["model"]) & (df["activation"].astype(str) == str(r["activation"]))
-    m &= np.isclose(pd.to_numeric(df["negative_slope"], errors="coerce").fillna(-1).to_numpy(float),
-                    float(r["negative_slope"]) if pd.notna(r["negative_slope"]) else -1)
+    m &= np.isclose(
+        pd.to_numeric(df["negative_slope"], errors="coerce").fillna(-1).to_numpy(float),
+        float(r["negative_slope"]) if pd.notna(r["negative_slope"]) else -1,
+    )
     return df[m]
 
 
@@ -567,6 +703,7 @@ def _setting_figure_specs(s: Setting, n_resamples: int) -> list[tuple]:
             fig, (ax,) = _panels(1)
             fn(ax)
             return fig
+
         return draw
 
     def layer_fig(value, size=(7.5, 4.8)):
@@ -574,66 +711,122 @@ def _setting_figure_specs(s: Setting, n_resamples: int) -> list[tuple]:
             fig, (ax,) = _panels(1, size)
             plots.plot_layer_selectivity(lay, ax, value, n_resamples=nr, title=s.label)
             return fig
+
         return draw
 
     def precision_fig():
         fig, (a, b) = _panels(2, (7.0, 4.6))
-        plots.plot_layer_selectivity(lay, a, "precision", n_resamples=nr, title=f"{s.label}: precision by layer")
-        plots.plot_selectivity_vs_alpha(done, b, value="mean_precision", n_resamples=nr,
-                                        title=f"{s.label}: network precision vs α")
+        plots.plot_layer_selectivity(
+            lay, a, "precision", n_resamples=nr, title=f"{s.label}: precision by layer"
+        )
+        plots.plot_selectivity_vs_alpha(
+            done, b, value="mean_precision", n_resamples=nr, title=f"{s.label}: network precision vs α"
+        )
         return fig
 
     def dead_fig():
         fig, (a, b, c) = _panels(3, (5.2, 4.4))
-        plots.plot_layer_selectivity(lay, a, "dead_fraction", n_resamples=nr, title=f"{s.label}: dead units by layer")
-        plots.plot_selectivity_vs_alpha(done, b, value="dead_fraction", n_resamples=nr,
-                                        title=f"{s.label}: dead units vs α")
+        plots.plot_layer_selectivity(
+            lay, a, "dead_fraction", n_resamples=nr, title=f"{s.label}: dead units by layer"
+        )
+        plots.plot_selectivity_vs_alpha(
+            done, b, value="dead_fraction", n_resamples=nr, title=f"{s.label}: dead units vs α"
+        )
         plots.plot_selectivity_vs_alpha(done, c, n_resamples=nr, title=f"{s.label}: SI, dead units excluded")
         return fig
 
     specs = [
-        ("fig1a", _paper_fig(m, "1a", "A1a"), "Class selectivity by layer",
-         "Mean class selectivity of the units of each layer (forward order), one line per α; error bars are "
-         "95% CIs over seeds.", layer_fig("selectivity"), no_layers),
-        ("fig1b", _paper_fig(m, "1b", "A1b"), "Mean class selectivity vs α",
-         "Network class selectivity index (mean over units in each layer, then over layers) of each run "
-         "(small points, one per seed) and its mean with bootstrapped 95% CI per α; symmetric-log α axis.",
-         one(lambda ax: plots.plot_selectivity_vs_alpha(done, ax, n_resamples=nr, title=s.label)), None),
-        ("fig2a", _paper_fig(m, "2a", "4a"), "Test accuracy vs α",
-         "Test accuracy (%) of each run (one point per seed) and the mean with 95% CI per α; dashed line: "
-         "α = 0 mean; stars: Welch t-test against α = 0, Bonferroni-corrected (* p < 0.05, ** p < 1e-3, "
-         "*** p < 1e-6).",
-         one(lambda ax: plots.plot_accuracy_vs_alpha(done, ax, "points", n_resamples=nr, title=s.label)), None),
-        ("fig2b", _paper_fig(m, "2b", "4b"), "Test accuracy distributions (violins)",
-         "Distribution of test accuracy over seeds per α (violin with quartile box and white median); an α "
-         "with a single run or identical values is drawn as points. Stars as in the accuracy-vs-α figure.",
-         one(lambda ax: plots.plot_accuracy_vs_alpha(done, ax, "violin", n_resamples=nr, title=s.label)), None),
-        ("fig2c", _paper_fig(m, "2c", "4c"), "Test accuracy vs mean class selectivity",
-         "Each run's test accuracy against its network class selectivity (small points) and the per-α means "
-         "with 95% CIs in both directions.",
-         one(lambda ax: plots.plot_accuracy_vs_selectivity(done, ax, n_resamples=nr, title=s.label)), None),
+        (
+            "fig1a",
+            _paper_fig(m, "1a", "A1a"),
+            "Class selectivity by layer",
+            "Mean class selectivity of the units of each layer (forward order), one line per α; error bars are "
+            "95% CIs over seeds.",
+            layer_fig("selectivity"),
+            no_layers,
+        ),
+        (
+            "fig1b",
+            _paper_fig(m, "1b", "A1b"),
+            "Mean class selectivity vs α",
+            "Network class selectivity index (mean over units in each layer, then over layers) of each run "
+            "(small points, one per seed) and its mean with bootstrapped 95% CI per α; symmetric-log α axis.",
+            one(lambda ax: plots.plot_selectivity_vs_alpha(done, ax, n_resamples=nr, title=s.label)),
+            None,
+        ),
+        (
+            "fig2a",
+            _paper_fig(m, "2a", "4a"),
+            "Test accuracy vs α",
+            "Test accuracy (%) of each run (one point per seed) and the mean with 95% CI per α; dashed line: "
+            "α = 0 mean; stars: Welch t-test against α = 0, Bonferroni-corrected (* p < 0.05, ** p < 1e-3, "
+            "*** p < 1e-6).",
+            one(lambda ax: plots.plot_accuracy_vs_alpha(done, ax, "points", n_resamples=nr, title=s.label)),
+            None,
+        ),
+        (
+            "fig2b",
+            _paper_fig(m, "2b", "4b"),
+            "Test accuracy distributions (violins)",
+            "Distribution of test accuracy over seeds per α (violin with quartile box and white median); an α "
+            "with a single run or identical values is drawn as points. Stars as in the accuracy-vs-α figure.",
+            one(lambda ax: plots.plot_accuracy_vs_alpha(done, ax, "violin", n_resamples=nr, title=s.label)),
+            None,
+        ),
+        (
+            "fig2c",
+            _paper_fig(m, "2c", "4c"),
+            "Test accuracy vs mean class selectivity",
+            "Each run's test accuracy against its network class selectivity (small points) and the per-α means "
+            "with 95% CIs in both directions.",
+            one(lambda ax: plots.plot_accuracy_vs_selectivity(done, ax, n_resamples=nr, title=s.label)),
+            None,
+        ),
     ]
     both = _has_both_signs(done)
-    specs.append((
-        "fig5a", "Fig. 5a / A6 / A11", "Promoting vs penalising class selectivity",
-        "Test accuracy vs |α| for α > 0 (promoting selectivity, red) and α < 0 (penalising, blue), "
-        "mean and 95% CI over seeds; grey dashed line and band: α = 0. Stars: Wilcoxon rank-sum test "
-        "promote vs penalise at equal |α|, Bonferroni-corrected.",
-        one(lambda ax: _plain_minor(plots.plot_promote_vs_penalise(done, ax, n_resamples=nr, title=s.label)))
-        if both else None,
-        None if both else "No |α| was run (to completion) with both signs."))
-    specs.append((
-        "figA7", "Fig. A7 / A8", "Precision",
-        "(left) Mean precision of the units of each layer (share of the most common class among each unit's "
-        "top-N most-activating test images; chance = 1/classes), one line per α, 95% CIs over seeds; "
-        "(right) network mean precision vs α.", precision_fig if not lay.empty else None, no_layers))
-    specs.append((
-        "figA9", "Fig. A9", "Dead units and selectivity without them",
-        "(left) Proportion of dead units (zero response to every test image) per layer, one line per α; "
-        "(middle) network proportion of dead units vs α; (right) network class selectivity vs α with dead "
-        "units removed. The stored selectivity values already exclude dead units (their index is 0/0), so "
-        "the right panel is the same measurement as Fig. 1b, shown next to the dead-unit counts.",
-        dead_fig if not lay.empty else None, no_layers))
+    specs.append(
+        (
+            "fig5a",
+            "Fig. 5a / A6 / A11",
+            "Promoting vs penalising class selectivity",
+            "Test accuracy vs |α| for α > 0 (promoting selectivity, red) and α < 0 (penalising, blue), "
+            "mean and 95% CI over seeds; grey dashed line and band: α = 0. Stars: Wilcoxon rank-sum test "
+            "promote vs penalise at equal |α|, Bonferroni-corrected.",
+            one(
+                lambda ax: _plain_minor(
+                    plots.plot_promote_vs_penalise(done, ax, n_resamples=nr, title=s.label)
+                )
+            )
+            if both
+            else None,
+            None if both else "No |α| was run (to completion) with both signs.",
+        )
+    )
+    specs.append(
+        (
+            "figA7",
+            "Fig. A7 / A8",
+            "Precision",
+            "(left) Mean precision of the units of each layer (share of the most common class among each unit's "
+            "top-N most-activating test images; chance = 1/classes), one line per α, 95% CIs over seeds; "
+            "(right) network mean precision vs α.",
+            precision_fig if not lay.empty else None,
+            no_layers,
+        )
+    )
+    specs.append(
+        (
+            "figA9",
+            "Fig. A9",
+            "Dead units and selectivity without them",
+            "(left) Proportion of dead units (zero response to every test image) per layer, one line per α; "
+            "(middle) network proportion of dead units vs α; (right) network class selectivity vs α with dead "
+            "units removed. The stored selectivity values already exclude dead units (their index is 0/0), so "
+            "the right panel is the same measurement as Fig. 1b, shown next to the dead-unit counts.",
+            dead_fig if not lay.empty else None,
+            no_layers,
+        )
+    )
     if done.empty:
         specs = [(k, p, t, c, None, "No completed runs in this setting.") for k, p, t, c, _, _ in specs]
     elif n_alpha < 2:
@@ -645,34 +838,56 @@ def _setting_figure_specs(s: Setting, n_resamples: int) -> list[tuple]:
 def _cca_figure_specs(s: Setting, cca: CCAResult, n_resamples: int) -> list[tuple]:
     from .analysis.cca_analysis import cca_plot_frame, cca_summary
 
-    cap_a = ("Mean PWCCA distance ρ (1 − PWCCA similarity) by layer between pairs of replicates of the same "
-             "α (ρ(α, α), dashed, lighter) and between a replicate of α and one of α = 0 (ρ(α, 0), solid); "
-             "shaded: 95% CI over pairs.")
-    cap_a += (" Between pairs include pairs of equal seeds, which in these sweeps share the initialisation "
-              "and batch order (as in the paper's 20 x 20 pairs; `selectivity cca --exclude-same-seed` drops them).")
-    cap_b = ("CCA distance ratio ρ(α, 0) / ρ(α, α) per replicate of α (averaged over layers; each replicate's "
-             "own pairs), with mean and 95% CI per α; dashed line: ratio 1 (what a pure rotation of the "
-             "representation would give).")
+    cap_a = (
+        "Mean PWCCA distance ρ (1 − PWCCA similarity) by layer between pairs of replicates of the same "
+        "α (ρ(α, α), dashed, lighter) and between a replicate of α and one of α = 0 (ρ(α, 0), solid); "
+        "shaded: 95% CI over pairs."
+    )
+    cap_a += (
+        " Between pairs include pairs of equal seeds, which in these sweeps share the initialisation "
+        "and batch order (as in the paper's 20 x 20 pairs; `selectivity cca --exclude-same-seed` drops them)."
+    )
+    cap_b = (
+        "CCA distance ratio ρ(α, 0) / ρ(α, α) per replicate of α (averaged over layers; each replicate's "
+        "own pairs), with mean and 95% CI per α; dashed line: ratio 1 (what a pure rotation of the "
+        "representation would give)."
+    )
     d = _match_setting(cca.distances, s) if cca.distances is not None else pd.DataFrame()
     if cca.distances is None or d.empty:
         note = cca.note or "No CCA distances for this setting."
-        return [("fig3a", "Fig. 3a", "CCA distance by layer", cap_a, None, note),
-                ("fig3b", "Fig. 3b", "CCA distance ratio vs α", cap_b, None, note)]
+        return [
+            ("fig3a", "Fig. 3a", "CCA distance by layer", cap_a, None, note),
+            ("fig3b", "Fig. 3b", "CCA distance ratio vs α", cap_b, None, note),
+        ]
     frame = cca_plot_frame(d)
     _, ratio, _ = cca_summary(d)
-    alphas = sorted(a for a in frame["alpha"].unique()
-                    if abs(a) > 1e-12 and frame.loc[frame["alpha"] == a, "distance_between"].notna().any())
+    alphas = sorted(
+        a
+        for a in frame["alpha"].unique()
+        if abs(a) > 1e-12 and frame.loc[frame["alpha"] == a, "distance_between"].notna().any()
+    )
     # The paper shows alpha = -10 only; more than a few pairs of lines are unreadable.
     shown = [-10.0] if -10.0 in alphas else sorted(alphas, key=lambda a: (-abs(a), a))[:3]
-    cap_a += " α shown: " + (", ".join(f"{a:g}" for a in sorted(shown)) or "none") + \
-        " (every α is in tables/cca-by-layer.csv)."
+    cap_a += (
+        " α shown: "
+        + (", ".join(f"{a:g}" for a in sorted(shown)) or "none")
+        + " (every α is in tables/cca-by-layer.csv)."
+    )
     settings = cca.settings
-    extra = (f" Activations of {settings.get('n_images')} fixed test images, conv maps flattened by "
-             f"{settings.get('mode')}; PWCCA weights from the {settings.get('weights')}.") if settings else ""
+    extra = (
+        (
+            f" Activations of {settings.get('n_images')} fixed test images, conv maps flattened by "
+            f"{settings.get('mode')}; PWCCA weights from the {settings.get('weights')}."
+        )
+        if settings
+        else ""
+    )
 
     def draw_a():
         fig, (ax,) = _panels(1, (7.5, 4.8))
-        plots.plot_cca_distance_by_layer(frame, ax, alphas=shown or None, n_resamples=n_resamples, title=s.label)
+        plots.plot_cca_distance_by_layer(
+            frame, ax, alphas=shown or None, n_resamples=n_resamples, title=s.label
+        )
         return fig
 
     def draw_b():
@@ -681,8 +896,17 @@ def _cca_figure_specs(s: Setting, cca: CCAResult, n_resamples: int) -> list[tupl
         return fig
 
     no_between = None if alphas else "No α ≠ 0 with between pairs (α = 0 runs missing?)."
-    return [("fig3a", "Fig. 3a", "CCA distance by layer", cap_a + extra, draw_a, None),
-            ("fig3b", "Fig. 3b", "CCA distance ratio vs α", cap_b + extra, draw_b if alphas else None, no_between)]
+    return [
+        ("fig3a", "Fig. 3a", "CCA distance by layer", cap_a + extra, draw_a, None),
+        (
+            "fig3b",
+            "Fig. 3b",
+            "CCA distance ratio vs α",
+            cap_b + extra,
+            draw_b if alphas else None,
+            no_between,
+        ),
+    ]
 
 
 def _global_figure_specs(data: ReportData, settings: Sequence[Setting], n_resamples: int) -> list[tuple]:
@@ -699,29 +923,53 @@ def _global_figure_specs(data: ReportData, settings: Sequence[Setting], n_resamp
 
         def draw(sub=sub, tag=tag):
             fig, (a, b) = _panels(2)
-            plots.plot_model_comparison(sub, a, "mean_selectivity", n_resamples=nr, title="Mean class selectivity" + tag)
+            plots.plot_model_comparison(
+                sub, a, "mean_selectivity", n_resamples=nr, title="Mean class selectivity" + tag
+            )
             plots.plot_model_comparison(sub, b, "test_accuracy", n_resamples=nr, title="Test accuracy" + tag)
             return fig
-        specs.append((f"figA12-{_slug(f'{act} {slope}')}", "Fig. A12", "Model comparison" + tag,
-                      "Mean class selectivity (left) and test accuracy (right) vs α, one line per model, mean and "
-                      "95% CI over seeds (n = completed runs per model).", draw, None))
+
+        specs.append(
+            (
+                f"figA12-{_slug(f'{act} {slope}')}",
+                "Fig. A12",
+                "Model comparison" + tag,
+                "Mean class selectivity (left) and test accuracy (right) vs α, one line per model, mean and "
+                "95% CI over seeds (n = completed runs per model).",
+                draw,
+                None,
+            )
+        )
     # A10: leaky-ReLU slopes of one model (ReLU runs drawn as slope 0).
     for model, sub in done.groupby("model", sort=True):
-        eff = np.where(sub["activation"] == "relu", 0.0, pd.to_numeric(sub["negative_slope"], errors="coerce"))
+        eff = np.where(
+            sub["activation"] == "relu", 0.0, pd.to_numeric(sub["negative_slope"], errors="coerce")
+        )
         if len(np.unique(eff)) < 2:
             continue
         sub = sub.assign(negative_slope=eff)
 
         def draw(sub=sub, model=model):
             fig, axes = _panels(3, (5.2, 4.4))
-            for ax, v, t in zip(axes, ("test_accuracy", "mean_selectivity", "dead_fraction"),
-                                ("test accuracy", "class selectivity", "dead units")):
+            for ax, v, t in zip(
+                axes,
+                ("test_accuracy", "mean_selectivity", "dead_fraction"),
+                ("test accuracy", "class selectivity", "dead units"),
+            ):
                 plots.plot_leaky_relu(sub, ax, v, n_resamples=nr, title=f"{model}: {t}")
             return fig
-        specs.append((f"figA10-{_slug(str(model))}", "Fig. A10", f"{model}: leaky ReLU",
-                      "Test accuracy (left), mean class selectivity (middle) and proportion of dead units (right) "
-                      "vs α, one line per leaky-ReLU negative slope (0 = ReLU), mean and 95% CI over seeds.",
-                      draw, None))
+
+        specs.append(
+            (
+                f"figA10-{_slug(str(model))}",
+                "Fig. A10",
+                f"{model}: leaky ReLU",
+                "Test accuracy (left), mean class selectivity (middle) and proportion of dead units (right) "
+                "vs α, one line per leaky-ReLU negative slope (0 = ReLU), mean and 95% CI over seeds.",
+                draw,
+                None,
+            )
+        )
     return specs
 
 
@@ -738,15 +986,21 @@ def _render_spec(spec: tuple, prefix: str, fig_dir: Path, dpi: int, log) -> Figu
         # Multi-panel and per-layer figures (many x labels) span the whole row.
         item.wide = fig.get_figwidth() > 1.5 * _PANEL[0] or key in _WIDE
         item.path = plots.save_figure(fig, fig_dir / f"{fid}.png", dpi=dpi)
-    except Exception as e:  # noqa: BLE001 - a broken panel must not lose the rest of the report
+    except Exception as e:
         item.note = f"This figure could not be drawn: {type(e).__name__}: {e}"
         log(f"figure {fid}: {item.note}")
     return item
 
 
-def make_figures(data: ReportData, settings: Sequence[Setting], out_dir: str | os.PathLike,
-                 cca: CCAResult | None = None, n_resamples: int = 2000, dpi: int = 120,
-                 log: Callable[[str], None] | None = None) -> dict[str, list[FigureItem]]:
+def make_figures(
+    data: ReportData,
+    settings: Sequence[Setting],
+    out_dir: str | os.PathLike,
+    cca: CCAResult | None = None,
+    n_resamples: int = 2000,
+    dpi: int = 120,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, list[FigureItem]]:
     """Draw and save every figure (``out_dir/figures/<id>.png``).
 
     Returns
@@ -759,19 +1013,31 @@ def make_figures(data: ReportData, settings: Sequence[Setting], out_dir: str | o
     fig_dir = Path(out_dir) / "figures"
     out: dict[str, list[FigureItem]] = {}
     for s in settings:
-        out[s.key] = [_render_spec(sp, s.key, fig_dir, dpi, log) for sp in _setting_figure_specs(s, n_resamples)]
+        out[s.key] = [
+            _render_spec(sp, s.key, fig_dir, dpi, log) for sp in _setting_figure_specs(s, n_resamples)
+        ]
         if cca is not None:
-            out[f"cca:{s.key}"] = [_render_spec(sp, s.key, fig_dir, dpi, log)
-                                   for sp in _cca_figure_specs(s, cca, n_resamples)]
-    out["global"] = [_render_spec(sp, "", fig_dir, dpi, log) for sp in _global_figure_specs(data, settings, n_resamples)]
+            out[f"cca:{s.key}"] = [
+                _render_spec(sp, s.key, fig_dir, dpi, log) for sp in _cca_figure_specs(s, cca, n_resamples)
+            ]
+    out["global"] = [
+        _render_spec(sp, "", fig_dir, dpi, log) for sp in _global_figure_specs(data, settings, n_resamples)
+    ]
     return out
 
 
 # --------------------------------------------------------------------------- CCA
-def run_cca(data: ReportData, dataset: str | os.PathLike | None = None, n_images: int = 2000,
-            mode: str = "spatial_mean", device: str = "cpu", max_pairs: int | None = None,
-            min_ratio: float | None = 5.0, progress: bool = False,
-            log: Callable[[str], None] | None = None) -> CCAResult:
+def run_cca(
+    data: ReportData,
+    dataset: str | os.PathLike | None = None,
+    n_images: int = 2000,
+    mode: str = "spatial_mean",
+    device: str = "cpu",
+    max_pairs: int | None = None,
+    min_ratio: float | None = 5.0,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> CCAResult:
     """CCA distances of a sweep for the report, or a note saying why they are missing.
 
     Reuses ``SWEEP/analysis/cca_distances.csv`` when it was computed with the same
@@ -784,8 +1050,10 @@ def run_cca(data: ReportData, dataset: str | os.PathLike | None = None, n_images
     if done.empty:
         return CCAResult(note="CCA skipped: no completed runs.")
     if not np.isclose(done["alpha"].to_numpy(float), 0.0).any():
-        return CCAResult(note="CCA skipped: no completed α = 0 runs, so there are no unregularised networks "
-                              "to compare with (the between-distances ρ(α, 0) need them).")
+        return CCAResult(
+            note="CCA skipped: no completed α = 0 runs, so there are no unregularised networks "
+            "to compare with (the between-distances ρ(α, 0) need them)."
+        )
     dataset = dataset if dataset is not None else data.sweep.get("data")
     try:
         _locate_data(done, dataset)
@@ -797,8 +1065,17 @@ def run_cca(data: ReportData, dataset: str | os.PathLike | None = None, n_images
         log(f"reusing {data.sweep_dir / CCA_CSV}")
         return CCAResult(distances=cached, settings={**settings, **cached.attrs})
     try:
-        df = cca_distances(data.sweep_dir, dataset, n_images=n_images, mode=mode, max_pairs=max_pairs,
-                           device=device, progress=progress, min_ratio=min_ratio, log=log)
+        df = cca_distances(
+            data.sweep_dir,
+            dataset,
+            n_images=n_images,
+            mode=mode,
+            max_pairs=max_pairs,
+            device=device,
+            progress=progress,
+            min_ratio=min_ratio,
+            log=log,
+        )
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         return CCAResult(note=f"CCA not computed: {e}")
     return CCAResult(distances=df, settings=dict(df.attrs))
@@ -880,12 +1157,17 @@ def _table_html(df: pd.DataFrame) -> str:
     for row in df.itertuples(index=False):
         cells = []
         for v in row:
-            s = "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else (
-                format(v, ".4g") if isinstance(v, (float, np.floating)) else str(v))
+            s = (
+                "-"
+                if v is None or (isinstance(v, float) and not np.isfinite(v))
+                else (format(v, ".4g") if isinstance(v, (float, np.floating)) else str(v))
+            )
             cls = "" if isinstance(v, (int, float, np.number)) or _NUMERIC.match(s) else ' class="text"'
             cells.append(f"<td{cls}>{_e(s)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    return (
+        f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    )
 
 
 def _table_block(t: TableItem, out_dir: Path) -> str:
@@ -897,8 +1179,10 @@ def _table_block(t: TableItem, out_dir: Path) -> str:
         parts.append(_table_html(shown))
     if t.path is not None:
         rel = t.path.relative_to(out_dir).as_posix()
-        parts.append(f'<p class="caption">{_e(t.caption)}{" " if t.caption else ""}'
-                     f'<span class="file">CSV: <a href="{_e(rel)}">{_e(rel)}</a></span></p>')
+        parts.append(
+            f'<p class="caption">{_e(t.caption)}{" " if t.caption else ""}'
+            f'<span class="file">CSV: <a href="{_e(rel)}">{_e(rel)}</a></span></p>'
+        )
     elif t.caption:
         parts.append(f'<p class="caption">{_e(t.caption)}</p>')
     parts.append("</div>")
@@ -908,14 +1192,18 @@ def _table_block(t: TableItem, out_dir: Path) -> str:
 def _figure_block(f: FigureItem, out_dir: Path) -> str:
     head = f"<b>{_e(f.paper)}</b> &mdash; {_e(f.title)}."
     if f.path is None:
-        return (f'<figure id="{_e(f.id)}"><figcaption>{head} {_e(f.caption)}</figcaption>'
-                f'<p class="note">{_e(f.note or "Not drawn.")}</p></figure>')
+        return (
+            f'<figure id="{_e(f.id)}"><figcaption>{head} {_e(f.caption)}</figcaption>'
+            f'<p class="note">{_e(f.note or "Not drawn.")}</p></figure>'
+        )
     b64 = base64.b64encode(Path(f.path).read_bytes()).decode("ascii")
     rel = Path(f.path).relative_to(out_dir).as_posix()
     note = f'<p class="note">{_e(f.note)}</p>' if f.note else ""
     cls = ' class="wide"' if f.wide else ""
-    return (f'<figure id="{_e(f.id)}"{cls}><img src="data:image/png;base64,{b64}" alt="{_e(f.paper)}: {_e(f.title)}">'
-            f'<figcaption>{head} {_e(f.caption)} <span class="file">{_e(rel)}</span></figcaption>{note}</figure>')
+    return (
+        f'<figure id="{_e(f.id)}"{cls}><img src="data:image/png;base64,{b64}" alt="{_e(f.paper)}: {_e(f.title)}">'
+        f'<figcaption>{head} {_e(f.caption)} <span class="file">{_e(rel)}</span></figcaption>{note}</figure>'
+    )
 
 
 def _figure_grid(items: Sequence[FigureItem], out_dir: Path) -> str:
@@ -926,17 +1214,27 @@ def _overview(data: ReportData, settings: Sequence[Setting]) -> str:
     n = len(data.runs)
     status = data.runs["status"].value_counts().to_dict() if n else {}
     spec = data.sweep.get("spec", {}) if isinstance(data.sweep, dict) else {}
-    items = [f"Sweep directory: <code>{_e(data.sweep_dir.resolve())}</code>",
-             f"Runs: {n} (" + (", ".join(f"{v} {k}" for k, v in sorted(status.items())) or "none") + ")",
-             "Settings: " + (", ".join(_e(s.label) for s in settings) or "none")]
+    items = [
+        f"Sweep directory: <code>{_e(data.sweep_dir.resolve())}</code>",
+        f"Runs: {n} (" + (", ".join(f"{v} {k}" for k, v in sorted(status.items())) or "none") + ")",
+        "Settings: " + (", ".join(_e(s.label) for s in settings) or "none"),
+    ]
     if spec:
-        items.append(f"Training preset: {_e(spec.get('preset'))}; overrides: {_e(json.dumps(spec.get('overrides', {})))}")
+        items.append(
+            f"Training preset: {_e(spec.get('preset'))}; overrides: {_e(json.dumps(spec.get('overrides', {})))}"
+        )
     return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
-def render_html(data: ReportData, settings: Sequence[Setting], tables: dict[str, list[TableItem]],
-                figures: dict[str, list[FigureItem]], out_dir: str | os.PathLike,
-                cca: CCAResult | None = None, cca_requested: bool = False) -> str:
+def render_html(
+    data: ReportData,
+    settings: Sequence[Setting],
+    tables: dict[str, list[TableItem]],
+    figures: dict[str, list[FigureItem]],
+    out_dir: str | os.PathLike,
+    cca: CCAResult | None = None,
+    cca_requested: bool = False,
+) -> str:
     """The report page as one HTML string (images inline, no external resource)."""
     out_dir = Path(out_dir)
     sec: list[tuple[str, str, str]] = []  # (id, heading, body)
@@ -954,32 +1252,48 @@ def render_html(data: ReportData, settings: Sequence[Setting], tables: dict[str,
     if glob:
         sec.append(("across", "Across settings", _figure_grid(glob, out_dir)))
     if cca_requested:
-        sec.append(("cca", "Representation similarity (CCA, paper Fig. 3)", _cca_section(settings, tables, figures, cca, out_dir)))
-    sec.append(("configuration", "Configuration", "".join(_table_block(t, out_dir) for t in tables.get("config", []))))
+        sec.append(
+            (
+                "cca",
+                "Representation similarity (CCA, paper Fig. 3)",
+                _cca_section(settings, tables, figures, cca, out_dir),
+            )
+        )
+    sec.append(
+        (
+            "configuration",
+            "Configuration",
+            "".join(_table_block(t, out_dir) for t in tables.get("config", [])),
+        )
+    )
     prov = [_table_block(t, out_dir) for t in tables.get("provenance", [])]
     gen = data.generator
-    prov.append(f'<p class="meta">Report generated {_e(data.generated)} by selectivity {_e(gen.get("package_version"))}'
-                f' (git {_e(gen.get("git_revision") or "unknown")}, torch {_e(gen.get("torch_version"))}, host '
-                f'{_e(gen.get("hostname"))}).</p>')
+    prov.append(
+        f'<p class="meta">Report generated {_e(data.generated)} by selectivity {_e(gen.get("package_version"))}'
+        f" (git {_e(gen.get('git_revision') or 'unknown')}, torch {_e(gen.get('torch_version'))}, host "
+        f"{_e(gen.get('hostname'))}).</p>"
+    )
     sec.append(("provenance", "Provenance", "".join(prov)))
     sec.append(("files", "Files", _files_list(tables, figures, out_dir)))
 
     nav = "".join(f'<li><a href="#{_e(i)}">{_e(h)}</a></li>' for i, h, _ in sec)
     body = "".join(f'<section id="{_e(i)}"><h2>{_e(h)}</h2>{b}</section>' for i, h, b in sec)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(TITLE)}: {_e(data.sweep_dir.name)}</title><style>{_CSS}</style></head><body><main>"
-        f"<h1>{_e(TITLE)}</h1><p class=\"meta\">Sweep <code>{_e(data.sweep_dir.name)}</code> &middot; generated "
+        f'<h1>{_e(TITLE)}</h1><p class="meta">Sweep <code>{_e(data.sweep_dir.name)}</code> &middot; generated '
         f"{_e(data.generated)}</p>{_overview(data, settings)}<nav><b>Contents</b><ul>{nav}</ul></nav>{body}"
         "</main></body></html>\n"
     )
 
 
 def _cca_section(settings, tables, figures, cca: CCAResult | None, out_dir: Path) -> str:
-    parts = ['<p class="caption">PWCCA distances between networks, layer by layer (paper section 4.2): if '
-             "the regulariser only rotated selectivity off the unit axes, ρ(α, 0) would equal the replicate "
-             "baseline ρ(α, α).</p>"]
+    parts = [
+        '<p class="caption">PWCCA distances between networks, layer by layer (paper section 4.2): if '
+        "the regulariser only rotated selectivity off the unit axes, ρ(α, 0) would equal the replicate "
+        "baseline ρ(α, α).</p>"
+    ]
     if cca is not None and cca.note:
         parts.append(f'<p class="note">{_e(cca.note)}</p>')
     for s in settings:
@@ -990,10 +1304,15 @@ def _cca_section(settings, tables, figures, cca: CCAResult | None, out_dir: Path
 
 
 def _files_list(tables, figures, out_dir: Path) -> str:
-    paths = sorted({t.path.relative_to(out_dir).as_posix() for ts in tables.values() for t in ts if t.path} |
-                   {Path(f.path).relative_to(out_dir).as_posix() for fs in figures.values() for f in fs if f.path})
-    return ('<p class="caption">Every table as CSV and every figure as PNG, next to this file:</p><ul class="files">'
-            + "".join(f'<li><a href="{_e(p)}">{_e(p)}</a></li>' for p in paths) + "</ul>")
+    paths = sorted(
+        {t.path.relative_to(out_dir).as_posix() for ts in tables.values() for t in ts if t.path}
+        | {Path(f.path).relative_to(out_dir).as_posix() for fs in figures.values() for f in fs if f.path}
+    )
+    return (
+        '<p class="caption">Every table as CSV and every figure as PNG, next to this file:</p><ul class="files">'
+        + "".join(f'<li><a href="{_e(p)}">{_e(p)}</a></li>' for p in paths)
+        + "</ul>"
+    )
 
 
 # --------------------------------------------------------------------------- entry point

@@ -11,6 +11,7 @@ Layout of a run directory::
 
 Analysis code reads only these files, never live objects.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -152,7 +154,10 @@ def git_revision(path: str | os.PathLike | None = None) -> str | None:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where, capture_output=True, text=True, timeout=5,
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):

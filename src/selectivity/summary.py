@@ -64,8 +64,7 @@ def _normalise_alpha(df: pd.DataFrame) -> pd.DataFrame:
 def _varying_config_cols(df: pd.DataFrame, group_cols: Sequence[str]) -> list[str]:
     """Config columns (activation, negative_slope) that vary and are not grouped on."""
     return [
-        c for c in CONFIG_COLS
-        if c in df.columns and c not in group_cols and df[c].nunique(dropna=False) > 1
+        c for c in CONFIG_COLS if c in df.columns and c not in group_cols and df[c].nunique(dropna=False) > 1
     ]
 
 
@@ -177,9 +176,12 @@ def summary_table(
     metrics = list(metrics)
     _check_columns(runs, [*group_cols, *metrics], "runs")
     columns = [
-        *group_cols, "n",
+        *group_cols,
+        "n",
         *[f"{m}_{k}" for m in metrics for k in _STAT_KEYS],
-        "n_failed", "n_diverged", "n_unfinished",
+        "n_failed",
+        "n_diverged",
+        "n_unfinished",
     ]
     # Fresh index: a concatenation of frames may repeat labels, which breaks masking.
     runs = _normalise_alpha(runs).reset_index(drop=True)
@@ -223,7 +225,7 @@ def _fmt_alpha(a) -> str:
 
 
 def _fmt_ci(mean, low, high, n, scale: float, digits: int, suffix: str) -> str:
-    """"91.23% [90.9, 91.5]" (or without the bracket when there is no CI)."""
+    """ "91.23% [90.9, 91.5]" (or without the bracket when there is no CI)."""
     if n == 0 or not np.isfinite(mean):
         return "-"
     text = f"{mean * scale:.{digits}f}{suffix}"
@@ -282,15 +284,17 @@ def format_summary(table: pd.DataFrame) -> str:
         "mean_precision": (f"precision ({ci_name})", 1.0, 3, ""),
         "dead_fraction": (f"dead ({ci_name})", 1.0, 3, ""),
     }
-    metrics = table.attrs.get("metrics") or [
-        c[: -len("_mean")] for c in table.columns if c.endswith("_mean")
-    ]
+    metrics = table.attrs.get("metrics") or [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
     for m in metrics:
         header, scale, digits, suffix = known.get(m, (f"{m} ({ci_name})", 1.0, 3, ""))
-        add(header, [
-            _fmt_ci(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r["n"], scale, digits, suffix)
-            for _, r in table.iterrows()
-        ], False)
+        add(
+            header,
+            [
+                _fmt_ci(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r["n"], scale, digits, suffix)
+                for _, r in table.iterrows()
+            ],
+            False,
+        )
     for col, header in (("n_failed", "failed"), ("n_diverged", "diverged"), ("n_unfinished", "unfinished")):
         # Only show the unfinished column when something is still pending: less noise.
         if col in table.columns and (col != "n_unfinished" or table[col].sum() > 0):
@@ -299,9 +303,7 @@ def format_summary(table: pd.DataFrame) -> str:
     widths = [max([len(h), *(len(row[j]) for row in cells)]) for j, h in enumerate(headers)]
 
     def line(values) -> str:
-        return "  ".join(
-            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)
-        ).rstrip()
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
 
     out = [line(headers), "  ".join("-" * w for w in widths)]
     if cells:

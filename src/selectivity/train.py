@@ -6,15 +6,16 @@ last completed epoch and ends with the same result as an uninterrupted run: the 
 is initialised from the seed, every epoch's batches depend only on ``(seed, epoch)``,
 the learning rate only on the epoch, and the optimizer state is checkpointed.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -120,15 +121,21 @@ def load_model_from(path: str | os.PathLike, device: str | torch.device = "cpu")
         elif files.last.exists():
             p = files.last
         else:
-            raise FileNotFoundError(f"{path} is a directory without checkpoints/best.pt or checkpoints/last.pt")
+            raise FileNotFoundError(
+                f"{path} is a directory without checkpoints/best.pt or checkpoints/last.pt"
+            )
     elif not p.exists():
         raise FileNotFoundError(f"no such checkpoint or run directory: {path}")
     ckpt = load_checkpoint(p, map_location="cpu")
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{p} is not a selectivity checkpoint (expected keys 'model' and 'config')")
     cfg = TrainConfig.from_dict(ckpt["config"])
-    model = create(cfg.model, num_classes=ckpt.get("num_classes"), activation=cfg.activation,
-                   negative_slope=cfg.negative_slope)
+    model = create(
+        cfg.model,
+        num_classes=ckpt.get("num_classes"),
+        activation=cfg.activation,
+        negative_slope=cfg.negative_slope,
+    )
     model.load_state_dict(ckpt["model"])
     return model.to(device), cfg, ckpt
 
@@ -202,10 +209,10 @@ def train_run(
         raise ValueError("the validation split is empty; set val_size > 0")
 
     torch.manual_seed(cfg.seed)
-    model = create(cfg.model, num_classes=num_classes, activation=cfg.activation,
-                   negative_slope=cfg.negative_slope).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
+    model = create(
+        cfg.model, num_classes=num_classes, activation=cfg.activation, negative_slope=cfg.negative_slope
+    ).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     state = _State(epoch=0, best_val=-1.0, best_epoch=-1)
 
     if files.last.exists():
@@ -220,12 +227,14 @@ def train_run(
         rewrite_jsonl(files.metrics, rows[: state.epoch])
 
     norm = dict(mean=splits.mean, std=splits.std, device=device)
-    train_loader = BatchLoader(train_ds, cfg.batch_size, shuffle=True, augment=cfg.augment,
-                               seed=cfg.seed, **norm)
+    train_loader = BatchLoader(
+        train_ds, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, **norm
+    )
     val_loader = BatchLoader(val_ds, cfg.eval_batch_size, **norm)
     layers = cfg.selectivity_layers or None
-    reg = SelectivityRegularizer(model, cfg.alpha, num_classes, layers=layers, eps=cfg.si_eps,
-                                 negative=cfg.negative_rule)
+    reg = SelectivityRegularizer(
+        model, cfg.alpha, num_classes, layers=layers, eps=cfg.si_eps, negative=cfg.negative_rule
+    )
 
     epochs_this_call = 0
     diverged_msg = None
@@ -241,8 +250,15 @@ def train_run(
         except Diverged as e:
             diverged_msg = str(e)
             break
-        val = measure_selectivity(model, val_loader, num_classes, layers=layers, top_n=None,
-                                  negative=cfg.negative_rule, device=device)
+        val = measure_selectivity(
+            model,
+            val_loader,
+            num_classes,
+            layers=layers,
+            top_n=None,
+            negative=cfg.negative_rule,
+            device=device,
+        )
         row = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -258,17 +274,30 @@ def train_run(
         if val.accuracy > state.best_val:
             state.best_val, state.best_epoch = val.accuracy, epoch + 1
             atomic_torch_save(
-                {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "config": cfg.to_dict(),
-                 "epoch": epoch + 1, "val_accuracy": val.accuracy, "num_classes": num_classes,
-                 "classes": list(splits.classes)},
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "model": model.state_dict(),
+                    "config": cfg.to_dict(),
+                    "epoch": epoch + 1,
+                    "val_accuracy": val.accuracy,
+                    "num_classes": num_classes,
+                    "classes": list(splits.classes),
+                },
                 files.best,
             )
         append_jsonl(files.metrics, row)
         state.epoch = epoch + 1
         atomic_torch_save(
-            {"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "config": cfg.to_dict(), "epoch": state.epoch, "best_val_accuracy": state.best_val,
-             "best_epoch": state.best_epoch, "num_classes": num_classes},
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "config": cfg.to_dict(),
+                "epoch": state.epoch,
+                "best_val_accuracy": state.best_val,
+                "best_epoch": state.best_epoch,
+                "num_classes": num_classes,
+            },
             files.last,
         )
         log(
@@ -276,7 +305,11 @@ def train_run(
             f"val_acc {val.accuracy:.4f} val_SI {val.mean_selectivity:.4f} ({row['seconds']:.1f}s)"
         )
         epochs_this_call += 1
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs and state.epoch < cfg.epochs:
+        if (
+            stop_after_epochs is not None
+            and epochs_this_call >= stop_after_epochs
+            and state.epoch < cfg.epochs
+        ):
             return {"status": "interrupted", "epoch": state.epoch}
 
     base = {
@@ -293,8 +326,13 @@ def train_run(
     }
     if diverged_msg is not None:
         log(f"run diverged: {diverged_msg}")
-        result = {**base, "status": "diverged", "message": diverged_msg, "test_accuracy": None,
-                  "mean_selectivity": None}
+        result = {
+            **base,
+            "status": "diverged",
+            "message": diverged_msg,
+            "test_accuracy": None,
+            "mean_selectivity": None,
+        }
         write_json(files.result, result)
         return result
 
@@ -302,8 +340,16 @@ def train_run(
     best = load_checkpoint(files.best, map_location=device)
     model.load_state_dict(best["model"])
     test_loader = BatchLoader(test_ds, cfg.eval_batch_size, **norm)
-    rep = measure_selectivity(model, test_loader, num_classes, layers=layers, top_n=cfg.top_n,
-                              negative=cfg.negative_rule, device=device, progress=progress)
+    rep = measure_selectivity(
+        model,
+        test_loader,
+        num_classes,
+        layers=layers,
+        top_n=cfg.top_n,
+        negative=cfg.negative_rule,
+        device=device,
+        progress=progress,
+    )
     result = {
         **base,
         "test_accuracy": rep.accuracy,
@@ -340,7 +386,9 @@ def _train_epoch(model, opt, reg, loader, cfg: TrainConfig, device, epoch: int, 
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, dynamic_ncols=True
+        )
         it = bar
     ctx = reg if use_reg else contextlib.nullcontext()
     with ctx:

@@ -29,6 +29,7 @@ Choices (documented, configurable through the arguments):
   error, raised before any distance is computed.
 * Only completed runs are used (a diverged network has no meaningful representation).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,8 +37,9 @@ import itertools
 import json
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -171,8 +173,12 @@ def gather_activations(
     return {name: torch.cat(ts, dim=1) for name, ts in chunks.items()}
 
 
-def check_datapoints(acts: dict[str, torch.Tensor], min_ratio: float | None, mode: str = "spatial_mean",
-                     n_images: int | None = None) -> None:
+def check_datapoints(
+    acts: dict[str, torch.Tensor],
+    min_ratio: float | None,
+    mode: str = "spatial_mean",
+    n_images: int | None = None,
+) -> None:
     """Raise ``ValueError`` if a layer has fewer than ``min_ratio x neurons`` datapoints.
 
     The message names the worst layer and the two fixes (more images, or
@@ -187,8 +193,10 @@ def check_datapoints(acts: dict[str, torch.Tensor], min_ratio: float | None, mod
     widest = max(a.shape[0] for a in acts.values())
     need = int(np.ceil(min_ratio * widest))
     imgs = f" from {n_images} images" if n_images is not None else ""
-    hint = (f"use at least {need} images (--cca-images / --images / n_images), or --mode positions "
-            "(every spatial position of a conv map is a datapoint)")
+    hint = (
+        f"use at least {need} images (--cca-images / --images / n_images), or --mode positions "
+        "(every spatial position of a conv map is a datapoint)"
+    )
     if mode == "positions":
         hint = f"use more images (--images / n_images); the widest layer has {widest} neurons"
     raise ValueError(
@@ -263,8 +271,13 @@ def _cap(pairs: list, max_pairs: int | None, seed: int) -> list:
     return [pairs[i] for i in keep]
 
 
-def plan_pairs(runs: pd.DataFrame, baseline: float = 0.0, max_pairs: int | None = None,
-               seed: int = 0, exclude_same_seed: bool = False) -> pd.DataFrame:
+def plan_pairs(
+    runs: pd.DataFrame,
+    baseline: float = 0.0,
+    max_pairs: int | None = None,
+    seed: int = 0,
+    exclude_same_seed: bool = False,
+) -> pd.DataFrame:
     """Every within and between pair of completed runs of a sweep's runs frame.
 
     Parameters
@@ -304,13 +317,29 @@ def plan_pairs(runs: pd.DataFrame, baseline: float = 0.0, max_pairs: int | None 
         for alpha, sub in grp.groupby("alpha", sort=True):
             mine = list(sub[["seed", "run_id"]].itertuples(index=False))
             within = _cap(list(itertools.combinations(mine, 2)), max_pairs, seed)
-            between = [] if alpha == base else [
-                (a, b) for a, b in itertools.product(mine, base_runs) if not (exclude_same_seed and a.seed == b.seed)]
+            between = (
+                []
+                if alpha == base
+                else [
+                    (a, b)
+                    for a, b in itertools.product(mine, base_runs)
+                    if not (exclude_same_seed and a.seed == b.seed)
+                ]
+            )
             between = _cap(between, max_pairs, seed)
             for kind, pairs in (("within", within), ("between", between)):
                 for a, b in pairs:
-                    rows.append({**g, "alpha": alpha, "kind": kind, "seed_a": int(a.seed), "seed_b": int(b.seed),
-                                 "run_a": a.run_id, "run_b": b.run_id})
+                    rows.append(
+                        {
+                            **g,
+                            "alpha": alpha,
+                            "kind": kind,
+                            "seed_a": int(a.seed),
+                            "seed_b": int(b.seed),
+                            "run_a": a.run_id,
+                            "run_b": b.run_id,
+                        }
+                    )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -404,12 +433,22 @@ def cca_distances(
         runs = runs[runs["model"] == model]
     pairs = plan_pairs(runs, baseline, max_pairs, exclude_same_seed=exclude_same_seed)
     if pairs.empty:
-        raise ValueError(f"no pairs of completed runs in {sweep_dir}" + (f" for model {model!r}" if model else ""))
+        raise ValueError(
+            f"no pairs of completed runs in {sweep_dir}" + (f" for model {model!r}" if model else "")
+        )
     if data is None:
         data = _read_data_hint(sweep_dir)
-    settings = dict(n_images=n_images, mode=mode, baseline=baseline, max_pairs=max_pairs, min_ratio=min_ratio,
-                    symmetric=symmetric, image_seed=image_seed, exclude_same_seed=exclude_same_seed,
-                    weights="both networks" if symmetric else "first network of each pair (x)")
+    settings = dict(
+        n_images=n_images,
+        mode=mode,
+        baseline=baseline,
+        max_pairs=max_pairs,
+        min_ratio=min_ratio,
+        symmetric=symmetric,
+        image_seed=image_seed,
+        exclude_same_seed=exclude_same_seed,
+        weights="both networks" if symmetric else "first network of each pair (x)",
+    )
 
     cache: dict[str, dict[str, torch.Tensor]] = {}
     checked = False
@@ -417,8 +456,9 @@ def cca_distances(
     def acts(run_id: str) -> dict[str, torch.Tensor]:
         nonlocal checked
         if run_id not in cache:
-            cache[run_id] = gather_activations(sweep_dir / RUNS_DIR / run_id, n_images, data, device=device,
-                                               mode=mode, image_seed=image_seed)
+            cache[run_id] = gather_activations(
+                sweep_dir / RUNS_DIR / run_id, n_images, data, device=device, mode=mode, image_seed=image_seed
+            )
             if not checked:
                 # Fail before hours of work, with the fix in the message.
                 check_datapoints(cache[run_id], min_ratio, mode, n_images)
@@ -435,15 +475,24 @@ def cca_distances(
     try:
         for _, grp in pairs.groupby(list(GROUP_COLS), sort=True, dropna=False):
             base_ids = set(grp.loc[grp["alpha"] == base, ["run_a", "run_b"]].to_numpy().ravel()) | set(
-                grp.loc[grp["kind"] == "between", "run_b"])
+                grp.loc[grp["kind"] == "between", "run_b"]
+            )
             for alpha, sub in grp.groupby("alpha", sort=True):
                 for p in sub.itertuples(index=False):
                     a, b = acts(p.run_a), acts(p.run_b)
                     d = layer_distances(a, b, min_ratio=min_ratio, symmetric=symmetric)
                     for i, (name, dist) in enumerate(d.items()):
-                        rows.append({**p._asdict(), "layer_index": i, "layer": name,
-                                     "neurons_a": int(a[name].shape[0]), "neurons_b": int(b[name].shape[0]),
-                                     "datapoints": int(a[name].shape[1]), "distance": dist})
+                        rows.append(
+                            {
+                                **p._asdict(),
+                                "layer_index": i,
+                                "layer": name,
+                                "neurons_a": int(a[name].shape[0]),
+                                "neurons_b": int(b[name].shape[0]),
+                                "datapoints": int(a[name].shape[1]),
+                                "distance": dist,
+                            }
+                        )
                     if bar is not None:
                         bar.update(1)
                 # Keep only the baseline networks between alphas: bounded memory in "positions" mode.
@@ -469,8 +518,9 @@ def _group_keys(df: pd.DataFrame) -> list[str]:
     return [c for c in GROUP_COLS if c in df.columns]
 
 
-def cca_summary(df: pd.DataFrame, baseline: float = 0.0, method: str = "ttest",
-                significance: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def cca_summary(
+    df: pd.DataFrame, baseline: float = 0.0, method: str = "ttest", significance: float = 0.05
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Per-layer means, per-replicate distance ratios and paired tests of a CCA table.
 
     Parameters
@@ -504,10 +554,26 @@ def cca_summary(df: pd.DataFrame, baseline: float = 0.0, method: str = "ttest",
     layer_keys = [*keys, "alpha", "layer_index", "layer"]
     by_cols = [*layer_keys, "distance_within", "distance_between", "n_within", "n_between"]
     ratio_cols = [*keys, "alpha", "seed", "ratio", "distance_between", "distance_within", "n_layers"]
-    test_cols = [*keys, "alpha", "n", "mean_between", "mean_within", "ratio", "statistic", "p",
-                 "p_bonferroni", "significant", "method", "note"]
+    test_cols = [
+        *keys,
+        "alpha",
+        "n",
+        "mean_between",
+        "mean_within",
+        "ratio",
+        "statistic",
+        "p",
+        "p_bonferroni",
+        "significant",
+        "method",
+        "note",
+    ]
     if df is None or df.empty:
-        return pd.DataFrame(columns=by_cols), pd.DataFrame(columns=ratio_cols), pd.DataFrame(columns=test_cols)
+        return (
+            pd.DataFrame(columns=by_cols),
+            pd.DataFrame(columns=ratio_cols),
+            pd.DataFrame(columns=test_cols),
+        )
     d = df.assign(alpha=df["alpha"].map(_round_alpha))
     base = _round_alpha(baseline)
 
@@ -518,7 +584,11 @@ def cca_summary(df: pd.DataFrame, baseline: float = 0.0, method: str = "ttest",
     by_layer = mean_of("within", "within").join(mean_of("between", "between"), how="outer").reset_index()
     for c in ("n_within", "n_between"):
         by_layer[c] = by_layer[c].fillna(0).astype(int)
-    by_layer = by_layer[by_cols].sort_values([*keys, "alpha", "layer_index"], kind="mergesort").reset_index(drop=True)
+    by_layer = (
+        by_layer[by_cols]
+        .sort_values([*keys, "alpha", "layer_index"], kind="mergesort")
+        .reset_index(drop=True)
+    )
 
     # Per replicate s of alpha: its own between pairs vs the within pairs it belongs to.
     ratio_rows = []
@@ -531,10 +601,16 @@ def cca_summary(df: pd.DataFrame, baseline: float = 0.0, method: str = "ttest",
             both = pd.concat([bm.rename("b"), wm.rename("w")], axis=1).dropna()
             both = both[both["w"] > 0]  # a zero within distance has no finite ratio
             r = (both["b"] / both["w"]).mean() if len(both) else np.nan
-            ratio_rows.append({**dict(zip([*keys, "alpha"], key)), "seed": int(s), "ratio": float(r),
-                               "distance_between": float(bm.mean()) if len(bm) else np.nan,
-                               "distance_within": float(wm.mean()) if len(wm) else np.nan,
-                               "n_layers": int(len(both))})
+            ratio_rows.append(
+                {
+                    **dict(zip([*keys, "alpha"], key)),
+                    "seed": int(s),
+                    "ratio": float(r),
+                    "distance_between": float(bm.mean()) if len(bm) else np.nan,
+                    "distance_within": float(wm.mean()) if len(wm) else np.nan,
+                    "n_layers": int(len(both)),
+                }
+            )
     ratio = pd.DataFrame(ratio_rows, columns=ratio_cols)
 
     test_frames = []
@@ -542,14 +618,23 @@ def cca_summary(df: pd.DataFrame, baseline: float = 0.0, method: str = "ttest",
         rows = []
         for alpha, s in sub.groupby("alpha", sort=True):
             ok = s.dropna(subset=["distance_within", "distance_between"])
-            row = {**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "alpha": alpha, "n": len(ok),
-                   "mean_between": ok["distance_between"].mean() if len(ok) else np.nan,
-                   "mean_within": ok["distance_within"].mean() if len(ok) else np.nan,
-                   "statistic": np.nan, "p": np.nan, "method": method, "note": ""}
+            row = {
+                **dict(zip(keys, key if isinstance(key, tuple) else (key,))),
+                "alpha": alpha,
+                "n": len(ok),
+                "mean_between": ok["distance_between"].mean() if len(ok) else np.nan,
+                "mean_within": ok["distance_within"].mean() if len(ok) else np.nan,
+                "statistic": np.nan,
+                "p": np.nan,
+                "method": method,
+                "note": "",
+            }
             row["ratio"] = row["mean_between"] / row["mean_within"] if row["mean_within"] else np.nan
             if len(ok) < 2:
-                row["note"] = ("needs within and between distances in >= 2 layers "
-                               f"(within pairs {int(s['n_within'].max())}, between pairs {int(s['n_between'].max())})")
+                row["note"] = (
+                    "needs within and between distances in >= 2 layers "
+                    f"(within pairs {int(s['n_within'].max())}, between pairs {int(s['n_between'].max())})"
+                )
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # constant differences: NaN p
@@ -560,7 +645,7 @@ def cca_summary(df: pd.DataFrame, baseline: float = 0.0, method: str = "ttest",
         t["p_bonferroni"] = bonferroni(t["p"].to_numpy(float))
         t["significant"] = (t["p_bonferroni"] < significance).astype(bool)
         test_frames.append(t)
-    tests = (pd.concat(test_frames, ignore_index=True) if test_frames else pd.DataFrame(columns=test_cols))
+    tests = pd.concat(test_frames, ignore_index=True) if test_frames else pd.DataFrame(columns=test_cols)
     return by_layer, ratio, tests[test_cols].reset_index(drop=True)
 
 

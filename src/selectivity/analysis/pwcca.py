@@ -333,8 +333,13 @@ def cca(
             rho=empty,
             x_coefs=torch.zeros(px, 0, dtype=_F64, device=device),
             y_coefs=torch.zeros(py, 0, dtype=_F64, device=device),
-            x_keep=x_keep, y_keep=y_keep, x_mean=mx, y_mean=my,
-            sigma_xx=sxx, sigma_yy=syy, n_datapoints=n,
+            x_keep=x_keep,
+            y_keep=y_keep,
+            x_mean=mx,
+            y_mean=my,
+            sigma_xx=sxx,
+            sigma_yy=syy,
+            n_datapoints=n,
         )
 
     # Rescale so that eps is relative to each layer's scale (as the reference does).
@@ -353,8 +358,16 @@ def cca(
     x_coefs = (ixx @ u) / torch.sqrt(xmax)  # (px, k)
     y_coefs = (iyy @ vh.T) / torch.sqrt(ymax)  # (py, k)
     return CCAResult(
-        rho=rho, x_coefs=x_coefs, y_coefs=y_coefs, x_keep=x_keep, y_keep=y_keep,
-        x_mean=mx, y_mean=my, sigma_xx=sxx, sigma_yy=syy, n_datapoints=n,
+        rho=rho,
+        x_coefs=x_coefs,
+        y_coefs=y_coefs,
+        x_keep=x_keep,
+        y_keep=y_keep,
+        x_mean=mx,
+        y_mean=my,
+        sigma_xx=sxx,
+        sigma_yy=syy,
+        n_datapoints=n,
     )
 
 

@@ -48,12 +48,27 @@ __all__ = [
 ]
 
 _TTEST_COLUMNS = [
-    "group", "n", "n_baseline", "mean", "baseline_mean", "diff",
-    "statistic", "p", "p_bonferroni", "significant",
+    "group",
+    "n",
+    "n_baseline",
+    "mean",
+    "baseline_mean",
+    "diff",
+    "statistic",
+    "p",
+    "p_bonferroni",
+    "significant",
 ]
 _RANKSUM_COLUMNS = [
-    "abs_alpha", "n_promote", "n_penalise", "mean_promote", "mean_penalise",
-    "statistic", "p", "p_bonferroni", "significant",
+    "abs_alpha",
+    "n_promote",
+    "n_penalise",
+    "mean_promote",
+    "mean_penalise",
+    "statistic",
+    "p",
+    "p_bonferroni",
+    "significant",
 ]
 
 
@@ -283,11 +298,18 @@ def ttests_against_baseline(
             t, p = float(res.statistic), float(res.pvalue)
         else:
             t, p = float("nan"), float("nan")
-        rows.append({
-            "group": group, "n": int(vals.size), "n_baseline": int(base.size),
-            "mean": float(vals.mean()), "baseline_mean": float(base.mean()),
-            "diff": float(vals.mean() - base.mean()), "statistic": t, "p": p,
-        })
+        rows.append(
+            {
+                "group": group,
+                "n": int(vals.size),
+                "n_baseline": int(base.size),
+                "mean": float(vals.mean()),
+                "baseline_mean": float(base.mean()),
+                "diff": float(vals.mean() - base.mean()),
+                "statistic": t,
+                "p": p,
+            }
+        )
     out = pd.DataFrame(rows, columns=_TTEST_COLUMNS[:-2])
     out["p_bonferroni"] = bonferroni(out["p"].to_numpy(dtype=float)) if len(out) else []
     out["significant"] = (out["p_bonferroni"] < significance).astype(bool)
@@ -342,11 +364,17 @@ def rank_sum_promote_vs_penalise(
         if promote.size == 0 or penalise.size == 0:
             continue
         res = sps.ranksums(promote, penalise, alternative=alternative)
-        rows.append({
-            "abs_alpha": float(a), "n_promote": int(promote.size), "n_penalise": int(penalise.size),
-            "mean_promote": float(promote.mean()), "mean_penalise": float(penalise.mean()),
-            "statistic": float(res.statistic), "p": float(res.pvalue),
-        })
+        rows.append(
+            {
+                "abs_alpha": float(a),
+                "n_promote": int(promote.size),
+                "n_penalise": int(penalise.size),
+                "mean_promote": float(promote.mean()),
+                "mean_penalise": float(penalise.mean()),
+                "statistic": float(res.statistic),
+                "p": float(res.pvalue),
+            }
+        )
     out = pd.DataFrame(rows, columns=_RANKSUM_COLUMNS[:-2])
     out["p_bonferroni"] = bonferroni(out["p"].to_numpy(dtype=float)) if len(out) else []
     out["significant"] = (out["p_bonferroni"] < significance).astype(bool)

@@ -41,7 +41,9 @@ __all__ = [
     "safe_extract",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -87,11 +89,15 @@ def _check_tar_member(member: tarfile.TarInfo, archive: Path) -> None:
         # A symlink's target is relative to the directory holding the link.
         target = posixpath.join(posixpath.dirname(member.name), member.linkname)
         if posixpath.isabs(member.linkname) or _escapes(target):
-            raise UnsafeArchiveError(f"{where}: symlink to {member.linkname!r} points outside the target directory")
+            raise UnsafeArchiveError(
+                f"{where}: symlink to {member.linkname!r} points outside the target directory"
+            )
     elif member.islnk():
         # A hard link's target is relative to the archive root.
         if _escapes(member.linkname):
-            raise UnsafeArchiveError(f"{where}: hard link to {member.linkname!r} points outside the target directory")
+            raise UnsafeArchiveError(
+                f"{where}: hard link to {member.linkname!r} points outside the target directory"
+            )
     elif not (member.isfile() or member.isdir()):
         raise UnsafeArchiveError(f"{where}: device files and FIFOs are not allowed")
 
@@ -292,7 +298,9 @@ def decode_image(payload: bytes | str, name: str = "", size: tuple[int, int] | N
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise DatasetFormatError(f"cannot decode image {name or payload!r}: {exc}") from None
     if size is not None and arr.shape[:2] != tuple(size):
-        raise DatasetFormatError(f"image {name!r} is {arr.shape[0]}x{arr.shape[1]}, expected {size[0]}x{size[1]}")
+        raise DatasetFormatError(
+            f"image {name!r} is {arr.shape[0]}x{arr.shape[1]}, expected {size[0]}x{size[1]}"
+        )
     return arr
 
 
@@ -340,7 +348,9 @@ class ImageDecoder:
         Images per task; fewer images than this in total are decoded in-process.
     """
 
-    def __init__(self, size: tuple[int, int] | None = None, workers: int | None = None, chunk_size: int = 1024):
+    def __init__(
+        self, size: tuple[int, int] | None = None, workers: int | None = None, chunk_size: int = 1024
+    ):
         self.size = None if size is None else tuple(size)
         self.workers = _default_workers() if workers is None else max(1, int(workers))
         self.chunk_size = max(1, int(chunk_size))
@@ -400,7 +410,7 @@ class ImageDecoder:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "ImageDecoder":
+    def __enter__(self) -> ImageDecoder:
         return self
 
     def __exit__(self, *exc) -> None:

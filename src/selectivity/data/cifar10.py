@@ -117,7 +117,12 @@ def _decode_python_release(files: dict[str, bytes | str], source: Path) -> dict[
             batch = _unpickle(files[bname], bname)
             data = np.asarray(batch.get("data"))
             lab = np.asarray(batch.get("labels"), dtype=np.int64)
-            if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(lab) != len(data):
+            if (
+                data.dtype != np.uint8
+                or data.ndim != 2
+                or data.shape[1] != 3 * 32 * 32
+                or len(lab) != len(data)
+            ):
                 raise DatasetFormatError(
                     f"CIFAR-10 batch {bname!r} in {str(source)!r}: expected data (n, 3072) uint8 and n labels, "
                     f"got {data.shape} {data.dtype} and {len(lab)} labels"
@@ -140,13 +145,16 @@ def _decode_python_release(files: dict[str, bytes | str], source: Path) -> dict[
     return out
 
 
-def _image_folder_arrays(entries: list[tuple[str, str, str]], images: np.ndarray,
-                         source: Path) -> dict[str, np.ndarray]:
+def _image_folder_arrays(
+    entries: list[tuple[str, str, str]], images: np.ndarray, source: Path
+) -> dict[str, np.ndarray]:
     """Order decoded images by (split, class, file name) and label them by sorted class name."""
     train_classes = sorted({cls for split, cls, _ in entries if split == "train"})
     test_classes = sorted({cls for split, cls, _ in entries if split == "test"})
     if not train_classes or not test_classes:
-        raise DatasetFormatError(f"image folder {str(source)!r} needs both train/<class>/ and test/<class>/ images")
+        raise DatasetFormatError(
+            f"image folder {str(source)!r} needs both train/<class>/ and test/<class>/ images"
+        )
     if train_classes != test_classes:
         raise DatasetFormatError(
             f"image folder {str(source)!r}: train classes {train_classes} differ from test classes {test_classes}"
@@ -185,7 +193,9 @@ def _decode_cifar10(source: Path, workers: int | None) -> dict[str, np.ndarray]:
             entries.append((m.group(2), m.group(3), m.group(4)))
             decoder.add(name, payload)
         if len(roots) > 1:
-            raise DatasetFormatError(f"{str(source)!r} holds CIFAR-10 files under several roots: {sorted(roots)}")
+            raise DatasetFormatError(
+                f"{str(source)!r} holds CIFAR-10 files under several roots: {sorted(roots)}"
+            )
         if py_files:  # the canonical release wins if both are present
             decoder.close()
             return _decode_python_release(py_files, source)
@@ -198,8 +208,9 @@ def _decode_cifar10(source: Path, workers: int | None) -> dict[str, np.ndarray]:
     return _image_folder_arrays(entries, images, source)
 
 
-def read_cifar10(data: str | os.PathLike, cache: bool = True,
-                 workers: int | None = None) -> tuple[ImageDataset, ImageDataset]:
+def read_cifar10(
+    data: str | os.PathLike, cache: bool = True, workers: int | None = None
+) -> tuple[ImageDataset, ImageDataset]:
     """Read the full CIFAR-10 training and test sets from one source.
 
     Parameters
@@ -226,15 +237,29 @@ def read_cifar10(data: str | os.PathLike, cache: bool = True,
     source = find_cifar10(data, download=False)
     arrays = cached_arrays("cifar10", source, lambda: _decode_cifar10(source, workers), cache=cache)
     classes = [str(c) for c in arrays["classes"].tolist()]
-    train = ImageDataset(torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"]),
-                         classes, "cifar10-trainfull")
-    test = ImageDataset(torch.from_numpy(arrays["test_images"]), torch.from_numpy(arrays["test_labels"]),
-                        classes, "cifar10-test")
+    train = ImageDataset(
+        torch.from_numpy(arrays["train_images"]),
+        torch.from_numpy(arrays["train_labels"]),
+        classes,
+        "cifar10-trainfull",
+    )
+    test = ImageDataset(
+        torch.from_numpy(arrays["test_images"]),
+        torch.from_numpy(arrays["test_labels"]),
+        classes,
+        "cifar10-test",
+    )
     return train, test
 
 
-def load_cifar10(data: str | os.PathLike | None = None, val_size: int = 5000, split_seed: int = 0,
-                 download: bool = True, cache: bool = True, workers: int | None = None) -> DataSplits:
+def load_cifar10(
+    data: str | os.PathLike | None = None,
+    val_size: int = 5000,
+    split_seed: int = 0,
+    download: bool = True,
+    cache: bool = True,
+    workers: int | None = None,
+) -> DataSplits:
     """Load CIFAR-10 as train / validation / test splits (45k / 5k / 10k by default).
 
     Parameters

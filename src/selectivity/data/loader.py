@@ -48,7 +48,9 @@ class ImageDataset:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be (N, C, H, W) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+            raise ValueError(
+                f"images must be (N, C, H, W) uint8, got {tuple(self.images.shape)} {self.images.dtype}"
+            )
         if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
             raise ValueError(
                 f"labels must be (N,) int64 with N={self.images.shape[0]}, got {tuple(self.labels.shape)} "
@@ -69,7 +71,9 @@ class ImageDataset:
         """``(C, H, W)`` of one image."""
         return tuple(self.images.shape[1:])
 
-    def subset(self, indices: np.ndarray | torch.Tensor | Sequence[int], name: str | None = None) -> "ImageDataset":
+    def subset(
+        self, indices: np.ndarray | torch.Tensor | Sequence[int], name: str | None = None
+    ) -> ImageDataset:
         """Return a new data set holding the given rows (copied).
 
         Parameters
@@ -79,7 +83,9 @@ class ImageDataset:
             Defaults to this data set's name.
         """
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return ImageDataset(self.images[idx], self.labels[idx], self.classes, self.name if name is None else name)
+        return ImageDataset(
+            self.images[idx], self.labels[idx], self.classes, self.name if name is None else name
+        )
 
 
 @dataclass
@@ -209,8 +215,14 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     return tuple(mean.tolist()), tuple(var.sqrt().tolist())
 
 
-def make_splits(train_full: ImageDataset, test: ImageDataset, val_size: int, split_seed: int,
-                prefix: str, source: str = "") -> DataSplits:
+def make_splits(
+    train_full: ImageDataset,
+    test: ImageDataset,
+    val_size: int,
+    split_seed: int,
+    prefix: str,
+    source: str = "",
+) -> DataSplits:
     """Carve a stratified validation set out of ``train_full`` and compute train statistics.
 
     Parameters
@@ -331,7 +343,7 @@ class BatchLoader:
             p = self.padding
             # Pad the whole data set once (N, C, H+2p, W+2p) so each batch is one gather.
             padded = torch.zeros((n, c, h + 2 * p, w + 2 * p), dtype=torch.uint8, device=self.device)
-            padded[:, :, p:p + h, p:p + w] = dataset.images.to(self.device)
+            padded[:, :, p : p + h, p : p + w] = dataset.images.to(self.device)
             self._images = padded
         else:
             self._images = dataset.images.to(self.device).contiguous()

@@ -152,7 +152,9 @@ def _search_default_places(is_root, children) -> tuple[Path | None, list[Path], 
 def _resolve_explicit(data: str | os.PathLike, what: str, is_root, children, expected: str) -> Path:
     path = Path(data).expanduser()
     if not path.exists():
-        raise DatasetNotFoundError(f"{what}: the given path {str(path)!r} does not exist. Expected {expected}.")
+        raise DatasetNotFoundError(
+            f"{what}: the given path {str(path)!r} does not exist. Expected {expected}."
+        )
     if path.is_file():
         return path
     found = _search_dir(path, is_root, children)
@@ -264,8 +266,9 @@ def _md5(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def download_cifar10(directory: str | os.PathLike, url: str | None = None, md5: str | None = None,
-                     timeout: float = 60.0) -> Path:
+def download_cifar10(
+    directory: str | os.PathLike, url: str | None = None, md5: str | None = None, timeout: float = 60.0
+) -> Path:
     """Download the canonical CIFAR-10 release into ``directory`` and verify its md5.
 
     Parameters
@@ -342,8 +345,9 @@ def source_fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def cached_arrays(kind: str, source: str | os.PathLike, build: Callable[[], dict[str, np.ndarray]],
-                  cache: bool = True) -> dict[str, np.ndarray]:
+def cached_arrays(
+    kind: str, source: str | os.PathLike, build: Callable[[], dict[str, np.ndarray]], cache: bool = True
+) -> dict[str, np.ndarray]:
     """Return decoded arrays for ``source``, building and caching them on first use.
 
     The cache file is ``<cache_dir>/decoded/<kind>-<fingerprint>.npz`` (uncompressed, so a

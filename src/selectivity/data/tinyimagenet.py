@@ -71,7 +71,9 @@ def _decode_tiny(source: Path, workers: int | None) -> dict[str, np.ndarray]:
                 decoder.add(name, payload)
             roots.add(m.group(1) or "")
         if len(roots) > 1:
-            raise DatasetFormatError(f"{str(source)!r} holds Tiny ImageNet files under several roots: {sorted(roots)}")
+            raise DatasetFormatError(
+                f"{str(source)!r} holds Tiny ImageNet files under several roots: {sorted(roots)}"
+            )
         if wnids_text is None:
             raise DatasetFormatError(f"{str(source)!r} has no wnids.txt: not a Tiny ImageNet tree")
         if ann_text is None:
@@ -93,7 +95,9 @@ def _decode_tiny(source: Path, workers: int | None) -> dict[str, np.ndarray]:
         if split == "test":
             wnid = val_wnid.get(fname)
             if wnid is None:
-                raise DatasetFormatError(f"val image {fname!r} has no line in val_annotations.txt ({str(source)!r})")
+                raise DatasetFormatError(
+                    f"val image {fname!r} has no line in val_annotations.txt ({str(source)!r})"
+                )
         if wnid not in index:
             raise DatasetFormatError(f"{split} image {fname!r} has wnid {wnid!r}, which wnids.txt lacks")
         labels[i] = index[wnid]
@@ -115,8 +119,9 @@ def _decode_tiny(source: Path, workers: int | None) -> dict[str, np.ndarray]:
     return out
 
 
-def read_tiny_imagenet(data: str | os.PathLike | None = None, cache: bool = True,
-                       workers: int | None = None) -> tuple[ImageDataset, ImageDataset]:
+def read_tiny_imagenet(
+    data: str | os.PathLike | None = None, cache: bool = True, workers: int | None = None
+) -> tuple[ImageDataset, ImageDataset]:
     """Read the Tiny ImageNet training set and the official (labelled) validation set.
 
     Parameters
@@ -138,15 +143,28 @@ def read_tiny_imagenet(data: str | os.PathLike | None = None, cache: bool = True
     source = find_tiny_imagenet(data)
     arrays = cached_arrays("tinyimagenet", source, lambda: _decode_tiny(source, workers), cache=cache)
     classes = [str(c) for c in arrays["classes"].tolist()]
-    train = ImageDataset(torch.from_numpy(arrays["train_images"]), torch.from_numpy(arrays["train_labels"]),
-                         classes, "tinyimagenet-trainfull")
-    test = ImageDataset(torch.from_numpy(arrays["test_images"]), torch.from_numpy(arrays["test_labels"]),
-                        classes, "tinyimagenet-test")
+    train = ImageDataset(
+        torch.from_numpy(arrays["train_images"]),
+        torch.from_numpy(arrays["train_labels"]),
+        classes,
+        "tinyimagenet-trainfull",
+    )
+    test = ImageDataset(
+        torch.from_numpy(arrays["test_images"]),
+        torch.from_numpy(arrays["test_labels"]),
+        classes,
+        "tinyimagenet-test",
+    )
     return train, test
 
 
-def load_tiny_imagenet(data: str | os.PathLike | None = None, val_size: int = 10000, split_seed: int = 0,
-                       cache: bool = True, workers: int | None = None) -> DataSplits:
+def load_tiny_imagenet(
+    data: str | os.PathLike | None = None,
+    val_size: int = 10000,
+    split_seed: int = 0,
+    cache: bool = True,
+    workers: int | None = None,
+) -> DataSplits:
     """Load Tiny ImageNet as train / validation / test splits.
 
     Parameters

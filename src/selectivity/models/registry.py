@@ -15,7 +15,7 @@ fill it when :mod:`selectivity.models` is imported.
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -72,8 +72,7 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
             getattr(existing, "__qualname__", None),
         ) != (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)):
             raise ValueError(
-                f"model name {name!r} is already registered by "
-                f"{existing.__module__}.{existing.__qualname__}"
+                f"model name {name!r} is already registered by {existing.__module__}.{existing.__qualname__}"
             )
         _MODEL_REGISTRY[name] = fn
         return fn
@@ -92,9 +91,7 @@ def list_models() -> list[str]:
     return sorted(_MODEL_REGISTRY)
 
 
-def validate_model_args(
-    num_classes: int | None, activation: str, negative_slope: float
-) -> None:
+def validate_model_args(num_classes: int | None, activation: str, negative_slope: float) -> None:
     """Check the arguments shared by every model factory.
 
     Parameters
@@ -118,9 +115,7 @@ def validate_model_args(
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     if activation not in ALLOWED_ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {activation!r}; allowed: {', '.join(ALLOWED_ACTIVATIONS)}"
-        )
+        raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ALLOWED_ACTIVATIONS)}")
     if (
         isinstance(negative_slope, bool)
         or not isinstance(negative_slope, numbers.Real)

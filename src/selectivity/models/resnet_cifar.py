@@ -58,9 +58,7 @@ class ShortcutA(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
         if planes < in_planes:
-            raise ValueError(
-                f"option-A shortcut cannot reduce channels ({in_planes} -> {planes})"
-            )
+            raise ValueError(f"option-A shortcut cannot reduce channels ({in_planes} -> {planes})")
         self.in_planes = in_planes
         self.planes = planes
         self.stride = stride
@@ -166,9 +164,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         validate_model_args(num_classes, activation, negative_slope)
         if depth < 8 or (depth - 2) % 6 != 0:
-            raise ValueError(
-                f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110...), got {depth}"
-            )
+            raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110...), got {depth}")
         n = (depth - 2) // 6
         self.depth = depth
         self.num_classes = num_classes
@@ -192,9 +188,7 @@ class CifarResNet(nn.Module):
         layers = []
         for i in range(blocks):
             layers.append(
-                BasicBlockA(
-                    self._in_planes, planes, stride if i == 0 else 1, activation, negative_slope
-                )
+                BasicBlockA(self._in_planes, planes, stride if i == 0 else 1, activation, negative_slope)
             )
             self._in_planes = planes
         return nn.Sequential(*layers)
@@ -230,16 +224,12 @@ class CifarResNet(nn.Module):
         return names
 
 
-def _cifar_resnet(
-    depth: int, num_classes: int, activation: str, negative_slope: float
-) -> CifarResNet:
+def _cifar_resnet(depth: int, num_classes: int, activation: str, negative_slope: float) -> CifarResNet:
     return CifarResNet(depth, num_classes, activation, negative_slope)
 
 
 @register_model("resnet20")
-def resnet20(
-    num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01
-) -> CifarResNet:
+def resnet20(num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01) -> CifarResNet:
     """ResNet20 for CIFAR (n = 3; 269,722 parameters with 10 classes).
 
     Parameters
@@ -259,32 +249,24 @@ def resnet20(
 
 
 @register_model("resnet32")
-def resnet32(
-    num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01
-) -> CifarResNet:
+def resnet32(num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01) -> CifarResNet:
     """ResNet32 for CIFAR (n = 5). Parameters as :func:`resnet20`."""
     return _cifar_resnet(32, num_classes, activation, negative_slope)
 
 
 @register_model("resnet44")
-def resnet44(
-    num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01
-) -> CifarResNet:
+def resnet44(num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01) -> CifarResNet:
     """ResNet44 for CIFAR (n = 7). Parameters as :func:`resnet20`."""
     return _cifar_resnet(44, num_classes, activation, negative_slope)
 
 
 @register_model("resnet56")
-def resnet56(
-    num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01
-) -> CifarResNet:
+def resnet56(num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01) -> CifarResNet:
     """ResNet56 for CIFAR (n = 9). Parameters as :func:`resnet20`."""
     return _cifar_resnet(56, num_classes, activation, negative_slope)
 
 
 @register_model("resnet110")
-def resnet110(
-    num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01
-) -> CifarResNet:
+def resnet110(num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01) -> CifarResNet:
     """ResNet110 for CIFAR (n = 18). Parameters as :func:`resnet20`."""
     return _cifar_resnet(110, num_classes, activation, negative_slope)

@@ -111,8 +111,9 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             stage = nn.Sequential(
                 *[
-                    BasicBlock(in_planes if j == 0 else w, w, stride if j == 0 else 1,
-                               activation, negative_slope)
+                    BasicBlock(
+                        in_planes if j == 0 else w, w, stride if j == 0 else 1, activation, negative_slope
+                    )
                     for j in range(n)
                 ]
             )
@@ -158,9 +159,7 @@ class ResNet(nn.Module):
 
 
 @register_model("resnet18")
-def resnet18(
-    num_classes: int = 200, activation: str = "relu", negative_slope: float = 0.01
-) -> ResNet:
+def resnet18(num_classes: int = 200, activation: str = "relu", negative_slope: float = 0.01) -> ResNet:
     """ResNet18 for 64x64 Tiny ImageNet with the 3x3 stride-1 stem, no max-pool.
 
     Parameters

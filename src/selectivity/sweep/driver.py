@@ -1,10 +1,11 @@
 """The sweep driver: expands the grid, skips finished runs, dispatches, records, summarises."""
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..rundir import RunFiles, read_json, write_json
 from .executors import Task, make_executor
@@ -45,7 +46,7 @@ def run_sweep(
     progress: bool = True,
     summarize: bool = True,
     log: Callable[[str], None] = print,
-) -> "pandas.DataFrame":  # noqa: F821
+) -> pandas.DataFrame:  # noqa: F821
     """Run (or resume) a sweep into ``sweep_dir`` and return its runs table.
 
     Running the same sweep again skips finished runs (completed or diverged), resumes
@@ -73,11 +74,19 @@ def run_sweep(
             store.record(r.run_id, cfgd, None, status="pending")
         threads = None if cfgd.get("num_threads") else max(1, int(cpus_per_run))
         tasks.append(Task(r.run_id, cfgd, str(rdir), data, threads if executor != "inprocess" else None))
-    log(f"sweep {sweep_dir}: {len(runs)} runs, {skipped} already finished, {len(tasks)} to run "
-        f"({executor} executor)")
+    log(
+        f"sweep {sweep_dir}: {len(runs)} runs, {skipped} already finished, {len(tasks)} to run "
+        f"({executor} executor)"
+    )
 
-    ex = make_executor(executor, workers=workers, address=address, cpus_per_run=cpus_per_run,
-                       gpus_per_run=gpus_per_run, progress=progress)
+    ex = make_executor(
+        executor,
+        workers=workers,
+        address=address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        progress=progress,
+    )
     started: dict[str, float] = {}
     counts = {"done": skipped, "failed": 0, "diverged": 0}
     t0 = time.time()
@@ -85,8 +94,7 @@ def run_sweep(
     if progress and tasks:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(runs), initial=skipped, desc="sweep", unit="run", dynamic_ncols=True,
-                   position=0)
+        bar = tqdm(total=len(runs), initial=skipped, desc="sweep", unit="run", dynamic_ncols=True, position=0)
 
     def on_start(t: Task) -> None:
         started[t.run_id] = time.time()
@@ -140,8 +148,10 @@ def run_sweep(
         ex.close()
     df = store.runs_df()
     store.close()
-    log(f"sweep finished in {time.time() - t0:.0f} s: {int((df.status == 'completed').sum())} completed, "
-        f"{int((df.status == 'diverged').sum())} diverged, {int((df.status == 'failed').sum())} failed")
+    log(
+        f"sweep finished in {time.time() - t0:.0f} s: {int((df.status == 'completed').sum())} completed, "
+        f"{int((df.status == 'diverged').sum())} diverged, {int((df.status == 'failed').sum())} failed"
+    )
     if summarize:
         summarize_sweep(sweep_dir, log=log)
     return df
@@ -155,8 +165,9 @@ def _epochs_done(run_dir: Path) -> int:
         return 0
 
 
-def summarize_sweep(sweep_dir: str | os.PathLike, log: Callable[[str], None] = print,
-                    figures: bool = True) -> dict:
+def summarize_sweep(
+    sweep_dir: str | os.PathLike, log: Callable[[str], None] = print, figures: bool = True
+) -> dict:
     """Write the summary table (CSV, text) and the first figures (PNG) of a sweep.
 
     Reads only the run records (via the database, synced from the run directories).
@@ -176,7 +187,9 @@ def summarize_sweep(sweep_dir: str | os.PathLike, log: Callable[[str], None] = p
     log(format_summary(summary_table(runs)))
     if figures:
         fig_dir = sweep_dir / "figures"
-        for name, fig in sweep_figures(runs, layers[layers.status == "completed"] if not layers.empty else None).items():
+        for name, fig in sweep_figures(
+            runs, layers[layers.status == "completed"] if not layers.empty else None
+        ).items():
             path = fig_dir / f"{name}.png"
             save_figure(fig, path)
             out[name] = path

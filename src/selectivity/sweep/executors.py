@@ -5,17 +5,26 @@ runs finish. Workers write only their own run directory; the driver alone writes
 results database. A per-run lock file makes sure two workers (e.g. an orphan of a
 killed driver and its replacement) never train the same run at the same time.
 """
+
 from __future__ import annotations
 
 import fcntl
 import os
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
-__all__ = ["Task", "execute_run", "InProcessExecutor", "PoolExecutor", "RayExecutor", "make_executor", "EXECUTORS"]
+__all__ = [
+    "Task",
+    "execute_run",
+    "InProcessExecutor",
+    "PoolExecutor",
+    "RayExecutor",
+    "make_executor",
+    "EXECUTORS",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ def execute_run(task: Task, progress: bool = False) -> dict:
             if threads:
                 torch.set_num_threads(threads)
             with open(files.root / "train.log", "a") as logf:
+
                 def log(msg: str) -> None:
                     logf.write(msg + "\n")
                     logf.flush()
@@ -92,8 +102,9 @@ class InProcessExecutor:
         self.workers = 1
         self.progress = progress
 
-    def run(self, tasks: list[Task], on_start: Callable[[Task], None],
-            on_tick: Callable[[], None] | None = None) -> Iterator[tuple[Task, dict]]:
+    def run(
+        self, tasks: list[Task], on_start: Callable[[Task], None], on_tick: Callable[[], None] | None = None
+    ) -> Iterator[tuple[Task, dict]]:
         for t in tasks:
             on_start(t)
             yield t, execute_run(t, progress=self.progress)
@@ -111,8 +122,9 @@ class PoolExecutor:
         self.workers = workers or max(1, (os.cpu_count() or 1))
         self._pool: ProcessPoolExecutor | None = None
 
-    def run(self, tasks: list[Task], on_start: Callable[[Task], None],
-            on_tick: Callable[[], None] | None = None) -> Iterator[tuple[Task, dict]]:
+    def run(
+        self, tasks: list[Task], on_start: Callable[[Task], None], on_tick: Callable[[], None] | None = None
+    ) -> Iterator[tuple[Task, dict]]:
         import multiprocessing as mp
         from concurrent.futures.process import BrokenProcessPool
 
@@ -171,22 +183,27 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, workers: int | None = None, address: str | None = None, cpus_per_run: float = 1,
-                 gpus_per_run: float = 0, **_):
+    def __init__(
+        self,
+        workers: int | None = None,
+        address: str | None = None,
+        cpus_per_run: float = 1,
+        gpus_per_run: float = 0,
+        **_,
+    ):
         try:
             import ray  # noqa: F401
         except ImportError as e:
-            raise RuntimeError(
-                "the Ray executor needs Ray: pip install 'selectivity[ray]'"
-            ) from e
+            raise RuntimeError("the Ray executor needs Ray: pip install 'selectivity[ray]'") from e
         self.address = address
         self.workers = workers
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = gpus_per_run
         self._started_here = False
 
-    def run(self, tasks: list[Task], on_start: Callable[[Task], None],
-            on_tick: Callable[[], None] | None = None) -> Iterator[tuple[Task, dict]]:
+    def run(
+        self, tasks: list[Task], on_start: Callable[[Task], None], on_tick: Callable[[], None] | None = None
+    ) -> Iterator[tuple[Task, dict]]:
         import ray
 
         if not ray.is_initialized():
@@ -196,7 +213,9 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=self.workers or os.cpu_count(), **kw)
                 self._started_here = True
-        remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)(_pool_worker)
+        remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)(
+            _pool_worker
+        )
         refs = {}
         for t in tasks:
             on_start(t)  # Ray queues tasks until resources free up

@@ -1,10 +1,12 @@
 """What a sweep is: models x alphas x seeds (x any other config axis), and its presets."""
+
 from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ..config import ConfigError, TrainConfig, make_config
 
@@ -20,8 +22,28 @@ __all__ = [
 ]
 
 #: Paper 1's grid (SCIENCE.md section 3): every alpha named in the text.
-PAPER_ALPHAS = [-30.0, -20.0, -10.0, -5.0, -2.0, -1.0, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0,
-                0.1, 0.2, 0.3, 0.4, 0.5, 1.0, 2.0, 5.0]
+PAPER_ALPHAS = [
+    -30.0,
+    -20.0,
+    -10.0,
+    -5.0,
+    -2.0,
+    -1.0,
+    -0.5,
+    -0.4,
+    -0.3,
+    -0.2,
+    -0.1,
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+]
 
 
 @dataclass(frozen=True)
@@ -61,10 +83,10 @@ class SweepSpec:
     preset: str = "paper"
     overrides: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
-    executor: Optional[str] = None
-    workers: Optional[int] = None
+    executor: str | None = None
+    workers: int | None = None
 
-    def validate(self) -> "SweepSpec":
+    def validate(self) -> SweepSpec:
         if not self.models:
             raise ConfigError("a sweep needs at least one model")
         if not self.alphas:
@@ -86,8 +108,13 @@ class SweepSpec:
             for extra in itertools.product(*(self.grid[k] for k in keys)):
                 for alpha in self.alphas:
                     for seed in self.seeds:
-                        values = {**self.overrides, **dict(zip(keys, extra)),
-                                  "model": model, "alpha": alpha, "seed": seed}
+                        values = {
+                            **self.overrides,
+                            **dict(zip(keys, extra)),
+                            "model": model,
+                            "alpha": alpha,
+                            "seed": seed,
+                        }
                         cfg = make_config(self.preset, values)
                         rid = run_id(cfg, keys)
                         if rid in seen:
@@ -100,7 +127,7 @@ class SweepSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SweepSpec":
+    def from_dict(cls, d: dict) -> SweepSpec:
         return cls(**d)
 
 
@@ -186,8 +213,15 @@ def _quick() -> SweepSpec:
         alphas=[-5.0, -2.0, -0.5, 0.0, 0.5, 2.0, 5.0],
         seeds=[0, 1],
         preset="paper",
-        overrides=dict(epochs=3, train_subset=4000, eval_subset=2000, batch_size=128,
-                       lr_milestones=[0.67], top_n=200, num_threads=1),
+        overrides=dict(
+            epochs=3,
+            train_subset=4000,
+            eval_subset=2000,
+            batch_size=128,
+            lr_milestones=[0.67],
+            top_n=200,
+            num_threads=1,
+        ),
         executor="process",
         workers=2,  # two single-threaded runs at once use a 2-core CPU better than one 2-thread run
     )
@@ -212,14 +246,19 @@ def _medium() -> SweepSpec:
 @register_sweep_preset("paper")
 def _paper() -> SweepSpec:
     """Paper 1 (A.1): ResNet20 and VGG16, 20 seeds, the full alpha grid, 200 epochs (GPUs/cluster)."""
-    return SweepSpec(models=["resnet20", "vgg16"], alphas=list(PAPER_ALPHAS), seeds=list(range(20)),
-                     preset="paper")
+    return SweepSpec(
+        models=["resnet20", "vgg16"], alphas=list(PAPER_ALPHAS), seeds=list(range(20)), preset="paper"
+    )
 
 
 @register_sweep_preset("leaky-relu")
 def _leaky() -> SweepSpec:
     """Paper 1, A10: leaky ReLU slopes 0-0.5 with positive alphas, ResNet20, 20 seeds, 200 epochs."""
-    return SweepSpec(models=["resnet20"], alphas=[0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0],
-                     seeds=list(range(20)), preset="paper",
-                     overrides={"activation": "leaky_relu"},
-                     grid={"negative_slope": [0.01, 0.1, 0.2, 0.3, 0.5]})
+    return SweepSpec(
+        models=["resnet20"],
+        alphas=[0.0, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0],
+        seeds=list(range(20)),
+        preset="paper",
+        overrides={"activation": "leaky_relu"},
+        grid={"negative_slope": [0.01, 0.1, 0.2, 0.3, 0.5]},
+    )

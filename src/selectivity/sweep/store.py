@@ -3,6 +3,7 @@
 Only the sweep's driver process writes it. Each run's own directory stays the source of
 truth; :func:`rebuild_store` recreates the database from the run directories alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,15 +71,21 @@ class ResultsStore:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "ResultsStore":
+    def __enter__(self) -> ResultsStore:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     # ------------------------------------------------------------------ writing
-    def record(self, run_id: str, config: dict, result: dict | None, status: str | None = None,
-               wall_seconds: float | None = None) -> None:
+    def record(
+        self,
+        run_id: str,
+        config: dict,
+        result: dict | None,
+        status: str | None = None,
+        wall_seconds: float | None = None,
+    ) -> None:
         """Insert or replace one run (and its layer rows) from its config and result."""
         result = result or {}
         status = status or result.get("status") or "pending"
@@ -95,8 +102,16 @@ class ResultsStore:
             "config": json.dumps(config, sort_keys=True),
             "updated": pd.Timestamp.now(tz="UTC").isoformat(),
         }
-        for k in ("test_accuracy", "best_val_accuracy", "best_epoch", "epochs_completed", "mean_selectivity",
-                  "mean_precision", "dead_fraction", "train_seconds"):
+        for k in (
+            "test_accuracy",
+            "best_val_accuracy",
+            "best_epoch",
+            "epochs_completed",
+            "mean_selectivity",
+            "mean_precision",
+            "dead_fraction",
+            "train_seconds",
+        ):
             row[k] = result.get(k)
         if wall_seconds is not None:
             row["wall_seconds"] = wall_seconds
@@ -113,14 +128,23 @@ class ResultsStore:
             for i, layer in enumerate(result.get("layers") or []):
                 self.conn.execute(
                     "INSERT INTO layers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, i, layer["layer"], layer.get("units"), layer.get("selectivity"),
-                     layer.get("dead_fraction"), layer.get("precision")),
+                    (
+                        run_id,
+                        i,
+                        layer["layer"],
+                        layer.get("units"),
+                        layer.get("selectivity"),
+                        layer.get("dead_fraction"),
+                        layer.get("precision"),
+                    ),
                 )
 
     def set_status(self, run_id: str, status: str) -> None:
         with self.conn:
-            self.conn.execute("UPDATE runs SET status=?, updated=? WHERE run_id=?",
-                              (status, pd.Timestamp.now(tz="UTC").isoformat(), run_id))
+            self.conn.execute(
+                "UPDATE runs SET status=?, updated=? WHERE run_id=?",
+                (status, pd.Timestamp.now(tz="UTC").isoformat(), run_id),
+            )
 
     # ------------------------------------------------------------------ reading
     def runs_df(self) -> pd.DataFrame:
