@@ -105,7 +105,9 @@ def test_summarize():
 
 def test_ttests_against_baseline_match_scipy():
     df = _sweep()
-    out = ttests_against_baseline(df, "acc")
+    # Welch's test with one family over every alpha (options; see test_stats_families.py
+    # for the defaults: Student's test, one family per sign).
+    out = ttests_against_baseline(df, "acc", equal_var=False, family="all")
     groups = sorted(a for a in df["alpha"].unique() if a != 0)
     assert out["group"].tolist() == groups
     base = df.loc[df.alpha == 0, "acc"].to_numpy()
@@ -151,7 +153,7 @@ def test_ttests_errors_and_small_groups():
         ttests_against_baseline(df, "nope")
     # A group with a single value: NaN p, not counted in the Bonferroni m.
     small = df[(df.alpha != 2.0) | (df.seed == 0)]
-    out = ttests_against_baseline(small, "acc").set_index("group")
+    out = ttests_against_baseline(small, "acc", family="all").set_index("group")
     assert np.isnan(out.loc[2.0, "p"]) and not out.loc[2.0, "significant"]
     m = out["p"].notna().sum()
     assert m == len(out) - 1

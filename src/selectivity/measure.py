@@ -30,6 +30,12 @@ class LayerReport:
 
     @property
     def mean_selectivity(self) -> float:
+        """Mean index over all units, dead units counting as 0 (the paper's main measure)."""
+        return layer_mean(self.selectivity, self.dead)
+
+    @property
+    def mean_selectivity_live(self) -> float:
+        """Mean index over the units that are not dead (paper 1, Fig. A9b)."""
         return layer_mean(self.selectivity)
 
     @property
@@ -58,8 +64,16 @@ class SelectivityReport:
 
     @property
     def mean_selectivity(self) -> float:
-        """Network selectivity, eq. 3: mean over units per layer, then over layers."""
+        """Network selectivity, eq. 3: mean over units per layer, then over layers.
+
+        Dead units count with index 0, as in the paper's main figures (1b, A1b, 4c).
+        """
         return self._mean([l.mean_selectivity for l in self.layers])
+
+    @property
+    def mean_selectivity_live(self) -> float:
+        """Network selectivity after removing dead units (paper 1, Fig. A9b)."""
+        return self._mean([l.mean_selectivity_live for l in self.layers])
 
     @property
     def mean_precision(self) -> float:
@@ -78,6 +92,7 @@ class SelectivityReport:
                 "layer": l.name,
                 "units": l.num_units,
                 "selectivity": l.mean_selectivity,
+                "selectivity_live": l.mean_selectivity_live,
                 "dead_fraction": l.dead_fraction,
                 "precision": l.mean_precision,
             }
@@ -90,6 +105,7 @@ class SelectivityReport:
             "accuracy": self.accuracy,
             "top_n": self.top_n,
             "mean_selectivity": self.mean_selectivity,
+            "mean_selectivity_live": self.mean_selectivity_live,
             "mean_precision": self.mean_precision,
             "dead_fraction": self.dead_fraction,
             "layers": self.per_layer(),

@@ -313,9 +313,29 @@ def _precision_from_top_labels(top_labels: torch.Tensor, num_classes: int) -> to
 
 
 # --------------------------------------------------------------------------- aggregation
-def layer_mean(values: torch.Tensor) -> float:
-    """Mean over a layer's units, ignoring NaN (dead) units; NaN if all are NaN."""
+def layer_mean(values: torch.Tensor, dead: torch.Tensor | None = None) -> float:
+    """Mean over a layer's units.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        ``(U,)`` per-unit values; NaN marks an undefined value (a dead unit).
+    dead : torch.Tensor, optional
+        ``(U,)`` bool dead units. If given, dead units count with index 0 (the paper's
+        main measure: the formula with a positive epsilon in the denominator gives
+        ``(0 - 0) / (0 + 0 + eps) = 0``); otherwise NaN units are left out (the
+        "after removing dead units" measure of paper 1, Fig. A9b).
+
+    Returns
+    -------
+    float
+        NaN if no unit is defined.
+    """
     v = values.detach().to(torch.float64)
+    if dead is not None:
+        if dead.shape != v.shape:
+            raise ValueError(f"dead must have shape {tuple(v.shape)}, got {tuple(dead.shape)}")
+        v = torch.where(dead.to(v.device), torch.zeros_like(v), v)
     ok = ~torch.isnan(v)
     if not bool(ok.any()):
         return float("nan")
@@ -324,16 +344,21 @@ def layer_mean(values: torch.Tensor) -> float:
 
 def network_selectivity(
     per_layer: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
+    dead: Mapping[str, torch.Tensor] | Sequence[torch.Tensor] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Network-level selectivity (paper 1, eq. 3).
 
-    Mean over the units of each layer (NaN units excluded), then the mean over layers
-    (layers with no defined unit excluded), so that wide layers do not dominate.
+    Mean over the units of each layer, then the mean over layers (layers with no
+    defined unit excluded), so that wide layers do not dominate.
 
     Parameters
     ----------
     per_layer : mapping of name -> (U_l,) tensor, or a sequence of tensors
-        Per-unit values of each layer.
+        Per-unit values of each layer (NaN for dead units).
+    dead : mapping or sequence of (U_l,) bool tensors, optional
+        Dead units of each layer, in the same form as ``per_layer``. Given: dead units
+        count with index 0 (the paper's main figures, 1b and A1b). Omitted: NaN units
+        are left out of their layer's mean (Fig. A9b, "after removing dead units").
 
     Returns
     -------
@@ -342,12 +367,20 @@ def network_selectivity(
     layer_means : dict
         Layer name (or index as string) -> layer mean.
     """
-    items = (
-        per_layer.items()
-        if isinstance(per_layer, Mapping)
-        else ((str(i), v) for i, v in enumerate(per_layer))
-    )
-    layer_means = {name: layer_mean(v) for name, v in items}
+    if isinstance(per_layer, Mapping):
+        names = [str(k) for k in per_layer]
+        values = list(per_layer.values())
+        deads = [dead[k] for k in per_layer] if isinstance(dead, Mapping) else dead
+    else:
+        values = list(per_layer)
+        names = [str(i) for i in range(len(values))]
+        deads = dead
+    if deads is not None and len(deads) != len(values):
+        raise ValueError(f"dead has {len(deads)} layers, per_layer has {len(values)}")
+    layer_means = {
+        name: layer_mean(v, None if deads is None else deads[i])
+        for i, (name, v) in enumerate(zip(names, values))
+    }
     finite = [m for m in layer_means.values() if m == m]
     mean = sum(finite) / len(finite) if finite else float("nan")
     return mean, layer_means

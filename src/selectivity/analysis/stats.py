@@ -17,12 +17,16 @@ Choices the paper leaves open (documented here, configurable in the functions):
   is identical the CI is ``(v, v)`` (the bootstrap distribution is degenerate).
 * NaN values (e.g. a diverged run) are dropped, with a ``RuntimeWarning`` saying how
   many; infinities are kept.
-* t-tests are Welch's (``equal_var=False``) by default: the accuracy variance across
-  seeds differs a lot between alphas (large positive alpha is far more variable), and
-  Welch's test does not assume equal variances. ``equal_var=True`` gives Student's
-  test.
-* Bonferroni ``m`` = number of tests actually performed (groups with fewer than two
-  values cannot be t-tested; they get ``p = NaN`` and do not count).
+* t-tests are Student's (``equal_var=True``, SciPy's default) by default, as the paper
+  says "t-test"; ``equal_var=False`` gives Welch's test, which does not assume equal
+  variances (the accuracy variance across seeds grows at large positive alpha).
+* Bonferroni families follow the paper's figures: the penalising alphas (Fig. 2) and
+  the promoting alphas (Fig. 4) are tested against alpha = 0 as two separate families
+  (``family="sign"``, the default), and the promote-vs-penalise rank-sum tests (Fig. 5)
+  form a third. ``family="all"`` corrects over every alpha of both signs together.
+  Every table carries the family's name and size ``m`` beside each corrected p.
+* Bonferroni ``m`` = number of tests actually performed in the family (groups with
+  fewer than two values cannot be t-tested; they get ``p = NaN`` and do not count).
 * Several rows per unit (e.g. one row per layer and seed): pass ``unit_cols`` (e.g.
   ``("seed",)``) to average within each unit first so that each seed contributes one
   observation (avoids pseudo-replication).
@@ -39,6 +43,7 @@ import pandas as pd
 from scipy import stats as sps
 
 __all__ = [
+    "FAMILIES",
     "bootstrap_ci",
     "summarize",
     "bonferroni",
@@ -48,6 +53,7 @@ __all__ = [
 ]
 
 _TTEST_COLUMNS = [
+    "family",
     "group",
     "n",
     "n_baseline",
@@ -56,6 +62,7 @@ _TTEST_COLUMNS = [
     "diff",
     "statistic",
     "p",
+    "m",
     "p_bonferroni",
     "significant",
 ]
@@ -67,9 +74,13 @@ _RANKSUM_COLUMNS = [
     "mean_penalise",
     "statistic",
     "p",
+    "m",
     "p_bonferroni",
     "significant",
 ]
+
+#: Names of the Bonferroni families (see the module docstring).
+FAMILIES = ("sign", "all")
 
 
 def _clean(values, name: str = "values") -> np.ndarray:
@@ -234,9 +245,10 @@ def ttests_against_baseline(
     group_col: str = "alpha",
     baseline=0.0,
     unit_cols: Sequence[str] | None = None,
-    equal_var: bool = False,
+    equal_var: bool = True,
     alternative: Literal["two-sided", "less", "greater"] = "two-sided",
     significance: float = 0.05,
+    family: Literal["sign", "all"] = "sign",
 ) -> pd.DataFrame:
     """Two-sample t-test of every group against the baseline group, Bonferroni-corrected.
 
@@ -255,22 +267,27 @@ def ttests_against_baseline(
     unit_cols : sequence of str, optional
         If given, values are first averaged within each (group, *unit_cols) so each
         unit (e.g. seed) is one observation.
-    equal_var : bool, default False
-        ``False``: Welch's t-test; ``True``: Student's (pooled variance).
-        Passed to ``scipy.stats.ttest_ind``.
+    equal_var : bool, default True
+        ``True``: Student's t-test (pooled variance, the paper's "t-test");
+        ``False``: Welch's. Passed to ``scipy.stats.ttest_ind``.
     alternative : {"two-sided", "less", "greater"}
         Alternative hypothesis for ``mean(group) - mean(baseline)``.
     significance : float, default 0.05
         Threshold on the Bonferroni-corrected p-value for ``significant``.
+    family : {"sign", "all"}, default "sign"
+        Bonferroni family. ``"sign"``: groups below the baseline (``"penalise"``) and
+        above it (``"promote"``) are corrected separately, as the paper's Fig. 2 and
+        Fig. 4 are; needs a numeric ``group_col`` (otherwise one family ``"all"``).
+        ``"all"``: one family of every group.
 
     Returns
     -------
     pandas.DataFrame
-        One row per non-baseline group, sorted by group, with columns ``group``,
-        ``n``, ``n_baseline``, ``mean``, ``baseline_mean``, ``diff`` (mean - baseline
-        mean), ``statistic`` (t), ``p``, ``p_bonferroni`` (``m`` = number of groups
-        tested), ``significant`` (``p_bonferroni < significance``). Groups with a
-        single value get NaN statistics and are not counted in ``m``.
+        One row per non-baseline group, sorted by group, with columns ``family``,
+        ``group``, ``n``, ``n_baseline``, ``mean``, ``baseline_mean``, ``diff`` (mean -
+        baseline mean), ``statistic`` (t), ``p``, ``m`` (number of groups tested in the
+        family), ``p_bonferroni``, ``significant`` (``p_bonferroni < significance``).
+        Groups with a single value get NaN statistics and are not counted in ``m``.
 
     Raises
     ------
@@ -279,6 +296,8 @@ def ttests_against_baseline(
     ValueError
         The baseline group is missing or has fewer than 2 values.
     """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     d = _unit_values(df, value_col, group_col, unit_cols)
     is_base = _is_baseline(d[group_col], baseline)
     base = d.loc[is_base, value_col].to_numpy(dtype=float)
@@ -291,6 +310,11 @@ def ttests_against_baseline(
         raise ValueError(f"baseline {group_col}={baseline!r} has only {base.size} value; need >= 2")
     rows = []
     others = d.loc[~is_base]
+    by_sign = (
+        family == "sign"
+        and pd.api.types.is_numeric_dtype(d[group_col])
+        and isinstance(baseline, (int, float, np.number))
+    )
     for group, sub in others.groupby(group_col, sort=True):
         vals = sub[value_col].to_numpy(dtype=float)
         if vals.size >= 2:
@@ -298,8 +322,10 @@ def ttests_against_baseline(
             t, p = float(res.statistic), float(res.pvalue)
         else:
             t, p = float("nan"), float("nan")
+        fam = ("penalise" if float(group) < float(baseline) else "promote") if by_sign else "all"
         rows.append(
             {
+                "family": fam,
                 "group": group,
                 "n": int(vals.size),
                 "n_baseline": int(base.size),
@@ -310,8 +336,22 @@ def ttests_against_baseline(
                 "p": p,
             }
         )
-    out = pd.DataFrame(rows, columns=_TTEST_COLUMNS[:-2])
-    out["p_bonferroni"] = bonferroni(out["p"].to_numpy(dtype=float)) if len(out) else []
+    out = pd.DataFrame(rows, columns=_TTEST_COLUMNS[:-3])
+    return _correct_by_family(out, significance)
+
+
+def _correct_by_family(out: pd.DataFrame, significance: float) -> pd.DataFrame:
+    """Add ``m``, ``p_bonferroni`` and ``significant``, correcting within each family."""
+    out = out.copy()
+    out["m"] = 0
+    out["p_bonferroni"] = np.nan
+    for _fam, idx in out.groupby("family", sort=False).groups.items():
+        p = out.loc[idx, "p"].to_numpy(dtype=float)
+        m = int(np.count_nonzero(~np.isnan(p)))
+        out.loc[idx, "m"] = m
+        out.loc[idx, "p_bonferroni"] = bonferroni(p, m)
+    out["m"] = out["m"].astype(int)
+    out["p_bonferroni"] = out["p_bonferroni"].astype(float)
     out["significant"] = (out["p_bonferroni"] < significance).astype(bool)
     return out.reset_index(drop=True)
 
@@ -349,7 +389,8 @@ def rank_sum_promote_vs_penalise(
         One row per |alpha| > 0 present with both signs, sorted by ``abs_alpha``:
         ``abs_alpha``, ``n_promote``, ``n_penalise``, ``mean_promote``,
         ``mean_penalise``, ``statistic`` (positive when promote ranks higher), ``p``,
-        ``p_bonferroni`` (``m`` = number of |alpha| compared), ``significant``.
+        ``m`` (number of |alpha| compared: the family of Fig. 5), ``p_bonferroni``,
+        ``significant``.
         |alpha| values present with only one sign are skipped.
     """
     d = _unit_values(df, value_col, alpha_col, unit_cols)
@@ -375,10 +416,9 @@ def rank_sum_promote_vs_penalise(
                 "p": float(res.pvalue),
             }
         )
-    out = pd.DataFrame(rows, columns=_RANKSUM_COLUMNS[:-2])
-    out["p_bonferroni"] = bonferroni(out["p"].to_numpy(dtype=float)) if len(out) else []
-    out["significant"] = (out["p_bonferroni"] < significance).astype(bool)
-    return out.reset_index(drop=True)
+    out = pd.DataFrame(rows, columns=_RANKSUM_COLUMNS[:-3])
+    out.insert(0, "family", "promote_vs_penalise")
+    return _correct_by_family(out, significance).drop(columns="family")
 
 
 def paired_test(
