@@ -497,12 +497,13 @@ class SelectivityAccumulator:
         self._alive |= (r != 0).any(dim=0)
         self.num_samples += r.shape[0]
         if self.top_n is not None:
-            vals = torch.cat([self._top_vals, r], dim=0)  # (k_old + B, U)
-            labs = torch.cat([self._top_labels, labels.unsqueeze(1).expand_as(r)], dim=0)
+            old_vals, old_labels, old_tied_out = self._top_state()
+            vals = torch.cat([old_vals, r], dim=0)  # (k_old + B, U)
+            labs = torch.cat([old_labels, labels.unsqueeze(1).expand_as(r)], dim=0)
             k = min(self.top_n, vals.shape[0])
             top = vals.topk(k, dim=0)
             top_labels = labs.gather(0, top.indices)  # (k, U)
-            old_boundary = self._top_vals[-1] if self._top_vals.shape[0] else None
+            old_boundary = old_vals[-1] if old_vals.shape[0] else None
             boundary = top.values[-1]  # (U,) new k-th largest, never below the old one
             # Tied samples dropped in this merge, per class: all merged entries equal to
             # the boundary minus the kept ones.
@@ -511,10 +512,16 @@ class SelectivityAccumulator:
             )
             if old_boundary is not None:
                 # Earlier dropped ties stay ties only if the boundary has not moved up.
-                dropped += self._tied_out * (boundary == old_boundary).to(torch.float64)
+                dropped += old_tied_out * (boundary == old_boundary).to(torch.float64)
             self._tied_out = dropped
             self._top_vals = top.values
             self._top_labels = top_labels
+
+    def _top_state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(k, U) top values, (k, U) their labels, (C, U) tied samples left out."""
+        if self._top_vals is None or self._top_labels is None or self._tied_out is None:
+            raise RuntimeError("SelectivityAccumulator: precision state used before initialisation")
+        return self._top_vals, self._top_labels, self._tied_out
 
     def result(self) -> AccumulatorResult:
         """Compute the metrics over everything fed so far."""
@@ -527,6 +534,6 @@ class SelectivityAccumulator:
         si = torch.where(dead, nan, si)
         prec = None
         if self.top_n is not None:
-            prec = _tie_shared_precision(self._top_vals, self._top_labels, self._tied_out, self.num_classes)
+            prec = _tie_shared_precision(*self._top_state(), num_classes=self.num_classes)
             prec = torch.where(dead, nan, prec)
         return AccumulatorResult(si, prec, dead, means, self._counts.clone())
