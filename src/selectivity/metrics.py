@@ -29,6 +29,10 @@ Rules the papers leave open (documented choices)
     denominator ``mu_max + mu_rest`` is not positive gives NaN.
 
   Whatever the rule, a denominator of 0 gives NaN rather than inf.
+* **Ties in precision** (equal responses at the ``top_n``-th place, e.g. the many zeros
+  of a sparse unit) are shared among the tied samples' classes in proportion, the
+  expectation over random tie-breaking (:func:`precision`): the result does not depend
+  on the order or batching of the samples.
 """
 
 from __future__ import annotations
