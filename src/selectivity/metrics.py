@@ -29,6 +29,10 @@ Rules the papers leave open (documented choices)
     denominator ``mu_max + mu_rest`` is not positive gives NaN.
 
   Whatever the rule, a denominator of 0 gives NaN rather than inf.
+* **Ties in precision** (equal responses at the ``top_n``-th place, e.g. the many zeros
+  of a sparse unit) are shared among the tied samples' classes in proportion, the
+  expectation over random tie-breaking (:func:`precision`): the result does not depend
+  on the order or batching of the samples.
 """
 
 from __future__ import annotations
@@ -266,10 +270,23 @@ def precision(
     num_classes: int,
     top_n: int | None = None,
 ) -> torch.Tensor:
-    """Precision selectivity (paper 1, A.5).
+    """Precision selectivity (paper 1, A.5), with ties shared in proportion.
 
     For each unit take the ``top_n`` samples with the largest response; precision is
     the share of the most common class among them.
+
+    **Ties.** When several samples share the ``top_n``-th largest response (common
+    for sparse ReLU units, whose many zero responses all tie), which of them enter the
+    top ``top_n`` is not defined. Instead of letting ``torch.topk`` pick (which follows
+    the sample order, so the result would depend on how the data set is sorted and
+    batched), the ``k`` free slots at the boundary are shared among the tied samples'
+    classes in proportion to their counts: with ``a_c`` samples of class ``c`` strictly
+    above the boundary value, ``t_c`` samples of class ``c`` equal to it
+    (``T = sum_c t_c``) and ``k = top_n - sum_c a_c`` free slots, the class counts are
+    ``a_c + k * t_c / T``, the exact expectation over a uniformly random tie-break.
+    Precision is ``max_c (a_c + k t_c / T) / top_n``. Example (A.5): a unit that
+    responds to 10 cat images only, on a 10-class set of 1000 images per class,
+    ``top_n = 1000``: ``(10 + 990 * 990 / 9990) / 1000 = 0.1081``.
 
     Parameters
     ----------
@@ -286,8 +303,8 @@ def precision(
     Returns
     -------
     torch.Tensor
-        ``(U,)`` float64 in ``[1/num_classes, 1]``; NaN for dead units. Ties among
-        the ``top_n``-th largest responses are broken by ``torch.topk``'s order.
+        ``(U,)`` float64 in ``[1/num_classes, 1]``; NaN for dead units. Independent of
+        the order of the samples.
     """
     _check_num_classes(num_classes)
     r = unit_responses(acts)
@@ -298,18 +315,45 @@ def precision(
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
     k = min(top_n, n)
-    idx = r.topk(k, dim=0).indices  # (k, U) sample indices
-    result = _precision_from_top_labels(labels[idx], num_classes)
+    top = r.topk(k, dim=0)  # values, indices: (k, U)
+    top_labels = labels[top.indices]  # (k, U)
+    boundary = top.values[-1]  # (U,) k-th largest response
+    all_labels = labels.unsqueeze(1).expand_as(r)  # (N, U)
+    # Tied samples left out of the top k by topk's arbitrary choice, per class.
+    tied_out = _class_hist(all_labels, r == boundary, num_classes) - _class_hist(
+        top_labels, top.values == boundary, num_classes
+    )
+    result = _tie_shared_precision(top.values, top_labels, tied_out, num_classes)
     dead = dead_units(r)
     return torch.where(dead, torch.full_like(result, float("nan")), result)
 
 
-def _precision_from_top_labels(top_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(k, U) labels of each unit's top samples -> (U,) share of the modal class."""
-    k, u = top_labels.shape
-    hist = torch.zeros(num_classes, u, dtype=torch.float64, device=top_labels.device)
-    hist.scatter_add_(0, top_labels, torch.ones_like(top_labels, dtype=torch.float64))
-    return hist.max(dim=0).values / max(k, 1)
+def _class_hist(labels: torch.Tensor, mask: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(M, U) labels and bool mask -> (C, U) float64 count of masked entries per class."""
+    hist = torch.zeros(num_classes, labels.shape[1], dtype=torch.float64, device=labels.device)
+    return hist.scatter_add_(0, labels, mask.to(torch.float64))
+
+
+def _tie_shared_precision(
+    top_vals: torch.Tensor, top_labels: torch.Tensor, tied_out: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """Precision with boundary ties shared in proportion (see :func:`precision`).
+
+    top_vals, top_labels : (k, U) each unit's k largest responses (sorted descending,
+    ties broken arbitrarily) and their labels; tied_out : (C, U) per-class counts of
+    samples equal to the k-th value that are not among the k. Returns (U,).
+    """
+    k = top_vals.shape[0]
+    if k == 0:
+        return torch.full((top_vals.shape[1],), float("nan"), dtype=torch.float64, device=top_vals.device)
+    boundary = top_vals[-1]  # (U,)
+    above = _class_hist(top_labels, top_vals > boundary, num_classes)  # (C, U)
+    tied = _class_hist(top_labels, top_vals == boundary, num_classes) + tied_out  # (C, U)
+    free = k - above.sum(dim=0)  # (U,) slots left for the tied samples, >= 1
+    # A NaN boundary (NaN response) ties with nothing: guard the division.
+    total = tied.sum(dim=0).clamp(min=1.0)
+    expected = above + tied * (free / total)  # (C, U) expected counts in the top k
+    return expected.max(dim=0).values / k
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -419,8 +463,10 @@ class SelectivityAccumulator:
     any non-zero response (``O(U)``) and, if ``top_n`` is given, the ``top_n`` largest
     responses of each unit with their labels (``O(top_n x U)``). Memory does not
     depend on the number of samples. Feeding a dataset in any batching gives the
-    same result as :func:`class_selectivity_index` / :func:`precision` on all of it
-    (precision up to ties between equal responses).
+    same result as :func:`class_selectivity_index` / :func:`precision` on all of it,
+    ties included: per unit it also keeps the per-class counts of samples tied at
+    the current ``top_n``-th response (``O(C x U)``), so boundary ties are shared in
+    proportion exactly as in :func:`precision`.
 
     Parameters
     ----------
@@ -456,6 +502,9 @@ class SelectivityAccumulator:
         self._alive: torch.Tensor | None = None
         self._top_vals: torch.Tensor | None = None
         self._top_labels: torch.Tensor | None = None
+        # (C, U) per-class counts of samples equal to the current k-th largest response
+        # that are not among the kept top k (ties at the boundary, see precision()).
+        self._tied_out: torch.Tensor | None = None
 
     def _init_state(self, num_units: int, device: torch.device) -> None:
         self.num_units = num_units
@@ -467,6 +516,7 @@ class SelectivityAccumulator:
         if self.top_n is not None:
             self._top_vals = torch.empty(0, num_units, dtype=torch.float64, device=d)
             self._top_labels = torch.empty(0, num_units, dtype=torch.int64, device=d)
+            self._tied_out = torch.zeros(self.num_classes, num_units, dtype=torch.float64, device=d)
 
     @torch.no_grad()
     def update(self, acts: torch.Tensor, labels: torch.Tensor) -> None:
@@ -484,12 +534,31 @@ class SelectivityAccumulator:
         self._alive |= (r != 0).any(dim=0)
         self.num_samples += r.shape[0]
         if self.top_n is not None:
-            vals = torch.cat([self._top_vals, r], dim=0)  # (k_old + B, U)
-            labs = torch.cat([self._top_labels, labels.unsqueeze(1).expand_as(r)], dim=0)
+            old_vals, old_labels, old_tied_out = self._top_state()
+            vals = torch.cat([old_vals, r], dim=0)  # (k_old + B, U)
+            labs = torch.cat([old_labels, labels.unsqueeze(1).expand_as(r)], dim=0)
             k = min(self.top_n, vals.shape[0])
             top = vals.topk(k, dim=0)
+            top_labels = labs.gather(0, top.indices)  # (k, U)
+            old_boundary = old_vals[-1] if old_vals.shape[0] else None
+            boundary = top.values[-1]  # (U,) new k-th largest, never below the old one
+            # Tied samples dropped in this merge, per class: all merged entries equal to
+            # the boundary minus the kept ones.
+            dropped = _class_hist(labs, vals == boundary, self.num_classes) - _class_hist(
+                top_labels, top.values == boundary, self.num_classes
+            )
+            if old_boundary is not None:
+                # Earlier dropped ties stay ties only if the boundary has not moved up.
+                dropped += old_tied_out * (boundary == old_boundary).to(torch.float64)
+            self._tied_out = dropped
             self._top_vals = top.values
-            self._top_labels = labs.gather(0, top.indices)
+            self._top_labels = top_labels
+
+    def _top_state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(k, U) top values, (k, U) their labels, (C, U) tied samples left out."""
+        if self._top_vals is None or self._top_labels is None or self._tied_out is None:
+            raise RuntimeError("SelectivityAccumulator: precision state used before initialisation")
+        return self._top_vals, self._top_labels, self._tied_out
 
     def result(self) -> AccumulatorResult:
         """Compute the metrics over everything fed so far."""
@@ -502,6 +571,6 @@ class SelectivityAccumulator:
         si = torch.where(dead, nan, si)
         prec = None
         if self.top_n is not None:
-            prec = _precision_from_top_labels(self._top_labels, self.num_classes)
+            prec = _tie_shared_precision(*self._top_state(), num_classes=self.num_classes)
             prec = torch.where(dead, nan, prec)
         return AccumulatorResult(si, prec, dead, means, self._counts.clone())

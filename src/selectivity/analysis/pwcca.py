@@ -2,10 +2,22 @@
 
 PWCCA was introduced by Morcos, Raghu & Bengio (2018, "Insights on representational
 similarity in neural networks with canonical correlation", arXiv:1806.05759) and is the
-"CCA distance" of Leavitt & Morcos (paper 1, section 4.2 and appendix A.2). This module
-is an independent PyTorch implementation whose semantics follow the authors' reference
-code (``google/svcca``: ``cca_core.py`` and ``pwcca.py``); the deliberate differences
-are listed below.
+"CCA distance" of Leavitt & Morcos (paper 1, section 4.2 and appendix A.2), who used the
+authors' reference code (``google/svcca``: ``pwcca.py`` ``compute_pwcca`` and
+``cca_core.py`` ``get_cca_similarity``). This module is an independent PyTorch
+implementation with two methods:
+
+* ``method="svcca"`` (default of :func:`pwcca`): the number the reference computes,
+  which is what paper 1 reports (details below).
+* ``method="textbook"``: PWCCA as defined in Morcos et al. (canonical variates,
+  centred neurons, weights from ``x``), via :func:`cca` and :func:`projection_weights`.
+
+The two agree when the neurons have zero mean and the covariance is well conditioned
+(e.g. a rotation plus noise) and differ otherwise: the reference's directions are not
+the canonical variates (no ``Sxx^{-1/2}``) and carry the neuron means, so its weights
+differ (measured: half the dimensions shared with shifted means, 0.55 textbook vs 0.80
+svcca similarity; ReLU layers of two random ResNet20s, mean 0.29 vs 0.57; see
+``benchmarks/fidelity_examples.py``).
 
 Conventions
 -----------
@@ -13,61 +25,66 @@ Activation matrices are ``(n_neurons, n_datapoints)``: one row per neuron (unit)
 column per datapoint (sample, or sample x spatial position for conv layers, see
 :func:`flatten_conv_activations`). ``x`` and ``y`` must share the datapoints (same
 samples, same order) but may have different numbers of neurons. Everything is
-computed in float64 on the device of ``x``, whatever the input dtype.
+computed in float64 on the device of ``x``, whatever the input dtype. Covariances are
+accumulated over chunks of datapoints (``1/(n-1)`` normalisation), so very wide inputs
+(every spatial position of a conv layer) never need a float64 copy of the whole matrix.
 
-Algorithm (per call of :func:`cca`)
------------------------------------
-1. Center every neuron over the datapoints; covariances ``Sxx, Syy, Sxy`` (``1/(n-1)``
-   normalisation). Accumulated over chunks of datapoints so that very wide inputs
-   (e.g. every spatial position of a conv layer) never need a float64 copy of the
-   whole matrix.
-2. **Dead-neuron removal** (the reference's ``remove_small``): a neuron whose variance
-   is ``<= dead_tol * (largest variance in its layer)`` is dropped before CCA. Such a
-   neuron (e.g. a ReLU unit that never fires, common at large positive alpha) carries
-   no information and would make the covariance singular. It contributes nothing to
-   the projection weights either (its centered activation vector is zero), so removing
-   it does not change PWCCA, it only keeps the linear algebra well-posed. ``dead_tol``
-   defaults to ``eps``, as in the reference (which uses one epsilon for both).
-3. Like the reference, rescale ``Sxx`` and ``Syy`` by their largest entry (and ``Sxy``
-   by the geometric mean of the two) so ``eps`` is relative to the layer's scale, then
-   regularise: ``Sxx + eps*I`` and ``Syy + eps*I``.
-4. ``M = Sxx^{-1/2} Sxy Syy^{-1/2}`` (inverse square roots by symmetric
-   eigendecomposition; eigenvalues below a pinv-like cutoff are treated as zero, like
-   the reference's ``pinv``); ``M = U diag(rho) V^T``. ``rho`` (descending, clipped to
-   [0, 1]) are the ``k = min(n_x, n_y)`` canonical correlations (after dead-neuron
-   removal). The canonical directions of ``x`` in neuron space are
-   ``a_i = Sxx^{-1/2} u_i`` and its canonical variates in datapoint space are
-   ``h_i = a_i^T (x - mean)``.
+Textbook CCA (:func:`cca`)
+--------------------------
+1. Centre every neuron; covariances ``Sxx, Syy, Sxy``.
+2. Dead-neuron removal: a neuron whose variance is ``<= dead_tol * (largest variance in
+   its layer)`` is dropped (``dead_tol`` defaults to ``eps``).
+3. Rescale ``Sxx``, ``Syy`` by their largest entry (``Sxy`` by the geometric mean of
+   the two) so ``eps`` is relative, and add ``eps*I``.
+4. ``M = Sxx^{-1/2} Sxy Syy^{-1/2} = U diag(rho) V^T``; ``rho`` (descending, clipped to
+   [0, 1]) are the ``k = min(n_x, n_y)`` canonical correlations; the canonical
+   directions are ``a_i = Sxx^{-1/2} u_i`` and the variates ``h_i = a_i^T (x - mean)``.
 
-PWCCA (Morcos et al. 2018, eq. for alpha_i)
--------------------------------------------
-``alpha_i = sum_j |<h_i / ||h_i||, x_j>|`` with ``x_j`` the j-th *centered* neuron of
-``x``; ``alpha`` is normalised to sum to 1 and ``similarity = sum_i alpha_i rho_i``;
-``distance = 1 - similarity``. Identical inputs, and inputs related by any invertible
-affine map (rotation, scaling, shift), give similarity 1 / distance 0.
+Textbook PWCCA: ``alpha_i = sum_j |<h_i / ||h_i||, x_j>|`` over the *centred* neurons
+``x_j`` of ``x``, normalised to sum 1; ``similarity = sum_i alpha_i rho_i``. Computed
+from covariances (``<x_j, h_i> = (n-1) (Sxx a_i)_j``). Weights always come from ``x``;
+``symmetric=True`` averages the weights of both sides. Identical inputs and inputs
+related by an invertible affine map give similarity 1.
 
-The inner products are computed from covariances alone:
-``<x_j, h_i> = (n-1) (Sxx a_i)_j`` and ``||h_i||^2 = (n-1) a_i^T Sxx a_i``, so no
-``(k, n_datapoints)`` matrix of variates is ever materialised.
+The reference's PWCCA (``method="svcca"``)
+------------------------------------------
+1. Covariances as above; rescale ``Sxx``, ``Syy``, ``Sxy`` by the largest entries.
+2. Keep neurons whose rescaled variance is ``>= eps`` (``dead_tol`` if given; the
+   reference's ``remove_small``). The reference's default ``eps`` is 0, which keeps
+   every neuron, also constant ones, whose result is then ill-defined (it depends on
+   rounding in ``pinv``/``eigh`` and on an arbitrary QR column), while with ``eps > 0``
+   the reference fails with a shape error as soon as a neuron is removed (it adds the
+   means of *all* neurons to the kept rows). Here constant neurons are always removed,
+   and the kept neurons' means are added back.
+3. Add ``eps*I``; ``Sxx^{-1/2}`` as the square root of ``pinv(Sxx)`` (``pinv``'s cutoff
+   ``1e-15 * max|eigenvalue|``; a negative eigenvalue above it, where the reference
+   would produce NaN, counts as 0).
+4. Full SVD (NumPy's, as the reference: the singular vectors' signs matter in step 5
+   because the means are added with a fixed sign) of ``Sxx^{-1/2} Sxy Syy^{-1/2}``;
+   ``rho = |s|`` (not clipped).
+5. Side with fewer kept neurons (``x`` on a tie): directions
+   ``D = u^T (x - m) + m`` (rows: left singular vectors, *without* ``Sxx^{-1/2}``; mean
+   of neuron ``i`` added to direction ``i``); ``Q`` of the QR decomposition of ``D^T``;
+   ``alpha_i = sum_j |<Q_i, x_j>|`` over the *uncentred* kept neurons; normalise;
+   ``similarity = sum_i alpha_i rho_i``. ``Q^T x^T`` is obtained from the moments
+   (Cholesky of ``D D^T``), without a ``(k, n_datapoints)`` matrix. When ``y`` has
+   fewer kept neurons the reference's branch projects ``x``'s activations with ``y``'s
+   directions and indices (a bug, google/svcca PR #9; it fails or mixes the two
+   layers); here that branch uses ``y``'s own directions, means and activations.
+   ``symmetric=True`` averages the similarities of both argument orders. Result
+   fields: ``method`` and ``weights_side`` say which was used.
 
-Differences from the reference implementation (all deliberate)
----------------------------------------------------------------
-* The reference orthonormalises ``u_i^T (x - mean) + mean`` with a QR decomposition,
-  i.e. it omits ``Sxx^{-1/2}`` and re-adds the neuron means, and then projects the
-  *uncentered* activations. We use the canonical variates ``h_i`` themselves and the
-  centered neurons, as in the paper's definition. The canonical variates are
-  mutually orthogonal (exactly for ``eps -> 0`` and full-rank covariance), so
-  normalising them is what the reference's QR step amounts to for the true variates.
-* The reference takes the weights from whichever side has fewer (surviving) neurons
-  (and its ``else`` branch is buggy, google/svcca PR #9). We always take them from
-  ``x`` (so ``pwcca_similarity(x, y) != pwcca_similarity(y, x)`` in general); pass
-  ``symmetric=True`` to average the two directions. When ``x`` has more neurons than
-  ``y`` only the ``k = min(n_x, n_y)`` paired variates are weighted.
-* Too few datapoints is an error here (the reference only asserts
-  ``neurons < datapoints``): CCA on ``n`` datapoints with ``p`` neurons overfits and
-  the canonical correlations of unrelated inputs approach 1 as ``p / n`` grows. The
-  reference authors recommend 5-10x more datapoints than neurons; we require
-  ``n_datapoints >= min_ratio * max(n_x, n_y)`` with ``min_ratio=5`` by default.
+The pair order matters for both methods (the weights come from one side). Paper 1,
+appendix A.2 names the unregularised (alpha = 0) network's layer ``L_1`` first; with
+equal widths the reference then takes the weights from it.
+
+Other deliberate differences from the reference
+-----------------------------------------------
+Too few datapoints is an error here (the reference only asserts
+``neurons < datapoints``): CCA on ``n`` datapoints with ``p`` neurons overfits and the
+canonical correlations of unrelated inputs approach 1 as ``p / n`` grows. The reference
+authors recommend 5-10x more datapoints than neurons; we require
+``n_datapoints >= min_ratio * max(n_x, n_y)`` with ``min_ratio=5`` by default.
 """
 
 from __future__ import annotations
@@ -90,6 +107,7 @@ __all__ = [
     "pwcca_similarity",
     "pwcca_distance",
     "flatten_conv_activations",
+    "PWCCA_METHODS",
 ]
 
 _F64 = torch.float64
@@ -166,12 +184,17 @@ class PWCCAResult:
     distance : float
         ``1 - similarity`` (the papers' "CCA distance").
     weights : Tensor, shape (k,)
-        Projection weights ``alpha`` (sum 1) from ``x`` (or, if ``symmetric``, the
-        average of the weights from ``x`` and from ``y``).
+        Projection weights ``alpha`` (sum 1) from the side ``weights_side``
+        (textbook: ``x``, or with ``symmetric`` the average of both sides' weights;
+        svcca: the side with fewer kept neurons, ``x`` on a tie).
     rho : Tensor, shape (k,)
         Canonical correlations, descending.
     cca : CCAResult
         The underlying CCA.
+    method : {"svcca", "textbook"}
+        Which computation produced the result (:func:`pwcca`).
+    weights_side : {"x", "y", "both"}
+        Whose neurons gave the projection weights.
     """
 
     similarity: float
@@ -179,6 +202,8 @@ class PWCCAResult:
     weights: Tensor
     rho: Tensor
     cca: CCAResult
+    method: str = "textbook"
+    weights_side: str = "x"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -242,6 +267,35 @@ def _alive(var: Tensor, tol: float) -> Tensor:
     return var > tol * vmax
 
 
+def _check_pair(x: Tensor, y: Tensor, min_ratio: float | None) -> tuple[int, int]:
+    """Validate two (n_neurons, n_datapoints) matrices; return (n_x, n_datapoints)."""
+    nx, n = x.shape
+    ny, n_y = y.shape
+    if n != n_y:
+        raise ValueError(
+            f"x and y must have the same number of datapoints (columns): x is {tuple(x.shape)}, "
+            f"y is {tuple(y.shape)}. Both must be (n_neurons, n_datapoints) over the same samples."
+        )
+    if nx == 0 or ny == 0:
+        raise ValueError(f"x and y need at least one neuron, got shapes {tuple(x.shape)}, {tuple(y.shape)}")
+    if n < 2:
+        raise ValueError(f"need at least 2 datapoints, got {n}")
+    if min_ratio:
+        need = int(math.ceil(min_ratio * max(nx, ny)))
+        if n < need:
+            raise ValueError(
+                f"too few datapoints for CCA: {n} datapoints for {max(nx, ny)} neurons "
+                f"(x has {nx}, y has {ny}); need at least {need} (min_ratio={min_ratio} "
+                "datapoints per neuron; the reference recommends 5-10x). With too few "
+                "datapoints canonical correlations are inflated towards 1. Fix: use more "
+                "samples, or for conv layers flatten with mode='positions' (every spatial "
+                "position is a datapoint), or lower min_ratio deliberately."
+            )
+    if not bool(torch.isfinite(x).all()) or not bool(torch.isfinite(y).all()):
+        raise ValueError("x and y must contain only finite values (found NaN or inf)")
+    return nx, n
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -291,31 +345,8 @@ def cca(
     """
     x = _as_2d_tensor(x, "x")
     y = _as_2d_tensor(y, "y")
-    nx, n = x.shape
-    ny, n_y = y.shape
-    if n != n_y:
-        raise ValueError(
-            f"x and y must have the same number of datapoints (columns): x is {tuple(x.shape)}, "
-            f"y is {tuple(y.shape)}. Both must be (n_neurons, n_datapoints) over the same samples."
-        )
-    if nx == 0 or ny == 0:
-        raise ValueError(f"x and y need at least one neuron, got shapes {tuple(x.shape)}, {tuple(y.shape)}")
-    if n < 2:
-        raise ValueError(f"need at least 2 datapoints, got {n}")
-    if min_ratio:
-        need = int(math.ceil(min_ratio * max(nx, ny)))
-        if n < need:
-            raise ValueError(
-                f"too few datapoints for CCA: {n} datapoints for {max(nx, ny)} neurons "
-                f"(x has {nx}, y has {ny}); need at least {need} (min_ratio={min_ratio} "
-                "datapoints per neuron; the reference recommends 5-10x). With too few "
-                "datapoints canonical correlations are inflated towards 1. Fix: use more "
-                "samples, or for conv layers flatten with mode='positions' (every spatial "
-                "position is a datapoint), or lower min_ratio deliberately."
-            )
+    nx, n = _check_pair(x, y, min_ratio)
     device = x.device
-    if not bool(torch.isfinite(x).all()) or not bool(torch.isfinite(y).all()):
-        raise ValueError("x and y must contain only finite values (found NaN or inf)")
     if dead_tol is None:
         dead_tol = eps
 
@@ -410,11 +441,145 @@ def projection_weights(result: CCAResult, side: Literal["x", "y"] = "x") -> Tens
     return proj / total
 
 
+def _inv_sqrt_pinv(s: Tensor) -> Tensor:
+    """Square root of the pseudo-inverse of a symmetric matrix, as ``numpy.linalg.pinv``.
+
+    Eigenvalues with ``|w| <= 1e-15 * max|w|`` (``pinv``'s default ``rcond``) count as 0;
+    a negative eigenvalue above that cutoff (rounding error, where a square root would
+    give NaN) is treated as 0 as well. s : (p, p) float64 -> (p, p) float64
+    """
+    w, v = torch.linalg.eigh(s)  # w: (p,), v: (p, p)
+    cutoff = 1e-15 * w.abs().max()
+    keep = (w.abs() > cutoff) & (w > 0)
+    inv_sqrt = torch.where(keep, w.clamp_min(torch.finfo(_F64).tiny).rsqrt(), torch.zeros_like(w))
+    return (v * inv_sqrt) @ v.T
+
+
+def _svcca_side_weights(rot: Tensor, cov: Tensor, mean: Tensor, n: int) -> Tensor:
+    """Projection weights of the reference's QR step, computed from moments.
+
+    The reference forms ``D = rot (A - m) + m`` (``(p, n)``: rotated centred neurons with
+    the neuron means added back, mean ``i`` onto direction ``i``), takes ``Q`` of the QR
+    decomposition of ``D^T`` and weights direction ``i`` by ``sum_j |<Q_i, A_j>|`` over
+    the *uncentred* neurons ``A_j``. With ``G = D D^T = L L^T`` (Cholesky), ``Q = D^T L^-T``
+    up to column signs, so ``Q^T A^T = L^-1 D A^T`` with
+    ``D A^T = (n-1) rot S + n m m^T`` and ``G = (n-1) rot S rot^T + n m m^T``: no
+    ``(p, n)`` matrix is needed. Signs of ``Q``'s columns do not matter (absolute values).
+
+    rot : (p, p) rows are the directions; cov : (p, p) covariance S of the kept
+    neurons; mean : (p,) their means; n : datapoints. Returns (p,) unnormalised weights.
+    """
+    rs = rot @ cov  # (p, p)
+    mm = n * torch.outer(mean, mean)  # (p, p)
+    gram = (n - 1) * rs @ rot.T + mm  # (p, p) D D^T
+    gram = 0.5 * (gram + gram.T)
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if int(info) != 0:
+        raise np.linalg.LinAlgError(
+            "method='svcca': the reference's directions (with means added back) are linearly "
+            "dependent, so its QR step is not unique; use method='textbook'"
+        )
+    dat = (n - 1) * rs + mm  # (p, p) D A^T
+    proj = torch.linalg.solve_triangular(chol, dat, upper=False)  # (p, p) Q^T A^T
+    return proj.abs().sum(dim=1)
+
+
+def _pwcca_svcca(
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    min_ratio: float | None,
+    dead_tol: float | None,
+    max_chunk_elements: int,
+) -> PWCCAResult:
+    """PWCCA as ``google/svcca``'s ``compute_pwcca`` computes it (module docstring)."""
+    x = _as_2d_tensor(x, "x")
+    y = _as_2d_tensor(y, "y")
+    nx, n = _check_pair(x, y, min_ratio)
+    device = x.device
+    if dead_tol is None:
+        dead_tol = eps
+    mx, my, sxx, sxy, syy = _covariances(x, y, device, max_chunk_elements)
+    # The reference rescales by the largest |entry| first, then keeps neurons whose
+    # rescaled variance is >= eps; exactly constant neurons are always dropped here.
+    xmax = sxx.abs().max()
+    ymax = syy.abs().max()
+    vx, vy = torch.diagonal(sxx), torch.diagonal(syy)
+    x_keep = (vx > 0) & (vx >= dead_tol * xmax)  # (nx,)
+    y_keep = (vy > 0) & (vy >= dead_tol * ymax)  # (ny,)
+    sxx, syy, sxy = sxx[x_keep][:, x_keep], syy[y_keep][:, y_keep], sxy[x_keep][:, y_keep]
+    px, py = sxx.shape[0], syy.shape[0]
+    empty = torch.zeros(0, dtype=_F64, device=device)
+    if px == 0 or py == 0:
+        warnings.warn(
+            "PWCCA undefined: every neuron of x or of y has (near-)zero variance; returning NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        res = CCAResult(
+            empty,
+            torch.zeros(px, 0, dtype=_F64, device=device),
+            torch.zeros(py, 0, dtype=_F64, device=device),
+            x_keep,
+            y_keep,
+            mx,
+            my,
+            sxx,
+            syy,
+            n,
+        )
+        nan = float("nan")
+        return PWCCAResult(nan, nan, empty, empty, res, method="svcca", weights_side="x")
+    ixx = _inv_sqrt_pinv(sxx / xmax + eps * torch.eye(px, dtype=_F64, device=device))  # (px, px)
+    iyy = _inv_sqrt_pinv(syy / ymax + eps * torch.eye(py, dtype=_F64, device=device))  # (py, py)
+    arr = ixx @ (sxy / torch.sqrt(xmax * ymax)) @ iyy  # (px, py)
+    # numpy's SVD, as in the reference: the directions' signs matter below (the means
+    # are added back with a fixed sign), so we use the same LAPACK routine and sign
+    # convention rather than torch's (which may differ, e.g. on CUDA).
+    u_np, s_np, vh_np = np.linalg.svd(arr.cpu().numpy(), full_matrices=True)
+    u = torch.from_numpy(u_np).to(device)  # (px, px)
+    vh = torch.from_numpy(vh_np).to(device)  # (py, py)
+    rho = torch.from_numpy(np.abs(s_np)).to(device)  # (k,), k = min(px, py)
+    k = rho.numel()
+    if px <= py:
+        side = "x"
+        w = _svcca_side_weights(u.T, sxx, mx[x_keep], n)  # (px,) = (k,)
+    else:
+        # The reference's branch for a second input with fewer neurons projects the
+        # first input's activations (google/svcca PR #9); we use the second input's
+        # own directions, means and activations, as that branch intends.
+        side = "y"
+        w = _svcca_side_weights(vh, syy, my[y_keep], n)  # (py,) = (k,)
+    w = w / w.sum()
+    res = CCAResult(
+        rho=rho,
+        x_coefs=(ixx @ u[:, :k]) / torch.sqrt(xmax),
+        y_coefs=(iyy @ vh[:k].T) / torch.sqrt(ymax),
+        x_keep=x_keep,
+        y_keep=y_keep,
+        x_mean=mx,
+        y_mean=my,
+        sigma_xx=sxx,
+        sigma_yy=syy,
+        n_datapoints=n,
+    )
+    sim = float((w * rho).sum().item())
+    return PWCCAResult(sim, 1.0 - sim, w, rho, res, method="svcca", weights_side=side)
+
+
+PWCCA_METHODS = ("svcca", "textbook")
+
+#: Default ``eps`` per method: the reference's ``compute_pwcca`` default (0) for
+#: ``"svcca"``, a tiny relative ridge for ``"textbook"``.
+_DEFAULT_EPS = {"svcca": 0.0, "textbook": 1e-10}
+
+
 def pwcca(
     x: Tensor,
     y: Tensor,
-    eps: float = 1e-10,
+    eps: float | None = None,
     *,
+    method: str = "svcca",
     symmetric: bool = False,
     min_ratio: float | None = 5.0,
     dead_tol: float | None = None,
@@ -425,15 +590,25 @@ def pwcca(
     Parameters
     ----------
     x : Tensor, shape (n_x, n_datapoints)
-        Activations whose canonical variates define the projection weights.
+        Activations of the first layer (the first argument of the reference's
+        ``compute_pwcca``).
     y : Tensor, shape (n_y, n_datapoints)
         Activations of the other layer on the same datapoints.
-    eps : float, default 1e-10
-        Relative covariance regularisation, see :func:`cca`.
+    eps : float, optional
+        Relative covariance regularisation and (unless ``dead_tol`` is given) the
+        relative variance below which a neuron is removed. Default: 0 for
+        ``"svcca"`` (the reference's default), 1e-10 for ``"textbook"``.
+    method : {"svcca", "textbook"}, default "svcca"
+        ``"svcca"``: as the reference ``google/svcca`` computes it (what paper 1
+        used): weights from the side with fewer kept neurons, directions from the
+        SVD's singular vectors with the neuron means added back, projected onto the
+        uncentred activations. ``"textbook"``: the definition of Morcos et al.
+        (canonical variates and centred neurons), weights from ``x``. See the module
+        docstring.
     symmetric : bool, default False
-        ``False``: weights from ``x`` (asymmetric, like the reference). ``True``:
-        average the similarities obtained with weights from ``x`` and from ``y``
-        (which is symmetric in ``x`` and ``y``).
+        ``True``: symmetric in ``x`` and ``y``. ``"textbook"``: average the weights
+        from ``x`` and from ``y``; ``"svcca"``: average the similarities of both
+        argument orders (``weights`` is then the average of the two weight vectors).
     min_ratio, dead_tol, max_chunk_elements
         See :func:`cca`.
 
@@ -443,7 +618,21 @@ def pwcca(
         ``similarity`` is NaN (with a ``RuntimeWarning``) when every neuron of ``x`` or
         of ``y`` is dead, since CCA is then undefined.
     """
+    if method not in PWCCA_METHODS:
+        raise ValueError(f"method must be one of {PWCCA_METHODS}, got {method!r}")
+    if eps is None:
+        eps = _DEFAULT_EPS[method]
+    if method == "svcca":
+        res_xy = _pwcca_svcca(x, y, eps, min_ratio, dead_tol, max_chunk_elements)
+        if not symmetric:
+            return res_xy
+        # Both argument orders, averaged (with equal widths: weights from each side).
+        res_yx = _pwcca_svcca(y, x, eps, min_ratio, dead_tol, max_chunk_elements)
+        sim = 0.5 * (res_xy.similarity + res_yx.similarity)
+        w = 0.5 * (res_xy.weights + res_yx.weights)
+        return PWCCAResult(sim, 1.0 - sim, w, res_xy.rho, res_xy.cca, method="svcca", weights_side="both")
     res = cca(x, y, eps, min_ratio=min_ratio, dead_tol=dead_tol, max_chunk_elements=max_chunk_elements)
+    side = "both" if symmetric else "x"
     if res.k == 0:
         warnings.warn(
             "PWCCA undefined: every neuron of x or of y has (near-)zero variance; returning NaN",
@@ -451,46 +640,48 @@ def pwcca(
             stacklevel=2,
         )
         nan = float("nan")
-        return PWCCAResult(nan, nan, res.rho, res.rho, res)
+        return PWCCAResult(nan, nan, res.rho, res.rho, res, method="textbook", weights_side=side)
     w = projection_weights(res, "x")  # (k,)
     if symmetric:
         w = 0.5 * (w + projection_weights(res, "y"))
     sim = float((w * res.rho).sum().item())
-    return PWCCAResult(similarity=sim, distance=1.0 - sim, weights=w, rho=res.rho, cca=res)
+    return PWCCAResult(sim, 1.0 - sim, w, res.rho, res, method="textbook", weights_side=side)
 
 
 def pwcca_similarity(
     x: Tensor,
     y: Tensor,
-    eps: float = 1e-10,
+    eps: float | None = None,
     *,
+    method: str = "svcca",
     symmetric: bool = False,
     min_ratio: float | None = 5.0,
     dead_tol: float | None = None,
 ) -> float:
-    """PWCCA similarity ``sum_i alpha_i rho_i`` in [0, 1] (1 = affinely identical).
-
-    Weights come from ``x`` unless ``symmetric=True``; see :func:`pwcca`.
+    """PWCCA similarity ``sum_i alpha_i rho_i`` (1 = affinely identical).
 
     Parameters
     ----------
     x : Tensor, shape (n_x, n_datapoints)
     y : Tensor, shape (n_y, n_datapoints)
-    eps, symmetric, min_ratio, dead_tol
+    eps, method, symmetric, min_ratio, dead_tol
         See :func:`pwcca` and :func:`cca`.
 
     Returns
     -------
     float
     """
-    return pwcca(x, y, eps, symmetric=symmetric, min_ratio=min_ratio, dead_tol=dead_tol).similarity
+    return pwcca(
+        x, y, eps, method=method, symmetric=symmetric, min_ratio=min_ratio, dead_tol=dead_tol
+    ).similarity
 
 
 def pwcca_distance(
     x: Tensor,
     y: Tensor,
-    eps: float = 1e-10,
+    eps: float | None = None,
     *,
+    method: str = "svcca",
     symmetric: bool = False,
     min_ratio: float | None = 5.0,
     dead_tol: float | None = None,
@@ -501,14 +692,16 @@ def pwcca_distance(
     ----------
     x : Tensor, shape (n_x, n_datapoints)
     y : Tensor, shape (n_y, n_datapoints)
-    eps, symmetric, min_ratio, dead_tol
+    eps, method, symmetric, min_ratio, dead_tol
         See :func:`pwcca` and :func:`cca`.
 
     Returns
     -------
     float
     """
-    return pwcca(x, y, eps, symmetric=symmetric, min_ratio=min_ratio, dead_tol=dead_tol).distance
+    return pwcca(
+        x, y, eps, method=method, symmetric=symmetric, min_ratio=min_ratio, dead_tol=dead_tol
+    ).distance
 
 
 def flatten_conv_activations(
