@@ -685,3 +685,28 @@ def test_contact_sheet_draws_every_tile() -> None:
         draw_corruption_grid(tiles, ["a"])
     with pytest.raises(ValueError, match=r"\(corruptions, severities, H, W, 3\)"):
         draw_corruption_grid(tiles[0], ["a"])
+
+
+def test_tiny_imagenet_parameters_run_at_64_pixels() -> None:
+    x = as_tensor(cifar_like(2, size=64, seed=11))
+    for name in CORRUPTIONS:
+        for severity in (1, 5):
+            out = corrupt(x, name, severity, params="tinyimagenet", seed=1)
+            assert out.shape == (2, 3, 64, 64) and float(out.min()) >= 0 and float(out.max()) <= 1
+    # the two zoom-blur code paths (CIFAR operator, per-factor products) agree
+    small = as_tensor(cifar_like(2, size=32, seed=12))
+    big = torch.nn.functional.interpolate(small, size=(64, 64), mode="nearest")
+    ref = ref_zoom_stack(np.asarray(big.permute(0, 2, 3, 1)), (1, 1.11, 0.01))
+    assert np.abs(as_hwc_float(corrupt(big, "zoom_blur", 2, params="tinyimagenet")) - ref).max() < 1e-5
+
+
+def ref_zoom_stack(x: np.ndarray, arange: tuple) -> np.ndarray:
+    """make_cifar_c.py's zoom_blur on float images ``(N, H, W, 3)``."""
+    factors = np.arange(*arange)
+    out = []
+    for img in x.astype(np.float32):
+        acc = np.zeros_like(img)
+        for z in factors:
+            acc += ref_clipped_zoom(img, z)
+        out.append(np.clip((img + acc) / (len(factors) + 1), 0, 1))
+    return np.stack(out)
