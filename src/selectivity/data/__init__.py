@@ -1,4 +1,4 @@
-"""Data sets (CIFAR-10, Tiny ImageNet), the train/validation split and the batch loader.
+"""Data sets (CIFAR-10, Tiny ImageNet, their -C test sets), the train/validation split and the batch loader.
 
 Typical use::
 
@@ -18,6 +18,14 @@ Data are found via an explicit path, ``$SELECTIVITY_DATA`` or the per-user cache
 
 from .archive import ArchiveError, CorruptArchiveError, UnsafeArchiveError, safe_extract
 from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar10
+from .corrupted import (
+    cifar10_c_corruptions,
+    contact_sheet_images,
+    iter_cifar10_c,
+    load_cifar10_c,
+    load_tiny_imagenet_c,
+    write_cifar_c,
+)
 from .loader import BatchLoader, DataSplits, ImageDataset, channel_stats, make_splits, stratified_split
 from .locate import (
     CACHE_ENV,
@@ -27,7 +35,9 @@ from .locate import (
     cache_dir,
     download_cifar10,
     find_cifar10,
+    find_cifar10_c,
     find_tiny_imagenet,
+    find_tiny_imagenet_c,
 )
 from .tinyimagenet import load_tiny_imagenet, read_tiny_imagenet
 
@@ -45,14 +55,22 @@ __all__ = [
     "UnsafeArchiveError",
     "cache_dir",
     "channel_stats",
+    "cifar10_c_corruptions",
+    "contact_sheet_images",
     "download_cifar10",
     "find_cifar10",
+    "find_cifar10_c",
     "find_tiny_imagenet",
+    "find_tiny_imagenet_c",
+    "iter_cifar10_c",
     "load_cifar10",
+    "load_cifar10_c",
     "load_tiny_imagenet",
+    "load_tiny_imagenet_c",
     "make_splits",
     "read_cifar10",
     "read_tiny_imagenet",
     "safe_extract",
     "stratified_split",
+    "write_cifar_c",
 ]

@@ -37,7 +37,9 @@ __all__ = [
     "cached_arrays",
     "download_cifar10",
     "find_cifar10",
+    "find_cifar10_c",
     "find_tiny_imagenet",
+    "find_tiny_imagenet_c",
     "source_fingerprint",
 ]
 
@@ -67,6 +69,10 @@ _TINY_CHILDREN = (
     "tiny-imagenet-200.tgz",
     "tiny-imagenet-200.tar",
 )
+
+# Corrupted test sets: directories only (the releases are tar files; extract them first).
+_CIFAR10_C_CHILDREN = ("CIFAR-10-C", "cifar-10-c", "cifar10-c")
+_TINY_C_CHILDREN = ("Tiny-ImageNet-C", "tiny-imagenet-c", "tinyimagenet-c")
 
 # Bump when the decoded-array layout changes so stale cache files are never read.
 _CACHE_FORMAT = 1
@@ -256,6 +262,82 @@ def find_tiny_imagenet(data: str | os.PathLike | None = None) -> Path:
         f"Fix: download {TINY_IMAGENET_URL} and put it ({expected}) in {cache_dir()}, or in a "
         f"directory named by {DATA_ENV}, or pass its path explicitly (data=... / --data)."
     )
+
+
+def _is_cifar10_c_root(path: Path) -> bool:
+    return (path / "labels.npy").is_file() and any(
+        p.suffix == ".npy" and p.name != "labels.npy" for p in path.iterdir()
+    )
+
+
+def _is_tiny_c_root(path: Path) -> bool:
+    return any(
+        child.is_dir() and any((child / str(s)).is_dir() for s in range(1, 6)) for child in path.iterdir()
+    )
+
+
+def _find_corrupted(data, what: str, is_root, children, expected: str) -> Path:
+    found: Path | None
+    if data is not None:
+        found = _resolve_explicit(data, what, is_root, children, expected)
+    else:
+        found, searched, env_dir = _search_default_places(is_root, children)
+        if found is None:
+            raise DatasetNotFoundError(
+                f"{what} was not found. Searched: {', '.join(str(d) for d in searched)}"
+                + ("" if env_dir is not None else f" (${DATA_ENV} is not set)")
+                + f". Expected {expected}, in ${DATA_ENV} or {cache_dir()}, or pass its path (--data);"
+                " `selectivity corrupt` can generate a CIFAR-10-C-format directory."
+            )
+    if not found.is_dir():
+        raise DatasetNotFoundError(f"{what}: {str(found)!r} is not a directory. Expected {expected}.")
+    return found
+
+
+def find_cifar10_c(data: str | os.PathLike | None = None) -> Path:
+    """Locate a CIFAR-10-C directory (released or generated; never downloaded).
+
+    Parameters
+    ----------
+    data : str or path-like, optional
+        A directory holding ``labels.npy`` and ``<corruption>.npy`` files, or containing
+        ``CIFAR-10-C/`` (also ``cifar-10-c/``, ``cifar10-c/``). Default: ``$SELECTIVITY_DATA``,
+        then the cache directory.
+
+    Returns
+    -------
+    pathlib.Path
+        The directory holding the ``.npy`` files.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If no such directory is found; the message names the places searched.
+    """
+    expected = "a CIFAR-10-C directory (labels.npy and <corruption>.npy files) or one containing CIFAR-10-C/"
+    return _find_corrupted(data, "CIFAR-10-C", _is_cifar10_c_root, _CIFAR10_C_CHILDREN, expected)
+
+
+def find_tiny_imagenet_c(data: str | os.PathLike | None = None) -> Path:
+    """Locate a Tiny ImageNet-C directory (``<corruption>/<severity>/<wnid>/*.JPEG``).
+
+    Parameters
+    ----------
+    data : str or path-like, optional
+        The directory, or one containing ``Tiny-ImageNet-C/`` (also ``tiny-imagenet-c/``).
+        Default: ``$SELECTIVITY_DATA``, then the cache directory.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If no such directory is found.
+    """
+    expected = "a Tiny ImageNet-C directory (<corruption>/<severity>/<wnid>/*.JPEG) or one containing Tiny-ImageNet-C/"
+    return _find_corrupted(data, "Tiny ImageNet-C", _is_tiny_c_root, _TINY_C_CHILDREN, expected)
 
 
 def _md5(path: Path, chunk: int = 1 << 20) -> str:
