@@ -60,6 +60,7 @@ __all__ = [
     "train_epoch",
     "final_test",
     "subset",
+    "Run",
     "RunState",
     "Diverged",
     # Re-exported from selectivity.checkpoint (their home) for existing callers.
