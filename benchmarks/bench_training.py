@@ -21,7 +21,7 @@ from selectivity.config import make_config
 from selectivity.data import BatchLoader, load_cifar10
 from selectivity.models import create
 from selectivity.regularizer import SelectivityRegularizer
-from selectivity.train import _subset, _train_epoch
+from selectivity.train import subset, train_epoch
 
 
 def main():
@@ -47,7 +47,7 @@ def main():
 
     cfg = make_config("paper", {"model": "resnet20", "alpha": args.alpha, "device": "cpu"})
     dev = torch.device("cpu")
-    train = _subset(splits.train, args.images, 0)
+    train = subset(splits.train, args.images, 0)
     print(
         f"torch threads {torch.get_num_threads()}, {len(train)} images, batch {cfg.batch_size}, alpha {args.alpha}"
     )
@@ -61,7 +61,7 @@ def main():
         train, cfg.batch_size, shuffle=True, augment=True, mean=splits.mean, std=splits.std, seed=0
     )
     t = time.perf_counter()
-    _train_epoch(model, opt, reg, loader, cfg, dev, 0, progress=True)
+    train_epoch(model, opt, reg, loader, cfg, dev, 0, progress=True)
     ours = time.perf_counter() - t
 
     # ---- bare loop over the same tensors --------------------------------------

@@ -17,7 +17,8 @@ import torch
 from click.testing import CliRunner
 from scipy import stats as sps
 
-from selectivity.analysis.cca_analysis import (
+from selectivity.cli import main
+from selectivity.evaluate.cca import (
     CCA_CSV,
     cca_distances,
     cca_plot_frame,
@@ -28,7 +29,6 @@ from selectivity.analysis.cca_analysis import (
     plan_pairs,
     select_images,
 )
-from selectivity.cli import main
 from selectivity.report import TITLE, build_report
 from selectivity.rundir import read_json, write_json
 from selectivity.sweep import SweepSpec, open_store, run_sweep

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from selectivity.config import ConfigError
+from selectivity.report import summarize_sweep
 from selectivity.rundir import read_json
 from selectivity.sweep import SweepSpec, open_store, parse_seeds, rebuild_store, run_sweep
 
@@ -99,9 +100,9 @@ def reference_sweep(cifar_data, tmp_path_factory):
         executor="inprocess",
         data=str(cifar_data),
         progress=False,
-        summarize=True,
         log=_quiet,
     )
+    summarize_sweep(out, log=_quiet)  # what `selectivity sweep` does after the runs
     return out, df
 
 
@@ -262,9 +263,9 @@ def test_failing_and_diverging_runs_are_recorded_and_the_sweep_goes_on(cifar_dat
         executor="inprocess",
         data=str(cifar_data),
         progress=False,
-        summarize=True,
         log=_quiet,
     )
+    summarize_sweep(tmp_path / "sweep", log=_quiet)  # failed and diverged runs are counted
     by = df.set_index("run_id")
     assert by.loc["resnet20_alpha0_seed0_devicecpu", "status"] == "completed"
     assert by.loc["resnet20_alpha+1e+38_seed0_devicecpu", "status"] == "diverged"

@@ -151,7 +151,10 @@ def test_kill_and_resume_gives_the_same_result(cifar_data, tmp_path):
     a, b = read_json(ref / "result.json"), read_json(run / "result.json")
     assert _numbers(a) == _numbers(b)  # identical numbers on CPU for the same seed
     rows_a, rows_b = read_jsonl(ref / "metrics.jsonl"), read_jsonl(run / "metrics.jsonl")
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
     assert strip(rows_a) == strip(rows_b)
 
 

@@ -23,8 +23,7 @@ from .metrics import (
     selectivity_from_class_means,
 )
 from .regularizer import SelectivityRegularizer, batch_selectivity
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "ActivationCapture",

@@ -1,4 +1,8 @@
-"""Command-line interface: ``selectivity train | measure | sweep | results | summarize | report``."""
+"""Command-line interface: ``selectivity train | measure | sweep | results | summarize | report | cca``.
+
+The top layer: it parses options and calls the package (report -> evaluate -> sweep ->
+train -> core); nothing imports it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from pathlib import Path
 import click
 
 from .config import ConfigError, list_presets, make_config, parse_overrides
+from .data import DATASETS
+from .rundir import FINAL_STATUSES, SweepFiles
 
 DATA_HELP = (
     "Dataset location: a file or directory (CIFAR-10 python release, or an image-folder tree "
@@ -54,7 +60,7 @@ def main() -> None:
 )
 @click.option(
     "--dataset",
-    type=click.Choice(["cifar10", "tiny-imagenet"]),
+    type=click.Choice(list(DATASETS)),
     default=None,
     help="Dataset (default cifar10; tiny-imagenet with --model resnet18).",
 )
@@ -104,7 +110,7 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
             log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
         )
     except (FileNotFoundError, ValueError) as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     click.echo(
         json.dumps(
             {
@@ -146,9 +152,9 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
     """Per-layer selectivity, dead units and precision of a checkpoint or run directory."""
+    from .checkpoint import load_data, load_model_from, resolve_device
     from .data import BatchLoader
     from .measure import measure_selectivity
-    from .train import load_data, load_model_from, resolve_device
 
     if top_n is not None and top_n < 1:
         _fail("--top-n must be >= 1")
@@ -159,7 +165,7 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
         model, cfg, _ = load_model_from(checkpoint, dev)
         splits = load_data(cfg, data)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     ds = splits.test if split == "test" else splits.val
     loader = BatchLoader(ds, batch_size, mean=splits.mean, std=splits.std, device=dev)
     rep = measure_selectivity(
@@ -175,9 +181,9 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
     d = rep.to_dict()
     d.update(checkpoint=str(checkpoint), split=split, model=cfg.model, alpha=cfg.alpha)
     if as_json:
-        from .rundir import _clean
+        from .rundir import clean_json
 
-        click.echo(json.dumps(_clean(d), indent=2))
+        click.echo(json.dumps(clean_json(d), indent=2))
         return
     click.echo(
         f"{cfg.model} alpha={cfg.alpha} on {split} ({rep.num_samples} samples): "
@@ -333,14 +339,14 @@ def sweep(
     executor = executor or spec.executor or "inprocess"
     workers = workers or spec.workers
     if dry_run:
-        from .rundir import RunFiles, read_json
+        from .rundir import read_json
 
         runs = spec.runs()
         done = 0
         for r in runs:
-            f = RunFiles(Path(out) / "runs" / r.run_id).result
+            f = SweepFiles(out).run(r.run_id).result
             status = read_json(f).get("status") if f.exists() else "to run"
-            done += status in ("completed", "diverged")
+            done += status in FINAL_STATUSES
             click.echo(f"{r.run_id}\t{status}")
         click.echo(
             f"{len(runs)} runs ({done} finished); executor {executor}"
@@ -359,20 +365,25 @@ def sweep(
             cpus_per_run=cpus_per_run,
             gpus_per_run=gpus_per_run,
             progress=not quiet,
-            summarize=not no_summary,
             log=lambda m: click.echo(m, err=True),
         )
     except RuntimeError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
+    if not no_summary:
+        from .report import summarize_sweep
+
+        summarize_sweep(out, log=lambda m: click.echo(m, err=True))
     if (df.status == "failed").any():
         sys.exit(2)
 
 
 def _sweep_dir(path: str) -> Path:
-    p = Path(path)
-    if not (p / "runs").is_dir() and not (p / "results.sqlite").exists():
-        raise click.ClickException(f"{p} is not a sweep directory (no runs/ or results.sqlite)")
-    return p
+    files = SweepFiles(path)
+    if not files.is_sweep_dir():
+        raise click.ClickException(
+            f"{files.root} is not a sweep directory (no {files.runs.name}/ or {files.db.name})"
+        )
+    return files.root
 
 
 @main.command()
@@ -428,7 +439,7 @@ def results(sweep_dir, fmt, layers, rebuild):
 @click.option("--no-figures", is_flag=True, help="Only the table.")
 def summarize(sweep_dir, no_figures):
     """Summary table (mean and bootstrapped 95% CI per model and alpha) and figures of a sweep."""
-    from .sweep import summarize_sweep
+    from .report import summarize_sweep
 
     out = summarize_sweep(_sweep_dir(sweep_dir), log=click.echo, figures=not no_figures)
     for k, v in out.items():
@@ -543,7 +554,7 @@ def report(sweep_dir, out, cca, data, cca_images, cca_mode, cca_max_pairs, devic
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def cca(sweep_dir, data, model, images, mode, max_pairs, min_ratio, exclude_same_seed, device, quiet):
     """PWCCA distances within and between alphas (paper section 4.2) -> SWEEP/analysis/cca_distances.csv."""
-    from .analysis.cca_analysis import cca_distances, cca_summary
+    from .evaluate.cca import cca_distances, cca_summary
 
     if images < 2:
         _fail("--images must be >= 2")
@@ -564,7 +575,7 @@ def cca(sweep_dir, data, model, images, mode, max_pairs, min_ratio, exclude_same
             log=lambda m: click.echo(m, err=True),
         )
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     _, _, tests = cca_summary(df)
     if not tests.empty:
         import pandas as pd

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -73,23 +74,25 @@ class TrainConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` naming the field."""
-        from .models import list_models
+        from .data.registry import DATASETS
+        from .metrics import NEGATIVE_RULES
+        from .models import ALLOWED_ACTIVATIONS, list_models
 
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"invalid value for {name!r}: {getattr(self, name)!r} ({why})")
 
         if self.model not in list_models():
             raise bad("model", f"known models: {', '.join(list_models())}")
-        if self.activation not in ("relu", "leaky_relu"):
-            raise bad("activation", "expected 'relu' or 'leaky_relu'")
+        if self.activation not in ALLOWED_ACTIVATIONS:
+            raise bad("activation", "expected " + " or ".join(repr(a) for a in ALLOWED_ACTIVATIONS))
         if not self.negative_slope >= 0:
             raise bad("negative_slope", "expected >= 0")
-        if self.dataset not in ("cifar10", "tiny-imagenet"):
-            raise bad("dataset", "expected 'cifar10' or 'tiny-imagenet'")
+        if self.dataset not in DATASETS:
+            raise bad("dataset", "expected " + " or ".join(repr(d) for d in DATASETS))
         if not (self.alpha == self.alpha and abs(self.alpha) != float("inf")):
             raise bad("alpha", "expected a finite number")
-        if self.negative_rule not in ("shift", "clamp", "raw"):
-            raise bad("negative_rule", "expected shift, clamp or raw")
+        if self.negative_rule not in NEGATIVE_RULES:
+            raise bad("negative_rule", "expected " + ", ".join(NEGATIVE_RULES))
         for name in ("epochs", "batch_size", "eval_batch_size", "top_n"):
             if getattr(self, name) < 1:
                 raise bad(name, "expected an integer >= 1")
@@ -211,7 +214,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     """Coerce ``value`` (possibly a CLI string) to the field type, or raise ConfigError."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if origin is typing.Union and type(None) in args:  # Optional[X]
+    # `X | None` (types.UnionType) and `Optional[X]` (typing.Union) alike.
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         tp = next(a for a in args if a is not type(None))

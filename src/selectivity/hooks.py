@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Sequence
-from typing import Union
+from typing import TypeAlias
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 #: Module names, module types, or a mix of both.
-LayerSpec = Union[None, str, type, Sequence[str | type]]
+LayerSpec: TypeAlias = None | str | type | Sequence[str | type]
 
 
 def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
@@ -129,7 +129,9 @@ class ActivationCapture:
     reduce : callable, optional
         Applied to each output tensor in the hook.
     detach : bool
-        Detach recorded tensors (measurement); keep the graph when False (regulariser).
+        Detach the recorded tensors (measurement); keep their autograd graph when
+        False (regulariser). Unrelated to removing the hooks, which
+        :meth:`remove_hooks` (or leaving the ``with`` block) does.
 
     Examples
     --------
@@ -155,13 +157,13 @@ class ActivationCapture:
         self._calls: dict[str, int] = {}
 
     # -- hook bodies -------------------------------------------------------------
-    def _reset(self, *_args) -> None:
+    def _reset(self, *_args: object) -> None:
         self._names.clear()
         self._tensors.clear()
         self._calls.clear()
 
-    def _make_hook(self, name: str):
-        def hook(_module, _inputs, output):
+    def _make_hook(self, name: str) -> Callable[[nn.Module, object, object], None]:
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             if not isinstance(output, torch.Tensor):
                 raise TypeError(
                     f"module {name!r} returned {type(output).__name__}; selectivity "
@@ -176,7 +178,8 @@ class ActivationCapture:
         return hook
 
     # -- context management ------------------------------------------------------
-    def attach(self) -> None:
+    def add_hooks(self) -> None:
+        """Register the forward hooks (``with`` does it on entry)."""
         if self._handles:
             raise RuntimeError("ActivationCapture is already attached")
         modules = dict(self.model.named_modules())
@@ -185,24 +188,26 @@ class ActivationCapture:
             for name in self.layer_names:
                 self._handles.append(modules[name].register_forward_hook(self._make_hook(name)))
         except BaseException:
-            self.detach_hooks()
+            self.remove_hooks()
             raise
 
-    def detach_hooks(self) -> None:
+    def remove_hooks(self) -> None:
+        """Remove every hook and drop the record (``with`` does it on exit)."""
         for h in self._handles:
             h.remove()
         self._handles.clear()
         self._reset()
 
     def __enter__(self) -> ActivationCapture:
-        self.attach()
+        self.add_hooks()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.detach_hooks()
+    def __exit__(self, *exc: object) -> None:
+        self.remove_hooks()
 
     @property
-    def attached(self) -> bool:
+    def hooked(self) -> bool:
+        """Whether the hooks are registered."""
         return bool(self._handles)
 
     # -- access ------------------------------------------------------------------

@@ -59,9 +59,13 @@ NEGATIVE_RULES = ("shift", "clamp", "raw")
 
 
 # --------------------------------------------------------------------------- checks
-def _check_num_classes(num_classes: int) -> None:
+def check_num_classes(num_classes: int) -> None:
+    """Raise ValueError unless ``num_classes`` is an integer >= 2."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+
+
+_check_num_classes = check_num_classes  # the former name, used inside this module
 
 
 def _check_negative(negative: str) -> None:
@@ -182,7 +186,7 @@ def selectivity_from_class_means(
     return torch.where(valid, si, torch.full_like(si, float("nan")))
 
 
-def _index_of_present_means(m: torch.Tensor, eps: float, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
+def index_of_present_means(m: torch.Tensor, eps: float, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Index of ``m`` (C_present >= 2, U) class means -> (si (U,) with 0 where invalid, valid (U,)).
 
     Shared by measurement (invalid -> NaN) and the regulariser (invalid -> left out).
@@ -201,6 +205,9 @@ def _index_of_present_means(m: torch.Tensor, eps: float, negative: str) -> tuple
     safe_den = torch.where(valid, den + eps, torch.ones_like(den))
     si = torch.where(valid, (mu_max - mu_rest) / safe_den, torch.zeros_like(den))
     return si, valid
+
+
+_index_of_present_means = index_of_present_means  # the former name, used inside this module
 
 
 def class_selectivity_index(

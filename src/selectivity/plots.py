@@ -5,8 +5,13 @@ Every ``plot_*`` function only draws: it takes a DataFrame (the sweep's ``runs``
 figure panel on it and returns the ``Axes``. No file I/O and no ``pyplot`` (so
 importing this module never selects a GUI backend and nothing global is touched);
 when ``ax`` is None a fresh :class:`matplotlib.figure.Figure` is created. The only
-function that writes a file is :func:`save_figure`; :func:`sweep_figures` builds the
-standard set of figures of a sweep, one panel per model.
+function that writes a file is :func:`save_figure`. A set of figures is a list of
+:class:`FigureSpec` (key, labels and a ``draw`` callable), the one definition used by
+the sweep summary (:func:`sweep_figure_specs`) and by :mod:`selectivity.report`.
+
+Significance marks come from tests computed by the caller and passed in (``tests=``,
+as scikit-learn's ``Display`` objects take precomputed values); without them the plot
+runs the test itself, for interactive use.
 
 Conventions (the paper's):
 
@@ -28,8 +33,10 @@ Conventions (the paper's):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -40,7 +47,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .analysis.stats import rank_sum_promote_vs_penalise, ttests_against_baseline
+from .analysis.stats import (
+    is_baseline,
+    normalise_alpha,
+    rank_sum_promote_vs_penalise,
+    ttests_against_baseline,
+)
 from .summary import group_summary, layer_table
 
 __all__ = [
@@ -55,6 +67,9 @@ __all__ = [
     "plot_cca_distance_by_layer",
     "plot_cca_ratio",
     "plot_leaky_relu",
+    "FigureSpec",
+    "sweep_figure_specs",
+    "has_both_signs",
     "save_figure",
     "sweep_figures",
 ]
@@ -118,7 +133,7 @@ def alpha_color(alpha: float, max_abs: float | None = None) -> tuple[float, floa
     a = float(alpha)
     if not math.isfinite(a):
         raise ValueError(f"alpha must be finite, got {alpha!r}")
-    if abs(a) < 1e-12:
+    if is_baseline(a):
         return ZERO_COLOR
     m = DEFAULT_MAX_ABS if max_abs is None else float(max_abs)
     if not m > 0:
@@ -126,7 +141,8 @@ def alpha_color(alpha: float, max_abs: float | None = None) -> tuple[float, floa
     t = min(math.log1p(abs(a) / LINTHRESH) / math.log1p(m / LINTHRESH), 1.0)
     # 0.35 .. 1.0 of the colormap: the lightest shade must still be visible on white.
     cmap = colormaps["Reds" if a > 0 else "Blues"]
-    return tuple(float(v) for v in cmap(0.35 + 0.65 * t))
+    r, g, b, alpha = cmap(0.35 + 0.65 * t)
+    return float(r), float(g), float(b), float(alpha)
 
 
 def alpha_palette(alphas) -> dict[float, tuple[float, float, float, float]]:
@@ -265,7 +281,7 @@ def _alpha_axis(ax: Axes, alphas, axis: str = "x", min_sep: float = 1 / 13) -> N
     target = ax.xaxis if axis == "x" else ax.yaxis
     target.set_major_formatter(mticker.FuncFormatter(_fmt_num))
     target.set_minor_locator(
-        mticker.SymmetricalLogLocator(linthresh=LINTHRESH, base=10, subs=np.arange(2, 10))
+        mticker.SymmetricalLogLocator(linthresh=LINTHRESH, base=10, subs=[float(v) for v in range(2, 10)])
     )
     target.set_minor_formatter(mticker.NullFormatter())
     if a.size == 0:
@@ -487,6 +503,7 @@ def plot_accuracy_vs_alpha(
     value: str = "test_accuracy",
     n_resamples: int = 2000,
     significance: bool = True,
+    tests: pd.DataFrame | None = None,
     jitter: float = 0.15,
     seed: int = 0,
     title: str | None = None,
@@ -514,6 +531,10 @@ def plot_accuracy_vs_alpha(
     significance : bool, default True
         Mark alphas whose accuracy differs from alpha = 0 (Welch t-test,
         Bonferroni-corrected; needs >= 2 runs at alpha = 0).
+    tests : pandas.DataFrame, optional
+        Precomputed tests (:func:`~selectivity.analysis.stats.ttests_against_baseline`
+        of ``value`` on these runs: columns ``group`` or ``alpha``, ``p_bonferroni``);
+        computed here when None.
     jitter, seed : float, int
         Horizontal spread of single runs (``"points"``), see
         :func:`plot_selectivity_vs_alpha`.
@@ -557,7 +578,7 @@ def plot_accuracy_vs_alpha(
     else:
         order = [float(a) for a in stats["alpha"]]
         xpos = {a: float(i) for i, a in enumerate(order)}
-        groups = [y[np.isclose(alphas, a, rtol=0, atol=1e-12)] for a in order]
+        groups = [y[normalise_alpha(alphas) == normalise_alpha(a)] for a in order]
         spread = [i for i, g in enumerate(groups) if g.size >= 2 and np.ptp(g) > 0]
         if spread:
             parts = ax.violinplot(
@@ -568,7 +589,9 @@ def plot_accuracy_vs_alpha(
                 showmeans=False,
                 showmedians=False,
             )
-            for i, body in zip(spread, parts["bodies"]):
+            # matplotlib's stubs type the dict's values as Collection; "bodies" is a list.
+            bodies = cast(list, parts["bodies"])
+            for i, body in zip(spread, bodies):
                 body.set_facecolor(palette[order[i]])
                 body.set_edgecolor("0.2")
                 body.set_linewidth(0.6)
@@ -598,7 +621,7 @@ def plot_accuracy_vs_alpha(
         ax.set_xlim(-0.6, len(order) - 0.4)
         ax.set_xlabel("Regularisation scale α")
 
-    base = stats[np.isclose(stats["alpha"].astype(float), 0.0, atol=1e-12)]
+    base = stats[is_baseline(stats["alpha"].astype(float)).to_numpy()]
     if len(base):
         ax.axhline(
             float(base["mean"].iloc[0]),
@@ -610,19 +633,22 @@ def plot_accuracy_vs_alpha(
             label="α = 0 mean",
         )
     if significance and len(base) and int(base["n"].iloc[0]) >= 2 and len(stats) > 1:
-        try:
-            tt = ttests_against_baseline(d.assign(_v=y), "_v", "alpha")
-        except ValueError:
-            tt = None
+        tt = tests.rename(columns={"alpha": "group"}) if tests is not None else None
+        if tt is None:
+            try:
+                tt = ttests_against_baseline(d.assign(_v=y), "_v", "alpha")
+            except ValueError:
+                tt = None
         if tt is not None:
             top = {
-                float(a): np.nanmax([m, h, y[np.isclose(alphas, a, atol=1e-12)].max()])
+                float(a): np.nanmax([m, h, y[normalise_alpha(alphas) == normalise_alpha(a)].max()])
                 for a, m, h in zip(stats["alpha"], stats["mean"], stats["ci_high"])
             }
+            keys = {normalise_alpha(k): k for k in xpos}  # precomputed tests may round alphas
             for _, r in tt.iterrows():
                 s = _stars(r["p_bonferroni"])
-                if s:
-                    a = float(r["group"])
+                a = keys.get(normalise_alpha(float(r["group"])))
+                if s and a is not None:
                     ax.annotate(
                         s,
                         (xpos[a], top[a]),
@@ -651,6 +677,7 @@ def plot_promote_vs_penalise(
     value: str = "test_accuracy",
     n_resamples: int = 2000,
     significance: bool = True,
+    tests: pd.DataFrame | None = None,
     seed: int = 0,
     title: str | None = None,
 ) -> Axes:
@@ -671,6 +698,10 @@ def plot_promote_vs_penalise(
     significance : bool, default True
         Mark ``|alpha|`` where promote and penalise differ (Wilcoxon rank-sum,
         Bonferroni-corrected over the ``|alpha|`` present with both signs).
+    tests : pandas.DataFrame, optional
+        Precomputed tests (:func:`~selectivity.analysis.stats.rank_sum_promote_vs_penalise`
+        of ``value`` on these runs: columns ``abs_alpha``, ``p_bonferroni``); computed
+        here when None.
     seed : int, default 0
         Seed of the single-run jitter.
     title : str, optional
@@ -693,7 +724,7 @@ def plot_promote_vs_penalise(
     d = _finite(d, ["alpha", value])
     if d.empty:
         return _empty(ax, xlabel, ylabel, title or what)
-    nonzero = d[np.abs(d["alpha"].astype(float)) > 1e-12]
+    nonzero = d[~is_baseline(d["alpha"].astype(float))]
     if nonzero.empty:
         return _empty(ax, xlabel, ylabel, title or what, "no regularised runs (α ≠ 0)")
     scale = _scale(value)
@@ -709,7 +740,7 @@ def plot_promote_vs_penalise(
         (1, PROMOTE_COLOR, "promote", "promote (α > 0)"),
     ):
         sub = nonzero[np.sign(nonzero["alpha"].astype(float)) == sign].assign(
-            abs_alpha=lambda f: np.round(np.abs(f["alpha"].astype(float)), 12)
+            abs_alpha=lambda f: normalise_alpha(np.abs(f["alpha"].astype(float)))
         )
         if sub.empty:
             continue
@@ -743,7 +774,7 @@ def plot_promote_vs_penalise(
         cont.lines[0].set_gid(name)
         for x, m, h in zip(st["x"], st["mean"], st["ci_high"]):
             tops[float(x)] = float(np.nanmax([tops.get(float(x), -np.inf), m, h]))
-    base = d[np.abs(d["alpha"].astype(float)) <= 1e-12]
+    base = d[is_baseline(d["alpha"].astype(float))]
     if len(base):
         b = _stats(base.assign(_g=0), ["_g"], value, n_resamples, scale).iloc[0]
         ax.axhline(
@@ -758,10 +789,12 @@ def plot_promote_vs_penalise(
         if np.isfinite(b["ci_low"]) and np.isfinite(b["ci_high"]):
             ax.axhspan(b["ci_low"], b["ci_high"], color=ZERO_COLOR, alpha=0.15, lw=0, zorder=0)
     if significance:
-        try:
-            rs = rank_sum_promote_vs_penalise(nonzero.assign(_v=nonzero[value] * scale), "_v")
-        except ValueError:
-            rs = pd.DataFrame(columns=["abs_alpha", "p_bonferroni"])
+        rs = tests if tests is not None else pd.DataFrame(columns=["abs_alpha", "p_bonferroni"])
+        if tests is None:
+            try:
+                rs = rank_sum_promote_vs_penalise(nonzero.assign(_v=nonzero[value] * scale), "_v")
+            except ValueError:
+                pass
         for _, r in rs.iterrows():
             s = _stars(r["p_bonferroni"])
             if s:
@@ -836,7 +869,7 @@ def plot_layer_selectivity(
     if alphas is not None:
         keep = np.zeros(len(d), dtype=bool)
         for a in alphas:
-            keep |= np.isclose(d["alpha"].astype(float), float(a), rtol=0, atol=1e-12)
+            keep |= (normalise_alpha(d["alpha"]) == normalise_alpha(float(a))).to_numpy()
         d = d[keep]
     if d.empty:
         return _empty(ax, xlabel, ylabel, title or what, "no layer measurements")
@@ -989,7 +1022,7 @@ def plot_model_comparison(
         return _empty(ax, _ALPHA_LABEL, _label(value), title or what)
     _alpha_axis(ax, d["alpha"])
     # Unknown models: tab10 without blue and orange (blue would read as "penalise").
-    fallback = iter(colormaps["tab10"].colors[2:])
+    fallback = iter([tuple(c) for c in colormaps["tab10"](np.arange(2, 10))])
     for name, sub in d.groupby("model", sort=True):
         color = MODEL_COLORS.get(str(name).lower()) or next(fallback, "0.3")
         st = _stats(sub, ["alpha"], value, n_resamples, _scale(value))
@@ -1058,7 +1091,7 @@ def plot_cca_distance_by_layer(
     if alphas is not None:
         keep = np.zeros(len(d), dtype=bool)
         for a in alphas:
-            keep |= np.isclose(d["alpha"].astype(float), float(a), rtol=0, atol=1e-12)
+            keep |= (normalise_alpha(d["alpha"]) == normalise_alpha(float(a))).to_numpy()
         d = d[keep]
     if d.empty or d[["distance_within", "distance_between"]].notna().to_numpy().sum() == 0:
         return _empty(ax, xlabel, ylabel, title or what, "no CCA distances")
@@ -1295,7 +1328,7 @@ def _facets(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     if not cols:
         return [("", df)]
     out = []
-    for key, sub in df.groupby(cols, sort=True, dropna=False):
+    for _key, sub in df.groupby(cols, sort=True, dropna=False):
         out.append((_describe(sub), sub))
     return out
 
@@ -1307,10 +1340,104 @@ def _panel_figure(n: int, panel=PANEL_SIZE) -> tuple[Figure, list[Axes]]:
     return fig, [fig.add_subplot(nrows, ncols, i + 1) for i in range(max(n, 1))]
 
 
-def _has_both_signs(runs: pd.DataFrame) -> bool:
-    a = np.round(runs["alpha"].to_numpy(float), 12) if "alpha" in runs.columns else np.array([])
+def has_both_signs(runs: pd.DataFrame) -> bool:
+    """Whether some ``|alpha|`` was run with both signs (Fig. 5 has something to compare)."""
+    a = normalise_alpha(runs["alpha"].to_numpy(float)) if "alpha" in runs.columns else np.array([])
     a = a[np.isfinite(a)]
     return bool(np.intersect1d(np.abs(a[a > 0]), np.abs(a[a < 0])).size)
+
+
+@dataclass
+class FigureSpec:
+    """One figure of a set: its key, labels, and how to draw it (or why it is missing).
+
+    ``draw`` returns a new :class:`~matplotlib.figure.Figure`; None means the figure
+    is not drawn and ``note`` says why. The sweep summary and the report both compose
+    lists of these.
+    """
+
+    key: str
+    title: str
+    draw: Callable[[], Figure] | None
+    paper: str = ""
+    caption: str = ""
+    note: str | None = None
+
+
+def sweep_figure_specs(
+    runs: pd.DataFrame,
+    layers: pd.DataFrame | None = None,
+    *,
+    n_resamples: int = 2000,
+) -> list[FigureSpec]:
+    """The standard figures of a sweep, one panel per model (see :func:`sweep_figures`)."""
+    done = _completed(runs)
+    facets = _facets(done)
+
+    def faceted(
+        suptitle: str, draw_one: Callable[[pd.DataFrame, Axes], object], sets: list, panel=PANEL_SIZE
+    ) -> Callable[[], Figure]:
+        def draw() -> Figure:
+            fig, axes = _panel_figure(len(sets), panel=panel)
+            for (_, sub), ax in zip(sets, axes):
+                draw_one(sub, ax)
+            fig.suptitle(suptitle)
+            return fig
+
+        return draw
+
+    nr = n_resamples
+    specs = [
+        FigureSpec(
+            "selectivity_vs_alpha",
+            "Mean class selectivity vs regularisation scale",
+            faceted(
+                "Mean class selectivity vs regularisation scale",
+                lambda d, ax: plot_selectivity_vs_alpha(d, ax, n_resamples=nr, title=_facet_title(d)),
+                facets,
+            ),
+            paper="Fig. 1b",
+        ),
+        FigureSpec(
+            "accuracy_vs_alpha",
+            "Test accuracy vs regularisation scale",
+            faceted(
+                "Test accuracy vs regularisation scale",
+                lambda d, ax: plot_accuracy_vs_alpha(d, ax, n_resamples=nr, title=_facet_title(d)),
+                facets,
+            ),
+            paper="Fig. 2a",
+        ),
+    ]
+    if has_both_signs(done):
+        specs.append(
+            FigureSpec(
+                "promote_vs_penalise",
+                "Promoting vs penalising class selectivity",
+                faceted(
+                    "Promoting vs penalising class selectivity",
+                    lambda d, ax: plot_promote_vs_penalise(d, ax, n_resamples=nr, title=_facet_title(d)),
+                    facets,
+                ),
+                paper="Fig. 5a",
+            )
+        )
+    if layers is not None:
+        title = "Mean class selectivity by layer (95% CI over seeds)"
+        specs.append(
+            FigureSpec(
+                "layer_selectivity",
+                title,
+                faceted(
+                    title,
+                    lambda d, ax: plot_layer_selectivity(d, ax, n_resamples=nr, title=_facet_title(d)),
+                    _facets(layers),
+                    panel=(7.5, 4.8),
+                ),
+                paper="Fig. 1a",
+            )
+        )
+    return specs
 
 
 def sweep_figures(
@@ -1339,43 +1466,11 @@ def sweep_figures(
         figure has one panel per model (and per activation setting when several are
         present), at most three per row. Nothing is saved: see :func:`save_figure`.
     """
-    done = _completed(runs)
-    facets = _facets(done)
-    figs: dict[str, Figure] = {}
-    specs = [
-        (
-            "selectivity_vs_alpha",
-            "Mean class selectivity vs regularisation scale",
-            lambda d, ax: plot_selectivity_vs_alpha(d, ax, n_resamples=n_resamples, title=_facet_title(d)),
-        ),
-        (
-            "accuracy_vs_alpha",
-            "Test accuracy vs regularisation scale",
-            lambda d, ax: plot_accuracy_vs_alpha(d, ax, n_resamples=n_resamples, title=_facet_title(d)),
-        ),
-    ]
-    if _has_both_signs(done):
-        specs.append(
-            (
-                "promote_vs_penalise",
-                "Promoting vs penalising class selectivity",
-                lambda d, ax: plot_promote_vs_penalise(d, ax, n_resamples=n_resamples, title=_facet_title(d)),
-            )
-        )
-    for key, suptitle, draw in specs:
-        fig, axes = _panel_figure(len(facets))
-        for (_, sub), ax in zip(facets, axes):
-            draw(sub, ax)
-        fig.suptitle(suptitle)
-        figs[key] = fig
-    if layers is not None:
-        lfacets = _facets(layers)
-        fig, axes = _panel_figure(len(lfacets), panel=(7.5, 4.8))
-        for (_, sub), ax in zip(lfacets, axes):
-            plot_layer_selectivity(sub, ax, n_resamples=n_resamples, title=_facet_title(sub))
-        fig.suptitle("Mean class selectivity by layer (95% CI over seeds)")
-        figs["layer_selectivity"] = fig
-    return figs
+    return {
+        spec.key: spec.draw()
+        for spec in sweep_figure_specs(runs, layers, n_resamples=n_resamples)
+        if spec.draw is not None
+    }
 
 
 def _facet_title(df: pd.DataFrame) -> str:

@@ -21,11 +21,13 @@ Minibatch rules (choices the paper leaves open)
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 from torch import nn
 
 from .hooks import ActivationCapture, LayerSpec
-from .metrics import NEGATIVE_RULES, _check_num_classes, _index_of_present_means
+from .metrics import NEGATIVE_RULES, check_num_classes, index_of_present_means
 
 __all__ = ["SelectivityRegularizer", "batch_selectivity"]
 
@@ -60,7 +62,7 @@ def batch_selectivity(
         ``(L,)`` layer means; NaN-free: layers with no live unit are 0 and are
         excluded from ``mean``.
     """
-    _check_num_classes(num_classes)
+    check_num_classes(num_classes)
     if negative not in NEGATIVE_RULES:
         raise ValueError(f"negative must be one of {NEGATIVE_RULES}, got {negative!r}")
     if not acts:
@@ -88,7 +90,7 @@ def batch_selectivity(
         return zero, torch.zeros(len(sizes), dtype=r.dtype, device=r.device)
     onehot = onehot[:, present] / counts[present]  # (B, C_p): averaging weights
     m = onehot.t() @ r  # (C_p, U) class means
-    si, live = _index_of_present_means(m, eps, negative)  # (U,), dead units 0
+    si, live = index_of_present_means(m, eps, negative)  # (U,), dead units 0
     livef = live.to(r.dtype)
     layer_sum = torch.stack([s.sum() for s in si.split(sizes)])  # (L,)
     layer_live = torch.stack([s.sum() for s in livef.split(sizes)])  # (L,)
@@ -142,7 +144,7 @@ class SelectivityRegularizer:
         eps: float = 1e-6,
         negative: str = "shift",
     ) -> None:
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         if negative not in NEGATIVE_RULES:
             raise ValueError(f"negative must be one of {NEGATIVE_RULES}, got {negative!r}")
         alpha = float(alpha)
@@ -160,19 +162,19 @@ class SelectivityRegularizer:
 
     # -- context management ------------------------------------------------------
     def __enter__(self) -> SelectivityRegularizer:
-        self._capture.attach()
+        self._capture.add_hooks()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._capture.detach_hooks()
+        self._capture.remove_hooks()
 
     @property
     def attached(self) -> bool:
-        return self._capture.attached
+        return self._capture.hooked
 
     # -- the term ----------------------------------------------------------------
     def _recorded(self) -> tuple[list[str], list[torch.Tensor]]:
-        if not self._capture.attached:
+        if not self._capture.hooked:
             raise RuntimeError(
                 "SelectivityRegularizer is not attached: use it as a context manager "
                 "(`with reg: ...`) around the forward pass"
@@ -184,6 +186,12 @@ class SelectivityRegularizer:
             )
         return names, tensors
 
+    @overload
+    def selectivity(self, labels: torch.Tensor, per_layer: Literal[False] = False) -> torch.Tensor: ...
+    @overload
+    def selectivity(
+        self, labels: torch.Tensor, per_layer: Literal[True]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
     def selectivity(
         self, labels: torch.Tensor, per_layer: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:

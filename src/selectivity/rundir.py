@@ -5,11 +5,15 @@ Layout of a run directory::
     config.json     resolved TrainConfig (every field)
     meta.json       seed, package version, git revision, torch version, device, host
     metrics.jsonl   one JSON object per completed epoch
-    result.json     final record (status: completed | diverged | failed)
+    result.json     final record (status: one of :data:`RESULT_STATUSES`)
     checkpoints/last.pt   state to resume from (model, optimizer, epoch, best so far)
     checkpoints/best.pt   model parameters of the best-validation epoch
 
-Analysis code reads only these files, never live objects.
+A sweep directory (:class:`SweepFiles`) holds ``sweep.json``, the results database
+``results.sqlite`` and one run directory per run under ``runs/``.
+
+Analysis code reads only these files, never live objects. This module is the one
+definition of the file names and of the run statuses.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 
 import torch
 
+from .version import __version__
+
 __all__ = [
     "write_json",
     "read_json",
@@ -36,10 +42,29 @@ __all__ = [
     "git_revision",
     "provenance",
     "RunFiles",
+    "SweepFiles",
+    "clean_json",
+    "RUNS_DIR",
+    "DB_NAME",
+    "FINAL_STATUSES",
+    "RESULT_STATUSES",
+    "RUN_STATUSES",
 ]
 
+#: Folder of a sweep directory holding one run directory per run.
+RUNS_DIR = "runs"
+#: The sweep's results database, in the sweep directory.
+DB_NAME = "results.sqlite"
+#: A run in one of these states is finished: a sweep does not run it again (failed
+#: runs are retried, interrupted ones resumed).
+FINAL_STATUSES: tuple[str, ...] = ("completed", "diverged")
+#: Statuses a ``result.json`` can hold.
+RESULT_STATUSES: tuple[str, ...] = (*FINAL_STATUSES, "failed")
+#: Every status of a run in the results database.
+RUN_STATUSES: tuple[str, ...] = ("pending", "running", "interrupted", *RESULT_STATUSES)
 
-def _json_default(o: Any):
+
+def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     if isinstance(o, torch.Tensor):
@@ -49,14 +74,14 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _clean(o: Any) -> Any:
-    """NaN/inf are not JSON: store them as null."""
+def clean_json(o: Any) -> Any:
+    """``o`` with every non-finite float (NaN/inf, not JSON) replaced by None, recursively."""
     if isinstance(o, float) and not math.isfinite(o):
         return None
     if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
+        return {k: clean_json(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
+        return [clean_json(v) for v in o]
     return o
 
 
@@ -77,7 +102,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically; NaN/inf become null."""
-    text = json.dumps(_clean(obj), indent=2, sort_keys=False, default=_json_default)
+    text = json.dumps(clean_json(obj), indent=2, sort_keys=False, default=_json_default)
     _atomic_write_bytes(Path(path), (text + "\n").encode())
 
 
@@ -88,7 +113,7 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
     """Append one JSON line and fsync it."""
-    line = json.dumps(_clean(obj), default=_json_default)
+    line = json.dumps(clean_json(obj), default=_json_default)
     with open(path, "a") as f:
         f.write(line + "\n")
         f.flush()
@@ -97,7 +122,7 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read JSON lines; a torn last line (killed mid-write) is ignored."""
-    out = []
+    out: list[dict] = []
     p = Path(path)
     if not p.exists():
         return out
@@ -112,7 +137,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 def rewrite_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    text = "".join(json.dumps(_clean(r), default=_json_default) + "\n" for r in rows)
+    text = "".join(json.dumps(clean_json(r), default=_json_default) + "\n" for r in rows)
     _atomic_write_bytes(Path(path), text.encode())
 
 
@@ -166,8 +191,6 @@ def git_revision(path: str | os.PathLike | None = None) -> str | None:
 
 def provenance() -> dict:
     """Code and machine facts recorded with every run."""
-    from . import __version__
-
     return {
         "package_version": __version__,
         "git_revision": git_revision(),
@@ -195,3 +218,23 @@ class RunFiles:
 
     def is_run_dir(self) -> bool:
         return self.config.exists()
+
+
+class SweepFiles:
+    """Paths of one sweep directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    runs = property(lambda self: self.root / RUNS_DIR)
+    db = property(lambda self: self.root / DB_NAME)
+    spec = property(lambda self: self.root / "sweep.json")
+    figures = property(lambda self: self.root / "figures")
+    analysis = property(lambda self: self.root / "analysis")
+
+    def run(self, run_id: str) -> RunFiles:
+        """The files of run ``run_id``."""
+        return RunFiles(self.root / RUNS_DIR / run_id)
+
+    def is_sweep_dir(self) -> bool:
+        return self.runs.is_dir() or self.db.exists()

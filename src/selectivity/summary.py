@@ -17,8 +17,9 @@ Choices (documented, configurable through the arguments):
 * ``activation`` / ``negative_slope`` are added to the grouping automatically when
   they vary within the frame (a leaky-ReLU sweep next to a ReLU one), so runs of
   different architectures are never pooled.
-* Alpha values are rounded to 12 decimals before grouping so that e.g. ``-0.1`` read
-  back from JSON and ``-0.1`` computed as ``-1 / 10`` form one group.
+* Alpha values are normalised (:func:`selectivity.analysis.stats.normalise_alpha`,
+  12 decimals) before grouping so that e.g. ``-0.1`` read back from JSON and ``-0.1``
+  computed as ``-1 / 10`` form one group.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from .analysis.stats import summarize
+from .analysis.stats import normalise_alpha, summarize
 
 __all__ = [
     "group_summary",
@@ -53,11 +55,13 @@ def _check_columns(df: pd.DataFrame, cols, what: str = "DataFrame") -> None:
         raise KeyError(f"{what}: missing column(s) {missing} (columns: {list(df.columns)})")
 
 
-def _normalise_alpha(df: pd.DataFrame) -> pd.DataFrame:
-    """Round ``alpha`` so that float noise does not split a group."""
+def _with_normalised_alpha(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with :func:`~selectivity.analysis.stats.normalise_alpha` applied to ``alpha``.
+
+    Frames from the results store are normalised already; frames built by hand may not be.
+    """
     if "alpha" in df.columns and pd.api.types.is_numeric_dtype(df["alpha"]):
-        df = df.copy()
-        df["alpha"] = np.round(df["alpha"].astype(float), 12)
+        df = df.assign(alpha=normalise_alpha(df["alpha"]))
     return df
 
 
@@ -87,7 +91,7 @@ def group_summary(
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int | None = 0,
-    method: str = "percentile",
+    method: Literal["percentile", "BCa", "basic"] = "percentile",
 ) -> pd.DataFrame:
     """Mean and bootstrap CI of ``value`` for every group of ``by``.
 
@@ -184,7 +188,7 @@ def summary_table(
         "n_unfinished",
     ]
     # Fresh index: a concatenation of frames may repeat labels, which breaks masking.
-    runs = _normalise_alpha(runs).reset_index(drop=True)
+    runs = _with_normalised_alpha(runs).reset_index(drop=True)
     status = runs["status"] if "status" in runs.columns else pd.Series("completed", index=runs.index)
     rows = []
     if not runs.empty:
@@ -225,7 +229,7 @@ def _fmt_alpha(a) -> str:
 
 
 def _fmt_ci(mean, low, high, n, scale: float, digits: int, suffix: str) -> str:
-    """ "91.23% [90.9, 91.5]" (or without the bracket when there is no CI)."""
+    """``"91.23% [90.9, 91.5]"`` (or without the bracket when there is no CI)."""
     if n == 0 or not np.isfinite(mean):
         return "-"
     text = f"{mean * scale:.{digits}f}{suffix}"
@@ -350,7 +354,7 @@ def layer_table(
     _check_columns(layers, ["alpha", "layer_index", value], "layers")
     extra = _varying_config_cols(layers, by)
     by = by[:2] + extra + by[2:] if "model" in by else extra + by
-    g = group_summary(_normalise_alpha(layers), by, value, confidence, n_resamples, seed)
+    g = group_summary(_with_normalised_alpha(layers), by, value, confidence, n_resamples, seed)
     g = g.rename(columns={k: f"{value}_{k}" for k in _STAT_KEYS})
     # Config before alpha: each (config, alpha) block is then one line of a layer plot.
     sort = [c for c in ("model", *extra, "alpha", "layer_index") if c in g.columns]

@@ -5,6 +5,12 @@
 last completed epoch and ends with the same result as an uninterrupted run: the model
 is initialised from the seed, every epoch's batches depend only on ``(seed, epoch)``,
 the learning rate only on the epoch, and the optimizer state is checkpointed.
+
+It is four steps, each a function: :func:`open_run_dir` (check or create the run
+directory), :func:`build_run` (data, model, optimiser, regulariser; resumed from
+``last.pt``), the epoch loop (:func:`train_epoch` + validation + checkpoints) and
+:func:`final_test` (test metrics with the best-validation parameters). Checkpoints
+follow the one schema of :func:`selectivity.checkpoint.checkpoint_state`.
 """
 
 from __future__ import annotations
@@ -13,20 +19,29 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    checkpoint_state,
+    load_data,
+    load_model_from,
+    resolve_device,
+)
 from .config import TrainConfig
 from .data import BatchLoader, DataSplits, ImageDataset, stratified_split
 from .measure import measure_selectivity
 from .models import create
 from .regularizer import SelectivityRegularizer
 from .rundir import (
+    FINAL_STATUSES,
     RunFiles,
     append_jsonl,
     atomic_torch_save,
@@ -38,46 +53,29 @@ from .rundir import (
     write_json,
 )
 
-__all__ = ["train_run", "load_data", "resolve_device", "Diverged", "load_model_from"]
-
-CHECKPOINT_FORMAT = 1
+__all__ = [
+    "train_run",
+    "open_run_dir",
+    "build_run",
+    "train_epoch",
+    "final_test",
+    "subset",
+    "Run",
+    "RunState",
+    "Diverged",
+    # Re-exported from selectivity.checkpoint (their home) for existing callers.
+    "CHECKPOINT_FORMAT",
+    "load_data",
+    "load_model_from",
+    "resolve_device",
+]
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return dev
-
-
-# --------------------------------------------------------------------------- data
-_DATA_CACHE: dict[tuple, DataSplits] = {}
-
-
-def load_data(cfg: TrainConfig, data: str | os.PathLike | None = None) -> DataSplits:
-    """Load the configured dataset's splits (memoised per process for sweeps)."""
-    key = (cfg.dataset, str(data) if data else None, cfg.val_size, cfg.split_seed)
-    if key not in _DATA_CACHE:
-        if cfg.dataset == "cifar10":
-            from .data import load_cifar10
-
-            splits = load_cifar10(data, val_size=cfg.val_size, split_seed=cfg.split_seed)
-        else:
-            from .data import load_tiny_imagenet
-
-            splits = load_tiny_imagenet(data, val_size=cfg.val_size, split_seed=cfg.split_seed)
-        _DATA_CACHE.clear()  # keep one dataset in memory
-        _DATA_CACHE[key] = splits
-    return _DATA_CACHE[key]
-
-
-def _subset(ds: ImageDataset, n: int | None, seed: int) -> ImageDataset:
+def subset(ds: ImageDataset, n: int | None, seed: int) -> ImageDataset:
     """Stratified, deterministic subset of ``n`` samples (all if None or n >= len)."""
     if n is None or n >= len(ds):
         return ds
@@ -85,59 +83,16 @@ def _subset(ds: ImageDataset, n: int | None, seed: int) -> ImageDataset:
     return ds.subset(np.sort(keep))
 
 
-# --------------------------------------------------------------------------- helpers
-@dataclass
-class _State:
-    epoch: int  # number of completed epochs
-    best_val: float
-    best_epoch: int
-
-
-def _config_matches(saved: dict, cfg: TrainConfig) -> list[str]:
+def _config_diff(saved: dict, cfg: TrainConfig) -> list[str]:
+    """Names of the fields where ``saved`` and ``cfg`` differ."""
     now = cfg.to_dict()
     return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
+def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
     if cfg.amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def load_model_from(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a model from a checkpoint file or a run directory (its best checkpoint).
-
-    Returns
-    -------
-    model : nn.Module
-    config : TrainConfig
-    checkpoint : dict
-    """
-    p = Path(path)
-    if p.is_dir():
-        files = RunFiles(p)
-        if files.best.exists():
-            p = files.best
-        elif files.last.exists():
-            p = files.last
-        else:
-            raise FileNotFoundError(
-                f"{path} is a directory without checkpoints/best.pt or checkpoints/last.pt"
-            )
-    elif not p.exists():
-        raise FileNotFoundError(f"no such checkpoint or run directory: {path}")
-    ckpt = load_checkpoint(p, map_location="cpu")
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{p} is not a selectivity checkpoint (expected keys 'model' and 'config')")
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    model = create(
-        cfg.model,
-        num_classes=ckpt.get("num_classes"),
-        activation=cfg.activation,
-        negative_slope=cfg.negative_slope,
-    )
-    model.load_state_dict(ckpt["model"])
-    return model.to(device), cfg, ckpt
 
 
 # --------------------------------------------------------------------------- training
@@ -176,142 +131,28 @@ def train_run(
     """
     cfg.validate()
     files = RunFiles(out_dir)
-    files.root.mkdir(parents=True, exist_ok=True)
-    if files.config.exists():
-        diff = _config_matches(read_json(files.config), cfg)
-        if diff:
-            raise ValueError(
-                f"{files.root} already holds a run with a different config (fields {diff}); "
-                f"use another --out directory"
-            )
-    if files.result.exists():
-        res = read_json(files.result)
-        if res.get("status") in ("completed", "diverged"):
-            log(f"run in {files.root} already finished (status {res['status']}); nothing to do")
-            return res
-
-    device = resolve_device(cfg.device)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    write_json(files.config, cfg.to_dict())
-    meta = {"seed": cfg.seed, "device": str(device), **provenance()}
-    if files.meta.exists():
-        meta = {**read_json(files.meta), "resumed_with": meta}
-    write_json(files.meta, meta)
-
+    finished = open_run_dir(cfg, files, log)
+    if finished is not None:
+        return finished
     t_start = time.time()
-    splits = load_data(cfg, data)
-    train_ds = _subset(splits.train, cfg.train_subset, cfg.split_seed)
-    val_ds = _subset(splits.val, cfg.eval_subset, cfg.split_seed)
-    test_ds = _subset(splits.test, cfg.eval_subset, cfg.split_seed)
-    num_classes = splits.num_classes
-    if len(val_ds) == 0:
-        raise ValueError("the validation split is empty; set val_size > 0")
-
-    torch.manual_seed(cfg.seed)
-    model = create(
-        cfg.model, num_classes=num_classes, activation=cfg.activation, negative_slope=cfg.negative_slope
-    ).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    state = _State(epoch=0, best_val=-1.0, best_epoch=-1)
-
-    if files.last.exists():
-        ckpt = load_checkpoint(files.last, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state = _State(int(ckpt["epoch"]), float(ckpt["best_val_accuracy"]), int(ckpt["best_epoch"]))
-        log(f"resuming {files.root} after epoch {state.epoch}/{cfg.epochs}")
-    # Drop metric lines of epochs that were not checkpointed (killed in between).
-    rows = read_jsonl(files.metrics)
-    if len(rows) != state.epoch:
-        rewrite_jsonl(files.metrics, rows[: state.epoch])
-
-    norm = dict(mean=splits.mean, std=splits.std, device=device)
-    train_loader = BatchLoader(
-        train_ds, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, **norm
-    )
-    val_loader = BatchLoader(val_ds, cfg.eval_batch_size, **norm)
-    layers = cfg.selectivity_layers or None
-    reg = SelectivityRegularizer(
-        model, cfg.alpha, num_classes, layers=layers, eps=cfg.si_eps, negative=cfg.negative_rule
-    )
-
+    run = build_run(cfg, files, data, log)
     epochs_this_call = 0
     diverged_msg = None
-    while state.epoch < cfg.epochs:
-        epoch = state.epoch
-        lr = cfg.lr_at(epoch)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        train_loader.set_epoch(epoch)
-        t0 = time.time()
+    while run.state.epoch < cfg.epochs:
         try:
-            tr = _train_epoch(model, opt, reg, train_loader, cfg, device, epoch, progress)
+            _run_epoch(run, files, progress, log)
         except Diverged as e:
             diverged_msg = str(e)
             break
-        val = measure_selectivity(
-            model,
-            val_loader,
-            num_classes,
-            layers=layers,
-            top_n=None,
-            negative=cfg.negative_rule,
-            device=device,
-        )
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": tr["loss"],
-            "train_ce": tr["ce"],
-            "train_accuracy": tr["accuracy"],
-            "train_batch_selectivity": tr["selectivity"],
-            "val_accuracy": val.accuracy,
-            "val_selectivity": val.mean_selectivity,
-            "val_dead_fraction": val.dead_fraction,
-            "seconds": time.time() - t0,
-        }
-        if val.accuracy > state.best_val:
-            state.best_val, state.best_epoch = val.accuracy, epoch + 1
-            atomic_torch_save(
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "model": model.state_dict(),
-                    "config": cfg.to_dict(),
-                    "epoch": epoch + 1,
-                    "val_accuracy": val.accuracy,
-                    "num_classes": num_classes,
-                    "classes": list(splits.classes),
-                },
-                files.best,
-            )
-        append_jsonl(files.metrics, row)
-        state.epoch = epoch + 1
-        atomic_torch_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "config": cfg.to_dict(),
-                "epoch": state.epoch,
-                "best_val_accuracy": state.best_val,
-                "best_epoch": state.best_epoch,
-                "num_classes": num_classes,
-            },
-            files.last,
-        )
-        log(
-            f"epoch {epoch + 1}/{cfg.epochs} loss {tr['loss']:.4f} train_acc {tr['accuracy']:.4f} "
-            f"val_acc {val.accuracy:.4f} val_SI {val.mean_selectivity:.4f} ({row['seconds']:.1f}s)"
-        )
         epochs_this_call += 1
         if (
             stop_after_epochs is not None
             and epochs_this_call >= stop_after_epochs
-            and state.epoch < cfg.epochs
+            and run.state.epoch < cfg.epochs
         ):
-            return {"status": "interrupted", "epoch": state.epoch}
+            return {"status": "interrupted", "epoch": run.state.epoch}
 
+    state = run.state
     base = {
         "status": "completed",
         "message": None,
@@ -322,7 +163,6 @@ def train_run(
         "epochs_completed": state.epoch,
         "best_val_accuracy": state.best_val if state.best_epoch > 0 else None,
         "best_epoch": state.best_epoch if state.best_epoch > 0 else None,
-        "train_seconds": time.time() - t_start,
     }
     if diverged_msg is not None:
         log(f"run diverged: {diverged_msg}")
@@ -333,45 +173,256 @@ def train_run(
             "test_accuracy": None,
             "mean_selectivity": None,
         }
-        write_json(files.result, result)
-        return result
+    else:
+        result = {**base, **final_test(run, files, progress)}
+        log(
+            f"done: test_acc {result['test_accuracy']:.4f} mean_SI {result['mean_selectivity']:.4f} "
+            f"(best val {state.best_val:.4f} at epoch {state.best_epoch})"
+        )
+    result["train_seconds"] = time.time() - t_start
+    write_json(files.result, result)
+    return result
 
-    # Test results use the parameters of the best-validation epoch (paper 1, A.1).
-    best = load_checkpoint(files.best, map_location=device)
-    model.load_state_dict(best["model"])
-    test_loader = BatchLoader(test_ds, cfg.eval_batch_size, **norm)
-    rep = measure_selectivity(
+
+def open_run_dir(cfg: TrainConfig, files: RunFiles, log: Callable[[str], None] = print) -> dict | None:
+    """Check or create the run directory; the stored result when the run is already finished.
+
+    Raises ValueError when the directory holds a run of another config. Otherwise
+    writes ``config.json`` and ``meta.json`` (a resumed run keeps its first meta and
+    records the new one under ``resumed_with``) and returns None.
+    """
+    files.root.mkdir(parents=True, exist_ok=True)
+    if files.config.exists():
+        diff = _config_diff(read_json(files.config), cfg)
+        if diff:
+            raise ValueError(
+                f"{files.root} already holds a run with a different config (fields {diff}); "
+                f"use another --out directory"
+            )
+    if files.result.exists():
+        res = read_json(files.result)
+        if res.get("status") in FINAL_STATUSES:
+            log(f"run in {files.root} already finished (status {res['status']}); nothing to do")
+            return res
+    device = resolve_device(cfg.device)
+    write_json(files.config, cfg.to_dict())
+    meta = {"seed": cfg.seed, "device": str(device), **provenance()}
+    if files.meta.exists():
+        meta = {**read_json(files.meta), "resumed_with": meta}
+    write_json(files.meta, meta)
+    return None
+
+
+@dataclass
+class RunState:
+    """Progress of a run: what ``last.pt`` records besides the parameters."""
+
+    epoch: int  # number of completed epochs
+    best_val: float
+    best_epoch: int
+
+
+@dataclass
+class Run:
+    """Everything the epoch loop and the final test work on."""
+
+    cfg: TrainConfig
+    device: torch.device
+    splits: DataSplits
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    reg: SelectivityRegularizer
+    train_loader: BatchLoader
+    val_loader: BatchLoader
+    test_ds: ImageDataset
+    state: RunState
+
+    @property
+    def num_classes(self) -> int:
+        return self.splits.num_classes
+
+    @property
+    def layers(self) -> list[str] | None:
+        return self.cfg.selectivity_layers or None
+
+    def loader(self, ds: ImageDataset, batch_size: int, **kw: Any) -> BatchLoader:
+        return BatchLoader(
+            ds, batch_size, mean=self.splits.mean, std=self.splits.std, device=self.device, **kw
+        )
+
+
+def build_run(
+    cfg: TrainConfig,
+    files: RunFiles,
+    data: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> Run:
+    """Data, model, optimiser, regulariser and loaders; resumed from ``last.pt`` if present.
+
+    Metric lines of epochs that were not checkpointed (killed in between) are dropped.
+    """
+    device = resolve_device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    splits = load_data(cfg, data)
+    train_ds = subset(splits.train, cfg.train_subset, cfg.split_seed)
+    val_ds = subset(splits.val, cfg.eval_subset, cfg.split_seed)
+    test_ds = subset(splits.test, cfg.eval_subset, cfg.split_seed)
+    if len(val_ds) == 0:
+        raise ValueError("the validation split is empty; set val_size > 0")
+
+    torch.manual_seed(cfg.seed)
+    model = create(
+        cfg.model,
+        num_classes=splits.num_classes,
+        activation=cfg.activation,
+        negative_slope=cfg.negative_slope,
+    ).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    state = RunState(epoch=0, best_val=-1.0, best_epoch=-1)
+    if files.last.exists():
+        ckpt = load_checkpoint(files.last, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        state = RunState(int(ckpt["epoch"]), float(ckpt["best_val_accuracy"]), int(ckpt["best_epoch"]))
+        log(f"resuming {files.root} after epoch {state.epoch}/{cfg.epochs}")
+    rows = read_jsonl(files.metrics)
+    if len(rows) != state.epoch:
+        rewrite_jsonl(files.metrics, rows[: state.epoch])
+
+    reg = SelectivityRegularizer(
         model,
-        test_loader,
-        num_classes,
-        layers=layers,
-        top_n=cfg.top_n,
+        cfg.alpha,
+        splits.num_classes,
+        layers=cfg.selectivity_layers or None,
+        eps=cfg.si_eps,
         negative=cfg.negative_rule,
+    )
+    norm: dict[str, Any] = dict(mean=splits.mean, std=splits.std, device=device)
+    return Run(
+        cfg=cfg,
         device=device,
+        splits=splits,
+        model=model,
+        opt=opt,
+        reg=reg,
+        train_loader=BatchLoader(
+            train_ds, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, **norm
+        ),
+        val_loader=BatchLoader(val_ds, cfg.eval_batch_size, **norm),
+        test_ds=test_ds,
+        state=state,
+    )
+
+
+def _run_epoch(run: Run, files: RunFiles, progress: bool, log: Callable[[str], None]) -> None:
+    """One epoch: train, validate, append the metrics line, write the checkpoints."""
+    cfg, state = run.cfg, run.state
+    epoch = state.epoch
+    lr = cfg.lr_at(epoch)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    run.train_loader.set_epoch(epoch)
+    t0 = time.time()
+    tr = train_epoch(run.model, run.opt, run.reg, run.train_loader, cfg, run.device, epoch, progress)
+    val = measure_selectivity(
+        run.model,
+        run.val_loader,
+        run.num_classes,
+        layers=run.layers,
+        top_n=None,
+        negative=cfg.negative_rule,
+        device=run.device,
+    )
+    assert val.accuracy is not None  # the validation split is labelled
+    row = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": tr["loss"],
+        "train_ce": tr["ce"],
+        "train_accuracy": tr["accuracy"],
+        "train_batch_selectivity": tr["selectivity"],
+        "val_accuracy": val.accuracy,
+        "val_selectivity": val.mean_selectivity,
+        "val_dead_fraction": val.dead_fraction,
+        "seconds": time.time() - t0,
+    }
+    if val.accuracy > state.best_val:
+        state.best_val, state.best_epoch = val.accuracy, epoch + 1
+        atomic_torch_save(_checkpoint(run, epoch + 1, with_optimizer=False), files.best)
+    append_jsonl(files.metrics, row)
+    state.epoch = epoch + 1
+    atomic_torch_save(_checkpoint(run, state.epoch, with_optimizer=True), files.last)
+    log(
+        f"epoch {epoch + 1}/{cfg.epochs} loss {tr['loss']:.4f} train_acc {tr['accuracy']:.4f} "
+        f"val_acc {val.accuracy:.4f} val_SI {val.mean_selectivity:.4f} ({row['seconds']:.1f}s)"
+    )
+
+
+def _checkpoint(run: Run, epoch: int, with_optimizer: bool) -> dict[str, Any]:
+    return checkpoint_state(
+        run.model,
+        run.cfg,
+        epoch=epoch,
+        num_classes=run.num_classes,
+        best_val_accuracy=run.state.best_val,
+        best_epoch=run.state.best_epoch,
+        optimizer=run.opt if with_optimizer else None,
+        classes=list(run.splits.classes),
+    )
+
+
+def final_test(run: Run, files: RunFiles, progress: bool = False) -> dict[str, Any]:
+    """Test metrics with the parameters of the best-validation epoch (paper 1, A.1).
+
+    Returns the result fields ``test_accuracy, test_samples, mean_selectivity,
+    mean_precision, dead_fraction, layers`` (one dict per layer) and the per-layer
+    maps ``layer_selectivity``, ``layer_dead_fraction``, ``layer_precision`` (kept in
+    ``result.json`` for existing readers; ``layers`` holds the same numbers).
+    """
+    best = load_checkpoint(files.best, map_location=run.device)
+    run.model.load_state_dict(best["model"])
+    rep = measure_selectivity(
+        run.model,
+        run.loader(run.test_ds, run.cfg.eval_batch_size),
+        run.num_classes,
+        layers=run.layers,
+        top_n=run.cfg.top_n,
+        negative=run.cfg.negative_rule,
+        device=run.device,
         progress=progress,
     )
-    result = {
-        **base,
+    per_layer = rep.per_layer()
+    return {
         "test_accuracy": rep.accuracy,
         "test_samples": rep.num_samples,
         "mean_selectivity": rep.mean_selectivity,
         "mean_precision": rep.mean_precision,
         "dead_fraction": rep.dead_fraction,
-        "layers": rep.per_layer(),
-        "layer_selectivity": {l["layer"]: l["selectivity"] for l in rep.per_layer()},
-        "layer_dead_fraction": {l["layer"]: l["dead_fraction"] for l in rep.per_layer()},
-        "layer_precision": {l["layer"]: l["precision"] for l in rep.per_layer()},
-        "train_seconds": time.time() - t_start,
+        "layers": per_layer,
+        **{
+            f"layer_{k}": {l["layer"]: l[k] for l in per_layer}
+            for k in ("selectivity", "dead_fraction", "precision")
+        },
     }
-    write_json(files.result, result)
-    log(
-        f"done: test_acc {rep.accuracy:.4f} mean_SI {rep.mean_selectivity:.4f} "
-        f"(best val {state.best_val:.4f} at epoch {state.best_epoch})"
-    )
-    return result
 
 
-def _train_epoch(model, opt, reg, loader, cfg: TrainConfig, device, epoch: int, progress: bool) -> dict:
+def train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    reg: SelectivityRegularizer,
+    loader: BatchLoader,
+    cfg: TrainConfig,
+    device: torch.device,
+    epoch: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """One pass over ``loader``: loss = CE + ``reg.penalty`` (= CE - alpha * SI).
+
+    Returns the epoch's mean ``loss``, ``ce``, ``accuracy`` (per sample) and the mean
+    minibatch ``selectivity`` (per step; None when alpha = 0). Raises
+    :class:`Diverged` when the loss stops being finite.
+    """
     model.train()
     use_reg = cfg.alpha != 0.0
     # Sums stay on the device; one host sync per `check_every` steps keeps GPUs busy.
@@ -382,7 +433,7 @@ def _train_epoch(model, opt, reg, loader, cfg: TrainConfig, device, epoch: int, 
     n = 0
     check_every = 1 if device.type == "cpu" else 20
     bar = None
-    it = loader
+    it: Iterable = loader
     if progress:
         from tqdm.auto import tqdm
 
@@ -397,9 +448,9 @@ def _train_epoch(model, opt, reg, loader, cfg: TrainConfig, device, epoch: int, 
                 logits = model(x)
                 ce = F.cross_entropy(logits, y)
             if use_reg:
-                si = reg.selectivity(y)
-                loss = ce - cfg.alpha * si
-                tot_si += si.detach()
+                penalty = reg.penalty(y)  # -alpha * SI
+                loss = ce + penalty
+                tot_si += penalty.detach() / -cfg.alpha
             else:
                 loss = ce
             opt.zero_grad(set_to_none=True)

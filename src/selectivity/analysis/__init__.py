@@ -1,4 +1,10 @@
-"""Pure analysis functions: PWCCA (representation similarity) and sweep statistics."""
+"""Pure analysis: arrays and tensors in, numbers out.
+
+PWCCA (representation similarity, :mod:`.pwcca`) and the statistics over a sweep's
+replicates (:mod:`.stats`). Nothing here reads files, trains or loads data: the
+sweep-level analyses that need checkpoints and data live in :mod:`selectivity.evaluate`
+(import-linter enforces it, see ``[tool.importlinter]`` in pyproject.toml).
+"""
 
 from .pwcca import (
     CCAResult,
@@ -11,8 +17,11 @@ from .pwcca import (
     pwcca_similarity,
 )
 from .stats import (
+    ALPHA_DECIMALS,
     bonferroni,
     bootstrap_ci,
+    is_baseline,
+    normalise_alpha,
     paired_test,
     rank_sum_promote_vs_penalise,
     summarize,
@@ -28,8 +37,11 @@ __all__ = [
     "pwcca",
     "pwcca_distance",
     "pwcca_similarity",
+    "ALPHA_DECIMALS",
     "bonferroni",
     "bootstrap_ci",
+    "is_baseline",
+    "normalise_alpha",
     "paired_test",
     "rank_sum_promote_vs_penalise",
     "summarize",

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,40 @@ __all__ = [
     "ttests_against_baseline",
     "rank_sum_promote_vs_penalise",
     "paired_test",
+    "ALPHA_DECIMALS",
+    "normalise_alpha",
+    "is_baseline",
 ]
+
+#: Alphas are compared after rounding to this many decimals, so that ``-0.1`` read
+#: back from JSON and ``-1 / 10`` computed in Python are one group.
+ALPHA_DECIMALS = 12
+
+
+def normalise_alpha(alpha: Any) -> Any:
+    """Round alpha(s) to :data:`ALPHA_DECIMALS` decimals: the one alpha normalisation.
+
+    Parameters
+    ----------
+    alpha : float, array-like or pandas.Series
+        Regularisation scale(s).
+
+    Returns
+    -------
+    float, numpy.ndarray or pandas.Series
+        Same kind as the input (a Series keeps its index), values as float64.
+    """
+    if isinstance(alpha, (int, float, np.floating, np.integer)):
+        return float(np.round(float(alpha), ALPHA_DECIMALS))
+    if hasattr(alpha, "astype") and hasattr(alpha, "index"):  # pandas Series
+        return alpha.astype(float).round(ALPHA_DECIMALS)
+    return np.round(np.asarray(alpha, dtype=float), ALPHA_DECIMALS)
+
+
+def is_baseline(alpha: Any, baseline: float = 0.0) -> Any:
+    """Whether alpha(s) equal the unregularised ``baseline`` after :func:`normalise_alpha`."""
+    return normalise_alpha(alpha) == normalise_alpha(baseline)
+
 
 _TTEST_COLUMNS = [
     "family",
@@ -235,7 +268,7 @@ def _unit_values(df: pd.DataFrame, value_col: str, key_col: str, unit_cols) -> p
 
 def _is_baseline(col: pd.Series, baseline) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(col) and isinstance(baseline, (int, float, np.number)):
-        return np.isclose(col.to_numpy(dtype=float), float(baseline), rtol=0.0, atol=1e-12)
+        return normalise_alpha(col.to_numpy(dtype=float)) == normalise_alpha(float(baseline))
     return (col == baseline).to_numpy()
 
 
@@ -396,7 +429,7 @@ def rank_sum_promote_vs_penalise(
     d = _unit_values(df, value_col, alpha_col, unit_cols)
     alpha = d[alpha_col].to_numpy(dtype=float)
     # Round so that e.g. -0.1 and 0.1 written differently still pair up.
-    abs_key = np.round(np.abs(alpha), 12)
+    abs_key = normalise_alpha(np.abs(alpha))
     values = d[value_col].to_numpy(dtype=float)
     rows = []
     for a in np.unique(abs_key[abs_key > 0]):

@@ -13,7 +13,8 @@ Typical use::
             ...
 
 Data are found via an explicit path, ``$SELECTIVITY_DATA`` or the per-user cache
-(``$SELECTIVITY_CACHE``); see :mod:`selectivity.data.locate`.
+(``$SELECTIVITY_CACHE``); see :mod:`selectivity.data.locate`. :data:`DATASETS`
+(:mod:`selectivity.data.registry`) is the one list of datasets.
 """
 
 from .archive import ArchiveError, CorruptArchiveError, UnsafeArchiveError, safe_extract
@@ -39,9 +40,15 @@ from .locate import (
     find_tiny_imagenet,
     find_tiny_imagenet_c,
 )
+from .registry import DATASETS, DatasetInfo, dataset_info, load_dataset, locate_dataset
 from .tinyimagenet import load_tiny_imagenet, read_tiny_imagenet
 
 __all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "dataset_info",
+    "load_dataset",
+    "locate_dataset",
     "ArchiveError",
     "BatchLoader",
     "CACHE_ENV",

@@ -237,6 +237,8 @@ def _iter_tar(archive: Path, select: Callable[[str], bool]) -> Iterator[tuple[st
                 _check_tar_member(member, archive)
                 if member.isfile() and select(member.name):
                     f = tf.extractfile(member)
+                    if f is None:  # isfile() members always have a file object
+                        raise EOFError(f"member {member.name!r} cannot be read")
                     data = f.read()
                     if len(data) != member.size:
                         raise EOFError(f"member {member.name!r} is truncated")
@@ -351,7 +353,7 @@ class ImageDecoder:
     def __init__(
         self, size: tuple[int, int] | None = None, workers: int | None = None, chunk_size: int = 1024
     ):
-        self.size = None if size is None else tuple(size)
+        self.size: tuple[int, int] | None = None if size is None else (int(size[0]), int(size[1]))
         self.workers = _default_workers() if workers is None else max(1, int(workers))
         self.chunk_size = max(1, int(chunk_size))
         self._names: list[str] = []

@@ -111,9 +111,9 @@ def _decode_python_release(files: dict[str, bytes | str], source: Path) -> dict[
     if missing:
         raise DatasetFormatError(f"CIFAR-10 release at {str(source)!r} lacks {', '.join(missing)}")
     out: dict[str, np.ndarray] = {}
-    for split, names in (("train", _PY_BATCHES[:5]), ("test", _PY_BATCHES[5:])):
+    for split, batch_names in (("train", _PY_BATCHES[:5]), ("test", _PY_BATCHES[5:])):
         images, labels = [], []
-        for bname in names:
+        for bname in batch_names:
             batch = _unpickle(files[bname], bname)
             data = np.asarray(batch.get("data"))
             lab = np.asarray(batch.get("labels"), dtype=np.int64)
@@ -189,6 +189,7 @@ def _decode_cifar10(source: Path, workers: int | None) -> dict[str, np.ndarray]:
                 py_files[m.group(2)] = payload
                 continue
             m = _IMG_MEMBER.match(name)
+            assert m is not None  # `select` admits only python-release and image members
             roots.add(m.group(1) or "")
             entries.append((m.group(2), m.group(3), m.group(4)))
             decoder.add(name, payload)

@@ -69,7 +69,8 @@ class ImageDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image."""
-        return tuple(self.images.shape[1:])
+        c, h, w = self.images.shape[1:]  # (N, C, H, W) -> (C, H, W)
+        return int(c), int(h), int(w)
 
     def subset(
         self, indices: np.ndarray | torch.Tensor | Sequence[int], name: str | None = None
@@ -396,11 +397,12 @@ class BatchLoader:
         order, offsets, flips = self._epoch_plan(epoch)
         order = order.to(self.device)
         if offsets is not None:
+            assert flips is not None  # drawn together with the offsets
             offsets, flips = offsets.to(self.device), flips.to(self.device)
         for b in range(len(self)):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
             idx = order[sl]
-            if offsets is not None:
+            if offsets is not None and flips is not None:
                 x = self._augment_gather(idx, offsets[sl], flips[sl])
             else:
                 x = self._images[idx]

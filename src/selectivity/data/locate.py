@@ -466,7 +466,8 @@ def cached_arrays(
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".npz.part")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                savez: Callable[..., None] = np.savez  # mypy: **arrays is not `allow_pickle`
+                savez(f, **arrays)
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache holds nothing private
             os.replace(tmp, target)
         except BaseException:

@@ -67,6 +67,7 @@ def _decode_tiny(source: Path, workers: int | None) -> dict[str, np.ndarray]:
                 decoder.add(name, payload)
             else:
                 m = _VAL_IMG.match(name)
+                assert m is not None  # `select` admits only these four kinds of member
                 entries.append(("test", None, m.group(2)))
                 decoder.add(name, payload)
             roots.add(m.group(1) or "")

@@ -6,6 +6,11 @@ A factory is registered with :func:`register_model` and instantiated with
     fn(num_classes: int = <natural default>, activation: str = "relu",
        negative_slope: float = 0.01) -> nn.Module
 
+``num_classes`` is the number of outputs, ``activation`` one of
+:data:`ALLOWED_ACTIVATIONS` (the one list of allowed activations) and
+``negative_slope`` the leaky-ReLU slope. Being shared, these are documented here once;
+each factory's docstring is one line naming the variant (as in timm).
+
 :func:`create` validates the arguments before calling the factory so that every
 model reports bad input in the same way. Importing this module has no side
 effects beyond defining the (initially empty) registry dict; the model modules

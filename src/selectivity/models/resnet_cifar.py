@@ -230,21 +230,7 @@ def _cifar_resnet(depth: int, num_classes: int, activation: str, negative_slope:
 
 @register_model("resnet20")
 def resnet20(num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01) -> CifarResNet:
-    """ResNet20 for CIFAR (n = 3; 269,722 parameters with 10 classes).
-
-    Parameters
-    ----------
-    num_classes : int, optional
-        Output classes.
-    activation : {"relu", "leaky_relu"}, optional
-        Nonlinearity.
-    negative_slope : float, optional
-        Leaky-ReLU slope.
-
-    Returns
-    -------
-    CifarResNet
-    """
+    """ResNet20 for CIFAR (n = 3; 269,722 parameters with 10 classes)."""
     return _cifar_resnet(20, num_classes, activation, negative_slope)
 
 

@@ -160,20 +160,5 @@ class ResNet(nn.Module):
 
 @register_model("resnet18")
 def resnet18(num_classes: int = 200, activation: str = "relu", negative_slope: float = 0.01) -> ResNet:
-    """ResNet18 for 64x64 Tiny ImageNet with the 3x3 stride-1 stem, no max-pool.
-
-    Parameters
-    ----------
-    num_classes : int, optional
-        Output classes (default 200).
-    activation : {"relu", "leaky_relu"}, optional
-        Nonlinearity.
-    negative_slope : float, optional
-        Leaky-ReLU slope.
-
-    Returns
-    -------
-    ResNet
-        11,271,432 parameters with 200 classes.
-    """
+    """ResNet18 for 64x64 Tiny ImageNet: 3x3 stride-1 stem, no max-pool (11,271,432 parameters, 200 classes)."""
     return ResNet((2, 2, 2, 2), num_classes, activation, negative_slope, stem="small")

@@ -148,21 +148,5 @@ class VGG(nn.Module):
 
 @register_model("vgg16")
 def vgg16(num_classes: int = 10, activation: str = "relu", negative_slope: float = 0.01) -> VGG:
-    """VGG16-BN for CIFAR with one 512-unit hidden FC layer.
-
-    14,991,946 parameters with 10 classes.
-
-    Parameters
-    ----------
-    num_classes : int, optional
-        Output classes.
-    activation : {"relu", "leaky_relu"}, optional
-        Nonlinearity.
-    negative_slope : float, optional
-        Leaky-ReLU slope.
-
-    Returns
-    -------
-    VGG
-    """
+    """VGG16-BN for CIFAR with one 512-unit hidden FC layer (14,991,946 parameters, 10 classes)."""
     return VGG(VGG16_CONFIG, num_classes, activation, negative_slope)

@@ -1,7 +1,9 @@
-"""Pure transforms of input batches: the 15 common corruptions (CIFAR-10-C, Tiny ImageNet-C).
+"""Pure transforms of input batches (tensors in, tensors out): corruptions, attacks.
 
-Everything here takes and returns float tensors and imports only torch, numpy, scipy,
-Pillow and other ``selectivity.perturb`` modules.
+The 15 common corruptions (CIFAR-10-C, Tiny ImageNet-C parameters). Like
+:mod:`selectivity.analysis`, nothing here imports training, sweeps, data loading,
+evaluation, the report or the CLI (checked by import-linter): only torch, numpy,
+scipy, Pillow and other ``selectivity.perturb`` modules.
 """
 
 from .corruptions import (

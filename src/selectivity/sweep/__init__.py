@@ -1,6 +1,11 @@
-"""Sweeps of alpha x seeds x models, run in-process, on local processes or on Ray."""
+"""Sweeps of alpha x seeds x models, run in-process, on local processes or on Ray.
 
-from .driver import FINAL_STATUSES, open_store, run_sweep, summarize_sweep
+The grid (:mod:`.spec`), the results database (:mod:`.store`), the executors
+(:mod:`.executors`) and the driver (:mod:`.driver`). No plotting and no statistics:
+those read the database from above (:mod:`selectivity.report`).
+"""
+
+from .driver import FINAL_STATUSES, open_store, run_sweep
 from .executors import EXECUTORS, Task, execute_run, make_executor
 from .spec import (
     PAPER_ALPHAS,
@@ -18,7 +23,6 @@ __all__ = [
     "FINAL_STATUSES",
     "open_store",
     "run_sweep",
-    "summarize_sweep",
     "EXECUTORS",
     "Task",
     "execute_run",

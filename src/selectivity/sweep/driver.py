@@ -1,4 +1,8 @@
-"""The sweep driver: expands the grid, skips finished runs, dispatches, records, summarises."""
+"""The sweep driver: expands the grid, skips finished runs, dispatches, records.
+
+It draws no figure and computes no statistic: the summary table and figures of a
+sweep are :func:`selectivity.report.summarize_sweep` (the CLI calls it after the sweep).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,27 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..rundir import RunFiles, read_json, write_json
+from ..rundir import FINAL_STATUSES, RunFiles, SweepFiles, read_json, write_json
 from .executors import Task, make_executor
 from .spec import SweepSpec
-from .store import DB_NAME, RUNS_DIR, ResultsStore, scan_run_dir
+from .store import ResultsStore, scan_run_dir
 
-__all__ = ["run_sweep", "open_store", "summarize_sweep", "FINAL_STATUSES"]
+if TYPE_CHECKING:
+    import pandas as pd
 
-#: A run in one of these states is not run again (failed runs are retried).
-FINAL_STATUSES = ("completed", "diverged")
+# FINAL_STATUSES is defined in selectivity.rundir (re-exported here).
+__all__ = ["run_sweep", "open_store", "FINAL_STATUSES"]
 
 
 def open_store(sweep_dir: str | os.PathLike) -> ResultsStore:
     """Open the sweep's database, syncing it with the run directories first."""
-    sweep_dir = Path(sweep_dir)
-    store = ResultsStore(sweep_dir / DB_NAME)
-    runs = sweep_dir / RUNS_DIR
-    if runs.is_dir():
+    files = SweepFiles(sweep_dir)
+    store = ResultsStore(files.db)
+    if files.runs.is_dir():
         known = store.statuses()
-        for d in sorted(runs.iterdir()):
+        for d in sorted(files.runs.iterdir()):
             if not RunFiles(d).config.exists():
                 continue
             config, result, status = scan_run_dir(d)
@@ -44,25 +49,35 @@ def run_sweep(
     cpus_per_run: float = 1,
     gpus_per_run: float = 0,
     progress: bool = True,
-    summarize: bool = True,
+    summarize: bool = False,
     log: Callable[[str], None] = print,
-) -> pandas.DataFrame:  # noqa: F821
+) -> pd.DataFrame:
     """Run (or resume) a sweep into ``sweep_dir`` and return its runs table.
 
     Running the same sweep again skips finished runs (completed or diverged), resumes
     interrupted ones from their last epoch and retries failed ones.
+
+    ``summarize`` is accepted for compatibility and must be False: the summary table
+    and figures are written by :func:`selectivity.report.summarize_sweep`, which the
+    ``selectivity sweep`` command calls after this function.
     """
+    if summarize:
+        raise ValueError(
+            "run_sweep no longer writes the summary; call "
+            "selectivity.report.summarize_sweep(sweep_dir) after it"
+        )
     spec.validate()
     sweep_dir = Path(sweep_dir)
-    (sweep_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
-    write_json(sweep_dir / "sweep.json", {"spec": spec.to_dict(), "executor": executor, "data": data})
+    sfiles = SweepFiles(sweep_dir)
+    sfiles.runs.mkdir(parents=True, exist_ok=True)
+    write_json(sfiles.spec, {"spec": spec.to_dict(), "executor": executor, "data": data})
     runs = spec.runs()
     store = open_store(sweep_dir)
     tasks = []
     skipped = 0
     for r in runs:
-        rdir = sweep_dir / RUNS_DIR / r.run_id
-        files = RunFiles(rdir)
+        files = sfiles.run(r.run_id)
+        rdir = files.root
         if files.result.exists() and read_json(files.result).get("status") in FINAL_STATUSES:
             skipped += 1
             continue
@@ -88,6 +103,7 @@ def run_sweep(
         progress=progress,
     )
     started: dict[str, float] = {}
+    finished: set[str] = set()
     counts = {"done": skipped, "failed": 0, "diverged": 0}
     t0 = time.time()
     bar = None
@@ -96,18 +112,13 @@ def run_sweep(
 
         bar = tqdm(total=len(runs), initial=skipped, desc="sweep", unit="run", dynamic_ncols=True, position=0)
 
-    def on_start(t: Task) -> None:
-        started[t.run_id] = time.time()
-        store.set_status(t.run_id, "running")
-        _refresh()
-
-    def _refresh() -> None:
+    def refresh() -> None:
         if bar is None:
             return
         running = [rid for rid in started if rid not in finished]
         epochs = []
         for rid in running[:3]:
-            n = _epochs_done(sweep_dir / RUNS_DIR / rid)
+            n = _epochs_done(sfiles.run(rid).root)
             total = next((t.config.get("epochs") for t in tasks if t.run_id == rid), "?")
             epochs.append(f"{rid} epoch {n}/{total}")
         bar.set_postfix_str(
@@ -116,13 +127,17 @@ def run_sweep(
             refresh=True,
         )
 
-    finished: set[str] = set()
+    def on_start(t: Task) -> None:
+        started[t.run_id] = time.time()
+        store.set_status(t.run_id, "running")
+        refresh()
+
     last_tick = [0.0]
 
     def on_tick() -> None:  # at most every 5 s: reads each running run's metrics file
         if time.time() - last_tick[0] >= 5.0:
             last_tick[0] = time.time()
-            _refresh()
+            refresh()
 
     try:
         for t, res in ex.run(tasks, on_start, on_tick):
@@ -141,7 +156,7 @@ def run_sweep(
                 log(f"run {t.run_id} diverged: {res.get('message')}")
             if bar is not None:
                 bar.update(1)
-                _refresh()
+                refresh()
     finally:
         if bar is not None:
             bar.close()
@@ -152,8 +167,6 @@ def run_sweep(
         f"sweep finished in {time.time() - t0:.0f} s: {int((df.status == 'completed').sum())} completed, "
         f"{int((df.status == 'diverged').sum())} diverged, {int((df.status == 'failed').sum())} failed"
     )
-    if summarize:
-        summarize_sweep(sweep_dir, log=log)
     return df
 
 
@@ -163,35 +176,3 @@ def _epochs_done(run_dir: Path) -> int:
         return sum(1 for line in p.read_text().splitlines() if line.strip())
     except OSError:
         return 0
-
-
-def summarize_sweep(
-    sweep_dir: str | os.PathLike, log: Callable[[str], None] = print, figures: bool = True
-) -> dict:
-    """Write the summary table (CSV, text) and the first figures (PNG) of a sweep.
-
-    Reads only the run records (via the database, synced from the run directories).
-    """
-    from ..plots import save_figure, sweep_figures
-    from ..summary import format_summary, summary_table, write_summary
-
-    sweep_dir = Path(sweep_dir)
-    with open_store(sweep_dir) as store:
-        runs = store.runs_df()
-        layers = store.layers_df()
-    out = {}
-    if runs.empty:
-        log("no runs recorded yet")
-        return out
-    out.update(write_summary(runs, sweep_dir))
-    log(format_summary(summary_table(runs)))
-    if figures:
-        fig_dir = sweep_dir / "figures"
-        for name, fig in sweep_figures(
-            runs, layers[layers.status == "completed"] if not layers.empty else None
-        ).items():
-            path = fig_dir / f"{name}.png"
-            save_figure(fig, path)
-            out[name] = path
-        log(f"figures in {fig_dir}")
-    return out

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "Task",
@@ -207,7 +208,7 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            kw = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+            kw: dict[str, Any] = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
             if self.address:
                 ray.init(address=self.address, **kw)
             else:

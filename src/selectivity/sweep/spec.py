@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -137,7 +137,7 @@ def _fmt(v: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "-", str(v))
 
 
-def run_id(cfg: TrainConfig, extra_keys: list[str] = ()) -> str:
+def run_id(cfg: TrainConfig, extra_keys: Sequence[str] = ()) -> str:
     """Directory-safe id, e.g. ``resnet20_alpha-1_seed0`` (+ ``_negative_slope0.1``)."""
     alpha = "0" if cfg.alpha == 0 else f"{cfg.alpha:+g}"
     parts = [cfg.model, f"alpha{alpha}", f"seed{cfg.seed}"]

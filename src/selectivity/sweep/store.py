@@ -14,12 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..rundir import RunFiles, read_json
+from ..analysis.stats import normalise_alpha
+from ..rundir import DB_NAME, RUNS_DIR, RunFiles, SweepFiles, read_json
 
+# DB_NAME and RUNS_DIR are defined in selectivity.rundir (re-exported here).
 __all__ = ["ResultsStore", "rebuild_store", "scan_run_dir", "DB_NAME", "RUNS_DIR"]
-
-DB_NAME = "results.sqlite"
-RUNS_DIR = "runs"
 
 RUN_COLUMNS = [
     ("run_id", "TEXT PRIMARY KEY"),
@@ -29,7 +28,7 @@ RUN_COLUMNS = [
     ("activation", "TEXT"),
     ("negative_slope", "REAL"),
     ("epochs", "INTEGER"),
-    ("status", "TEXT"),  # pending | running | completed | diverged | failed
+    ("status", "TEXT"),  # one of selectivity.rundir.RUN_STATUSES
     ("message", "TEXT"),
     ("test_accuracy", "REAL"),
     ("best_val_accuracy", "REAL"),
@@ -74,7 +73,7 @@ class ResultsStore:
     def __enter__(self) -> ResultsStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ------------------------------------------------------------------ writing
@@ -147,19 +146,29 @@ class ResultsStore:
             )
 
     # ------------------------------------------------------------------ reading
+    # Alphas are normalised here, where runs are read (selectivity.analysis.normalise_alpha).
     def runs_df(self) -> pd.DataFrame:
+        """One row per run (every status), ``alpha`` normalised."""
         df = pd.read_sql_query("SELECT * FROM runs ORDER BY model, alpha, seed, run_id", self.conn)
-        return df
+        return _normalised(df)
 
     def layers_df(self) -> pd.DataFrame:
-        return pd.read_sql_query(
+        """One row per run and layer, with the run's model, alpha, seed, activation and status."""
+        df = pd.read_sql_query(
             "SELECT l.*, r.model, r.alpha, r.seed, r.activation, r.negative_slope, r.status "
             "FROM layers l JOIN runs r USING (run_id) ORDER BY r.model, r.alpha, r.seed, l.layer_index",
             self.conn,
         )
+        return _normalised(df)
 
     def statuses(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT run_id, status FROM runs").fetchall())
+
+
+def _normalised(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty or "alpha" not in df.columns:
+        return df
+    return df.assign(alpha=normalise_alpha(df["alpha"]))
 
 
 def scan_run_dir(path: str | os.PathLike) -> tuple[dict, dict | None, str]:
@@ -178,16 +187,15 @@ def scan_run_dir(path: str | os.PathLike) -> tuple[dict, dict | None, str]:
 
 def rebuild_store(sweep_dir: str | os.PathLike) -> ResultsStore:
     """Delete and recreate the sweep's database from its run directories."""
-    sweep_dir = Path(sweep_dir)
-    db = sweep_dir / DB_NAME
+    files = SweepFiles(sweep_dir)
+    db = files.db
     for suffix in ("", "-wal", "-shm"):
         p = Path(str(db) + suffix)
         if p.exists():
             p.unlink()
     store = ResultsStore(db)
-    runs = sweep_dir / RUNS_DIR
-    if runs.is_dir():
-        for d in sorted(runs.iterdir()):
+    if files.runs.is_dir():
+        for d in sorted(files.runs.iterdir()):
             if RunFiles(d).config.exists():
                 config, result, status = scan_run_dir(d)
                 store.record(d.name, config, result, status=status)

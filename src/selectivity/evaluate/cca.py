@@ -1,5 +1,8 @@
 """Paper 1, section 4.2: is class selectivity suppressed or only rotated off-axis?
 
+A sweep-level analysis: it loads every completed run's best checkpoint and probes it
+with the same test images (the pure math is :mod:`selectivity.analysis.pwcca`).
+
 For every (model, activation) setting of a sweep and every alpha, PWCCA distances
 (:func:`selectivity.analysis.pwcca.pwcca_distance`) are computed layer by layer between
 
@@ -37,7 +40,8 @@ import itertools
 import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -45,8 +49,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .pwcca import flatten_conv_activations, pwcca_distance
-from .stats import bonferroni, paired_test
+from ..analysis.pwcca import flatten_conv_activations, pwcca_distance
+from ..analysis.stats import bonferroni, normalise_alpha, paired_test
+from ..checkpoint import load_run
+from ..data import BatchLoader, locate_dataset, stratified_split
+from ..hooks import ActivationCapture
+from ..rundir import SweepFiles
+from ..sweep import open_store
 
 __all__ = [
     "select_images",
@@ -58,11 +67,16 @@ __all__ = [
     "cca_summary",
     "cca_plot_frame",
     "CCA_CSV",
+    "CCA_SETTINGS_JSON",
+    "CCADistances",
+    "cached_cca",
+    "sweep_cca",
 ]
 
 #: Where :func:`cca_distances` writes its table, relative to the sweep directory.
 CCA_CSV = Path("analysis") / "cca_distances.csv"
-_SETTINGS_JSON = Path("analysis") / "cca_settings.json"
+#: The settings :func:`cca_distances` used, next to :data:`CCA_CSV`.
+CCA_SETTINGS_JSON = Path("analysis") / "cca_settings.json"
 #: Columns identifying one network configuration; pairs never cross them.
 GROUP_COLS = ("model", "activation", "negative_slope")
 Mode = Literal["spatial_mean", "positions"]
@@ -87,8 +101,6 @@ def select_images(labels, n_images: int | None, seed: int = 0) -> np.ndarray:
     numpy.ndarray
         Sorted int64 indices.
     """
-    from ..data import stratified_split
-
     labels = np.asarray(labels)
     if n_images is None or n_images >= len(labels):
         return np.arange(len(labels), dtype=np.int64)
@@ -120,7 +132,7 @@ def gather_activations(
         Number of test images (a class-stratified subset drawn with ``image_seed``, the
         same for every run), or explicit test-split indices.
     data : path, optional
-        Dataset location (see :func:`selectivity.train.load_data`).
+        Dataset location (see :func:`selectivity.data.load_dataset`).
     layers : sequence of str, optional
         Module names; default: the run's ``selectivity_layers`` or the model's default
         selectivity sites.
@@ -144,14 +156,8 @@ def gather_activations(
         ``layer name -> (neurons, datapoints)``, in forward order; datapoints are
         images (``"spatial_mean"``) or image x position, image-major (``"positions"``).
     """
-    from ..data import BatchLoader
-    from ..hooks import ActivationCapture
-    from ..train import load_data, load_model_from, resolve_device
-
-    dev = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-    model, cfg, _ = load_model_from(run_dir, dev)
-    model.eval()
-    splits = load_data(cfg, data)
+    run = load_run(run_dir, data, device)
+    model, cfg, splits, dev = run.model, run.config, run.splits, run.device
     test = splits.test
     if isinstance(images, (int, np.integer)):
         idx = select_images(test.labels.numpy(), int(images), image_seed)
@@ -207,7 +213,7 @@ def check_datapoints(
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None):
+def _torch_threads(n: int | None) -> Iterator[None]:
     """Temporarily run torch's CPU ops on ``n`` threads (None: unchanged)."""
     if not n:
         yield
@@ -259,10 +265,6 @@ def layer_distances(
 
 
 # --------------------------------------------------------------------------- pairs
-def _round_alpha(a) -> float:
-    return float(np.round(float(a), 12))
-
-
 def _cap(pairs: list, max_pairs: int | None, seed: int) -> list:
     """A deterministic random subset of at most ``max_pairs`` pairs, in original order."""
     if max_pairs is None or len(pairs) <= max_pairs:
@@ -308,8 +310,8 @@ def plan_pairs(
     done = runs[runs["status"] == "completed"] if "status" in runs.columns else runs
     if done.empty:
         return pd.DataFrame(columns=cols)
-    done = done.assign(alpha=done["alpha"].map(_round_alpha)).sort_values(["alpha", "seed", "run_id"])
-    base = _round_alpha(baseline)
+    done = done.assign(alpha=normalise_alpha(done["alpha"])).sort_values(["alpha", "seed", "run_id"])
+    base = normalise_alpha(baseline)
     rows = []
     for key, grp in done.groupby(list(GROUP_COLS), sort=True, dropna=False):
         g = dict(zip(GROUP_COLS, key))
@@ -344,7 +346,7 @@ def plan_pairs(
 
 
 def _read_data_hint(sweep_dir: Path) -> str | None:
-    p = sweep_dir / "sweep.json"
+    p = SweepFiles(sweep_dir).spec
     if p.exists():
         try:
             return json.loads(p.read_text()).get("data")
@@ -422,9 +424,6 @@ def cca_distances(
         No completed run, or too few datapoints for the widest layer (before any
         distance is computed).
     """
-    from ..sweep import open_store
-    from ..sweep.store import RUNS_DIR
-
     sweep_dir = Path(sweep_dir)
     log = log or (lambda _m: None)
     with open_store(sweep_dir) as store:
@@ -457,7 +456,12 @@ def cca_distances(
         nonlocal checked
         if run_id not in cache:
             cache[run_id] = gather_activations(
-                sweep_dir / RUNS_DIR / run_id, n_images, data, device=device, mode=mode, image_seed=image_seed
+                SweepFiles(sweep_dir).run(run_id).root,
+                n_images,
+                data,
+                device=device,
+                mode=mode,
+                image_seed=image_seed,
             )
             if not checked:
                 # Fail before hours of work, with the fix in the message.
@@ -471,13 +475,13 @@ def cca_distances(
 
         bar = tqdm(total=len(pairs), desc="CCA pairs", unit="pair", dynamic_ncols=True)
     rows = []
-    base = _round_alpha(baseline)
+    base = normalise_alpha(baseline)
     try:
         for _, grp in pairs.groupby(list(GROUP_COLS), sort=True, dropna=False):
             base_ids = set(grp.loc[grp["alpha"] == base, ["run_a", "run_b"]].to_numpy().ravel()) | set(
                 grp.loc[grp["kind"] == "between", "run_b"]
             )
-            for alpha, sub in grp.groupby("alpha", sort=True):
+            for _alpha, sub in grp.groupby("alpha", sort=True):
                 for p in sub.itertuples(index=False):
                     a, b = acts(p.run_a), acts(p.run_b)
                     d = layer_distances(a, b, min_ratio=min_ratio, symmetric=symmetric)
@@ -508,7 +512,7 @@ def cca_distances(
         out = sweep_dir / CCA_CSV
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
-        (sweep_dir / _SETTINGS_JSON).write_text(json.dumps(settings, indent=2) + "\n")
+        (sweep_dir / CCA_SETTINGS_JSON).write_text(json.dumps(settings, indent=2) + "\n")
         log(f"wrote {out} ({len(df)} rows, {len(pairs)} pairs)")
     return df
 
@@ -519,7 +523,10 @@ def _group_keys(df: pd.DataFrame) -> list[str]:
 
 
 def cca_summary(
-    df: pd.DataFrame, baseline: float = 0.0, method: str = "ttest", significance: float = 0.05
+    df: pd.DataFrame,
+    baseline: float = 0.0,
+    method: Literal["ttest", "wilcoxon"] = "ttest",
+    significance: float = 0.05,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Per-layer means, per-replicate distance ratios and paired tests of a CCA table.
 
@@ -574,8 +581,8 @@ def cca_summary(
             pd.DataFrame(columns=ratio_cols),
             pd.DataFrame(columns=test_cols),
         )
-    d = df.assign(alpha=df["alpha"].map(_round_alpha))
-    base = _round_alpha(baseline)
+    d = df.assign(alpha=normalise_alpha(df["alpha"]))
+    base = normalise_alpha(baseline)
 
     def mean_of(kind: str, name: str) -> pd.DataFrame:
         s = d[d["kind"] == kind].groupby(layer_keys, dropna=False)["distance"]
@@ -661,3 +668,105 @@ def cca_plot_frame(df: pd.DataFrame) -> pd.DataFrame:
     d["distance_within"] = d["distance"].where(d["kind"] == "within")
     d["distance_between"] = d["distance"].where(d["kind"] == "between")
     return d.drop(columns=["kind", "distance"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- for the report
+@dataclass
+class CCADistances:
+    """The CCA distances table of a sweep, or a note saying why there is none."""
+
+    distances: pd.DataFrame | None = None
+    note: str | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def cached_cca(sweep_dir: str | os.PathLike, settings: dict, pairs: pd.DataFrame) -> pd.DataFrame | None:
+    """``SWEEP/analysis/cca_distances.csv`` if it was computed with ``settings`` on ``pairs``.
+
+    Returns None when the file is missing, unreadable, symmetric, or made with other
+    settings or other pairs of runs.
+    """
+    sweep_dir = Path(sweep_dir)
+    csv, js = sweep_dir / CCA_CSV, sweep_dir / CCA_SETTINGS_JSON
+    if not (csv.exists() and js.exists()):
+        return None
+    try:
+        saved = json.loads(js.read_text())
+        if any(saved.get(k) != v for k, v in settings.items()) or saved.get("symmetric"):
+            return None
+        df = pd.read_csv(csv)
+    except (OSError, ValueError):
+        return None
+    have = set(map(tuple, df[["run_a", "run_b"]].drop_duplicates().to_numpy()))
+    want = set(map(tuple, pairs[["run_a", "run_b"]].to_numpy()))
+    if have != want:
+        return None
+    df.attrs.update(saved)
+    return df
+
+
+def sweep_cca(
+    sweep_dir: str | os.PathLike,
+    runs: pd.DataFrame,
+    dataset: str | os.PathLike | None = None,
+    n_images: int = 2000,
+    mode: Mode = "spatial_mean",
+    device: str = "cpu",
+    max_pairs: int | None = None,
+    min_ratio: float | None = 5.0,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> CCADistances:
+    """CCA distances of a sweep, or a note saying why they are missing (never raises).
+
+    Reuses ``SWEEP/analysis/cca_distances.csv`` when it was computed with the same
+    settings on the same pairs of runs (e.g. by ``selectivity cca``).
+
+    Parameters
+    ----------
+    sweep_dir : path
+        Sweep directory.
+    runs : pandas.DataFrame
+        Its runs frame (``status``, ``alpha``, ``config`` JSON, ...).
+    dataset : path, optional
+        Dataset location (default: the one in ``sweep.json``, then the usual search;
+        never downloaded).
+    n_images, mode, device, max_pairs, min_ratio, progress, log
+        See :func:`cca_distances`.
+    """
+    log = log or (lambda _m: None)
+    done = runs[runs["status"] == "completed"] if not runs.empty else runs
+    if done.empty:
+        return CCADistances(note="CCA skipped: no completed runs.")
+    if not normalise_alpha(done["alpha"]).eq(0.0).any():
+        return CCADistances(
+            note="CCA skipped: no completed α = 0 runs, so there are no unregularised networks "
+            "to compare with (the between-distances ρ(α, 0) need them)."
+        )
+    if dataset is None:
+        dataset = _read_data_hint(Path(sweep_dir))
+    cfg = json.loads(done["config"].iloc[0]) if "config" in done.columns else {}
+    try:
+        locate_dataset(cfg.get("dataset", "cifar10"), dataset)
+    except (FileNotFoundError, ValueError) as e:
+        return CCADistances(note=f"CCA skipped: the dataset was not found ({e}). Pass --data PATH.")
+    settings = dict(n_images=n_images, mode=mode, max_pairs=max_pairs, min_ratio=min_ratio)
+    cached = cached_cca(sweep_dir, settings, plan_pairs(runs, 0.0, max_pairs))
+    if cached is not None:
+        log(f"reusing {Path(sweep_dir) / CCA_CSV}")
+        return CCADistances(distances=cached, settings={**settings, **cached.attrs})
+    try:
+        df = cca_distances(
+            sweep_dir,
+            dataset,
+            n_images=n_images,
+            mode=mode,
+            max_pairs=max_pairs,
+            device=device,
+            progress=progress,
+            min_ratio=min_ratio,
+            log=log,
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        return CCADistances(note=f"CCA not computed: {e}")
+    return CCADistances(distances=df, settings=dict(df.attrs))

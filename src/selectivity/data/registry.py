@@ -1,0 +1,59 @@
+"""The one list of datasets: name -> how to load its splits and how to find it on disk."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cifar10 import load_cifar10
+from .loader import DataSplits
+from .locate import find_cifar10, find_tiny_imagenet
+from .tinyimagenet import load_tiny_imagenet
+
+__all__ = ["DatasetInfo", "DATASETS", "dataset_info", "load_dataset", "locate_dataset"]
+
+PathArg = str | os.PathLike | None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """How to load one dataset and how to find it without downloading."""
+
+    name: str
+    description: str
+    #: ``load(data, val_size=..., split_seed=...) -> DataSplits``
+    load: Callable[..., DataSplits]
+    #: ``locate(data) -> Path``; raises FileNotFoundError, never downloads.
+    locate: Callable[[PathArg], Path]
+
+
+def _locate_cifar10(data: PathArg) -> Path:
+    return find_cifar10(data, download=False)
+
+
+#: Every dataset the package trains on, by the name used in ``TrainConfig.dataset``.
+DATASETS: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo("cifar10", "CIFAR-10 (32x32, 10 classes)", load_cifar10, _locate_cifar10),
+    "tiny-imagenet": DatasetInfo(
+        "tiny-imagenet", "Tiny ImageNet (64x64, 200 classes)", load_tiny_imagenet, find_tiny_imagenet
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry of ``name``; ValueError naming the known datasets otherwise."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_dataset(name: str, data: PathArg = None, *, val_size: int = 5000, split_seed: int = 0) -> DataSplits:
+    """Load the train/validation/test splits of dataset ``name`` (see :data:`DATASETS`)."""
+    return dataset_info(name).load(data, val_size=val_size, split_seed=split_seed)
+
+
+def locate_dataset(name: str, data: PathArg = None) -> Path:
+    """Where dataset ``name`` is on disk (never downloads); FileNotFoundError if absent."""
+    return dataset_info(name).locate(data)

@@ -1,0 +1,422 @@
+"""The report's figures: one :class:`~selectivity.plots.FigureSpec` list per section.
+
+Per setting the paper's Figs. 1, 2, 5, A7 and A9; per setting with CCA distances
+Fig. 3; across settings Figs. A10 and A12. Significance stars come from the
+statistics computed once per report (:func:`.tables.compute_statistics`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .. import plots
+from ..analysis.stats import is_baseline
+from ..evaluate.cca import CCADistances, cca_plot_frame
+from ..plots import FigureSpec, has_both_signs
+from .model import FigureItem, ReportData, Setting, match_setting, slug
+from .tables import CCAStats, ReportStats, SettingStats, compute_statistics
+
+__all__ = ["make_figures", "setting_figure_specs", "cca_figure_specs", "global_figure_specs", "render_spec"]
+
+_PANEL = plots.PANEL_SIZE
+#: Per-layer figures: many x labels, so they span the whole row.
+_WIDE = {"fig1a", "fig3a"}
+
+
+def _panels(n: int, size: tuple[float, float] = _PANEL) -> tuple[Figure, list[Axes]]:
+    fig = Figure(figsize=(size[0] * n, size[1]), layout="constrained")
+    return fig, [fig.add_subplot(1, n, i + 1) for i in range(n)]
+
+
+def _spec(
+    key: str, paper: str, title: str, caption: str, draw: Callable[[], Figure] | None, note: str | None
+) -> FigureSpec:
+    return FigureSpec(key=key, title=title, draw=draw, paper=paper, caption=caption, note=note)
+
+
+def _paper_fig(model: str, resnet: str, vgg: str) -> str:
+    m = model.lower()
+    if m.startswith("resnet20"):
+        return f"Fig. {resnet}"
+    if m.startswith("vgg"):
+        return f"Fig. {vgg}"
+    return f"Fig. {resnet} / {vgg}"
+
+
+def _plain_minor(ax: Axes) -> Axes:
+    """No minor tick labels on x: a log axis spanning < 1 decade otherwise labels them all."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    return ax
+
+
+def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | None = None) -> list[FigureSpec]:
+    """The figures of one setting (Figs. 1a, 1b, 2a, 2b, 2c, 5a, A7, A9)."""
+    if stats is None:
+        stats = compute_statistics([s]).settings[s.key]
+    acc_tt = stats.ttests.get("test_accuracy")
+    if acc_tt is None:
+        acc_tt = pd.DataFrame(columns=["group", "p_bonferroni"])
+    acc_rs = stats.ranksums.get("test_accuracy", pd.DataFrame(columns=["abs_alpha", "p_bonferroni"]))
+    nr = n_resamples
+    done, lay, m = s.done, s.layers, s.model
+    no_layers = "No per-layer results stored for the completed runs." if lay.empty else None
+    n_alpha = done["alpha"].nunique()
+
+    def one(fn: Callable[[Axes], object]) -> Callable[[], Figure]:
+        def draw() -> Figure:
+            fig, (ax,) = _panels(1)
+            fn(ax)
+            return fig
+
+        return draw
+
+    def layer_fig(value: str, size: tuple[float, float] = (7.5, 4.8)) -> Callable[[], Figure]:
+        def draw() -> Figure:
+            fig, (ax,) = _panels(1, size)
+            plots.plot_layer_selectivity(lay, ax, value, n_resamples=nr, title=s.label)
+            return fig
+
+        return draw
+
+    def precision_fig() -> Figure:
+        fig, (a, b) = _panels(2, (7.0, 4.6))
+        plots.plot_layer_selectivity(
+            lay, a, "precision", n_resamples=nr, title=f"{s.label}: precision by layer"
+        )
+        plots.plot_selectivity_vs_alpha(
+            done, b, value="mean_precision", n_resamples=nr, title=f"{s.label}: network precision vs α"
+        )
+        return fig
+
+    def dead_fig() -> Figure:
+        fig, (a, b, c) = _panels(3, (5.2, 4.4))
+        plots.plot_layer_selectivity(
+            lay, a, "dead_fraction", n_resamples=nr, title=f"{s.label}: dead units by layer"
+        )
+        plots.plot_selectivity_vs_alpha(
+            done, b, value="dead_fraction", n_resamples=nr, title=f"{s.label}: dead units vs α"
+        )
+        plots.plot_selectivity_vs_alpha(done, c, n_resamples=nr, title=f"{s.label}: SI, dead units excluded")
+        return fig
+
+    specs = [
+        _spec(
+            "fig1a",
+            _paper_fig(m, "1a", "A1a"),
+            "Class selectivity by layer",
+            "Mean class selectivity of the units of each layer (forward order), one line per α; error bars are "
+            "95% CIs over seeds.",
+            layer_fig("selectivity"),
+            no_layers,
+        ),
+        _spec(
+            "fig1b",
+            _paper_fig(m, "1b", "A1b"),
+            "Mean class selectivity vs α",
+            "Network class selectivity index (mean over units in each layer, then over layers) of each run "
+            "(small points, one per seed) and its mean with bootstrapped 95% CI per α; symmetric-log α axis.",
+            one(lambda ax: plots.plot_selectivity_vs_alpha(done, ax, n_resamples=nr, title=s.label)),
+            None,
+        ),
+        _spec(
+            "fig2a",
+            _paper_fig(m, "2a", "4a"),
+            "Test accuracy vs α",
+            "Test accuracy (%) of each run (one point per seed) and the mean with 95% CI per α; dashed line: "
+            "α = 0 mean; stars: Welch t-test against α = 0, Bonferroni-corrected (* p < 0.05, ** p < 1e-3, "
+            "*** p < 1e-6).",
+            one(
+                lambda ax: plots.plot_accuracy_vs_alpha(
+                    done, ax, "points", n_resamples=nr, tests=acc_tt, title=s.label
+                )
+            ),
+            None,
+        ),
+        _spec(
+            "fig2b",
+            _paper_fig(m, "2b", "4b"),
+            "Test accuracy distributions (violins)",
+            "Distribution of test accuracy over seeds per α (violin with quartile box and white median); an α "
+            "with a single run or identical values is drawn as points. Stars as in the accuracy-vs-α figure.",
+            one(
+                lambda ax: plots.plot_accuracy_vs_alpha(
+                    done, ax, "violin", n_resamples=nr, tests=acc_tt, title=s.label
+                )
+            ),
+            None,
+        ),
+        _spec(
+            "fig2c",
+            _paper_fig(m, "2c", "4c"),
+            "Test accuracy vs mean class selectivity",
+            "Each run's test accuracy against its network class selectivity (small points) and the per-α means "
+            "with 95% CIs in both directions.",
+            one(lambda ax: plots.plot_accuracy_vs_selectivity(done, ax, n_resamples=nr, title=s.label)),
+            None,
+        ),
+    ]
+    both = has_both_signs(done)
+    specs.append(
+        _spec(
+            "fig5a",
+            "Fig. 5a / A6 / A11",
+            "Promoting vs penalising class selectivity",
+            "Test accuracy vs |α| for α > 0 (promoting selectivity, red) and α < 0 (penalising, blue), "
+            "mean and 95% CI over seeds; grey dashed line and band: α = 0. Stars: Wilcoxon rank-sum test "
+            "promote vs penalise at equal |α|, Bonferroni-corrected.",
+            one(
+                lambda ax: _plain_minor(
+                    plots.plot_promote_vs_penalise(done, ax, n_resamples=nr, tests=acc_rs, title=s.label)
+                )
+            )
+            if both
+            else None,
+            None if both else "No |α| was run (to completion) with both signs.",
+        )
+    )
+    specs.append(
+        _spec(
+            "figA7",
+            "Fig. A7 / A8",
+            "Precision",
+            "(left) Mean precision of the units of each layer (share of the most common class among each unit's "
+            "top-N most-activating test images; chance = 1/classes), one line per α, 95% CIs over seeds; "
+            "(right) network mean precision vs α.",
+            precision_fig if not lay.empty else None,
+            no_layers,
+        )
+    )
+    specs.append(
+        _spec(
+            "figA9",
+            "Fig. A9",
+            "Dead units and selectivity without them",
+            "(left) Proportion of dead units (zero response to every test image) per layer, one line per α; "
+            "(middle) network proportion of dead units vs α; (right) network class selectivity vs α with dead "
+            "units removed. The stored selectivity values already exclude dead units (their index is 0/0), so "
+            "the right panel is the same measurement as Fig. 1b, shown next to the dead-unit counts.",
+            dead_fig if not lay.empty else None,
+            no_layers,
+        )
+    )
+    if done.empty:
+        specs = [
+            dataclasses.replace(sp, draw=None, note="No completed runs in this setting.") for sp in specs
+        ]
+    elif n_alpha < 2:
+        note = f"Only one α ({done['alpha'].iloc[0]:g}) has completed runs: the comparison is a single group."
+        specs = [dataclasses.replace(sp, caption=sp.caption + " " + note) if sp.draw else sp for sp in specs]
+    return specs
+
+
+def cca_figure_specs(
+    s: Setting, cca: CCADistances, n_resamples: int, cca_stats: CCAStats | None = None
+) -> list[FigureSpec]:
+    """Fig. 3a and 3b of one setting (CCA distance by layer, distance ratio vs alpha)."""
+
+    cap_a = (
+        "Mean PWCCA distance ρ (1 − PWCCA similarity) by layer between pairs of replicates of the same "
+        "α (ρ(α, α), dashed, lighter) and between a replicate of α and one of α = 0 (ρ(α, 0), solid); "
+        "shaded: 95% CI over pairs."
+    )
+    cap_a += (
+        " Between pairs include pairs of equal seeds, which in these sweeps share the initialisation "
+        "and batch order (as in the paper's 20 x 20 pairs; `selectivity cca --exclude-same-seed` drops them)."
+    )
+    cap_b = (
+        "CCA distance ratio ρ(α, 0) / ρ(α, α) per replicate of α (averaged over layers; each replicate's "
+        "own pairs), with mean and 95% CI per α; dashed line: ratio 1 (what a pure rotation of the "
+        "representation would give)."
+    )
+    d = match_setting(cca.distances, s) if cca.distances is not None else pd.DataFrame()
+    if cca.distances is None or d.empty:
+        note = cca.note or "No CCA distances for this setting."
+        return [
+            _spec("fig3a", "Fig. 3a", "CCA distance by layer", cap_a, None, note),
+            _spec("fig3b", "Fig. 3b", "CCA distance ratio vs α", cap_b, None, note),
+        ]
+    frame = cca_plot_frame(d)
+    if cca_stats is None:
+        cca_stats = compute_statistics([], cca).cca
+    ratio = match_setting(cca_stats.ratio, s) if cca_stats is not None else pd.DataFrame()
+    alphas = sorted(
+        a
+        for a in frame["alpha"].unique()
+        if not is_baseline(a) and frame.loc[frame["alpha"] == a, "distance_between"].notna().any()
+    )
+    # The paper shows alpha = -10 only; more than a few pairs of lines are unreadable.
+    shown = [-10.0] if -10.0 in alphas else sorted(alphas, key=lambda a: (-abs(a), a))[:3]
+    cap_a += (
+        " α shown: "
+        + (", ".join(f"{a:g}" for a in sorted(shown)) or "none")
+        + " (every α is in tables/cca-by-layer.csv)."
+    )
+    settings = cca.settings
+    extra = (
+        (
+            f" Activations of {settings.get('n_images')} fixed test images, conv maps flattened by "
+            f"{settings.get('mode')}; PWCCA weights from the {settings.get('weights')}."
+        )
+        if settings
+        else ""
+    )
+
+    def draw_a() -> Figure:
+        fig, (ax,) = _panels(1, (7.5, 4.8))
+        plots.plot_cca_distance_by_layer(
+            frame, ax, alphas=shown or None, n_resamples=n_resamples, title=s.label
+        )
+        return fig
+
+    def draw_b() -> Figure:
+        fig, (ax,) = _panels(1)
+        plots.plot_cca_ratio(ratio, ax, n_resamples=n_resamples, title=s.label)
+        return fig
+
+    no_between = None if alphas else "No α ≠ 0 with between pairs (α = 0 runs missing?)."
+    return [
+        _spec("fig3a", "Fig. 3a", "CCA distance by layer", cap_a + extra, draw_a, None),
+        _spec(
+            "fig3b",
+            "Fig. 3b",
+            "CCA distance ratio vs α",
+            cap_b + extra,
+            draw_b if alphas else None,
+            no_between,
+        ),
+    ]
+
+
+def global_figure_specs(data: ReportData, settings: Sequence[Setting], n_resamples: int) -> list[FigureSpec]:
+    """Figures across settings: models side by side (A12), leaky-ReLU slopes (A10)."""
+    nr = n_resamples
+    done = data.runs[data.runs["status"] == "completed"] if not data.runs.empty else data.runs
+    specs: list[FigureSpec] = []
+    if done.empty:
+        return specs
+    # A12: models side by side, within one activation setting.
+    for (act, slope), sub in done.groupby(["activation", "negative_slope"], sort=True, dropna=False):
+        if sub["model"].nunique() < 2:
+            continue
+        tag = "" if act == "relu" else f" ({act} {float(slope):g})"
+
+        def draw_a12(sub: pd.DataFrame = sub, tag: str = tag) -> Figure:
+            fig, (a, b) = _panels(2)
+            plots.plot_model_comparison(
+                sub, a, "mean_selectivity", n_resamples=nr, title="Mean class selectivity" + tag
+            )
+            plots.plot_model_comparison(sub, b, "test_accuracy", n_resamples=nr, title="Test accuracy" + tag)
+            return fig
+
+        specs.append(
+            _spec(
+                f"figA12-{slug(f'{act} {slope}')}",
+                "Fig. A12",
+                "Model comparison" + tag,
+                "Mean class selectivity (left) and test accuracy (right) vs α, one line per model, mean and "
+                "95% CI over seeds (n = completed runs per model).",
+                draw_a12,
+                None,
+            )
+        )
+    # A10: leaky-ReLU slopes of one model (ReLU runs drawn as slope 0).
+    for model, sub in done.groupby("model", sort=True):
+        eff = np.where(
+            sub["activation"] == "relu", 0.0, pd.to_numeric(sub["negative_slope"], errors="coerce")
+        )
+        if len(np.unique(eff)) < 2:
+            continue
+        sub = sub.assign(negative_slope=eff)
+
+        def draw_a10(sub: pd.DataFrame = sub, model: str = str(model)) -> Figure:
+            fig, axes = _panels(3, (5.2, 4.4))
+            for ax, v, t in zip(
+                axes,
+                ("test_accuracy", "mean_selectivity", "dead_fraction"),
+                ("test accuracy", "class selectivity", "dead units"),
+            ):
+                plots.plot_leaky_relu(sub, ax, v, n_resamples=nr, title=f"{model}: {t}")
+            return fig
+
+        specs.append(
+            _spec(
+                f"figA10-{slug(str(model))}",
+                "Fig. A10",
+                f"{model}: leaky ReLU",
+                "Test accuracy (left), mean class selectivity (middle) and proportion of dead units (right) "
+                "vs α, one line per leaky-ReLU negative slope (0 = ReLU), mean and 95% CI over seeds.",
+                draw_a10,
+                None,
+            )
+        )
+    return specs
+
+
+def render_spec(
+    spec: FigureSpec, prefix: str, fig_dir: Path, dpi: int, log: Callable[[str], None]
+) -> FigureItem:
+    """Draw ``spec`` into ``fig_dir/<prefix>-<key>.png``; a failure becomes the item's note."""
+    fid = f"{prefix}-{spec.key}" if prefix else spec.key
+    item = FigureItem(id=fid, paper=spec.paper, title=spec.title, caption=spec.caption, note=spec.note)
+    if spec.draw is None:
+        return item
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fig = spec.draw()
+        # Multi-panel and per-layer figures (many x labels) span the whole row.
+        item.wide = fig.get_figwidth() > 1.5 * _PANEL[0] or spec.key in _WIDE
+        item.path = plots.save_figure(fig, fig_dir / f"{fid}.png", dpi=dpi)
+    except Exception as e:
+        item.note = f"This figure could not be drawn: {type(e).__name__}: {e}"
+        log(f"figure {fid}: {item.note}")
+    return item
+
+
+def make_figures(
+    data: ReportData,
+    settings: Sequence[Setting],
+    out_dir: str | os.PathLike,
+    cca: CCADistances | None = None,
+    n_resamples: int = 2000,
+    dpi: int = 120,
+    log: Callable[[str], None] | None = None,
+    stats: ReportStats | None = None,
+) -> dict[str, list[FigureItem]]:
+    """Draw and save every figure (``out_dir/figures/<id>.png``).
+
+    Returns
+    -------
+    dict
+        ``{setting.key: [...], "cca:<setting.key>": [...], "global": [...]}``; an item
+        with ``path=None`` carries a ``note`` saying why it is missing.
+    """
+    log = log or (lambda _m: None)
+    stats = stats if stats is not None else compute_statistics(settings, cca)
+    fig_dir = Path(out_dir) / "figures"
+    out: dict[str, list[FigureItem]] = {}
+    for s in settings:
+        out[s.key] = [
+            render_spec(sp, s.key, fig_dir, dpi, log)
+            for sp in setting_figure_specs(s, n_resamples, stats.settings[s.key])
+        ]
+        if cca is not None:
+            out[f"cca:{s.key}"] = [
+                render_spec(sp, s.key, fig_dir, dpi, log)
+                for sp in cca_figure_specs(s, cca, n_resamples, stats.cca)
+            ]
+    out["global"] = [
+        render_spec(sp, "", fig_dir, dpi, log) for sp in global_figure_specs(data, settings, n_resamples)
+    ]
+    return out

@@ -1,0 +1,483 @@
+"""The report's tables, and the statistics computed once per report.
+
+:func:`compute_statistics` runs every test of the report (Welch t-tests against
+alpha = 0, promote-vs-penalise rank-sum tests, the CCA summary) once; :func:`make_tables`
+turns them into tables and :mod:`.figures` passes the same frames to the plot
+functions, so a p-value in a table and the star on a figure come from one computation.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.stats import is_baseline, rank_sum_promote_vs_penalise, ttests_against_baseline
+from ..evaluate.cca import CCADistances, cca_summary
+from ..summary import layer_table, summary_table
+from .model import META_FIELDS, ReportData, Setting, TableItem, match_setting
+
+__all__ = [
+    "METRICS",
+    "SettingStats",
+    "CCAStats",
+    "ReportStats",
+    "compute_statistics",
+    "make_tables",
+    "format_number",
+    "format_p",
+]
+
+
+# --------------------------------------------------------------------------- statistics
+#: Metrics tested per setting: column -> (label, scale, digits, suffix).
+METRICS: dict[str, tuple[str, float, int, str]] = {
+    "test_accuracy": ("test accuracy", 100.0, 2, "%"),
+    "mean_selectivity": ("mean class selectivity", 1.0, 4, ""),
+}
+
+
+@dataclass
+class SettingStats:
+    """Tests of one setting, per metric of :data:`METRICS`.
+
+    ``ttests[m]`` is the output of :func:`~selectivity.analysis.stats.ttests_against_baseline`
+    (``None`` when not computed, with the reason in ``ttest_notes[m]``); ``ranksums[m]``
+    the output of :func:`~selectivity.analysis.stats.rank_sum_promote_vs_penalise`
+    (empty when no ``|alpha|`` has both signs).
+    """
+
+    ttests: dict[str, pd.DataFrame | None] = field(default_factory=dict)
+    ttest_notes: dict[str, str | None] = field(default_factory=dict)
+    ranksums: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+@dataclass
+class CCAStats:
+    """The three frames of :func:`selectivity.evaluate.cca.cca_summary`."""
+
+    by_layer: pd.DataFrame
+    ratio: pd.DataFrame
+    tests: pd.DataFrame
+
+
+@dataclass
+class ReportStats:
+    """Every statistic of a report: per setting key, and the CCA summary (or None)."""
+
+    settings: dict[str, SettingStats]
+    cca: CCAStats | None = None
+
+
+def _setting_stats(s: Setting) -> SettingStats:
+    out = SettingStats()
+    for metric in METRICS:
+        d = s.done[["alpha", metric]].dropna()
+        alphas = sorted(d["alpha"].unique())
+        out.ttests[metric], out.ttest_notes[metric] = None, None
+        if not is_baseline(np.asarray(alphas, dtype=float)).any():
+            out.ttest_notes[metric] = "No completed α = 0 runs: there is no baseline to test against."
+        elif len(alphas) < 2:
+            out.ttest_notes[metric] = "Only one α has completed runs: nothing to compare with α = 0."
+        else:
+            try:
+                with warnings.catch_warnings():
+                    # near-identical values: scipy precision warning
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    out.ttests[metric] = ttests_against_baseline(d, metric, "alpha", baseline=0.0)
+            except ValueError as e:
+                out.ttest_notes[metric] = f"Not computed: {e}."
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out.ranksums[metric] = rank_sum_promote_vs_penalise(d, metric) if not d.empty else pd.DataFrame()
+    return out
+
+
+def compute_statistics(settings: Sequence[Setting], cca: CCADistances | None = None) -> ReportStats:
+    """Every test of the report, computed once (tables and figures both read the result)."""
+    cca_stats = None
+    if cca is not None and cca.distances is not None and not cca.distances.empty:
+        cca_stats = CCAStats(*cca_summary(cca.distances))
+    return ReportStats(settings={s.key: _setting_stats(s) for s in settings}, cca=cca_stats)
+
+
+# --------------------------------------------------------------------------- formatting
+def format_number(v: Any, fmt: str) -> str:
+    """``v`` formatted with ``fmt``; ``"-"`` for None, NaN and inf."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return "-" if v is None else str(v)
+    return "-" if not np.isfinite(x) else format(x, fmt)
+
+
+def _ci(mean: Any, low: Any, high: Any, n: Any, scale: float, digits: int, suffix: str = "") -> str:
+    """``"91.23% [90.91, 91.52]"``; ``"-"`` without data, no bracket without a CI."""
+    if not n or not np.isfinite(float(mean)):
+        return "-"
+    text = f"{float(mean) * scale:.{digits}f}{suffix}"
+    if np.isfinite(float(low)) and np.isfinite(float(high)):
+        text += f" [{float(low) * scale:.{digits}f}, {float(high) * scale:.{digits}f}]"
+    return text
+
+
+def format_p(v: Any) -> str:
+    """A p-value with 3 significant digits (scientific below 1e-3); ``"-"`` when missing."""
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    if not np.isfinite(x):
+        return "-"
+    return f"{x:.3g}" if x >= 1e-3 else f"{x:.2e}"
+
+
+def _summary_display(t: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({"α": [f"{a:g}" for a in t["alpha"]], "n": t["n"].astype(int)})
+    out["test accuracy (95% CI)"] = [
+        _ci(r.test_accuracy_mean, r.test_accuracy_ci_low, r.test_accuracy_ci_high, r.n, 100.0, 2, "%")
+        for r in t.itertuples()
+    ]
+    out["mean SI (95% CI)"] = [
+        _ci(r.mean_selectivity_mean, r.mean_selectivity_ci_low, r.mean_selectivity_ci_high, r.n, 1.0, 3)
+        for r in t.itertuples()
+    ]
+    for col, name in (("n_failed", "failed"), ("n_diverged", "diverged"), ("n_unfinished", "unfinished")):
+        out[name] = t[col].astype(int)
+    return out
+
+
+def _ttest_display(t: pd.DataFrame, metric: str) -> pd.DataFrame:
+    _, scale, digits, suffix = METRICS[metric]
+
+    def v(x: Any) -> str:
+        return format_number(float(x) * scale, f".{digits}f") + (suffix if np.isfinite(float(x)) else "")
+
+    return pd.DataFrame(
+        {
+            "α": [f"{a:g}" for a in t["group"]],
+            "n": t["n"],
+            "n (α=0)": t["n_baseline"],
+            "mean": [v(x) for x in t["mean"]],
+            "mean (α=0)": [v(x) for x in t["baseline_mean"]],
+            "difference": [v(x) for x in t["diff"]],
+            "t (Welch)": [format_number(x, ".3f") for x in t["statistic"]],
+            "p": [format_p(x) for x in t["p"]],
+            "p (Bonferroni)": [format_p(x) for x in t["p_bonferroni"]],
+            "significant": ["yes" if s else "no" for s in t["significant"]],
+        }
+    )
+
+
+def _ranksum_display(t: pd.DataFrame, metric: str) -> pd.DataFrame:
+    _, scale, digits, suffix = METRICS[metric]
+
+    def v(x: Any) -> str:
+        return format_number(float(x) * scale, f".{digits}f") + (suffix if np.isfinite(float(x)) else "")
+
+    return pd.DataFrame(
+        {
+            "|α|": [f"{a:g}" for a in t["abs_alpha"]],
+            "n promote": t["n_promote"],
+            "n penalise": t["n_penalise"],
+            "mean promote": [v(x) for x in t["mean_promote"]],
+            "mean penalise": [v(x) for x in t["mean_penalise"]],
+            "z (rank-sum)": [format_number(x, ".3f") for x in t["statistic"]],
+            "p": [format_p(x) for x in t["p"]],
+            "p (Bonferroni)": [format_p(x) for x in t["p_bonferroni"]],
+            "significant": ["yes" if s else "no" for s in t["significant"]],
+        }
+    )
+
+
+def _cca_tests_display(t: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "α": [f"{a:g}" for a in t["alpha"]],
+            "layers": t["n"],
+            "mean ρ(α, 0)": [format_number(x, ".4f") for x in t["mean_between"]],
+            "mean ρ(α, α)": [format_number(x, ".4f") for x in t["mean_within"]],
+            "ratio": [format_number(x, ".3f") for x in t["ratio"]],
+            "t (paired)": [format_number(x, ".3f") for x in t["statistic"]],
+            "p": [format_p(x) for x in t["p"]],
+            "p (Bonferroni)": [format_p(x) for x in t["p_bonferroni"]],
+            "significant": ["yes" if s else "no" for s in t["significant"]],
+            "note": t["note"].fillna(""),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- tables
+def _missing_alpha_note(s: Setting) -> str | None:
+    """Alphas of the setting without any completed run (all failed, diverged or pending)."""
+    bad = []
+    for a, sub in s.runs.groupby("alpha", sort=True):
+        if (sub["status"] == "completed").sum() == 0:
+            counts = ", ".join(f"{n} {st}" for st, n in sub["status"].value_counts().sort_index().items())
+            bad.append(f"α = {a:g} ({counts})")
+    return (
+        (
+            "No completed run for " + "; ".join(bad) + ": these alphas are left out of the statistics "
+            "and figures."
+        )
+        if bad
+        else None
+    )
+
+
+def _ttest_item(s: Setting, metric: str, stats: SettingStats) -> TableItem:
+    label = METRICS[metric][0]
+    item = TableItem(
+        id=f"{s.key}-ttest-{metric}",
+        title=f"{s.label}: {label}, each α vs α = 0 (Welch t-test)",
+        data=pd.DataFrame(),
+        caption=(
+            f"Two-sided Welch t-test of the {label} of each α against α = 0, over completed "
+            "runs (one value per seed); p-values Bonferroni-corrected over the alphas tested."
+        ),
+    )
+    t = stats.ttests.get(metric)
+    if t is None:
+        item.note = stats.ttest_notes.get(metric)
+        return item
+    item.data = t.rename(columns={"group": "alpha"}).assign(metric=metric)
+    item.display = _ttest_display(t, metric)
+    return item
+
+
+def _ranksum_item(s: Setting, metric: str, stats: SettingStats) -> TableItem:
+    label = METRICS[metric][0]
+    item = TableItem(
+        id=f"{s.key}-ranksum-{metric}",
+        title=f"{s.label}: {label}, promoting vs penalising selectivity (Wilcoxon rank-sum)",
+        data=pd.DataFrame(),
+        caption=(
+            f"Wilcoxon rank-sum test of the {label} of α > 0 against α < 0 at equal |α| "
+            "(paper Fig. 5); p-values Bonferroni-corrected over the |α| compared."
+        ),
+    )
+    t = stats.ranksums.get(metric, pd.DataFrame())
+    if t.empty:
+        item.note = "No |α| was run (to completion) with both signs: nothing to compare."
+        return item
+    item.data = t.assign(metric=metric)
+    item.display = _ranksum_display(t, metric)
+    return item
+
+
+def _setting_tables(s: Setting, n_resamples: int, stats: SettingStats) -> list[TableItem]:
+    items = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN metrics are counted in the table itself
+        st = summary_table(s.runs, n_resamples=n_resamples)
+    items.append(
+        TableItem(
+            id=f"{s.key}-summary",
+            title=f"{s.label}: summary by α",
+            data=st,
+            display=_summary_display(st),
+            caption=(
+                "n = completed runs; mean and bootstrapped (percentile) 95% CI of the mean over seeds; "
+                "test accuracy uses the parameters of the best-validation epoch; mean SI is the network "
+                "class selectivity (mean over units per layer, then over layers; dead units excluded). "
+                "Failed, diverged and unfinished runs are counted, not averaged."
+            ),
+            note=_missing_alpha_note(s),
+        )
+    )
+    for metric in ("test_accuracy", "mean_selectivity"):
+        items.append(_ttest_item(s, metric, stats))
+    for metric in ("test_accuracy", "mean_selectivity"):
+        items.append(_ranksum_item(s, metric, stats))
+    if not s.layers.empty:
+        for value in ("selectivity", "precision", "dead_fraction"):
+            items.append(
+                TableItem(
+                    id=f"{s.key}-layers-{value}",
+                    title=f"{s.label}: per-layer {value}",
+                    data=layer_table(s.layers, value, n_resamples=n_resamples),
+                    show=False,
+                )
+            )
+    return items
+
+
+def _config_tables(data: ReportData) -> list[TableItem]:
+    spec = data.sweep.get("spec", {}) if isinstance(data.sweep, dict) else {}
+    rows = []
+    for k, v in spec.items():
+        if isinstance(v, dict):
+            rows += [{"field": f"{k}.{kk}", "value": json.dumps(vv)} for kk, vv in v.items()] or [
+                {"field": k, "value": "{}"}
+            ]
+        else:
+            rows.append({"field": k, "value": json.dumps(v)})
+    for k in ("executor", "data"):
+        if k in data.sweep:
+            rows.append({"field": k, "value": json.dumps(data.sweep[k])})
+    spec_df = pd.DataFrame(rows, columns=["field", "value"])
+    items = [
+        TableItem(
+            id="config-spec",
+            title="Sweep specification (sweep.json)",
+            data=spec_df,
+            note=None if rows else "No sweep.json found: the sweep specification is unknown.",
+        )
+    ]
+    configs = [json.loads(c) for c in data.runs.get("config", pd.Series(dtype=object)).dropna()]
+    if configs:
+        done = data.runs[data.runs["status"] == "completed"]
+        first = json.loads((done if not done.empty else data.runs)["config"].iloc[0])
+        keys = list(first)
+        varies = {k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1}
+        run_id = (done if not done.empty else data.runs)["run_id"].iloc[0]
+        cfg_df = pd.DataFrame(
+            {
+                "field": keys,
+                "value": [json.dumps(first[k]) for k in keys],
+                "varies across runs": ["yes" if k in varies else "" for k in keys],
+            }
+        )
+        items.append(
+            TableItem(
+                id="config-run",
+                title=f"Resolved configuration of run {run_id}",
+                data=cfg_df,
+                caption="Every field of the run's TrainConfig; fields marked 'yes' differ "
+                "between runs of the sweep (the sweep axes).",
+            )
+        )
+    return items
+
+
+def _provenance_tables(data: ReportData) -> list[TableItem]:
+    items = []
+    status = (
+        data.runs["status"].value_counts().rename_axis("status").reset_index(name="runs")
+        if not data.runs.empty
+        else pd.DataFrame(columns=["status", "runs"])
+    )
+    items.append(TableItem(id="prov-status", title="Runs by status", data=status))
+    rows = []
+    for k in META_FIELDS:
+        col = data.meta[k] if k in data.meta.columns else pd.Series(dtype=object)
+        counts = col.dropna().astype(str).value_counts()
+        rows.append(
+            {
+                "field": k,
+                "values seen (runs)": "; ".join(f"{v} ({n})" for v, n in counts.items()) or "-",
+                "distinct": int(len(counts)),
+            }
+        )
+    items.append(
+        TableItem(
+            id="prov-meta",
+            title="Provenance of the runs (meta.json)",
+            data=pd.DataFrame(rows, columns=["field", "values seen (runs)", "distinct"]),
+            caption="Values recorded by each run when it started; several git revisions or "
+            "torch versions mean the runs were not all produced by the same code.",
+        )
+    )
+    bad = data.runs[data.runs["status"].isin(["failed", "diverged"])] if not data.runs.empty else data.runs
+    bad_df = (
+        bad[["run_id", "status", "message"]].reset_index(drop=True)
+        if not bad.empty
+        else pd.DataFrame(columns=["run_id", "status", "message"])
+    )
+    items.append(
+        TableItem(
+            id="prov-failed",
+            title="Failed and diverged runs",
+            data=bad_df,
+            note=None if not bad.empty else "No failed or diverged runs.",
+        )
+    )
+    return items
+
+
+def make_tables(
+    data: ReportData,
+    settings: Sequence[Setting],
+    n_resamples: int = 2000,
+    cca: CCADistances | None = None,
+    stats: ReportStats | None = None,
+) -> dict[str, list[TableItem]]:
+    """Every table of the report, grouped by section key.
+
+    Parameters
+    ----------
+    data : ReportData
+    settings : sequence of Setting
+    n_resamples : int, default 2000
+        Bootstrap resamples per CI.
+    cca : CCADistances, optional
+        Adds the CCA tables (distances, per-layer means, ratios, tests).
+    stats : ReportStats, optional
+        Output of :func:`compute_statistics` (computed here when not given).
+
+    Returns
+    -------
+    dict
+        ``{setting.key: [...], "cca": [...], "config": [...], "provenance": [...], "all": [...]}``.
+    """
+    stats = stats if stats is not None else compute_statistics(settings, cca)
+    out: dict[str, list[TableItem]] = {}
+    for s in settings:
+        out[s.key] = _setting_tables(s, n_resamples, stats.settings[s.key])
+    runs_csv = data.runs.drop(columns=["config"], errors="ignore")
+    out["all"] = [TableItem(id="runs", title="All runs", data=runs_csv, show=False)]
+    if not data.runs.empty:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["all"].append(
+                TableItem(
+                    id="summary",
+                    title="Summary of all settings",
+                    data=summary_table(data.runs, n_resamples=n_resamples),
+                    show=False,
+                )
+            )
+    if not data.layers.empty:
+        out["all"].append(TableItem(id="layers", title="All per-layer results", data=data.layers, show=False))
+    out["cca"] = _cca_tables(cca, stats.cca, settings) if cca is not None else []
+    out["config"] = _config_tables(data)
+    out["provenance"] = _provenance_tables(data)
+    return out
+
+
+def _cca_tables(
+    cca: CCADistances, cca_stats: CCAStats | None, settings: Sequence[Setting]
+) -> list[TableItem]:
+    if cca.distances is None or cca.distances.empty or cca_stats is None:
+        return []
+    by_layer, ratio, tests = cca_stats.by_layer, cca_stats.ratio, cca_stats.tests
+    items = [
+        TableItem(
+            id="cca-distances", title="CCA distances per pair and layer", data=cca.distances, show=False
+        ),
+        TableItem(id="cca-by-layer", title="Mean CCA distance per α and layer", data=by_layer, show=False),
+        TableItem(id="cca-ratio", title="CCA distance ratio per replicate", data=ratio, show=False),
+    ]
+    for s in settings:
+        t = match_setting(tests, s)
+        if t.empty:
+            continue
+        items.append(
+            TableItem(
+                id=f"{s.key}-cca-tests",
+                title=f"{s.label}: ρ(α, 0) vs ρ(α, α), paired by layer",
+                data=t,
+                display=_cca_tests_display(t),
+                caption=(
+                    "Paired t-test (two-sided) of the mean between-distance ρ(α, 0) against the mean "
+                    "within-distance ρ(α, α) over layers (paper section 4.2); ratio = mean ρ(α, 0) / mean "
+                    "ρ(α, α); p-values Bonferroni-corrected over the alphas."
+                ),
+            )
+        )
+    return items

@@ -1,0 +1,78 @@
+"""No string from a run directory reaches the report page unescaped (synthetic records, ~10 s)."""
+
+import re
+
+import numpy as np
+from markupsafe import escape
+
+from selectivity.config import make_config
+from selectivity.report import build_report
+from selectivity.rundir import write_json
+
+# One marker per field a run directory can hold; each would open a script element if
+# it reached the page raw. Run directory names cannot hold "/", so no closing tag there.
+MARK = {
+    "status": "<script>alert('status')</script>",
+    "message": "<script>alert('message')</script>",
+    "config": "<script>alert('config')</script>",
+    "model": "<script>model",
+    "run_dir": "<script>run-dir",
+    "layer": "<script>alert('layer')</script>",
+    "meta": "<script>alert('meta')</script>",
+    "spec": "<script>alert('spec')</script>",
+}
+
+TEMPLATE_TAGS = set(
+    "html head meta title style body main h1 h2 h3 h4 p code ul li nav a b section div "
+    "table thead tbody tr th td figure img figcaption span".split()
+)
+
+
+def _hostile_sweep(root):
+    rng = np.random.default_rng(0)
+    runs = []
+    for alpha in (-1.0, 0.0, 1.0):
+        for seed in (0, 1):
+            runs.append((f"{MARK['run_dir']}_a{alpha:+g}_s{seed}", alpha, seed, "completed", None))
+    runs.append((f"{MARK['run_dir']}_failed", 0.0, 2, "failed", MARK["message"]))
+    runs.append((f"{MARK['run_dir']}_odd", 1.0, 3, MARK["status"], MARK["message"]))
+    for rid, alpha, seed, status, message in runs:
+        cfg = make_config("smoke", dict(alpha=alpha, seed=seed)).to_dict()
+        cfg.update(model=MARK["model"], selectivity_layers=[MARK["config"]])
+        d = root / "runs" / rid
+        write_json(d / "config.json", cfg)
+        write_json(d / "meta.json", {"seed": seed, "hostname": MARK["meta"], "git_revision": MARK["meta"]})
+        layers = [
+            dict(
+                layer=f"{MARK['layer']}{i}", units=8, selectivity=float(rng.uniform(0.1, 0.3)), precision=0.2
+            )
+            for i in range(3)
+        ]
+        write_json(
+            d / "result.json",
+            dict(
+                status=status,
+                message=message,
+                test_accuracy=float(0.8 + 0.01 * alpha + rng.normal(0, 0.01)),
+                mean_selectivity=float(np.mean([l["selectivity"] for l in layers])),
+                mean_precision=0.2,
+                dead_fraction=0.0,
+                layers=layers,
+            ),
+        )
+    write_json(root / "sweep.json", {"spec": {"preset": MARK["spec"], "overrides": {"x": MARK["spec"]}}})
+    return root
+
+
+def test_every_run_dir_field_is_escaped(tmp_path):
+    sweep = _hostile_sweep(tmp_path / "sweep")
+    page = build_report(sweep, tmp_path / "out", n_resamples=20, dpi=30).read_text(encoding="utf-8")
+    assert "<script" not in page.lower()
+    # Each field did reach the page, escaped by the template (so the test checks something).
+    for field in ("status", "message", "config", "model", "run_dir", "meta", "spec"):
+        assert str(escape(MARK[field])) in page, field
+    # Layer names only go to the CSV tables; none reaches the page in any form.
+    assert "alert(&#39;layer&#39;)" not in page and MARK["layer"] not in page
+    # Only the template's own elements are on the page.
+    tags = set(re.findall(r"<([a-zA-Z][a-zA-Z0-9]*)", page))
+    assert tags <= TEMPLATE_TAGS, tags - TEMPLATE_TAGS
