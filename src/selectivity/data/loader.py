@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "BatchLoader",
+    "GroupBatchLoader",
     "DataSplits",
     "ImageDataset",
     "channel_stats",
@@ -57,6 +58,15 @@ class ImageDataset:
                 f"{self.labels.dtype}"
             )
         self.classes = list(self.classes)
+        # Checked once here, so the training step can skip per-batch checks (each would
+        # read a value back from the GPU, a host synchronisation).
+        if self.labels.numel():
+            lo, hi = int(self.labels.min()), int(self.labels.max())
+            if lo < 0 or hi >= len(self.classes):
+                raise ValueError(
+                    f"labels must lie in [0, {len(self.classes) - 1}] for {len(self.classes)} classes, "
+                    f"got values in [{lo}, {hi}]"
+                )
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -263,6 +273,14 @@ class BatchLoader:
     tensor operations: the crop offsets and the flip are folded into one flat-index
     gather from a zero-padded copy of the data set (made once, at construction).
 
+    Data on the device: with ``device="cuda"`` the uint8 split is held on the GPU (the
+    padded copy of CIFAR-10's 45k training images is 216 MB) and every batch is made
+    there by one gather and one ``addcmul``; nothing is read back to the host per batch
+    (no DataLoader workers, no pinned-memory copies). The epoch's plan (order, crop
+    offsets, flips) is drawn on the CPU and copied to the device once per epoch, so the
+    batches are the same on every device. :class:`GroupBatchLoader` does the same for
+    the R runs of a fused group with one copy of the data.
+
     Shuffling and augmentation draw from a ``torch.Generator`` seeded from
     ``(seed, epoch)`` only, so batches are reproducible and a run resumed at epoch ``e``
     (via :meth:`set_epoch`) sees exactly the batches an uninterrupted run would. Each
@@ -367,10 +385,12 @@ class BatchLoader:
             raise ValueError(f"epoch must be non-negative, got {epoch}")
         self.epoch = int(epoch)
 
-    def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _epoch_plan(
+        self, epoch: int, seed: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Sample order, crop offsets (N, 2) and flip mask (N,) of one epoch, drawn on CPU."""
         n = len(self.dataset)
-        g = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
+        g = torch.Generator().manual_seed(_epoch_seed(self.seed if seed is None else seed, epoch))
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         if not self.augment:
             return order, None, None
@@ -413,3 +433,64 @@ class BatchLoader:
             f"BatchLoader({self.dataset.name!r}, n={len(self.dataset)}, batch_size={self.batch_size}, "
             f"shuffle={self.shuffle}, augment={self.augment}, device={str(self.device)!r}, epoch={self.epoch})"
         )
+
+
+class GroupBatchLoader(BatchLoader):
+    """Batches of R runs at once, ``(R, B, C, H, W)``, for fused training.
+
+    Run ``r`` sees exactly the batches of ``BatchLoader(dataset, ..., seed=seeds[r])``
+    (same order, crops and flips per ``(seed, epoch)``), but the data set is held on the
+    device once for the whole group and each step's R batches come from one gather.
+    Per batch there is no host synchronisation: the epoch's plan is drawn on the CPU
+    and copied to the device once per epoch.
+
+    Parameters
+    ----------
+    dataset : ImageDataset
+    batch_size : int
+        Samples per run and batch.
+    seeds : sequence of int
+        One seed per run.
+    **kwargs
+        ``shuffle``, ``augment``, ``mean``, ``std``, ``device``, ``drop_last``,
+        ``padding`` as for :class:`BatchLoader`.
+
+    Yields
+    ------
+    x : torch.Tensor
+        ``(R, B, C, H, W)`` float32.
+    y : torch.Tensor
+        ``(R, B)`` int64.
+    """
+
+    def __init__(self, dataset: ImageDataset, batch_size: int, seeds: Sequence[int], **kwargs) -> None:
+        seeds = [int(s) for s in seeds]
+        if not seeds or any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds}")
+        super().__init__(dataset, batch_size, seed=seeds[0], **kwargs)
+        self.seeds = seeds
+
+    def keep(self, positions: Sequence[int]) -> None:
+        """Keep only the runs at ``positions`` (after runs are dropped from a fused group)."""
+        self.seeds = [self.seeds[i] for i in positions]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self.epoch
+        self.epoch += 1
+        plans = [self._epoch_plan(epoch, s) for s in self.seeds]
+        order = torch.stack([p[0] for p in plans]).to(self.device)  # (R, N)
+        offsets = flips = None
+        if self.augment:
+            offsets = torch.stack([p[1] for p in plans if p[1] is not None]).to(self.device)  # (R, N, 2)
+            flips = torch.stack([p[2] for p in plans if p[2] is not None]).to(self.device)  # (R, N)
+        nr = len(self.seeds)
+        c, h, w = self._shape
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            idx = order[:, sl].reshape(-1)  # (R * B,) run-major
+            if offsets is not None and flips is not None:
+                x = self._augment_gather(idx, offsets[:, sl].reshape(-1, 2), flips[:, sl].reshape(-1))
+            else:
+                x = self._images[idx]
+            x = torch.addcmul(self._shift, x.to(torch.float32), self._scale)  # (R * B, C, H, W)
+            yield x.view(nr, -1, c, h, w), self._labels[idx].view(nr, -1)

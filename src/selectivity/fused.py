@@ -1,0 +1,489 @@
+"""Train R runs of one architecture as one model: stacked parameters under ``torch.func.vmap``.
+
+A fused group holds the parameters and buffers of R models of the same class stacked
+along a new leading dimension (:func:`torch.func.stack_module_state`) and runs the
+model once per step with :func:`torch.func.vmap` over
+:func:`torch.func.functional_call`. Every run keeps its own minibatch (inputs
+``(R, B, C, H, W)``, labels ``(R, B)``), its own batch-norm statistics, its own
+regulariser strength ``alpha`` and its own SGD momentum, so a run in a group follows
+the same arithmetic as the run trained alone (the tests check this to 1e-9 in float64).
+
+Why ``vmap`` rather than a hand-written grouped-convolution model: the model code is
+used unchanged for every architecture, and ``vmap``'s batching rules already lower a
+batched convolution to one grouped convolution (``groups = R``) and a batched batch
+norm to one batch norm over ``R * C`` channels, which is the grouped form without a
+second implementation of each network. Batch-norm running statistics are stacked
+buffers passed with ``in_dims=0``; their in-place update under ``vmap`` writes each
+run's slice (checked by the tests against separate runs).
+
+Assumptions of a group: same model class and shapes, same learning-rate schedule,
+momentum and weight decay (SGD's update is elementwise, so one optimizer over the
+stacked leaves equals R optimizers as long as these hyperparameters are shared), same
+batch size and number of steps per epoch. Seeds, alphas and data orders differ freely.
+
+Nothing in a step reads a value back from the device; divergence is checked by the
+caller every K steps with :meth:`FusedRuns.nonfinite_runs`, and a diverged run is
+removed with :meth:`FusedRuns.drop` (the stack is rebuilt; the other runs go on with
+unchanged values).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from .hooks import LayerSpec, resolve_layers
+from .regularizer import DEAD_RULES, layer_ids, masked_selectivity
+
+__all__ = ["FusedRuns", "FusedStep", "autocast", "channels_last", "compile_with_fallback"]
+
+
+@dataclass
+class FusedStep:
+    """Per-run results of one fused step (detached, on the group's device; no sync).
+
+    Attributes
+    ----------
+    loss, ce, selectivity : torch.Tensor
+        ``(R,)`` total loss ``ce - alpha * selectivity``, cross-entropy, minibatch SI.
+    correct : torch.Tensor
+        ``(R,)`` int64 correct predictions in the minibatch.
+    """
+
+    loss: torch.Tensor
+    ce: torch.Tensor
+    selectivity: torch.Tensor
+    correct: torch.Tensor
+
+
+# --------------------------------------------------------------------------- fast paths
+def autocast(device: torch.device | str, enabled: bool, dtype: torch.dtype = torch.bfloat16):
+    """bf16 autocast on CUDA *or* CPU when ``enabled``, else a null context.
+
+    Selectivity class means stay float32 under autocast (see
+    :func:`selectivity.regularizer.masked_selectivity`).
+    """
+    dev = torch.device(device)
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=dtype)
+
+
+def channels_last(model: nn.Module) -> nn.Module:
+    """Convert ``model``'s 4-D parameters and buffers to ``channels_last`` in place.
+
+    Inputs should be converted with ``x.contiguous(memory_format=torch.channels_last)``.
+    For single runs only: a fused group's inputs are 5-D ``(R, B, C, H, W)``.
+    """
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack memory_format
+
+
+def compile_with_fallback(
+    fn: Callable[..., Any],
+    trial: Callable[[Callable[..., Any]], None],
+    snapshot: Callable[[], Any],
+    restore: Callable[[Any], None],
+    **compile_kwargs: Any,
+) -> tuple[Callable[..., Any], str | None]:
+    """``torch.compile(fn)`` if a trial step with it succeeds, else ``fn``, with no side effect.
+
+    Compilation errors surface lazily (at the first forward, or at the first backward for
+    the backward graph), possibly after a step has changed parameters or batch-norm
+    statistics. So the state is saved with ``snapshot()``, one complete trial step
+    ``trial(compiled)`` is run, and ``restore(saved)`` undoes it whatever happened.
+
+    Parameters
+    ----------
+    fn : callable
+        The function to compile (e.g. a loss function called by the step).
+    trial : callable
+        Runs one full step using the given function (forward, backward, optimizer step).
+    snapshot, restore : callable
+        Save and restore everything a step mutates.
+    **compile_kwargs
+        Passed to :func:`torch.compile`.
+
+    Returns
+    -------
+    fn_to_use : callable
+        The compiled function, or ``fn`` when compiling failed.
+    reason : str or None
+        Why compiling failed (one line), None on success.
+    """
+    saved = snapshot()
+    try:
+        compiled = torch.compile(fn, **compile_kwargs)
+        trial(compiled)
+    except Exception as e:  # any compiler/backend failure: fall back to eager
+        restore(saved)
+        msg = " ".join(str(e).split())  # one line
+        return fn, f"{type(e).__name__}: {msg}"[:400]
+    restore(saved)
+    return compiled, None
+
+
+# --------------------------------------------------------------------------- fused group
+class _Sink:
+    """Receives the selectivity sites' outputs from forward hooks on the template model."""
+
+    def __init__(self) -> None:
+        self.acts: list[torch.Tensor] = []
+
+
+def _site_response(t: torch.Tensor) -> torch.Tensor:
+    # Same arithmetic as the regulariser's capture: spatial mean as sum * (1/HW).
+    if t.dim() == 4:
+        return t.sum(dim=(2, 3)) * (1.0 / (t.shape[2] * t.shape[3]))  # (B, C, H, W) -> (B, C)
+    if t.dim() == 2:
+        return t
+    raise ValueError(f"cannot reduce a selectivity site output of shape {tuple(t.shape)} to (B, units)")
+
+
+class FusedRuns:
+    """R runs of one architecture trained together as one stacked model.
+
+    Parameters
+    ----------
+    models : sequence of nn.Module
+        R initialised models of the same class and shapes (e.g. built with different
+        seeds, or loaded from R checkpoints to resume). They are copied; the originals
+        are not changed.
+    alphas : sequence of float
+        Regulariser strength of each run (``loss = CE - alpha * SI``).
+    num_classes : int
+        Number of classes.
+    lr, momentum, weight_decay : float
+        SGD hyperparameters shared by the group (``lr`` changes with :meth:`set_lr`).
+    layers : LayerSpec, optional
+        Selectivity sites, as for :class:`~selectivity.regularizer.SelectivityRegularizer`.
+    eps, negative, dead
+        Regulariser options (see :mod:`selectivity.regularizer`).
+    run_ids : sequence, optional
+        A name per run (default ``0..R-1``); kept in step with :meth:`drop`.
+    amp : bool
+        bf16 autocast for the forward pass (CPU or CUDA).
+    optimizer_states : sequence of dict, optional
+        Per-run ``SGD.state_dict()`` of single runs (resume from checkpoints).
+
+    Examples
+    --------
+    >>> group = FusedRuns(models, alphas=[-1.0, 0.0, 2.0], num_classes=10, lr=0.1)  # doctest: +SKIP
+    >>> for x, y in group_loader:  # x (R, B, C, H, W), y (R, B)
+    ...     out = group.step(x, y)
+    >>> torch.save({"model": group.state_dict(0)}, "run0.pt")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        alphas: Sequence[float],
+        num_classes: int,
+        *,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        layers: LayerSpec = None,
+        eps: float = 1e-6,
+        negative: str = "shift",
+        dead: str = "exclude",
+        run_ids: Sequence[Any] | None = None,
+        amp: bool = False,
+        optimizer_states: Sequence[dict] | None = None,
+    ) -> None:
+        models = list(models)
+        if not models:
+            raise ValueError("models is empty: a fused group needs at least one run")
+        if len(alphas) != len(models):
+            raise ValueError(f"need one alpha per model: {len(models)} models, {len(alphas)} alphas")
+        if dead not in DEAD_RULES:
+            raise ValueError(f"dead must be one of {DEAD_RULES}, got {dead!r}")
+        first = models[0]
+        shapes = {k: (tuple(v.shape), v.dtype) for k, v in first.state_dict().items()}
+        for i, m in enumerate(models[1:], start=1):
+            if type(m) is not type(first):
+                raise ValueError(
+                    f"all models of a group must share a class: model 0 is {type(first).__name__}, "
+                    f"model {i} is {type(m).__name__}"
+                )
+            other = {k: (tuple(v.shape), v.dtype) for k, v in m.state_dict().items()}
+            if other != shapes:
+                raise ValueError(f"model {i} has other parameter names, shapes or dtypes than model 0")
+        self.num_classes = int(num_classes)
+        self.eps, self.negative, self.dead = float(eps), negative, dead
+        self.amp = bool(amp)
+        self.run_ids = list(run_ids) if run_ids is not None else list(range(len(models)))
+        if len(self.run_ids) != len(models):
+            raise ValueError(f"need one run id per model, got {len(self.run_ids)} for {len(models)}")
+        self._keys = list(shapes)  # state_dict order of a single model
+        self._template = copy.deepcopy(first).cpu()  # materialises single models on request
+        # The module whose code runs under vmap: parameters come from the stacks.
+        self._base = copy.deepcopy(first).to("meta")
+        self.layer_names = resolve_layers(self._base, layers)
+        self._sink = _Sink()
+        mods = dict(self._base.named_modules())
+        for name in self.layer_names:
+            mods[name].register_forward_hook(self._hook)
+        params, buffers = stack_module_state(models)  # name -> (R, ...) leaves, detached copies
+        self.params: dict[str, torch.Tensor] = dict(params)
+        self.buffers: dict[str, torch.Tensor] = dict(buffers)
+        self.device = next(iter(self.params.values())).device
+        self.alphas = torch.tensor(
+            [float(a) for a in alphas], dtype=next(iter(self.params.values())).dtype, device=self.device
+        )
+        self._alphas_list = [float(a) for a in alphas]
+        self._momentum_wd = (float(momentum), float(weight_decay))
+        self.opt = self._make_optimizer(float(lr))
+        if optimizer_states is not None:
+            self._load_momentum(optimizer_states)
+        self._loss_fn: Callable[..., Any] = self._losses
+        self._ids: torch.Tensor | None = None
+        self.compile_error: str | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_runs(self) -> int:
+        """R, the number of runs in the group now."""
+        return len(self.run_ids)
+
+    def set_lr(self, lr: float) -> None:
+        """Learning rate of the next steps (shared by every run of the group)."""
+        for g in self.opt.param_groups:
+            g["lr"] = float(lr)
+
+    # ------------------------------------------------------------------ forward
+    def _hook(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        self._sink.acts.append(_site_response(output))
+
+    def _one(self, p: dict, b: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run's forward (vmapped): logits (B, K) and site responses (B, U)."""
+        out = functional_call(self._base, (p, b), (x,))
+        acts = self._sink.acts
+        r = torch.cat([a.float() if a.dtype in (torch.float16, torch.bfloat16) else a for a in acts], dim=1)
+        acts.clear()  # emptied inside the traced region, so torch.compile keeps no batched tensor
+        return out, r
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(R, B, K)`` and site responses ``(R, B, U)`` for inputs ``(R, B, C, H, W)``.
+
+        Uses the group's current mode (:meth:`train` or :meth:`eval`): in train mode
+        batch-norm running statistics are updated per run.
+        """
+        if x.dim() < 2 or x.shape[0] != self.num_runs:
+            raise ValueError(f"inputs must be (R={self.num_runs}, B, ...), got {tuple(x.shape)}")
+        self._sink.acts.clear()
+        return vmap(self._one, in_dims=(0, 0, 0))(self.params, self.buffers, x)
+
+    def train(self) -> FusedRuns:
+        self._base.train()
+        return self
+
+    def eval(self) -> FusedRuns:
+        self._base.eval()
+        return self
+
+    def _losses(
+        self, x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, per-run loss (R,), ce (R,), si (R,), correct (R,)) of one minibatch per run."""
+        logits, r = self.forward(x)  # (R, B, K), (R, B, U)
+        nr, b = y.shape
+        ce = F.cross_entropy(logits.reshape(nr * b, -1), y.reshape(-1), reduction="none")
+        ce = ce.view(nr, b).mean(dim=1)  # (R,)
+        if self._needs_si:
+            assert self._ids is not None
+            si, _ = masked_selectivity(
+                r,
+                y,
+                self._ids,
+                len(self._sizes),
+                self.num_classes,
+                self.eps,
+                self.negative,
+                self.dead,
+            )  # (R,)
+            loss = ce - alphas.to(ce.dtype) * si.to(ce.dtype)
+        else:
+            si = torch.zeros_like(ce)
+            loss = ce
+        correct = (logits.detach().argmax(dim=-1) == y).sum(dim=1)
+        return loss.sum(), loss.detach(), ce.detach(), si.detach(), correct
+
+    @property
+    def _needs_si(self) -> bool:
+        return any(a != 0.0 for a in self._alphas_list)
+
+    def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if y.dim() != 2 or y.shape[0] != self.num_runs or x.shape[:2] != y.shape:
+            raise ValueError(
+                f"inputs must be (R, B, ...) and labels (R, B) with R={self.num_runs}, "
+                f"got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if self._ids is None or self._ids.device != x.device:
+            # Site sizes from one eager forward on the meta template (no data, no compute).
+            self._sink.acts.clear()
+            with torch.no_grad():
+                self._base(torch.empty(x.shape[1:], device="meta", dtype=x.dtype))
+            self._sizes = [a.shape[1] for a in self._sink.acts]
+            self._sink.acts.clear()
+            self._ids = layer_ids(self._sizes, self.device)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> FusedStep:
+        """One SGD step of every run on its own minibatch; nothing is read back to the host.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(R, B, C, H, W)`` inputs, run ``r``'s minibatch in ``x[r]``.
+        y : torch.Tensor
+            ``(R, B)`` int64 labels, already checked to lie in ``[0, num_classes)``.
+        """
+        self._prepare(x, y)
+        self._base.train()
+        with autocast(self.device, self.amp):
+            total, loss, ce, si, correct = self._loss_fn(x, y, self.alphas)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt.step()
+        return FusedStep(loss, ce, si, correct)
+
+    # ------------------------------------------------------------------ compile
+    def enable_compile(self, x: torch.Tensor, y: torch.Tensor, **compile_kwargs: Any) -> bool:
+        """Compile the forward + loss with ``torch.compile``; fall back to eager on failure.
+
+        One trial step on ``(x, y)`` is run and undone (parameters, buffers, momentum are
+        restored), so the group's state is unchanged either way. The reason of a failure
+        is kept in :attr:`compile_error`.
+
+        Returns
+        -------
+        bool
+            True if the compiled function is used from now on.
+        """
+        self._prepare(x, y)
+        compiled, err = compile_with_fallback(
+            self._losses,
+            trial=lambda fn: self._trial(fn, x, y),
+            snapshot=self._snapshot,
+            restore=self._restore,
+            **compile_kwargs,
+        )
+        self._loss_fn, self.compile_error = compiled, err
+        return err is None
+
+    def _trial(self, fn: Callable[..., Any], x: torch.Tensor, y: torch.Tensor) -> None:
+        saved, self._loss_fn = self._loss_fn, fn
+        try:
+            self.step(x, y)
+        finally:
+            self._loss_fn = saved
+
+    def _snapshot(self) -> dict:
+        return {
+            "params": {k: v.detach().clone() for k, v in self.params.items()},
+            "buffers": {k: v.clone() for k, v in self.buffers.items()},
+            "momentum": [self._momentum(p) for p in self.params.values()],
+        }
+
+    def _restore(self, saved: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.params.items():
+                v.copy_(saved["params"][k])
+                v.grad = None
+            for k, v in self.buffers.items():
+                v.copy_(saved["buffers"][k])
+        for p, buf in zip(self.params.values(), saved["momentum"]):
+            if buf is None:
+                self.opt.state.pop(p, None)
+            else:
+                self.opt.state[p]["momentum_buffer"] = buf
+
+    def _make_optimizer(self, lr: float) -> torch.optim.SGD:
+        momentum, wd = self._momentum_wd
+        return torch.optim.SGD(list(self.params.values()), lr=lr, momentum=momentum, weight_decay=wd)
+
+    def _momentum(self, p: torch.Tensor) -> torch.Tensor | None:
+        buf = self.opt.state.get(p, {}).get("momentum_buffer")
+        return None if buf is None else buf.clone()
+
+    # ------------------------------------------------------------------ one run's state
+    def _index(self, run: int) -> int:
+        if not -self.num_runs <= run < self.num_runs:
+            raise IndexError(f"run position {run} out of range for a group of {self.num_runs}")
+        return run % self.num_runs
+
+    def state_dict(self, run: int) -> OrderedDict[str, torch.Tensor]:
+        """Run ``run``'s (position) state, same keys and format as ``model.state_dict()``."""
+        i = self._index(run)
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for k in self._keys:
+            src = self.params[k] if k in self.params else self.buffers[k]
+            out[k] = src.detach()[i].clone()
+        return out
+
+    def optimizer_state_dict(self, run: int) -> dict:
+        """Run ``run``'s SGD state in the format of ``SGD(model.parameters()).state_dict()``."""
+        i = self._index(run)
+        full = self.opt.state_dict()
+        state = {
+            j: {k: (v[i].clone() if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
+            for j, s in full["state"].items()
+        }
+        return {"state": state, "param_groups": copy.deepcopy(full["param_groups"])}
+
+    def model(self, run: int) -> nn.Module:
+        """A stand-alone copy of run ``run`` (for evaluation, measurement, checkpoints)."""
+        m = copy.deepcopy(self._template)
+        m.load_state_dict(self.state_dict(run))
+        return m.to(self.device)
+
+    def _load_momentum(self, states: Sequence[dict]) -> None:
+        if len(states) != self.num_runs:
+            raise ValueError(f"need one optimizer state per run, got {len(states)} for {self.num_runs}")
+        for j, p in enumerate(self.params.values()):
+            bufs = [s.get("state", {}).get(j, {}).get("momentum_buffer") for s in states]
+            if all(b is None for b in bufs):
+                continue
+            if any(b is None for b in bufs):
+                raise ValueError(f"optimizer states disagree: momentum of parameter {j} missing in some runs")
+            self.opt.state[p]["momentum_buffer"] = torch.stack([b.to(p) for b in bufs])
+
+    # ------------------------------------------------------------------ divergence
+    @staticmethod
+    def nonfinite_runs(values: torch.Tensor) -> list[int]:
+        """Positions whose accumulated value is NaN or infinite (one host sync; call every K steps)."""
+        return torch.nonzero(~torch.isfinite(values)).flatten().tolist()
+
+    def drop(self, runs: Sequence[int]) -> None:
+        """Remove runs (positions) from the group; the others keep their exact state.
+
+        The stacks, the momentum buffers and the alphas are rebuilt without the dropped
+        slices, and a new optimizer is made over the new leaves.
+        """
+        drop = {self._index(r) for r in runs}
+        keep = [i for i in range(self.num_runs) if i not in drop]
+        if not keep:
+            raise ValueError("cannot drop every run of a group")
+        idx = torch.tensor(keep, device=self.device)
+        momentum = [self._momentum(p) for p in self.params.values()]
+        lr = self.opt.param_groups[0]["lr"]
+        self.params = {
+            k: v.detach().index_select(0, idx).clone().requires_grad_(v.requires_grad)
+            for k, v in self.params.items()
+        }
+        self.buffers = {k: v.index_select(0, idx).clone() for k, v in self.buffers.items()}
+        self.opt = self._make_optimizer(lr)
+        for p, buf in zip(self.params.values(), momentum):
+            if buf is not None:
+                self.opt.state[p]["momentum_buffer"] = buf.index_select(0, idx)
+        self.alphas = self.alphas.index_select(0, idx)
+        self._alphas_list = [self._alphas_list[i] for i in keep]
+        self.run_ids = [self.run_ids[i] for i in keep]
