@@ -17,7 +17,8 @@ Data are found via an explicit path, ``$SELECTIVITY_DATA`` or the per-user cache
 """
 
 from .archive import ArchiveError, CorruptArchiveError, UnsafeArchiveError, safe_extract
-from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar10
+from .check import DataMismatchError, check_data_matches_checkpoint, check_dataset, data_record
+from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar10, read_cifar10_batch, restricted_unpickle
 from .loader import BatchLoader, DataSplits, ImageDataset, channel_stats, make_splits, stratified_split
 from .locate import (
     CACHE_ENV,
@@ -37,6 +38,7 @@ __all__ = [
     "CACHE_ENV",
     "CIFAR10_CLASSES",
     "CorruptArchiveError",
+    "DataMismatchError",
     "DATA_ENV",
     "DataSplits",
     "DatasetFormatError",
@@ -45,6 +47,9 @@ __all__ = [
     "UnsafeArchiveError",
     "cache_dir",
     "channel_stats",
+    "check_data_matches_checkpoint",
+    "check_dataset",
+    "data_record",
     "download_cifar10",
     "find_cifar10",
     "find_tiny_imagenet",
@@ -52,6 +57,8 @@ __all__ = [
     "load_tiny_imagenet",
     "make_splits",
     "read_cifar10",
+    "read_cifar10_batch",
+    "restricted_unpickle",
     "read_tiny_imagenet",
     "safe_extract",
     "stratified_split",

@@ -1,7 +1,7 @@
 """Sweeps of alpha x seeds x models, run in-process, on local processes or on Ray."""
 
-from .driver import FINAL_STATUSES, open_store, run_sweep, summarize_sweep
-from .executors import EXECUTORS, Task, execute_run, make_executor
+from .driver import FINAL_STATUSES, SweepMismatchError, open_store, run_sweep, summarize_sweep
+from .executors import EXECUTORS, Task, execute_run, exit_with_parent, make_executor
 from .spec import (
     PAPER_ALPHAS,
     RunSpec,
@@ -9,13 +9,19 @@ from .spec import (
     get_sweep_preset,
     list_sweep_presets,
     parse_floats,
+    parse_grid,
     parse_seeds,
     register_sweep_preset,
+    run_id,
 )
 from .store import ResultsStore, rebuild_store
 
 __all__ = [
     "FINAL_STATUSES",
+    "SweepMismatchError",
+    "exit_with_parent",
+    "parse_grid",
+    "run_id",
     "open_store",
     "run_sweep",
     "summarize_sweep",
