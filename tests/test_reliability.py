@@ -234,6 +234,7 @@ def test_each_damaged_file_is_named_and_other_runs_stay(sweep_copy, tiny_data, n
     assert snapshot(sweep_copy / "runs" / RUN_B) == other
 
 
+@pytest.mark.slow
 def test_report_ends_cleanly_with_every_file_of_a_run_damaged(sweep_copy, tmp_path):
     for i, name in enumerate(FILES):
         damage(sweep_copy / "runs" / RUN_A / name, MODES[i % 3])
@@ -499,7 +500,7 @@ def test_pool_workers_exit_when_the_driver_is_killed(tmp_path, tiny_data):
 
 @pytest.mark.slow
 def test_chaos_kills_of_driver_and_workers_end_in_the_reference_result(tiny_data, tmp_path):
-    epochs = 4
+    epochs = 3
     ref = run_sweep(
         tiny_spec(overrides={**TINY, "epochs": epochs}),
         tmp_path / "ref",
@@ -512,7 +513,7 @@ def test_chaos_kills_of_driver_and_workers_end_in_the_reference_result(tiny_data
     rng = random.Random(9)
     groups = []
     kills_mid_run = 0
-    for round_ in range(3):
+    for round_ in range(2):
         t_start = time.time()
         proc = _driver(out, tiny_data, epochs)
         groups.append(proc.pid)

@@ -535,7 +535,8 @@ def inspect_run_dir(
             ckpt = load_checkpoint(p, mmap=True)
             check_checkpoint(ckpt, p, keys)
         except CheckpointError as e:
-            problem(name, str(e).split(_restart_hint(p))[0] if _restart_hint(p) else str(e))
+            why = str(e).split(_restart_hint(p))[0] if _restart_hint(p) else str(e)
+            problem(name, why.replace(f"{p}: ", "").replace(f"{p} ", ""))
             continue
         if h.config is not None and ckpt["config"] != h.config:
             diff = sorted(
