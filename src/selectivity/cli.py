@@ -7,6 +7,8 @@ train -> core); nothing imports it.
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -38,9 +40,58 @@ def _build_config(preset, model, overrides: dict, sets: tuple[str, ...]):
         _fail(str(e))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _DataError(click.ClickException):
+    """One line on stderr (``Error: ...``), exit code 1: the data or files are wrong."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(message.split()))
+
+
+class _UsageError(_DataError):
+    """One line on stderr, exit code 2: the command line or config is wrong."""
+
+    exit_code = 2
+
+
+def _user_error(e: BaseException) -> click.ClickException | None:
+    """The one-line error a known user mistake becomes, or None for a bug (traceback)."""
+    if isinstance(e, ConfigError):
+        return _UsageError(str(e))
+    if isinstance(e, sqlite3.DatabaseError):
+        return _DataError(
+            f"the results database cannot be read ({e}); run `selectivity results --rebuild SWEEP_DIR`"
+        )
+    if isinstance(e, (ValueError, OSError)):  # bad data, damaged files, missing paths, busy run
+        return _DataError(str(e) or type(e).__name__)
+    return None
+
+
+class _Main(click.Group):
+    """The command group; turns known user errors into one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            debug = ctx.params.get("debug") or os.environ.get("SELECTIVITY_DEBUG", "") not in ("", "0")
+            err = None if debug else _user_error(e)
+            if err is None:
+                raise
+            raise err from e
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="selectivity")
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show the full traceback of an error (also: SELECTIVITY_DEBUG=1).",
+)
+def main(debug: bool) -> None:
     """Class selectivity of units in neural networks (Leavitt & Morcos).
 
     Measure it, regularise it (loss = CE - alpha * mean SI), and run the papers'
@@ -86,6 +137,8 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, quiet):
     """Train one model with the selectivity regulariser into a run directory."""
+    from .data import data_record
+    from .rundir import merge_meta, run_lock
     from .train import train_run
 
     cfg = _build_config(
@@ -102,13 +155,17 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
         sets,
     )
     try:
-        result = train_run(
-            cfg,
-            out,
-            data=data,
-            progress=not quiet,
-            log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
-        )
+        splits, finished = _preflight(cfg, out, data)
+        with run_lock(out, wait=False):
+            result = train_run(
+                cfg,
+                out,
+                data=data,
+                progress=not quiet,
+                log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
+            )
+            if not finished:  # a finished run keeps the record of the data it was trained on
+                merge_meta(out, {"data": data_record(splits)})
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(
@@ -128,6 +185,33 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
     )
     if result.get("status") == "diverged":
         sys.exit(3)
+
+
+def _preflight(cfg, out, data):
+    """Check the device, the data and an existing run directory before anything is written.
+
+    Returns the data splits and whether the run directory already holds a finished run.
+    """
+    from .config import check_device_available
+    from .data import check_dataset
+    from .rundir import FINISHED, RunFiles, inspect_run_dir
+    from .checkpoint import load_data
+
+    check_device_available(cfg.device)
+    splits = load_data(cfg, data)  # memoised: train_run reuses it
+    check_dataset(cfg.dataset, splits)
+    finished = False
+    if RunFiles(out).root.is_dir():
+        h = inspect_run_dir(out)
+        if not h.ok:
+            raise click.ClickException(
+                " ".join(
+                    f"damaged run directory: {h.describe()}; move the damaged files away (or delete {out}) "
+                    "to train it again".split()
+                )
+            )
+        finished = h.status in FINISHED
+    return splits, finished
 
 
 # --------------------------------------------------------------------------- measure
@@ -153,7 +237,8 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
 def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
     """Per-layer selectivity, dead units and precision of a checkpoint or run directory."""
     from .checkpoint import load_data, load_model_from, resolve_device
-    from .data import BatchLoader
+    from .config import check_device_available
+    from .data import BatchLoader, check_data_matches_checkpoint
     from .measure import measure_selectivity
 
     if top_n is not None and top_n < 1:
@@ -161,9 +246,11 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
     if batch_size < 1:
         _fail("--batch-size must be >= 1")
     try:
+        check_device_available(device)
         dev = resolve_device(device)
-        model, cfg, _ = load_model_from(checkpoint, dev)
+        model, cfg, ckpt = load_model_from(checkpoint, dev)
         splits = load_data(cfg, data)
+        check_data_matches_checkpoint(ckpt, splits, name=str(checkpoint))
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     ds = splits.test if split == "test" else splits.val
@@ -279,6 +366,12 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
     is_flag=True,
     help="List the runs of the grid (and which are finished) without running anything.",
 )
+@click.option(
+    "--archive-mismatched",
+    is_flag=True,
+    help="Move runs trained with another configuration to OUT/archive/ and train them again "
+    "(without it such runs stop the sweep).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def sweep(
     preset,
@@ -299,10 +392,11 @@ def sweep(
     gpus_per_run,
     no_summary,
     dry_run,
+    archive_mismatched,
     quiet,
 ):
     """Train a grid of models x alphas x seeds; resumable (run it again to continue)."""
-    from .sweep import SweepSpec, get_sweep_preset, parse_floats, parse_seeds, run_sweep
+    from .sweep import SweepSpec, get_sweep_preset, parse_floats, parse_grid, parse_seeds, run_sweep
 
     try:
         if preset is not None:
@@ -326,11 +420,7 @@ def sweep(
         if train_subset is not None:
             over["train_subset"] = train_subset
         spec.overrides = over
-        for g in grids:
-            if "=" not in g:
-                raise ConfigError(f"--grid {g!r} is not of the form key=v1,v2")
-            k, v = g.split("=", 1)
-            spec.grid[k.strip().replace("-", "_")] = [x.strip() for x in v.split(",") if x.strip()]
+        spec.grid.update(parse_grid(grids))
         spec.validate()
     except ConfigError as e:
         _fail(str(e))
@@ -339,13 +429,16 @@ def sweep(
     executor = executor or spec.executor or "inprocess"
     workers = workers or spec.workers
     if dry_run:
-        from .rundir import read_json
+        from .rundir import DamagedFileError, read_json
 
         runs = spec.runs()
         done = 0
         for r in runs:
             f = SweepFiles(out).run(r.run_id).result
-            status = read_json(f).get("status") if f.exists() else "to run"
+            try:
+                status = read_json(f).get("status") if f.exists() else "to run"
+            except DamagedFileError:
+                status = "damaged"
             done += status in FINAL_STATUSES
             click.echo(f"{r.run_id}\t{status}")
         click.echo(
@@ -366,6 +459,7 @@ def sweep(
             gpus_per_run=gpus_per_run,
             progress=not quiet,
             log=lambda m: click.echo(m, err=True),
+            archive_mismatched=archive_mismatched,
         )
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e

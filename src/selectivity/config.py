@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -23,11 +25,42 @@ __all__ = [
     "get_preset",
     "make_config",
     "parse_overrides",
+    "DeviceUnavailableError",
+    "check_device_available",
 ]
+
+#: Devices a config may name: auto, cpu, cuda or cuda:N.
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]{1,4})?")
+#: Seeds are fed to torch and numpy generators, which take non-negative 63-bit integers.
+MAX_SEED = 2**63 - 1
 
 
 class ConfigError(ValueError):
     """A configuration key or value is not acceptable."""
+
+
+class DeviceUnavailableError(ValueError):
+    """The configured device is valid but not present on this machine."""
+
+
+def check_device_available(name: str) -> None:
+    """Raise :class:`DeviceUnavailableError` if ``name`` (auto, cpu, cuda[:N]) cannot be used here."""
+    if not isinstance(name, str) or not _DEVICE.fullmatch(name):
+        raise ConfigError(f"invalid device {name!r} (expected auto, cpu, cuda or cuda:N)")
+    if name in ("auto", "cpu"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            f"device {name!r} requested but CUDA is not available on this machine; "
+            "use --set device=cpu (or device=auto)"
+        )
+    index = int(name.split(":")[1]) if ":" in name else 0
+    if index >= torch.cuda.device_count():
+        raise DeviceUnavailableError(
+            f"device {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
 
 
 @dataclass
@@ -81,6 +114,22 @@ class TrainConfig:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"invalid value for {name!r}: {getattr(self, name)!r} ({why})")
 
+        # Every float field must be a finite number: NaN slips through `<` comparisons.
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise bad(f.name, "expected a finite number")
+        if any(not isinstance(m, (int, float)) or not math.isfinite(m) for m in self.lr_milestones):
+            raise bad("lr_milestones", "expected finite fractions of the epochs")
+        if self.selectivity_layers is not None and not (
+            isinstance(self.selectivity_layers, list)
+            and self.selectivity_layers
+            and all(isinstance(x, str) and x for x in self.selectivity_layers)
+        ):
+            raise bad("selectivity_layers", "expected a non-empty list of module names or null")
+        for name in ("seed", "split_seed"):
+            if not 0 <= getattr(self, name) <= MAX_SEED:
+                raise bad(name, f"expected an integer in [0, {MAX_SEED}]")
         if self.model not in list_models():
             raise bad("model", f"known models: {', '.join(list_models())}")
         if self.activation not in ALLOWED_ACTIVATIONS:
@@ -114,8 +163,8 @@ class TrainConfig:
             raise bad("lr_milestones", "expected fractions of the epochs in (0, 1]")
         if self.si_eps < 0:
             raise bad("si_eps", "expected >= 0")
-        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
-            raise bad("device", "expected auto, cpu or cuda[:N]")
+        if not _DEVICE.fullmatch(self.device):
+            raise bad("device", "expected auto, cpu, cuda or cuda:N")
         return self
 
     def milestone_epochs(self) -> list[int]:
@@ -132,6 +181,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a mapping of fields, got {type(d).__name__}")
         return make_config(None, d)
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -254,7 +305,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             if name == "lr_milestones":
                 return [float(v) for v in value]
             return list(value)
-    except (ValueError, TypeError, json.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, RecursionError):  # JSONDecodeError is a ValueError
         pass
     else:
         return value

@@ -18,13 +18,18 @@ definition of the file names and of the run statuses.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,19 @@ __all__ = [
     "FINAL_STATUSES",
     "RESULT_STATUSES",
     "RUN_STATUSES",
+    "DamagedFileError",
+    "CheckpointError",
+    "RunBusyError",
+    "LAST_KEYS",
+    "BEST_KEYS",
+    "check_checkpoint",
+    "RunHealth",
+    "inspect_run_dir",
+    "set_aside",
+    "run_lock",
+    "file_mode",
+    "merge_meta",
+    "FINISHED",
 ]
 
 #: Folder of a sweep directory holding one run directory per run.
@@ -62,6 +80,23 @@ FINAL_STATUSES: tuple[str, ...] = ("completed", "diverged")
 RESULT_STATUSES: tuple[str, ...] = (*FINAL_STATUSES, "failed")
 #: Every status of a run in the results database.
 RUN_STATUSES: tuple[str, ...] = ("pending", "running", "interrupted", *RESULT_STATUSES)
+
+class DamagedFileError(ValueError):
+    """A run file exists but cannot be read (truncated, empty, garbage, wrong shape)."""
+
+
+class CheckpointError(DamagedFileError):
+    """A checkpoint cannot be loaded or lacks what this package writes into it."""
+
+
+class RunBusyError(OSError):
+    """Another process holds the run directory's lock (it is training that run now)."""
+
+
+#: Keys :func:`selectivity.train.train_run` writes into ``checkpoints/last.pt`` and reads back.
+LAST_KEYS = ("model", "optimizer", "config", "epoch", "best_val_accuracy", "best_epoch", "num_classes")
+#: Keys of ``checkpoints/best.pt`` (parameters of the best-validation epoch).
+BEST_KEYS = ("model", "config", "epoch", "num_classes")
 
 
 def _json_default(o: Any) -> Any:
@@ -85,10 +120,36 @@ def clean_json(o: Any) -> Any:
     return o
 
 
+def _current_umask() -> int:
+    # Linux shows the umask in /proc without changing it (os.umask is set-and-return,
+    # which would race with other threads creating files).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """Permission bits a plain ``open(path, "w")`` would give a new file (0o666 minus the umask).
+
+    ``tempfile.mkstemp`` creates files ``0600``; the atomic writers chmod their temporary
+    file to this mode so collaborators on shared storage can read results as the user's
+    umask allows.
+    """
+    return 0o666 & ~_current_umask()
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -106,9 +167,27 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     _atomic_write_bytes(Path(path), (text + "\n").encode())
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON object (every JSON file of a run or sweep holds one).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    DamagedFileError
+        If it is empty, truncated, not UTF-8, not JSON or not a JSON object; the message
+        names the file.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DamagedFileError(f"{path} is damaged (not valid JSON: {e})") from None
+    if not isinstance(obj, dict):
+        raise DamagedFileError(f"{path} is damaged (expected a JSON object, found {type(obj).__name__})")
+    return obj
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
@@ -146,6 +225,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())
     os.close(fd)
     try:
         torch.save(obj, tmp)
@@ -158,14 +238,96 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint written by this package (``weights_only=True``: no code runs)."""
+def _restart_hint(path: Path) -> str:
+    if path.name == "last.pt" and path.parent.name == "checkpoints":
+        run = path.parent.parent
+        return (
+            f"; delete it to restart the run from epoch 0 (or delete {run} to start over), "
+            "or run the sweep again, which sets damaged files aside and re-runs the run"
+        )
+    return ""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> dict:
+    """Load a checkpoint written by this package (``weights_only=True``: no code runs).
+
+    A file named ``last.pt`` must hold every key of :data:`LAST_KEYS`, one named
+    ``best.pt`` those of :data:`BEST_KEYS` (see :func:`check_checkpoint`), so a foreign or
+    damaged checkpoint is a :class:`CheckpointError` naming the file, never a ``KeyError``
+    later on.
+
+    With ``mmap=True`` tensors are mapped, not read: a cheap check that the file is whole
+    (a truncated zip has no central directory) and has the right keys.
+
+    Raises
+    ------
+    FileNotFoundError
+    CheckpointError
+        Empty, truncated, not a torch file, unsafe to load, or lacking the expected keys.
+    """
+    path = Path(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise
-    except Exception as e:  # pragma: no cover - message depends on torch version
-        raise ValueError(f"cannot load checkpoint {path}: {e}") from e
+    except Exception as e:  # any failure of torch.load means the file cannot be used
+        msg = " ".join(str(e).split())[:300]
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: {type(e).__name__}: {msg}{_restart_hint(path)}"
+        ) from None
+    if path.name in ("last.pt", "best.pt"):
+        check_checkpoint(ckpt, path, LAST_KEYS if path.name == "last.pt" else BEST_KEYS)
+    return ckpt
+
+
+def check_checkpoint(ckpt: Any, path: str | os.PathLike, keys: Iterable[str] = BEST_KEYS) -> dict:
+    """Check that a loaded checkpoint has this package's layout.
+
+    Parameters
+    ----------
+    ckpt : object
+        What ``torch.load`` returned.
+    path : path
+        The file (named in the error).
+    keys : iterable of str
+        Keys that must be present (:data:`LAST_KEYS` or :data:`BEST_KEYS`).
+
+    Returns
+    -------
+    dict
+        ``ckpt`` itself.
+
+    Raises
+    ------
+    CheckpointError
+        Not a dict, a key missing, ``model`` not a dict of tensors, ``config`` not a dict,
+        ``epoch``/``num_classes`` not positive integers.
+    """
+    path = Path(path)
+    hint = _restart_hint(path)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a selectivity checkpoint (holds {type(ckpt).__name__}){hint}")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a selectivity checkpoint (missing keys {missing}; has {sorted(map(str, ckpt))[:8]}){hint}"
+        )
+    model = ckpt.get("model")
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"{path}: 'model' is not a state dict of tensors{hint}")
+    if "config" in ckpt and not isinstance(ckpt["config"], dict):
+        raise CheckpointError(f"{path}: 'config' is not a dict{hint}")
+    for k in ("epoch", "num_classes"):
+        if k in ckpt and not (isinstance(ckpt[k], int) and not isinstance(ckpt[k], bool) and ckpt[k] >= 0):
+            raise CheckpointError(f"{path}: {k!r} is {ckpt[k]!r}, expected a non-negative integer{hint}")
+    if "optimizer" in ckpt and not (
+        isinstance(ckpt["optimizer"], dict) and {"state", "param_groups"} <= set(ckpt["optimizer"])
+    ):
+        raise CheckpointError(f"{path}: 'optimizer' is not an optimizer state dict{hint}")
+    for k in ("best_val_accuracy", "best_epoch"):
+        if k in ckpt and not isinstance(ckpt[k], (int, float)):
+            raise CheckpointError(f"{path}: {k!r} is {ckpt[k]!r}, expected a number{hint}")
+    return ckpt
 
 
 def git_revision(path: str | os.PathLike | None = None) -> str | None:
@@ -238,3 +400,285 @@ class SweepFiles:
 
     def is_sweep_dir(self) -> bool:
         return self.runs.is_dir() or self.db.exists()
+# --------------------------------------------------------------------------- health
+FINISHED = FINAL_STATUSES  # kept as a name for the health checks below
+_RESULT_STATUSES = RESULT_STATUSES
+
+
+@dataclass
+class RunHealth:
+    """What the files of one run directory say, checked one by one.
+
+    Attributes
+    ----------
+    root : Path
+    problems : dict
+        File name (``config.json``, ``checkpoints/last.pt``, ...) -> one-line reason, for
+        every file that exists but cannot be used.
+    config : dict or None
+        The run's resolved config: from ``config.json``, else from an intact checkpoint.
+    result : dict or None
+        ``result.json`` when intact.
+    last_epoch : int or None
+        Completed epochs recorded in an intact ``last.pt``.
+    """
+
+    root: Path
+    problems: dict[str, str] = field(default_factory=dict)
+    config: dict | None = None
+    result: dict | None = None
+    last_epoch: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def status(self) -> str:
+        """``damaged`` if any file is damaged, else the result's status, ``interrupted`` or ``pending``."""
+        if self.problems:
+            return "damaged"
+        if self.result is not None:
+            return str(self.result.get("status"))
+        return "interrupted" if self.last_epoch is not None else "pending"
+
+    def describe(self) -> str:
+        """One line naming every damaged file and why."""
+        return "; ".join(f"{self.root / name}: {why}" for name, why in self.problems.items())
+
+    def files_to_set_aside(self) -> list[str]:
+        """Files to move out of the way so that training resumes or restarts cleanly.
+
+        Damaged files always go, and ``result.json`` with them (the run is not finished).
+        If a checkpoint or the metrics history is damaged, or the config is and no intact
+        ``last.pt`` tells where the run stood, the run restarts from epoch 0, so every
+        checkpoint and the metrics go too; otherwise it resumes from ``last.pt``.
+        """
+        if self.ok:
+            return []
+        files = RunFiles(self.root)
+        names = set(self.problems)
+        restart = bool(names & {"checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl"}) or (
+            "config.json" in names and self.last_epoch is None
+        )
+        extra = ["result.json"]
+        if restart:
+            extra += ["checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl"]
+        names |= {n for n in extra if (files.root / n).exists()}
+        order = [
+            "config.json",
+            "meta.json",
+            "metrics.jsonl",
+            "result.json",
+            "checkpoints/last.pt",
+            "checkpoints/best.pt",
+        ]
+        return [n for n in order if n in names]
+
+
+def _model_mismatch(ckpt: dict) -> str | None:
+    """Why the checkpoint's parameters do not fit a model built from its own config, or None.
+
+    The model is built on the ``meta`` device: shapes only, no memory, milliseconds.
+    """
+    from .config import ConfigError, TrainConfig
+    from .models import create
+
+    try:
+        cfg = TrainConfig.from_dict(ckpt["config"])
+    except (ConfigError, TypeError) as e:
+        return f"its config is not valid ({e})"
+    try:
+        model = create(
+            cfg.model,
+            num_classes=ckpt["num_classes"],
+            activation=cfg.activation,
+            negative_slope=cfg.negative_slope,
+        )
+    except (ValueError, TypeError, RuntimeError) as e:
+        return f"its model cannot be built ({e})"
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
+    if want != have:
+        diff = sorted(set(want) ^ set(have))[:3] or [k for k in want if want[k] != have.get(k)][:3]
+        return f"its parameters do not fit a {cfg.model} (e.g. {diff})"
+    return None
+
+
+def inspect_run_dir(
+    path: str | os.PathLike, checkpoints: bool = True, check_models: bool = True
+) -> RunHealth:
+    """Check every file of a run directory without changing anything.
+
+    Parameters
+    ----------
+    path : path
+        The run directory.
+    checkpoints : bool
+        Open the checkpoints (memory-mapped, so cheap); if False only the JSON files are
+        read and checkpoints are taken as they are.
+    check_models : bool
+        Also check that each checkpoint's parameters fit a model built from its config
+        (shapes only, on the ``meta`` device).
+
+    Returns
+    -------
+    RunHealth
+    """
+    from .config import ConfigError, TrainConfig
+
+    files = RunFiles(path)
+    h = RunHealth(files.root)
+
+    def problem(name: str, why: str) -> None:
+        h.problems[name] = " ".join(why.split())[:400]
+
+    if files.config.exists():
+        try:
+            cfgd = read_json(files.config)
+            TrainConfig.from_dict(cfgd)
+            h.config = cfgd
+        except DamagedFileError as e:
+            problem("config.json", str(e).split(" is damaged ", 1)[-1])
+        except (ConfigError, TypeError) as e:
+            problem("config.json", f"not a valid config ({e})")
+    if files.meta.exists():
+        try:
+            read_json(files.meta)
+        except DamagedFileError as e:
+            problem("meta.json", str(e).split(" is damaged ", 1)[-1])
+    if files.result.exists():
+        try:
+            res = read_json(files.result)
+            if res.get("status") not in _RESULT_STATUSES:
+                raise DamagedFileError(f"status {res.get('status')!r} is not one of {_RESULT_STATUSES}")
+            if res["status"] == "completed":
+                for k in ("test_accuracy", "mean_selectivity", "epochs_completed"):
+                    if not isinstance(res.get(k), (int, float)) and res.get(k) is not None:
+                        raise DamagedFileError(f"{k} is {res.get(k)!r}, expected a number")
+                if not isinstance(res.get("layers", []), list):
+                    raise DamagedFileError("'layers' is not a list")
+            h.result = res
+        except DamagedFileError as e:
+            problem("result.json", str(e).split(" is damaged ", 1)[-1])
+    for name, p, keys in (
+        ("checkpoints/last.pt", files.last, LAST_KEYS),
+        ("checkpoints/best.pt", files.best, BEST_KEYS),
+    ):
+        if not p.exists():
+            continue
+        if not checkpoints:
+            if name == "checkpoints/last.pt":
+                h.last_epoch = -1  # present, not opened
+            continue
+        try:
+            ckpt = load_checkpoint(p, mmap=True)
+            check_checkpoint(ckpt, p, keys)
+        except CheckpointError as e:
+            why = str(e).split(_restart_hint(p))[0] if _restart_hint(p) else str(e)
+            problem(name, why.replace(f"{p}: ", "").replace(f"{p} ", ""))
+            continue
+        if h.config is not None and ckpt["config"] != h.config:
+            diff = sorted(
+                k for k in set(h.config) | set(ckpt["config"]) if h.config.get(k) != ckpt["config"].get(k)
+            )
+            problem(name, f"belongs to another configuration than config.json (fields {diff})")
+            continue
+        if check_models:
+            why = _model_mismatch(ckpt)
+            if why:
+                problem(name, why)
+                continue
+        if h.config is None:  # config.json missing or damaged: the checkpoint says which run this is
+            h.config = ckpt["config"]
+        if name == "checkpoints/last.pt":
+            h.last_epoch = int(ckpt["epoch"])
+    if files.metrics.exists():
+        try:
+            text = files.metrics.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            problem("metrics.jsonl", "not UTF-8 text")
+        else:
+            lines = [line for line in text.split("\n")]
+            torn_ok = not text.endswith("\n")  # the last line may be torn by a kill
+            rows = 0
+            for i, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                        raise ValueError("not an epoch record")
+                    rows += 1
+                except (ValueError, RecursionError):
+                    if torn_ok and i == len(lines) - 1:
+                        break
+                    problem("metrics.jsonl", f"line {i + 1} is not an epoch record")
+                    break
+            if "metrics.jsonl" not in h.problems:
+                need = max(h.last_epoch or 0, 0)
+                if h.result is not None and h.result.get("status") in FINISHED:
+                    need = max(need, int(h.result.get("epochs_completed") or 0))
+                if rows < need:
+                    problem("metrics.jsonl", f"holds {rows} epochs, the run completed {need}")
+    return h
+
+
+def set_aside(run_dir: str | os.PathLike, names: Iterable[str]) -> Path | None:
+    """Move files of a run directory into ``<run_dir>/damaged/<UTC time>/`` (kept, not deleted).
+
+    Returns the folder they were moved to, or None if there was nothing to move.
+    """
+    root = Path(run_dir)
+    names = [n for n in names if (root / n).exists()]
+    if not names:
+        return None
+    dest = root / "damaged" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    k = 1
+    while dest.exists():
+        dest = dest.with_name(dest.name.split("-")[0] + f"-{k}")
+        k += 1
+    for n in names:
+        target = dest / n
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(root / n), str(target))
+    return dest
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike, wait: bool = True) -> Iterator[None]:
+    """Hold the run directory's lock (``<run_dir>/.lock``, an ``flock``) for a ``with`` block.
+
+    Sweeps and ``selectivity train`` take the same lock, so two processes never train one
+    run at once. The kernel drops the lock when its holder dies, so a killed process never
+    leaves the run locked.
+
+    Parameters
+    ----------
+    wait : bool
+        Block until the lock is free; if False, raise :class:`RunBusyError` at once.
+    """
+    root = Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise RunBusyError(
+                f"another process is training the run in {root} (it holds {root / '.lock'}); "
+                "wait for it to finish or stop it"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def merge_meta(run_dir: str | os.PathLike, extra: dict) -> None:
+    """Add keys to a run's ``meta.json`` (atomically), e.g. where its data came from."""
+    p = RunFiles(run_dir).meta
+    try:
+        meta = read_json(p)
+    except (FileNotFoundError, DamagedFileError):
+        meta = {}
+    write_json(p, {**meta, **extra})

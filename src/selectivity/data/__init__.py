@@ -27,6 +27,8 @@ from .corrupted import (
     load_tiny_imagenet_c,
     write_cifar_c,
 )
+from .check import DataMismatchError, check_data_matches_checkpoint, check_dataset, data_record
+from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar10, read_cifar10_batch, restricted_unpickle
 from .loader import BatchLoader, DataSplits, ImageDataset, channel_stats, make_splits, stratified_split
 from .locate import (
     CACHE_ENV,
@@ -54,6 +56,7 @@ __all__ = [
     "CACHE_ENV",
     "CIFAR10_CLASSES",
     "CorruptArchiveError",
+    "DataMismatchError",
     "DATA_ENV",
     "DataSplits",
     "DatasetFormatError",
@@ -64,6 +67,9 @@ __all__ = [
     "channel_stats",
     "cifar10_c_corruptions",
     "contact_sheet_images",
+    "check_data_matches_checkpoint",
+    "check_dataset",
+    "data_record",
     "download_cifar10",
     "find_cifar10",
     "find_cifar10_c",
@@ -76,6 +82,8 @@ __all__ = [
     "load_tiny_imagenet_c",
     "make_splits",
     "read_cifar10",
+    "read_cifar10_batch",
+    "restricted_unpickle",
     "read_tiny_imagenet",
     "safe_extract",
     "stratified_split",

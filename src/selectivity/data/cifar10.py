@@ -38,7 +38,7 @@ from .archive import IMAGE_EXTENSIONS, ImageDecoder, iter_files
 from .loader import DataSplits, ImageDataset, make_splits
 from .locate import DatasetFormatError, cached_arrays, find_cifar10
 
-__all__ = ["CIFAR10_CLASSES", "load_cifar10", "read_cifar10"]
+__all__ = ["CIFAR10_CLASSES", "load_cifar10", "read_cifar10", "restricted_unpickle", "read_cifar10_batch"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -86,19 +86,91 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return getattr(importlib.import_module(module), name)
 
 
-def _unpickle(payload: bytes | str, name: str) -> dict:
+def restricted_unpickle(payload: bytes | str, name: str) -> dict:
+    """Unpickle one CIFAR-10 batch file, building numpy arrays and nothing else.
+
+    Parameters
+    ----------
+    payload : bytes or str
+        The file's bytes, or its path.
+    name : str
+        Name used in error messages (e.g. ``data_batch_1``).
+
+    Returns
+    -------
+    dict
+        The pickled dict with ``str`` keys (Python 2 pickles give ``bytes`` keys).
+
+    Raises
+    ------
+    DatasetFormatError
+        For anything that is not a pickled dict of allowed objects. Damaged or hostile
+        bytes can make the pickle machine raise almost any exception (``OverflowError``,
+        ``MemoryError``, ``LookupError``, ...); all of them mean the file cannot be read.
+    """
     try:
         if isinstance(payload, bytes):
             obj = _NumpyOnlyUnpickler(io.BytesIO(payload), encoding="bytes").load()
         else:
             with open(payload, "rb") as f:
                 obj = _NumpyOnlyUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+    except OSError as exc:
         raise DatasetFormatError(f"CIFAR-10 batch file {name!r} cannot be read: {exc}") from None
+    except Exception as exc:  # see Raises: every failure of the pickle machine means a bad file
+        msg = " ".join(str(exc).split())[:200]
+        raise DatasetFormatError(
+            f"CIFAR-10 batch file {name!r} is damaged or not a CIFAR-10 pickle ({type(exc).__name__}: {msg})"
+        ) from None
     if not isinstance(obj, dict):
         raise DatasetFormatError(f"CIFAR-10 batch file {name!r} does not hold a dict")
-    # Python 2 pickles give bytes keys; re-pickled copies may use str keys.
-    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    out = {}
+    for k, v in obj.items():
+        if isinstance(k, bytes):
+            k = k.decode("latin1")  # latin1 maps every byte: never fails
+        out[k] = v
+    return out
+
+
+def read_cifar10_batch(payload: bytes | str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 batch: images ``(n, 3, 32, 32)`` uint8 and labels ``(n,)`` int64.
+
+    Raises
+    ------
+    DatasetFormatError
+        Unreadable file, or ``data``/``labels`` missing or of the wrong shape or type.
+    """
+    batch = restricted_unpickle(payload, name)
+    for key in ("data", "labels"):
+        if key not in batch:
+            raise DatasetFormatError(
+                f"CIFAR-10 batch {name!r} has no {key!r} entry (keys: {sorted(map(str, batch))[:6]})"
+            )
+    data = batch["data"]
+    try:
+        lab = np.asarray(batch["labels"])
+    except Exception as exc:  # ragged or exotic objects: numpy raises several types
+        raise DatasetFormatError(
+            f"CIFAR-10 batch {name!r}: labels are not a list of integers ({exc})"
+        ) from None
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3 * 32 * 32
+        or lab.ndim != 1
+        or len(lab) != len(data)
+        or not (lab.dtype.kind in "iu" or (lab.dtype == object and all(type(v) is int for v in lab.tolist())))
+    ):
+        shape = (data.shape, data.dtype) if isinstance(data, np.ndarray) else type(data).__name__
+        raise DatasetFormatError(
+            f"CIFAR-10 batch {name!r}: expected data (n, 3072) uint8 and n integer labels, "
+            f"got {shape} and labels {lab.shape} {lab.dtype}"
+        )
+    try:
+        labels = lab.astype(np.int64)
+    except OverflowError:
+        raise DatasetFormatError(f"CIFAR-10 batch {name!r}: labels out of range") from None
+    return data.reshape(-1, 3, 32, 32), labels  # rows are R, G, B planes of 32x32, row-major
 
 
 def _group_by_class(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,29 +186,22 @@ def _decode_python_release(files: dict[str, bytes | str], source: Path) -> dict[
     for split, batch_names in (("train", _PY_BATCHES[:5]), ("test", _PY_BATCHES[5:])):
         images, labels = [], []
         for bname in batch_names:
-            batch = _unpickle(files[bname], bname)
-            data = np.asarray(batch.get("data"))
-            lab = np.asarray(batch.get("labels"), dtype=np.int64)
-            if (
-                data.dtype != np.uint8
-                or data.ndim != 2
-                or data.shape[1] != 3 * 32 * 32
-                or len(lab) != len(data)
-            ):
-                raise DatasetFormatError(
-                    f"CIFAR-10 batch {bname!r} in {str(source)!r}: expected data (n, 3072) uint8 and n labels, "
-                    f"got {data.shape} {data.dtype} and {len(lab)} labels"
-                )
-            images.append(data.reshape(-1, 3, 32, 32))  # rows are R, G, B planes of 32x32, row-major
+            data, lab = read_cifar10_batch(files[bname], bname)
+            images.append(data)
             labels.append(lab)
         imgs, labs = _group_by_class(np.concatenate(images), np.concatenate(labels))
         out[f"{split}_images"], out[f"{split}_labels"] = np.ascontiguousarray(imgs), labs
     classes = list(CIFAR10_CLASSES)
     if "batches.meta" in files:
-        meta = _unpickle(files["batches.meta"], "batches.meta")
+        meta = restricted_unpickle(files["batches.meta"], "batches.meta")
         names = meta.get("label_names")
         if names is not None:
-            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            try:
+                classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+            except (TypeError, UnicodeDecodeError) as exc:
+                raise DatasetFormatError(
+                    f"batches.meta in {str(source)!r}: bad label_names ({exc})"
+                ) from None
     for split in ("train", "test"):
         labs = out[f"{split}_labels"]
         if labs.size and (labs.min() < 0 or labs.max() >= len(classes)):

@@ -5,8 +5,8 @@ The grid (:mod:`.spec`), the results database (:mod:`.store`), the executors
 those read the database from above (:mod:`selectivity.report`).
 """
 
-from .driver import FINAL_STATUSES, open_store, run_sweep
-from .executors import EXECUTORS, Task, execute_run, make_executor
+from .driver import FINAL_STATUSES, SweepMismatchError, open_store, run_sweep
+from .executors import EXECUTORS, Task, execute_run, exit_with_parent, make_executor
 from .spec import (
     PAPER_ALPHAS,
     RunSpec,
@@ -14,13 +14,19 @@ from .spec import (
     get_sweep_preset,
     list_sweep_presets,
     parse_floats,
+    parse_grid,
     parse_seeds,
     register_sweep_preset,
+    run_id,
 )
 from .store import ResultsStore, rebuild_store
 
 __all__ = [
     "FINAL_STATUSES",
+    "SweepMismatchError",
+    "exit_with_parent",
+    "parse_grid",
+    "run_id",
     "open_store",
     "run_sweep",
     "EXECUTORS",

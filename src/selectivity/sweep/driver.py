@@ -2,41 +2,112 @@
 
 It draws no figure and computes no statistic: the summary table and figures of a
 sweep are :func:`selectivity.report.summarize_sweep` (the CLI calls it after the sweep).
+
+Before anything is trained, every existing run directory of the grid is checked: a run
+trained with another configuration stops the sweep (nothing is counted as done that was
+not trained as asked), and a damaged run file is set aside so the run resumes or restarts.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..rundir import FINAL_STATUSES, RunFiles, SweepFiles, read_json, write_json
+from ..config import ConfigError
+from ..rundir import (
+    FINAL_STATUSES,
+    DamagedFileError,
+    RunFiles,
+    RunHealth,
+    inspect_run_dir,
+    read_json,
+    set_aside,
+    write_json,
+)
 from .executors import Task, make_executor
 from .spec import SweepSpec
-from .store import ResultsStore, scan_run_dir
+from .store import RUNS_DIR, ResultsStore, open_store_checked, write_sweep_record
 
 if TYPE_CHECKING:
     import pandas as pd
 
 # FINAL_STATUSES is defined in selectivity.rundir (re-exported here).
-__all__ = ["run_sweep", "open_store", "FINAL_STATUSES"]
+__all__ = ["run_sweep", "open_store", "FINAL_STATUSES", "SweepMismatchError"]
 
 
-def open_store(sweep_dir: str | os.PathLike) -> ResultsStore:
-    """Open the sweep's database, syncing it with the run directories first."""
-    files = SweepFiles(sweep_dir)
-    store = ResultsStore(files.db)
-    if files.runs.is_dir():
-        known = store.statuses()
-        for d in sorted(files.runs.iterdir()):
-            if not RunFiles(d).config.exists():
-                continue
-            config, result, status = scan_run_dir(d)
-            if known.get(d.name) != status or status not in FINAL_STATUSES:
-                store.record(d.name, config, result, status=status)
-    return store
+class SweepMismatchError(ConfigError):
+    """Runs in the sweep directory were trained with another configuration than requested."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def open_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr) -> ResultsStore:
+    """Open the sweep's database, syncing it with the run directories first.
+
+    A damaged database is set aside and rebuilt from the run directories; damaged run
+    directories and copies of a run are reported through ``log`` (see
+    :func:`~selectivity.sweep.store.open_store_checked`).
+    """
+    return open_store_checked(sweep_dir, log=log)
+
+
+def _config_diff(old: dict, new: dict) -> dict[str, tuple]:
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def _mismatch_message(sweep_dir: Path, mismatched: list[tuple[str, dict[str, tuple]]]) -> str:
+    fields: dict[str, set] = {}
+    for _, diff in mismatched:
+        for k, (a, b) in diff.items():
+            fields.setdefault(k, set()).add(f"{a!r} -> {b!r}")
+    what = "; ".join(f"{k}: {', '.join(sorted(v)[:3])}" for k, v in fields.items())
+    names = [rid for rid, _ in mismatched]
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (
+        f"{len(names)} run(s) in {sweep_dir / RUNS_DIR} were trained with another configuration "
+        f"({what}): {shown}; nothing was run. Use a new --out for the new configuration, or "
+        f"--archive-mismatched to move those runs to {sweep_dir / 'archive'} and train them again"
+    )
+
+
+def _archive(sweep_dir: Path, run_ids: list[str], store: ResultsStore, log: Callable[[str], None]) -> Path:
+    dest = sweep_dir / "archive" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    k = 1
+    while dest.exists():
+        dest = dest.with_name(dest.name.split("-")[0] + f"-{k}")
+        k += 1
+    dest.mkdir(parents=True)
+    for rid in run_ids:
+        shutil.move(str(sweep_dir / RUNS_DIR / rid), str(dest / rid))
+        store.delete(rid)
+    log(f"moved {len(run_ids)} run(s) trained with another configuration to {dest}")
+    return dest
+
+
+def _write_sweep_json(sweep_dir: Path, spec: SweepSpec, executor: str, data: str | None) -> None:
+    """Record the spec being run; earlier different specs are kept under ``history``."""
+    path = sweep_dir / "sweep.json"
+    history: list = []
+    try:
+        old = read_json(path)
+        history = list(old.get("history") or [])
+        if old.get("spec") is not None and old.get("spec") != spec.to_dict():
+            history.append({k: old.get(k) for k in ("spec", "executor", "data")})
+    except FileNotFoundError:
+        pass
+    except DamagedFileError:
+        history.append({"error": "sweep.json was damaged and rewritten"})
+    record: dict[str, Any] = {"spec": spec.to_dict(), "executor": executor, "data": data}
+    if history:
+        record["history"] = history
+    write_json(path, record)
 
 
 def run_sweep(
@@ -52,6 +123,8 @@ def run_sweep(
     summarize: bool = False,
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
+    archive_mismatched: bool = False,
+) -> pd.DataFrame:
     """Run (or resume) a sweep into ``sweep_dir`` and return its runs table.
 
     Running the same sweep again skips finished runs (completed or diverged), resumes
@@ -60,6 +133,11 @@ def run_sweep(
     ``summarize`` is accepted for compatibility and must be False: the summary table
     and figures are written by :func:`selectivity.report.summarize_sweep`, which the
     ``selectivity sweep`` command calls after this function.
+    A run directory whose config differs from the requested one stops the sweep with a
+    :class:`SweepMismatchError` before anything is trained or ``sweep.json`` is written,
+    unless ``archive_mismatched`` moves those runs to ``<sweep_dir>/archive/<time>/``.
+    Damaged run files are moved to ``<run>/damaged/<time>/`` and the run resumes or
+    restarts (see :meth:`selectivity.rundir.RunHealth.files_to_set_aside`).
     """
     if summarize:
         raise ValueError(
@@ -68,23 +146,44 @@ def run_sweep(
         )
     spec.validate()
     sweep_dir = Path(sweep_dir)
-    sfiles = SweepFiles(sweep_dir)
-    sfiles.runs.mkdir(parents=True, exist_ok=True)
-    write_json(sfiles.spec, {"spec": spec.to_dict(), "executor": executor, "data": data})
     runs = spec.runs()
-    store = open_store(sweep_dir)
+    (sweep_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    store = open_store(sweep_dir, log=log)
+    health: dict[str, RunHealth] = {}
+    mismatched = []
+    for r in runs:
+        rdir = sweep_dir / RUNS_DIR / r.run_id
+        if not rdir.is_dir():
+            continue
+        h = inspect_run_dir(rdir)
+        health[r.run_id] = h
+        want = r.config.to_dict()
+        if h.config is not None and h.config != want:
+            mismatched.append((r.run_id, _config_diff(h.config, want)))
+    if mismatched:
+        if not archive_mismatched:
+            store.close()
+            raise SweepMismatchError(_mismatch_message(sweep_dir, mismatched))
+        _archive(sweep_dir, [rid for rid, _ in mismatched], store, log)
+        for rid, _ in mismatched:
+            health.pop(rid, None)
+    _write_sweep_json(sweep_dir, spec, executor, data)
     tasks = []
     skipped = 0
     for r in runs:
-        files = sfiles.run(r.run_id)
-        rdir = files.root
-        if files.result.exists() and read_json(files.result).get("status") in FINAL_STATUSES:
+        rdir = sweep_dir / RUNS_DIR / r.run_id
+        files = RunFiles(rdir)
+        hr = health.get(r.run_id)
+        if hr is not None and not hr.ok:
+            moved = set_aside(rdir, hr.files_to_set_aside())
+            log(f"damaged run files set aside in {moved}, the run is trained again: {hr.describe()}")
+            hr = inspect_run_dir(rdir)
+        if hr is not None and hr.ok and hr.status in FINAL_STATUSES:
             skipped += 1
             continue
         cfgd = r.config.to_dict()
-        if files.config.exists():
-            config, result, status = scan_run_dir(rdir)
-            store.record(r.run_id, config, result, status=status)
+        if hr is not None and files.config.exists():
+            store.record(r.run_id, hr.config or cfgd, hr.result, status=hr.status)
         else:
             store.record(r.run_id, cfgd, None, status="pending")
         threads = None if cfgd.get("num_threads") else max(1, int(cpus_per_run))
@@ -144,9 +243,11 @@ def run_sweep(
             finished.add(t.run_id)
             status = res.get("status", "failed")
             wall = time.time() - started.get(t.run_id, time.time())
-            files = RunFiles(t.run_dir)
-            config = read_json(files.config) if files.config.exists() else t.config
-            store.record(t.run_id, config, res, status=status, wall_seconds=wall)
+            try:
+                write_sweep_record(t.run_dir, wall)
+            except OSError as e:
+                log(f"cannot write the sweep record of {t.run_id}: {e}")
+            store.record(t.run_id, t.config, res, status=status, wall_seconds=wall)
             counts["done"] += 1
             if status == "failed":
                 counts["failed"] += 1

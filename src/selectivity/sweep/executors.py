@@ -3,13 +3,18 @@
 Every executor calls :func:`execute_run` for a task and yields ``(task, result)`` as
 runs finish. Workers write only their own run directory; the driver alone writes the
 results database. A per-run lock file makes sure two workers (e.g. an orphan of a
-killed driver and its replacement) never train the same run at the same time.
+killed driver and its replacement) never train the same run at the same time, and pool
+workers exit when the driver dies (see :func:`exit_with_parent`).
 """
 
 from __future__ import annotations
 
-import fcntl
+import ctypes
+import ctypes.util
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -24,8 +29,46 @@ __all__ = [
     "PoolExecutor",
     "RayExecutor",
     "make_executor",
+    "exit_with_parent",
     "EXECUTORS",
 ]
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+    """Make this (worker) process die when ``parent_pid`` dies.
+
+    A pool worker whose driver was SIGKILLed would otherwise finish its run and then
+    block forever on the dead pool's queue, holding its memory. On Linux the kernel is
+    asked to SIGKILL this process when its parent exits (``prctl(PR_SET_PDEATHSIG)``);
+    everywhere, a daemon thread also polls the parent pid and exits the process when
+    the process is re-parented. Being killed mid-run is safe: every run file is written
+    atomically and the run resumes from its last checkpoint.
+
+    Parameters
+    ----------
+    parent_pid : int
+        The driver's pid, as seen by the driver (``os.getpid()`` there).
+    poll_seconds : float
+        Period of the fallback watchdog.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still works
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_seconds)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -47,20 +90,24 @@ def execute_run(task: Task, progress: bool = False) -> dict:
     """
     import torch
 
-    from ..config import TrainConfig
-    from ..rundir import RunFiles, write_json
-    from ..train import train_run
+    from ..config import TrainConfig, check_device_available
+    from ..data import check_dataset, data_record
+    from ..rundir import RunFiles, merge_meta, run_lock, write_json
+    from ..train import load_data, train_run
 
     files = RunFiles(task.run_dir)
     files.root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    with open(files.root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # blocks while another worker holds this run
+    with run_lock(files.root, wait=True):  # blocks while another process holds this run
         try:
             cfg = TrainConfig.from_dict(task.config)
             threads = cfg.num_threads or task.threads
             if threads:
                 torch.set_num_threads(threads)
+            # Device and data are checked before train_run writes anything.
+            check_device_available(cfg.device)
+            splits = load_data(cfg, task.data)  # memoised: train_run reuses it
+            check_dataset(cfg.dataset, splits)
             with open(files.root / "train.log", "a") as logf:
 
                 def log(msg: str) -> None:
@@ -68,6 +115,7 @@ def execute_run(task: Task, progress: bool = False) -> dict:
                     logf.flush()
 
                 result = train_run(cfg, files.root, data=task.data, progress=progress, log=log)
+            merge_meta(files.root, {"data": data_record(splits)})
         except Exception as e:  # recorded, not raised: one bad run must not stop a sweep
             result = {
                 "status": "failed",
@@ -83,8 +131,6 @@ def execute_run(task: Task, progress: bool = False) -> dict:
                 write_json(files.result, result)
             except OSError:
                 pass
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
     result = dict(result)
     result.setdefault("wall_seconds", time.time() - t0)
     return result
@@ -130,7 +176,12 @@ class PoolExecutor:
         from concurrent.futures.process import BrokenProcessPool
 
         def new_pool():
-            return ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+            return ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
 
         self._pool = new_pool()
         pending = list(tasks)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import ConfigError, TrainConfig, make_config
+from ..config import MAX_SEED, ConfigError, TrainConfig, make_config
 
 __all__ = [
     "SweepSpec",
@@ -18,8 +19,15 @@ __all__ = [
     "get_sweep_preset",
     "parse_seeds",
     "parse_floats",
+    "parse_grid",
+    "run_id",
     "PAPER_ALPHAS",
+    "MAX_RUNS",
 ]
+
+#: Upper bound on the runs of one grid (and on a seed count): a typo such as
+#: ``--seeds 2000000`` is refused instead of allocating millions of run specs.
+MAX_RUNS = 100_000
 
 #: Paper 1's grid (SCIENCE.md section 3): every alpha named in the text.
 PAPER_ALPHAS = [
@@ -102,8 +110,13 @@ class SweepSpec:
     def runs(self) -> list[RunSpec]:
         """Every run of the grid, in a stable order (model, extra axes, alpha, seed)."""
         keys = sorted(self.grid)
+        n = len(self.models) * len(self.alphas) * len(self.seeds)
+        for k in keys:
+            n *= max(1, len(self.grid[k]))
+        if n > MAX_RUNS:
+            raise ConfigError(f"the grid has {n} runs, more than {MAX_RUNS}; split it into several sweeps")
         out = []
-        seen = set()
+        seen: dict[str, TrainConfig] = {}
         for model in self.models:
             for extra in itertools.product(*(self.grid[k] for k in keys)):
                 for alpha in self.alphas:
@@ -118,8 +131,16 @@ class SweepSpec:
                         cfg = make_config(self.preset, values)
                         rid = run_id(cfg, keys)
                         if rid in seen:
-                            continue
-                        seen.add(rid)
+                            if seen[rid] == cfg:  # a value listed twice: one run
+                                continue
+                            other = seen[rid].to_dict()
+                            diff = sorted(k for k, v in cfg.to_dict().items() if other.get(k) != v)
+                            raise ConfigError(
+                                f"two runs of the grid would share the id {rid!r} (they differ in "
+                                f"{', '.join(f'{k}={other[k]!r} vs {getattr(cfg, k)!r}' for k in diff)}); "
+                                "give values that differ in their printed form"
+                            )
+                        seen[rid] = cfg
                         out.append(RunSpec(rid, cfg))
         return out
 
@@ -131,15 +152,31 @@ class SweepSpec:
         return cls(**d)
 
 
+def _exact(v: float, sign: bool = False) -> str:
+    """Short form of a float that reads back as the same float (``:g`` when it does, else ``repr``).
+
+    ``:g`` keeps 6 significant digits, so 0.1 and 0.1000001 would both print as 0.1 and
+    name the same run directory; ``repr`` is the shortest exact form.
+    """
+    short = f"{v:+g}" if sign else f"{v:g}"
+    if float(short) == v:
+        return short
+    text = repr(float(v))
+    return f"+{text}" if sign and v > 0 else text
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:g}"
+        return _exact(v)
     return re.sub(r"[^A-Za-z0-9.+-]", "-", str(v))
 
 
 def run_id(cfg: TrainConfig, extra_keys: Sequence[str] = ()) -> str:
-    """Directory-safe id, e.g. ``resnet20_alpha-1_seed0`` (+ ``_negative_slope0.1``)."""
-    alpha = "0" if cfg.alpha == 0 else f"{cfg.alpha:+g}"
+    """Directory-safe id, e.g. ``resnet20_alpha-1_seed0`` (+ ``_negative_slope0.1``).
+
+    Floats are written exactly (``alpha+0.1000001``), so distinct values give distinct ids.
+    """
+    alpha = "0" if cfg.alpha == 0 else _exact(cfg.alpha, sign=True)
     parts = [cfg.model, f"alpha{alpha}", f"seed{cfg.seed}"]
     parts += [f"{k}{_fmt(getattr(cfg, k))}" for k in extra_keys]
     return "_".join(parts)
@@ -154,31 +191,62 @@ def parse_seeds(text: str) -> list[int]:
             seeds = [int(s) for s in text.split(",") if s.strip()]
         elif re.fullmatch(r"\d+-\d+", text):
             lo, hi = (int(s) for s in text.split("-"))
-            if hi < lo:
+            if hi < lo or hi - lo >= MAX_RUNS:
                 raise ValueError
             seeds = list(range(lo, hi + 1))
         else:
             n = int(text)
-            if n < 1:
+            if not 1 <= n <= MAX_RUNS:
                 raise ValueError
             seeds = list(range(n))
     except ValueError:
         raise ConfigError(
             f"invalid seeds {text!r}: give a count (3 -> 0,1,2), a list (0,4,9) or a range (10-19)"
         ) from None
-    if any(s < 0 for s in seeds):
-        raise ConfigError(f"seeds must be non-negative, got {seeds}")
+    if not seeds:
+        raise ConfigError(f"no seeds in {text!r}")
+    if len(seeds) > MAX_RUNS:
+        raise ConfigError(f"at most {MAX_RUNS} seeds, got {len(seeds)}")
+    if any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise ConfigError(f"seeds must be integers in [0, {MAX_SEED}], got {seeds[:10]}")
     return seeds
 
 
 def parse_floats(text: str, what: str = "alphas") -> list[float]:
+    """``"-1,0,1"`` -> [-1.0, 0.0, 1.0]; finite numbers only; a value listed twice is kept once."""
     try:
         vals = [float(s) for s in str(text).split(",") if s.strip()]
     except ValueError:
         raise ConfigError(f"invalid {what} {text!r}: expected comma-separated numbers, e.g. -1,0,1") from None
     if not vals:
         raise ConfigError(f"no {what} given")
-    return vals
+    bad = [v for v in vals if not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"invalid {what} {text!r}: {bad[0]} is not a finite number")
+    if len(vals) > MAX_RUNS:
+        raise ConfigError(f"at most {MAX_RUNS} {what}, got {len(vals)}")
+    return list(dict.fromkeys(vals))
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["negative_slope=0.1,0.3"]`` -> ``{"negative_slope": ["0.1", "0.3"]}`` (values coerced later).
+
+    Raises
+    ------
+    ConfigError
+        An item without ``=``, an empty key or no values.
+    """
+    grid: dict[str, list[str]] = {}
+    for g in items:
+        if "=" not in g:
+            raise ConfigError(f"--grid {g!r} is not of the form key=v1,v2")
+        k, v = g.split("=", 1)
+        key = k.strip().replace("-", "_")
+        values = list(dict.fromkeys(x.strip() for x in v.split(",") if x.strip()))
+        if not key or not values:
+            raise ConfigError(f"--grid {g!r} needs a key and at least one value, e.g. negative_slope=0.1,0.3")
+        grid[key] = values
+    return grid
 
 
 # --------------------------------------------------------------------------- presets

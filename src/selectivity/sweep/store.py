@@ -1,7 +1,10 @@
 """The results store: one SQLite database per sweep directory.
 
 Only the sweep's driver process writes it. Each run's own directory stays the source of
-truth; :func:`rebuild_store` recreates the database from the run directories alone.
+truth (the driver's wall-clock time of a run is kept there too, in
+``sweep_record.json``); :func:`rebuild_store` recreates the database from the run
+directories alone, and :func:`open_store_checked` does so by itself when the database is
+damaged.
 """
 
 from __future__ import annotations
@@ -9,16 +12,37 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..analysis.stats import normalise_alpha
-from ..rundir import DB_NAME, RUNS_DIR, RunFiles, SweepFiles, read_json
+from ..rundir import DB_NAME, RUNS_DIR, DamagedFileError, RunFiles, inspect_run_dir, read_json, write_json
+
+__all__ = [
+    "ResultsStore",
+    "rebuild_store",
+    "scan_run_dir",
+    "sync_store",
+    "open_store_checked",
+    "write_sweep_record",
+    "DB_NAME",
+    "RUNS_DIR",
+    "RECORD_NAME",
+]
 
 # DB_NAME and RUNS_DIR are defined in selectivity.rundir (re-exported here).
-__all__ = ["ResultsStore", "rebuild_store", "scan_run_dir", "DB_NAME", "RUNS_DIR"]
+#: Per-run file with what only the driver knows (its wall-clock time of the run).
+RECORD_NAME = "sweep_record.json"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
 
 RUN_COLUMNS = [
     ("run_id", "TEXT PRIMARY KEY"),
@@ -56,16 +80,29 @@ LAYER_COLUMNS = [
 class ResultsStore:
     """SQLite table of runs (one row each) and of their per-layer results."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, wal: bool = True, check: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=30)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        cols = ", ".join(f"{n} {t}" for n, t in RUN_COLUMNS)
-        self.conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
-        lcols = ", ".join(f"{n} {t}" for n, t in LAYER_COLUMNS)
-        self.conn.execute(f"CREATE TABLE IF NOT EXISTS layers ({lcols}, PRIMARY KEY (run_id, layer_index))")
-        self.conn.commit()
+        try:
+            self.conn.execute(f"PRAGMA journal_mode={'WAL' if wal else 'DELETE'}")
+            if check:
+                bad = self.conn.execute("PRAGMA quick_check").fetchall()
+                if bad != [("ok",)]:
+                    raise sqlite3.DatabaseError(f"quick_check: {bad[0][0]}")
+            cols = ", ".join(f"{n} {t}" for n, t in RUN_COLUMNS)
+            self.conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+            lcols = ", ".join(f"{n} {t}" for n, t in LAYER_COLUMNS)
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS layers ({lcols}, PRIMARY KEY (run_id, layer_index))"
+            )
+            have = [r[1] for r in self.conn.execute("PRAGMA table_info(runs)").fetchall()]
+            if have != [n for n, _ in RUN_COLUMNS]:
+                raise sqlite3.DatabaseError(f"table runs has columns {have}")
+            self.conn.commit()
+        except BaseException:
+            self.conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -164,6 +201,25 @@ class ResultsStore:
     def statuses(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT run_id, status FROM runs").fetchall())
 
+    def delete(self, run_id: str) -> None:
+        """Forget one run (e.g. its directory was archived)."""
+        with self.conn:
+            self.conn.execute("DELETE FROM layers WHERE run_id=?", (run_id,))
+            self.conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+
+
+def write_sweep_record(run_dir: str | os.PathLike, wall_seconds: float) -> None:
+    """Keep the driver's wall-clock time of a run in the run directory (survives a rebuild)."""
+    write_json(Path(run_dir) / RECORD_NAME, {"wall_seconds": wall_seconds})
+
+
+def _wall_seconds(run_dir: Path) -> float | None:
+    try:
+        v = read_json(run_dir / RECORD_NAME).get("wall_seconds")
+    except (FileNotFoundError, DamagedFileError):
+        return None
+    return float(v) if isinstance(v, (int, float)) else None
+
 
 def _normalised(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty or "alpha" not in df.columns:
@@ -172,31 +228,156 @@ def _normalised(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def scan_run_dir(path: str | os.PathLike) -> tuple[dict, dict | None, str]:
-    """(config, result or None, status) of one run directory, from its files alone."""
-    files = RunFiles(path)
-    config = read_json(files.config)
-    result = read_json(files.result) if files.result.exists() else None
-    if result is not None:
-        status = result.get("status", "failed")
-    elif files.last.exists():
-        status = "interrupted"
-    else:
-        status = "pending"
-    return config, result, status
+    """(config, result or None, status) of one run directory, from its JSON files alone.
+
+    A damaged file gives status ``damaged`` with the reason in ``result["message"]``
+    (naming the file); the config is then ``{}`` if ``config.json`` itself is damaged.
+    Checkpoints are not opened here (that is the sweep driver's job before it runs).
+    """
+    h = inspect_run_dir(path, checkpoints=False)
+    if not h.ok:
+        return h.config or {}, {"status": "damaged", "message": h.describe()}, "damaged"
+    return h.config or {}, h.result, h.status
 
 
-def rebuild_store(sweep_dir: str | os.PathLike) -> ResultsStore:
-    """Delete and recreate the sweep's database from its run directories."""
-    files = SweepFiles(sweep_dir)
-    db = files.db
-    for suffix in ("", "-wal", "-shm"):
-        p = Path(str(db) + suffix)
-        if p.exists():
-            p.unlink()
-    store = ResultsStore(db)
-    if files.runs.is_dir():
-        for d in sorted(files.runs.iterdir()):
-            if RunFiles(d).config.exists():
-                config, result, status = scan_run_dir(d)
-                store.record(d.name, config, result, status=status)
+def _run_dirs(sweep_dir: Path) -> list[Path]:
+    runs = sweep_dir / RUNS_DIR
+    if not runs.is_dir():
+        return []
+    return [d for d in sorted(runs.iterdir()) if d.is_dir() and RunFiles(d).config.exists()]
+
+
+def _grid_keys(sweep_dir: Path) -> list[str]:
+    try:
+        return sorted((read_json(sweep_dir / "sweep.json").get("spec") or {}).get("grid") or {})
+    except (FileNotFoundError, DamagedFileError, AttributeError):
+        return []
+
+
+def _scan_all(sweep_dir: Path, log: Callable[[str], None]) -> list[tuple[str, dict, dict | None, str]]:
+    """Scan every run directory; report damaged ones and drop copies of another run.
+
+    A copied run directory (``runs/X copy``) holds the same config as ``runs/X`` and would
+    count twice in every statistic: of runs with equal configs, the one whose name is the
+    id the sweep gives that config is kept, the others are reported and left out.
+    """
+    from ..config import ConfigError, TrainConfig
+    from .spec import run_id
+
+    keys = _grid_keys(sweep_dir)
+    scanned = []
+    by_config: dict[str, list[int]] = {}
+    for d in _run_dirs(sweep_dir):
+        config, result, status = scan_run_dir(d)
+        if status == "damaged":
+            log(f"damaged run (treated as not finished): {result['message'] if result else d}")
+        scanned.append((d.name, config, result, status))
+        if config:
+            by_config.setdefault(json.dumps(config, sort_keys=True), []).append(len(scanned) - 1)
+    drop: set[int] = set()
+    for idxs in by_config.values():
+        if len(idxs) < 2:
+            continue
+        names = [scanned[i][0] for i in idxs]
+        try:
+            want = run_id(TrainConfig.from_dict(scanned[idxs[0]][1]), keys)
+        except ConfigError:
+            want = None
+        keep = names.index(want) if want in names else 0
+        for j, i in enumerate(idxs):
+            if j != keep:
+                drop.add(i)
+                log(
+                    f"{sweep_dir / RUNS_DIR / scanned[i][0]} holds the same config as "
+                    f"{sweep_dir / RUNS_DIR / names[keep]} (a copy?): left out of the results"
+                )
+    return [s for i, s in enumerate(scanned) if i not in drop]
+
+
+def sync_store(
+    store: ResultsStore, sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr
+) -> None:
+    """Bring the database in line with the run directories (the source of truth)."""
+    from .driver import FINAL_STATUSES
+
+    sweep_dir = Path(sweep_dir)
+    known = store.statuses()
+    scanned = _scan_all(sweep_dir, log)
+    present = {name for name, *_ in scanned}
+    for name in set(known) - present:
+        if (sweep_dir / RUNS_DIR / name).is_dir() and (sweep_dir / RUNS_DIR / name / "config.json").exists():
+            store.delete(name)  # a duplicate left out above
+    for name, config, result, status in scanned:
+        if known.get(name) != status or status not in FINAL_STATUSES:
+            store.record(
+                name, config, result, status=status, wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name)
+            )
+
+
+def _set_aside_db(db: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = db.with_name(f"{db.name}.corrupt-{stamp}")
+    os.replace(db, target)
+    for suffix in ("-wal", "-shm"):
+        side = Path(str(db) + suffix)
+        if side.exists():
+            os.replace(side, Path(str(target) + suffix))
+    return target
+
+
+def open_store_checked(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr) -> ResultsStore:
+    """Open (and sync) the sweep's database; a damaged one is set aside and rebuilt.
+
+    The database is derived data: if SQLite cannot read it, it is renamed to
+    ``results.sqlite.corrupt-<time>`` (kept for inspection), a new one is built from the
+    run directories, and one line says so.
+    """
+    sweep_dir = Path(sweep_dir)
+    db = sweep_dir / DB_NAME
+    try:
+        store = ResultsStore(db, check=db.exists())
+    except sqlite3.DatabaseError as e:
+        aside = _set_aside_db(db)
+        log(f"{db} is damaged ({e}); moved it to {aside.name} and rebuilt it from the run directories")
+        return rebuild_store(sweep_dir, log=log)
+    try:
+        sync_store(store, sweep_dir, log=log)
+    except sqlite3.DatabaseError as e:
+        store.close()
+        aside = _set_aside_db(db)
+        log(f"{db} is damaged ({e}); moved it to {aside.name} and rebuilt it from the run directories")
+        return rebuild_store(sweep_dir, log=log)
     return store
+
+
+def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr) -> ResultsStore:
+    """Recreate the sweep's database from its run directories.
+
+    The new database is built beside the old one and replaces it only when every run
+    directory has been scanned, so a failure half-way leaves the old database as it was.
+    """
+    sweep_dir = Path(sweep_dir)
+    db = sweep_dir / DB_NAME
+    tmp = db.with_name(f".{DB_NAME}.rebuild-{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        new = ResultsStore(tmp, wal=False)
+        try:
+            for name, config, result, status in _scan_all(sweep_dir, log):
+                new.record(
+                    name,
+                    config,
+                    result,
+                    status=status,
+                    wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name),
+                )
+        finally:
+            new.close()
+        # Stale WAL files of the old database must not be applied to the new one.
+        for suffix in ("-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
+        os.replace(tmp, db)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ResultsStore(db)
