@@ -25,7 +25,8 @@ from click.testing import CliRunner
 
 from selectivity.cli import main
 from selectivity.data import CIFAR10_CLASSES
-from selectivity.rundir import RunFiles, inspect_run_dir, read_json, run_lock, write_json
+from selectivity.health import inspect_run_dir
+from selectivity.rundir import RunFiles, read_json, run_lock, write_json
 from selectivity.sweep import SweepSpec, open_store, rebuild_store, run_sweep
 
 TINY = dict(epochs=2, batch_size=32, val_size=30, top_n=3, num_threads=1, eval_batch_size=64)

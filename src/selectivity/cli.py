@@ -192,10 +192,11 @@ def _preflight(cfg, out, data):
 
     Returns the data splits and whether the run directory already holds a finished run.
     """
+    from .checkpoint import load_data
     from .config import check_device_available
     from .data import check_dataset
-    from .rundir import FINISHED, RunFiles, inspect_run_dir
-    from .checkpoint import load_data
+    from .health import inspect_run_dir
+    from .rundir import FINAL_STATUSES, RunFiles
 
     check_device_available(cfg.device)
     splits = load_data(cfg, data)  # memoised: train_run reuses it
@@ -210,7 +211,7 @@ def _preflight(cfg, out, data):
                     "to train it again".split()
                 )
             )
-        finished = h.status in FINISHED
+        finished = h.status in FINAL_STATUSES
     return splits, finished
 
 

@@ -18,7 +18,8 @@ Data are found via an explicit path, ``$SELECTIVITY_DATA`` or the per-user cache
 """
 
 from .archive import ArchiveError, CorruptArchiveError, UnsafeArchiveError, safe_extract
-from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar10
+from .check import DataMismatchError, check_data_matches_checkpoint, check_dataset, data_record
+from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar10, read_cifar10_batch, restricted_unpickle
 from .corrupted import (
     cifar10_c_corruptions,
     contact_sheet_images,
@@ -27,8 +28,6 @@ from .corrupted import (
     load_tiny_imagenet_c,
     write_cifar_c,
 )
-from .check import DataMismatchError, check_data_matches_checkpoint, check_dataset, data_record
-from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar10, read_cifar10_batch, restricted_unpickle
 from .loader import BatchLoader, DataSplits, ImageDataset, channel_stats, make_splits, stratified_split
 from .locate import (
     CACHE_ENV,

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
+from ..health import RunHealth, inspect_run_dir
 from ..rundir import (
     FINAL_STATUSES,
     DamagedFileError,
     RunFiles,
-    RunHealth,
-    inspect_run_dir,
+    SweepFiles,
     read_json,
     set_aside,
     write_json,
@@ -122,7 +122,6 @@ def run_sweep(
     progress: bool = True,
     summarize: bool = False,
     log: Callable[[str], None] = print,
-) -> pd.DataFrame:
     archive_mismatched: bool = False,
 ) -> pd.DataFrame:
     """Run (or resume) a sweep into ``sweep_dir`` and return its runs table.
@@ -137,7 +136,7 @@ def run_sweep(
     :class:`SweepMismatchError` before anything is trained or ``sweep.json`` is written,
     unless ``archive_mismatched`` moves those runs to ``<sweep_dir>/archive/<time>/``.
     Damaged run files are moved to ``<run>/damaged/<time>/`` and the run resumes or
-    restarts (see :meth:`selectivity.rundir.RunHealth.files_to_set_aside`).
+    restarts (see :meth:`selectivity.health.RunHealth.files_to_set_aside`).
     """
     if summarize:
         raise ValueError(
@@ -146,8 +145,9 @@ def run_sweep(
         )
     spec.validate()
     sweep_dir = Path(sweep_dir)
+    sfiles = SweepFiles(sweep_dir)
     runs = spec.runs()
-    (sweep_dir / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    sfiles.runs.mkdir(parents=True, exist_ok=True)
     store = open_store(sweep_dir, log=log)
     health: dict[str, RunHealth] = {}
     mismatched = []
@@ -171,8 +171,8 @@ def run_sweep(
     tasks = []
     skipped = 0
     for r in runs:
-        rdir = sweep_dir / RUNS_DIR / r.run_id
-        files = RunFiles(rdir)
+        files = sfiles.run(r.run_id)
+        rdir = files.root
         hr = health.get(r.run_id)
         if hr is not None and not hr.ok:
             moved = set_aside(rdir, hr.files_to_set_aside())

@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 from ..analysis.stats import normalise_alpha
-from ..rundir import DB_NAME, RUNS_DIR, DamagedFileError, RunFiles, inspect_run_dir, read_json, write_json
+from ..health import inspect_run_dir
+from ..rundir import DB_NAME, RUNS_DIR, DamagedFileError, RunFiles, read_json, write_json
 
 __all__ = [
     "ResultsStore",
