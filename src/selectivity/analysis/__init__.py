@@ -1,5 +1,16 @@
-"""Pure analysis functions: PWCCA (representation similarity) and sweep statistics."""
+"""Pure analysis functions: PWCCA (representation similarity), sweep statistics,
+dimensionality of representations and input-unit gradient variability."""
 
+from .geometry import (
+    CovarianceAccumulator,
+    DifferenceAccumulator,
+    Dimensionality,
+    change_dimensionality,
+    dimensionality,
+    participation_ratio,
+    pca_dimensionality,
+)
+from .gradients import GradientVariability, gradient_variability, input_unit_gradients
 from .pwcca import (
     CCAResult,
     PWCCAResult,
@@ -34,4 +45,14 @@ __all__ = [
     "rank_sum_promote_vs_penalise",
     "summarize",
     "ttests_against_baseline",
+    "CovarianceAccumulator",
+    "DifferenceAccumulator",
+    "Dimensionality",
+    "change_dimensionality",
+    "dimensionality",
+    "participation_ratio",
+    "pca_dimensionality",
+    "GradientVariability",
+    "gradient_variability",
+    "input_unit_gradients",
 ]
