@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--grad-images", type=int, default=64)
     ap.add_argument("--grad-layers", default="act1,layer2.0.act1,layer3.2.act2")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--unit-chunk", type=int, default=1, help="units per backward in gradient_variability")
+    ap.add_argument("--skip-dimensionality", action="store_true", help="run part 2 only")
     args = ap.parse_args()
     dev = torch.device(args.device)
     print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}")
@@ -93,25 +95,26 @@ def main():
         sync(dev)
         return res
 
-    full = batches
-    batches = full[:1]
-    forwards(), measure()  # warm-up on one batch
-    batches = full
-    t = timed({"forwards": forwards, "measure": measure}, args.repeats)
-    print(
-        f"dimensionality of {len(layers)} layers over {args.images} images (clean + perturbed + change): "
-        f"{t['measure']:.2f} s; 2 x {args.images} plain forward passes: {t['forwards']:.2f} s "
-        f"(median of {args.repeats}) -> ratio {t['measure'] / t['forwards']:.3f}  [target <= 1.5]"
-    )
-    res = measure()
-    print(
-        "  clean PCA-95 / PR per layer:",
-        " ".join(f"{r[0].pca}/{r[0].participation_ratio:.1f}" for r in res.values()),
-    )
-    print(
-        "  change PCA-95 / PR per layer:",
-        " ".join(f"{r[2].pca}/{r[2].participation_ratio:.1f}" for r in res.values()),
-    )
+    if not args.skip_dimensionality:
+        full = batches
+        batches = full[:1]
+        forwards(), measure()  # warm-up on one batch
+        batches = full
+        t = timed({"forwards": forwards, "measure": measure}, args.repeats)
+        print(
+            f"dimensionality of {len(layers)} layers over {args.images} images (clean + perturbed + change): "
+            f"{t['measure']:.2f} s; 2 x {args.images} plain forward passes: {t['forwards']:.2f} s "
+            f"(median of {args.repeats}) -> ratio {t['measure'] / t['forwards']:.3f}  [target <= 1.5]"
+        )
+        res = measure()
+        print(
+            "  clean PCA-95 / PR per layer:",
+            " ".join(f"{r[0].pca}/{r[0].participation_ratio:.1f}" for r in res.values()),
+        )
+        print(
+            "  change PCA-95 / PR per layer:",
+            " ".join(f"{r[2].pca}/{r[2].participation_ratio:.1f}" for r in res.values()),
+        )
 
     # ---- 2. gradient variability ------------------------------------------------
     xg = x[: args.grad_images].to(dev)
@@ -137,7 +140,7 @@ def main():
             sync(dev)
 
         def batched(name=name):
-            gradient_variability(model, name, xg)
+            gradient_variability(model, name, xg, unit_chunk=args.unit_chunk)
             sync(dev)
 
         reference(), batched()

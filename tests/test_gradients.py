@@ -141,6 +141,8 @@ def test_batched_gradients_equal_naive_loop_and_variability_formulas():
     net.train()
     g = input_unit_gradients(net, "4", x, mean=mean, std=std, unit_chunk=3)
     torch.testing.assert_close(g.double(), ref, rtol=1e-5, atol=1e-7)
+    g1 = input_unit_gradients(net, "4", x, mean=mean, std=std)  # default: one backward per unit
+    torch.testing.assert_close(g1.double(), ref, rtol=1e-5, atol=1e-7)
     assert net.training and all(p.grad is None and p.requires_grad for p in net.parameters())
 
     # streaming over uneven batches and unit chunks equals the explicit pairwise formulas
