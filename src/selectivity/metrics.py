@@ -419,13 +419,17 @@ def network_selectivity(
         Layer name (or index as string) -> layer mean.
     """
     if isinstance(per_layer, Mapping):
-        names = [str(k) for k in per_layer]
+        keys = list(per_layer)
+        names = [str(k) for k in keys]
         values = list(per_layer.values())
-        deads = [dead[k] for k in per_layer] if isinstance(dead, Mapping) else dead
     else:
         values = list(per_layer)
-        names = [str(i) for i in range(len(values))]
-        deads = dead
+        keys, names = list(range(len(values))), [str(i) for i in range(len(values))]
+    deads: list[torch.Tensor] | None = None
+    if isinstance(dead, Mapping):
+        deads = [dead[k] for k in keys]
+    elif dead is not None:
+        deads = list(dead)
     if deads is not None and len(deads) != len(values):
         raise ValueError(f"dead has {len(deads)} layers, per_layer has {len(values)}")
     layer_means = {

@@ -1,3 +1,4 @@
+<<<<<<< HEAD
 """Pure analysis: arrays and tensors in, numbers out.
 
 PWCCA (representation similarity, :mod:`.pwcca`) and the statistics over a sweep's
@@ -5,7 +6,21 @@ replicates (:mod:`.stats`). Nothing here reads files, trains or loads data: the
 sweep-level analyses that need checkpoints and data live in :mod:`selectivity.evaluate`
 (import-linter enforces it, see ``[tool.importlinter]`` in pyproject.toml).
 """
+=======
+"""Pure analysis functions: PWCCA (representation similarity), sweep statistics,
+dimensionality of representations and input-unit gradient variability."""
+>>>>>>> attacks
 
+from .geometry import (
+    CovarianceAccumulator,
+    DifferenceAccumulator,
+    Dimensionality,
+    change_dimensionality,
+    dimensionality,
+    participation_ratio,
+    pca_dimensionality,
+)
+from .gradients import GradientVariability, gradient_variability, input_unit_gradients
 from .pwcca import (
     CCAResult,
     PWCCAResult,
@@ -46,4 +61,14 @@ __all__ = [
     "rank_sum_promote_vs_penalise",
     "summarize",
     "ttests_against_baseline",
+    "CovarianceAccumulator",
+    "DifferenceAccumulator",
+    "Dimensionality",
+    "change_dimensionality",
+    "dimensionality",
+    "participation_ratio",
+    "pca_dimensionality",
+    "GradientVariability",
+    "gradient_variability",
+    "input_unit_gradients",
 ]

@@ -1,11 +1,23 @@
 """Pure transforms of input batches (tensors in, tensors out): corruptions, attacks.
 
-The 15 common corruptions (CIFAR-10-C, Tiny ImageNet-C parameters). Like
-:mod:`selectivity.analysis`, nothing here imports training, sweeps, data loading,
-evaluation, the report or the CLI (checked by import-linter): only torch, numpy,
-scipy, Pillow and other ``selectivity.perturb`` modules.
+The 15 common corruptions (CIFAR-10-C, Tiny ImageNet-C parameters) and white-box
+gradient attacks (FGSM, PGD). Like :mod:`selectivity.analysis`, nothing here imports
+training, sweeps, data loading, evaluation, the report or the CLI (checked by
+import-linter): only torch, numpy, scipy, Pillow and other ``selectivity.perturb``
+modules.
 """
 
+from .attacks import (
+    ATTACKS,
+    NORMS,
+    AttackAccuracy,
+    AttackOutcome,
+    accuracy_under_attack,
+    attack,
+    attack_outcome,
+    fgsm,
+    pgd,
+)
 from .corruptions import (
     CORRUPTIONS,
     PARAMETER_SETS,
@@ -19,6 +31,15 @@ from .corruptions import (
 )
 
 __all__ = [
+    "ATTACKS",
+    "NORMS",
+    "AttackAccuracy",
+    "AttackOutcome",
+    "accuracy_under_attack",
+    "attack",
+    "attack_outcome",
+    "fgsm",
+    "pgd",
     "CORRUPTIONS",
     "PARAMETER_SETS",
     "corrupt",

@@ -1,0 +1,529 @@
+"""White-box gradient attacks: FGSM and PGD (L-infinity and L2), batched.
+
+Conventions
+-----------
+* Images ``x`` are ``(N, C, H, W)`` (any ``(N, ...)`` works when ``mean``/``std`` are
+  not given) in **[0, 1] pixel space**; ``epsilon`` is measured there. When the model
+  expects normalised input, pass the per-channel ``mean`` and ``std`` (0-1 scale): the
+  attack feeds ``(x - mean) / std`` to the model, so perturbation sizes stay in pixels.
+* Labels ``y`` are ``(N,)`` integer classes; the attacked loss is the cross-entropy
+  ``-log softmax(f(x))_y`` of each sample (untargeted: the attack maximises it).
+* The model is put in eval mode (batch-norm uses running statistics, so every sample
+  is attacked independently of the rest of its batch) and every module's training
+  flag is restored afterwards. Parameters get ``requires_grad=False`` for the attack
+  (no weight gradients are computed) and their flags are restored: no ``.grad`` is
+  created or changed on any parameter.
+
+Algorithm (the same as foolbox 3's ``LinfPGD``/``L2PGD``)
+---------------------------------------------------------
+From ``x_0`` (``x``, or a uniform random point of the epsilon-ball when
+``random_start``) repeat ``steps`` times::
+
+    g     = grad_x loss(x_t)
+    x'    = x_t + step_size * d(g)     d = sign(g)            (linf)
+                                       d = g / ||g||_2        (l2, per sample)
+    x_t+1 = clip_[0,1]( x + P_eps(x' - x) )
+            P_eps: clamp to [-eps, eps] (linf) / scale down to norm eps (l2)
+
+FGSM is one such step from ``x`` with ``step_size = epsilon`` (for ``norm="l2"`` it is
+the "fast gradient method" step ``epsilon * g / ||g||_2``).
+
+Which point PGD returns (``select``): ``"best"`` (default) keeps, per sample, the
+strongest iterate seen over all steps and restarts; ``"last"`` keeps each restart's
+final iterate (textbook PGD). Between candidates "stronger" means: misclassified beats
+correctly classified, and otherwise the larger loss wins. Restarts always keep the
+per-sample strongest of the restarts.
+
+Default step size: ``2.5 * epsilon / steps`` (Madry et al. 2018), so the iterates can
+cross the ball even when the random start lands on the far side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ATTACKS",
+    "NORMS",
+    "AttackOutcome",
+    "AttackAccuracy",
+    "fgsm",
+    "pgd",
+    "attack",
+    "attack_outcome",
+    "accuracy_under_attack",
+]
+
+#: Norms of the threat model: ``"linf"`` (max per-pixel change) and ``"l2"`` (Euclidean
+#: norm of the whole perturbation of one image).
+NORMS = ("linf", "l2")
+SELECTS = ("best", "last")
+
+# Smallest gradient / perturbation norm used as a divisor (foolbox uses the same).
+_TINY = 1e-12
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """Adversarial images with the model's verdict on them.
+
+    Attributes
+    ----------
+    x_adv : Tensor
+        ``(N, ...)`` adversarial images in [0, 1].
+    loss : Tensor
+        ``(N,)`` cross-entropy of each adversarial image.
+    correct : Tensor
+        ``(N,)`` bool: the model still predicts the true label.
+    """
+
+    x_adv: Tensor
+    loss: Tensor
+    correct: Tensor
+
+
+@dataclass(frozen=True)
+class AttackAccuracy:
+    """Accuracy under one attack at one epsilon, over all streamed batches.
+
+    Attributes
+    ----------
+    attack : str
+    epsilon : float
+    correct : int
+        Images still classified correctly after the attack.
+    clean_correct : int
+        Images classified correctly without perturbation.
+    total : int
+    """
+
+    attack: str
+    epsilon: float
+    correct: int
+    clean_correct: int
+    total: int
+
+    @property
+    def accuracy(self) -> float:
+        """Accuracy under attack, ``correct / total`` (NaN when no image was seen)."""
+        return self.correct / self.total if self.total else math.nan
+
+    @property
+    def clean_accuracy(self) -> float:
+        """Accuracy without perturbation (NaN when no image was seen)."""
+        return self.clean_correct / self.total if self.total else math.nan
+
+
+# --------------------------------------------------------------------------- checks
+def _check_epsilon(epsilon: float, name: str = "epsilon") -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {epsilon!r}")
+    eps = float(epsilon)
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {epsilon!r}")
+    return eps
+
+
+def _check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def _check_inputs(x: Tensor, y: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.dim() < 2 or not x.is_floating_point():
+        raise ValueError("x must be a floating-point tensor of shape (N, ...) in [0, 1]")
+    if not isinstance(y, Tensor) or y.shape != x.shape[:1] or y.is_floating_point():
+        raise ValueError(f"y must be an integer tensor of shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if x.numel() and (torch.isnan(x).any() or x.min() < 0 or x.max() > 1):
+        raise ValueError("x must hold pixel values in [0, 1] (pass mean/std to normalise inside)")
+
+
+def _normaliser(
+    x: Tensor, mean: Sequence[float] | Tensor | None, std: Sequence[float] | Tensor | None
+) -> Callable[[Tensor], Tensor]:
+    if mean is None and std is None:
+        return lambda t: t
+    if mean is None or std is None:
+        raise ValueError("mean and std must be given together (per-channel, 0-1 scale)")
+    if x.dim() != 4:
+        raise ValueError(f"mean/std need images of shape (N, C, H, W), got {tuple(x.shape)}")
+    c = x.shape[1]
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1)
+    if m.numel() != c or s.numel() != c or not bool((s > 0).all()):
+        raise ValueError(f"mean and std must hold {c} values (one per channel) with std > 0")
+    m, s = m.view(1, c, 1, 1), s.view(1, c, 1, 1)  # broadcast over (N, C, H, W)
+    return lambda t: (t - m) / s
+
+
+@contextmanager
+def _frozen_eval(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside; every flag restored on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _per_sample_norm(t: Tensor) -> Tensor:
+    """L2 norm of each sample, shaped to broadcast against ``t``: ``(N, 1, ..., 1)``."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _project(delta: Tensor, eps: float, norm: str) -> Tensor:
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    factor = (eps / _per_sample_norm(delta).clamp_min(_TINY)).clamp(max=1.0)
+    return delta * factor
+
+
+def _random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator | None) -> Tensor:
+    """A uniform random point of the epsilon-ball around ``x``, clipped to [0, 1]."""
+    if norm == "linf":
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        delta = (2 * u - 1) * eps
+    else:
+        # Uniform in the L2 ball: a uniform direction times radius eps * U^(1/d).
+        d = x[0].numel()
+        g = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        r = torch.rand((x.shape[0],), generator=generator, dtype=x.dtype, device=x.device) ** (1.0 / d)
+        delta = g / _per_sample_norm(g).clamp_min(_TINY) * (eps * r).view(-1, *([1] * (x.dim() - 1)))
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def _stronger(loss_new: Tensor, wrong_new: Tensor, loss_old: Tensor, wrong_old: Tensor) -> Tensor:
+    """Per sample: is the new candidate stronger (misclassified first, then loss)?"""
+    return (wrong_new & ~wrong_old) | ((wrong_new == wrong_old) & (loss_new > loss_old))
+
+
+def _keep(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
+
+
+def _run(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    random_start: bool,
+    restarts: int,
+    select: str,
+    mean: Sequence[float] | Tensor | None,
+    std: Sequence[float] | Tensor | None,
+    generator: torch.Generator | None,
+) -> AttackOutcome:
+    normalise = _normaliser(x, mean, std)
+    x0 = x.detach()
+    best: AttackOutcome | None = None
+
+    def evaluate(xt: Tensor) -> tuple[Tensor, Tensor]:
+        logits = model(normalise(xt))
+        return F.cross_entropy(logits, y, reduction="none"), logits.argmax(1) != y
+
+    def merge(cur: AttackOutcome | None, xt: Tensor, loss: Tensor, wrong: Tensor) -> AttackOutcome:
+        loss, wrong = loss.detach(), wrong.detach()
+        if cur is None:
+            return AttackOutcome(xt.detach(), loss, ~wrong)
+        better = _stronger(loss, wrong, cur.loss, ~cur.correct)
+        return AttackOutcome(
+            _keep(better, xt.detach(), cur.x_adv),
+            torch.where(better, loss, cur.loss),
+            torch.where(better, ~wrong, cur.correct),
+        )
+
+    with _frozen_eval(model):
+        for _ in range(restarts):
+            xt = _random_start(x0, eps, norm, generator) if random_start else x0.clone()
+            run_best: AttackOutcome | None = None
+            for _ in range(steps):
+                xt.requires_grad_(True)
+                loss, wrong = evaluate(xt)
+                # Summed loss: each sample's gradient is its own (eval mode), undiluted by 1/N.
+                (grad,) = torch.autograd.grad(loss.sum(), xt)
+                if select == "best":
+                    run_best = merge(run_best, xt, loss, wrong)
+                xt = xt.detach()
+                if norm == "linf":
+                    direction = grad.sign()
+                else:
+                    direction = grad / _per_sample_norm(grad).clamp_min(_TINY)
+                xt = x0 + _project(xt + step_size * direction - x0, eps, norm)
+                xt = xt.clamp(0.0, 1.0)
+            with torch.no_grad():
+                loss, wrong = evaluate(xt)
+            run_best = merge(run_best, xt, loss, wrong)
+            best = run_best if best is None else merge(best, run_best.x_adv, run_best.loss, ~run_best.correct)
+    assert best is not None  # restarts >= 1 is checked by the callers
+    return best
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- public
+def _pgd_outcome(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilon: float,
+    *,
+    norm: str = "linf",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    restarts: int = 1,
+    select: str = "best",
+    mean: Sequence[float] | Tensor | None = None,
+    std: Sequence[float] | Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> AttackOutcome:
+    eps = _check_epsilon(epsilon)
+    _check_norm(norm)
+    _check_int("steps", steps, 1)
+    _check_int("restarts", restarts, 1)
+    if select not in SELECTS:
+        raise ValueError(f"select must be one of {SELECTS}, got {select!r}")
+    alpha = 2.5 * eps / steps if step_size is None else _check_epsilon(step_size, "step_size")
+    _check_inputs(x, y)
+    return _run(model, x, y, eps, norm, steps, alpha, random_start, restarts, select, mean, std, generator)
+
+
+def _fgsm_outcome(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilon: float,
+    *,
+    norm: str = "linf",
+    mean: Sequence[float] | Tensor | None = None,
+    std: Sequence[float] | Tensor | None = None,
+) -> AttackOutcome:
+    eps = _check_epsilon(epsilon)
+    _check_norm(norm)
+    _check_inputs(x, y)
+    return _run(model, x, y, eps, norm, 1, eps, False, 1, "last", mean, std, None)
+
+
+def fgsm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilon: float,
+    *,
+    norm: str = "linf",
+    mean: Sequence[float] | Tensor | None = None,
+    std: Sequence[float] | Tensor | None = None,
+) -> Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015), one step of size epsilon.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits ``(N, K)``.
+    x : Tensor
+        ``(N, C, H, W)`` images in [0, 1].
+    y : Tensor
+        ``(N,)`` true labels.
+    epsilon : float
+        Perturbation budget (>= 0) in [0, 1] pixel units.
+    norm : {"linf", "l2"}
+        ``"linf"``: ``x + eps * sign(g)``; ``"l2"``: ``x + eps * g / ||g||_2``
+        (the fast gradient method). Both clipped to [0, 1].
+    mean, std : sequence of float or Tensor, optional
+        Per-channel normalisation the model expects (0-1 scale), applied inside.
+
+    Returns
+    -------
+    Tensor
+        ``(N, C, H, W)`` adversarial images, detached.
+
+    Raises
+    ------
+    ValueError
+        Negative or NaN epsilon, unknown norm, malformed inputs.
+    """
+    return _fgsm_outcome(model, x, y, epsilon, norm=norm, mean=mean, std=std).x_adv
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilon: float,
+    *,
+    norm: str = "linf",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    restarts: int = 1,
+    select: str = "best",
+    mean: Sequence[float] | Tensor | None = None,
+    std: Sequence[float] | Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Projected gradient descent on the loss (Madry et al. 2018).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits ``(N, K)``.
+    x : Tensor
+        ``(N, C, H, W)`` images in [0, 1].
+    y : Tensor
+        ``(N,)`` true labels.
+    epsilon : float
+        Radius (>= 0) of the threat ball in [0, 1] pixel units.
+    norm : {"linf", "l2"}
+        Threat-model norm.
+    steps : int
+        Gradient steps per restart (>= 1). Costs ``steps`` forward+backward passes and
+        one forward pass per restart.
+    step_size : float, optional
+        Step length in pixel units; default ``2.5 * epsilon / steps``.
+    random_start : bool
+        Start from a uniform random point of the ball (clipped to [0, 1]).
+    restarts : int
+        Independent runs (>= 1); the per-sample strongest result is kept.
+    select : {"best", "last"}
+        Return each sample's strongest iterate (``"best"``) or the final iterate of
+        each restart (``"last"``); see the module docstring.
+    mean, std : sequence of float or Tensor, optional
+        Per-channel normalisation the model expects (0-1 scale), applied inside.
+    generator : torch.Generator, optional
+        Source of the random starts (on ``x``'s device), for reproducibility.
+
+    Returns
+    -------
+    Tensor
+        ``(N, C, H, W)`` adversarial images in [0, 1], within epsilon of ``x``, detached.
+
+    Raises
+    ------
+    ValueError
+        Negative or NaN epsilon/step size, unknown norm or select, steps or restarts
+        < 1, malformed inputs.
+    """
+    return _pgd_outcome(
+        model,
+        x,
+        y,
+        epsilon,
+        norm=norm,
+        steps=steps,
+        step_size=step_size,
+        random_start=random_start,
+        restarts=restarts,
+        select=select,
+        mean=mean,
+        std=std,
+        generator=generator,
+    ).x_adv
+
+
+#: Attack functions by name, as :func:`attack` accepts them.
+ATTACKS: dict[str, Callable[..., Tensor]] = {"fgsm": fgsm, "pgd": pgd}
+_OUTCOMES: dict[str, Callable[..., AttackOutcome]] = {"fgsm": _fgsm_outcome, "pgd": _pgd_outcome}
+
+
+def _check_name(name: str) -> str:
+    if name not in ATTACKS:
+        raise ValueError(f"attack must be one of {tuple(ATTACKS)}, got {name!r}")
+    return name
+
+
+def attack(name: str, model: nn.Module, x: Tensor, y: Tensor, epsilon: float, **kwargs: object) -> Tensor:
+    """Run the attack called ``name`` (a key of :data:`ATTACKS`); see :func:`fgsm`, :func:`pgd`.
+
+    Returns
+    -------
+    Tensor
+        ``(N, C, H, W)`` adversarial images.
+    """
+    return ATTACKS[_check_name(name)](model, x, y, epsilon, **kwargs)
+
+
+def attack_outcome(
+    name: str, model: nn.Module, x: Tensor, y: Tensor, epsilon: float, **kwargs: object
+) -> AttackOutcome:
+    """Like :func:`attack`, also returning each image's loss and whether it is still correct.
+
+    The verdict comes from the forward pass the attack makes anyway, so it costs nothing extra.
+    """
+    return _OUTCOMES[_check_name(name)](model, x, y, epsilon, **kwargs)
+
+
+def accuracy_under_attack(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    name: str,
+    epsilons: Sequence[float],
+    *,
+    mean: Sequence[float] | Tensor | None = None,
+    std: Sequence[float] | Tensor | None = None,
+    device: torch.device | str | None = None,
+    **kwargs: object,
+) -> list[AttackAccuracy]:
+    """Stream ``(x, y)`` batches through an attack at several epsilons; count accuracy.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier (already on ``device``).
+    batches : iterable of (Tensor, Tensor)
+        ``(B, C, H, W)`` images in [0, 1] and ``(B,)`` labels; consumed once.
+    name : str
+        Attack name, a key of :data:`ATTACKS`.
+    epsilons : sequence of float
+        Budgets to evaluate, each >= 0.
+    mean, std : sequence of float or Tensor, optional
+        Per-channel normalisation the model expects (0-1 scale), applied inside.
+    device : torch.device or str, optional
+        Where batches are moved before attacking; default: the model's device.
+    **kwargs
+        Passed to the attack (``norm``, ``steps``, ``restarts``, ...).
+
+    Returns
+    -------
+    list of AttackAccuracy
+        One per epsilon, in the given order.
+    """
+    _check_name(name)
+    eps_list = [_check_epsilon(e) for e in epsilons]
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    correct = [0] * len(eps_list)
+    clean_correct = total = 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with _frozen_eval(model), torch.no_grad():
+            normalise = _normaliser(x, mean, std)
+            clean_correct += int((model(normalise(x)).argmax(1) == y).sum())
+        total += int(y.numel())
+        for i, eps in enumerate(eps_list):
+            out = attack_outcome(name, model, x, y, eps, mean=mean, std=std, **kwargs)
+            correct[i] += int(out.correct.sum())
+    return [AttackAccuracy(name, e, c, clean_correct, total) for e, c in zip(eps_list, correct)]
