@@ -1,15 +1,12 @@
-<<<<<<< HEAD
 """Pure analysis: arrays and tensors in, numbers out.
 
-PWCCA (representation similarity, :mod:`.pwcca`) and the statistics over a sweep's
-replicates (:mod:`.stats`). Nothing here reads files, trains or loads data: the
-sweep-level analyses that need checkpoints and data live in :mod:`selectivity.evaluate`
+PWCCA (representation similarity, :mod:`.pwcca`), the statistics over a sweep's
+replicates (:mod:`.stats`), dimensionality of representations and of perturbation-
+induced change (:mod:`.geometry`) and input-unit gradient variability
+(:mod:`.gradients`). Nothing here reads files, trains or loads data: the sweep-level
+analyses that need checkpoints and data live in :mod:`selectivity.evaluate`
 (import-linter enforces it, see ``[tool.importlinter]`` in pyproject.toml).
 """
-=======
-"""Pure analysis functions: PWCCA (representation similarity), sweep statistics,
-dimensionality of representations and input-unit gradient variability."""
->>>>>>> attacks
 
 from .geometry import (
     CovarianceAccumulator,
@@ -33,6 +30,7 @@ from .pwcca import (
 )
 from .stats import (
     ALPHA_DECIMALS,
+    FAMILIES,
     bonferroni,
     bootstrap_ci,
     is_baseline,
@@ -53,6 +51,7 @@ __all__ = [
     "pwcca_distance",
     "pwcca_similarity",
     "ALPHA_DECIMALS",
+    "FAMILIES",
     "bonferroni",
     "bootstrap_ci",
     "is_baseline",
