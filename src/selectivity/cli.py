@@ -579,6 +579,21 @@ def summarize(sweep_dir, no_figures):
 @click.option(
     "--cca-max-pairs", type=int, default=None, help="Cap on CCA pairs per alpha and kind (default: all)."
 )
+@click.option(
+    "--cca-method",
+    type=click.Choice(["svcca", "textbook"]),
+    default="svcca",
+    show_default=True,
+    help="PWCCA as the paper computed it (google/svcca's reference code) or the canonical-variate form.",
+)
+@click.option(
+    "--family",
+    type=click.Choice(["sign", "all"]),
+    default="sign",
+    show_default=True,
+    help="Bonferroni family of the t-tests vs alpha = 0: one per paper figure (alpha < 0, alpha > 0) or all alphas.",
+)
+@click.option("--welch", is_flag=True, help="Welch's t-test instead of Student's (the paper's 't-test').")
 @click.option("--device", default="cpu", show_default=True, help="Device of the CCA forward passes.")
 @click.option(
     "--resamples",
@@ -587,7 +602,20 @@ def summarize(sweep_dir, no_figures):
     show_default=True,
     help="Bootstrap resamples per confidence interval.",
 )
-def report(sweep_dir, out, cca, data, cca_images, cca_mode, cca_max_pairs, device, resamples):
+def report(
+    sweep_dir,
+    out,
+    cca,
+    data,
+    cca_images,
+    cca_mode,
+    cca_max_pairs,
+    cca_method,
+    family,
+    welch,
+    device,
+    resamples,
+):
     """Self-contained HTML report of a sweep (tables, statistics, every paper figure)."""
     from .report import build_report
 
@@ -605,6 +633,9 @@ def report(sweep_dir, out, cca, data, cca_images, cca_mode, cca_max_pairs, devic
         cca_images=cca_images,
         cca_mode=cca_mode,
         cca_max_pairs=cca_max_pairs,
+        cca_method=cca_method,
+        family=family,
+        welch=welch,
         device=device,
         n_resamples=resamples,
         progress=cca,
@@ -646,8 +677,35 @@ def report(sweep_dir, out, cca, data, cca_images, cca_mode, cca_max_pairs, devic
     help="Leave out between pairs of equal seeds (same initialisation and batch order).",
 )
 @click.option("--device", default="cpu", show_default=True, help="Device of the forward passes.")
+@click.option(
+    "--method",
+    type=click.Choice(["svcca", "textbook"]),
+    default="svcca",
+    show_default=True,
+    help="PWCCA as the paper computed it (google/svcca's reference code) or the canonical-variate form.",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["baseline-first", "alpha-first"]),
+    default="baseline-first",
+    show_default=True,
+    help="Network order of a between pair (paper 1, A.2: the alpha = 0 network first).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def cca(sweep_dir, data, model, images, mode, max_pairs, min_ratio, exclude_same_seed, device, quiet):
+def cca(
+    sweep_dir,
+    data,
+    model,
+    images,
+    mode,
+    max_pairs,
+    min_ratio,
+    exclude_same_seed,
+    device,
+    method,
+    order,
+    quiet,
+):
     """PWCCA distances within and between alphas (paper section 4.2) -> SWEEP/analysis/cca_distances.csv."""
     from .evaluate.cca import cca_distances, cca_summary
 
@@ -667,6 +725,8 @@ def cca(sweep_dir, data, model, images, mode, max_pairs, min_ratio, exclude_same
             progress=not quiet,
             min_ratio=min_ratio,
             exclude_same_seed=exclude_same_seed,
+            method=method,
+            order=order,
             log=lambda m: click.echo(m, err=True),
         )
     except (ValueError, FileNotFoundError, RuntimeError) as e:

@@ -95,6 +95,8 @@ _NO_RUNS = "no completed runs"
 _LABELS = {
     "mean_selectivity": "Mean class selectivity index",
     "selectivity": "Mean class selectivity index",
+    "mean_selectivity_live": "Mean class selectivity index (dead units removed)",
+    "selectivity_live": "Mean class selectivity index (dead units removed)",
     "test_accuracy": "Test accuracy (%)",
     "best_val_accuracy": "Validation accuracy (%)",
     "mean_precision": "Mean precision (share of top class)",

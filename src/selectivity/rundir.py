@@ -302,6 +302,7 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike, keys: Iterable[str] = B
         ``epoch``/``num_classes`` not positive integers.
     """
     path = Path(path)
+    keys = tuple(keys)
     hint = restart_hint(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} is not a selectivity checkpoint (holds {type(ckpt).__name__}){hint}")
@@ -318,8 +319,11 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike, keys: Iterable[str] = B
     for k in ("epoch", "num_classes"):
         if k in ckpt and not (isinstance(ckpt[k], int) and not isinstance(ckpt[k], bool) and ckpt[k] >= 0):
             raise CheckpointError(f"{path}: {k!r} is {ckpt[k]!r}, expected a non-negative integer{hint}")
-    if "optimizer" in ckpt and not (
-        isinstance(ckpt["optimizer"], dict) and {"state", "param_groups"} <= set(ckpt["optimizer"])
+    # best.pt carries the same keys with optimizer None (one schema, selectivity.checkpoint).
+    optim = ckpt.get("optimizer")
+    needs_optim = "optimizer" in keys
+    if (optim is not None or needs_optim) and not (
+        isinstance(optim, dict) and {"state", "param_groups"} <= set(optim)
     ):
         raise CheckpointError(f"{path}: 'optimizer' is not an optimizer state dict{hint}")
     for k in ("best_val_accuracy", "best_epoch"):

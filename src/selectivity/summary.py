@@ -43,7 +43,8 @@ __all__ = [
 ]
 
 #: Metrics of :func:`summary_table` by default (runs-frame columns).
-DEFAULT_METRICS = ("test_accuracy", "mean_selectivity")
+#: SI counts dead units with index 0 (the paper's main measure); SI live leaves them out (A9b).
+DEFAULT_METRICS = ("test_accuracy", "mean_selectivity", "mean_selectivity_live")
 #: Columns added to the grouping when their values vary within the frame.
 CONFIG_COLS = ("activation", "negative_slope")
 _STAT_KEYS = ("mean", "ci_low", "ci_high", "std")
@@ -155,7 +156,7 @@ def summary_table(
         Bootstrap resamples per CI.
     seed : int or None, default 0
         Bootstrap seed (tables are reproducible by default).
-    metrics : sequence of str, default ("test_accuracy", "mean_selectivity")
+    metrics : sequence of str, default DEFAULT_METRICS
         Runs-frame columns to summarise (e.g. add ``"dead_fraction"``).
     confidence : float, default 0.95
         CI level.
@@ -285,6 +286,7 @@ def format_summary(table: pd.DataFrame) -> str:
         "test_accuracy": (f"test acc ({ci_name})", 100.0, 2, "%"),
         "best_val_accuracy": (f"val acc ({ci_name})", 100.0, 2, "%"),
         "mean_selectivity": (f"SI ({ci_name})", 1.0, 3, ""),
+        "mean_selectivity_live": (f"SI live ({ci_name})", 1.0, 3, ""),
         "mean_precision": (f"precision ({ci_name})", 1.0, 3, ""),
         "dead_fraction": (f"dead ({ci_name})", 1.0, 3, ""),
     }

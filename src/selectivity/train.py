@@ -396,7 +396,8 @@ def final_test(run: Run, files: RunFiles, progress: bool = False) -> dict[str, A
     return {
         "test_accuracy": rep.accuracy,
         "test_samples": rep.num_samples,
-        "mean_selectivity": rep.mean_selectivity,
+        "mean_selectivity": rep.mean_selectivity,  # dead units count as 0 (paper's main figures)
+        "mean_selectivity_live": rep.mean_selectivity_live,  # dead units removed (Fig. A9b)
         "mean_precision": rep.mean_precision,
         "dead_fraction": rep.dead_fraction,
         "layers": per_layer,

@@ -26,8 +26,17 @@ Choices (documented, configurable through the arguments):
 * Conv maps are flattened with :func:`~selectivity.analysis.pwcca.flatten_conv_activations`:
   ``"spatial_mean"`` (one datapoint per image, the unit response of the selectivity
   index) by default, ``"positions"`` (every spatial position is a datapoint) on request.
-* PWCCA weights come from the first network of a pair (``x``): the alpha network for
-  between pairs, the lower seed for within pairs (``symmetric=True`` averages both).
+* PWCCA is computed as the paper computed it: ``method="svcca"`` reproduces the
+  reference implementation (``google/svcca``'s ``compute_pwcca``) that paper 1 used;
+  ``method="textbook"`` is the canonical-variate form (see
+  :mod:`selectivity.analysis.pwcca` for both and how they differ).
+* Pair order follows paper 1, appendix A.2, which names the unregularised network
+  first (``L_1``, alpha = 0) and the regularised one second: between pairs are
+  computed as ``pwcca(baseline, alpha)`` (``order="baseline-first"``, default;
+  ``"alpha-first"`` reverses it). Within pairs take the lower seed first. With
+  ``svcca`` the projection weights come from the side with fewer live neurons (the
+  first on a tie); with ``textbook`` from the first network; ``symmetric=True``
+  averages both orders.
 * Too few datapoints for the widest layer (``datapoints < min_ratio * neurons``) is an
   error, raised before any distance is computed.
 * Only completed runs are used (a diverged network has no meaningful representation).
@@ -68,6 +77,8 @@ __all__ = [
     "cca_plot_frame",
     "CCA_CSV",
     "CCA_SETTINGS_JSON",
+    "PWCCA_METHODS",
+    "PAIR_ORDERS",
     "CCADistances",
     "cached_cca",
     "sweep_cca",
@@ -232,7 +243,8 @@ def layer_distances(
     *,
     min_ratio: float | None = 5.0,
     symmetric: bool = False,
-    eps: float = 1e-10,
+    eps: float | None = None,
+    method: PWCCAMethod = "svcca",
     threads: int | None = 1,
 ) -> dict[str, float]:
     """PWCCA distance per layer between two networks' activations on the same datapoints.
@@ -240,10 +252,10 @@ def layer_distances(
     Parameters
     ----------
     acts_a, acts_b : dict of str to Tensor
-        Outputs of :func:`gather_activations` (same layers, same images). ``acts_a``
-        provides the projection weights unless ``symmetric``.
-    min_ratio, symmetric, eps
-        See :func:`selectivity.analysis.pwcca.pwcca`.
+        Outputs of :func:`gather_activations` (same layers, same images), passed to
+        PWCCA in this order.
+    min_ratio, symmetric, eps, method
+        See :func:`selectivity.analysis.pwcca.pwcca` (``eps=None``: the method's default).
     threads : int or None, default 1
         Torch CPU threads during the computation. The matrices are small (neurons x
         neurons); several threads only add synchronisation, which on a busy machine
@@ -259,9 +271,32 @@ def layer_distances(
         raise ValueError(f"the two networks do not share the layers {missing}")
     with _torch_threads(threads):
         return {
-            name: pwcca_distance(acts_a[name], acts_b[name], eps, symmetric=symmetric, min_ratio=min_ratio)
+            name: pwcca_distance(
+                acts_a[name], acts_b[name], eps, method=method, symmetric=symmetric, min_ratio=min_ratio
+            )
             for name in acts_a
         }
+
+
+#: PWCCA computations (see :mod:`selectivity.analysis.pwcca`).
+PWCCA_METHODS = ("svcca", "textbook")
+PWCCAMethod = Literal["svcca", "textbook"]
+#: Order of the two networks of a between pair.
+PAIR_ORDERS = ("baseline-first", "alpha-first")
+PairOrder = Literal["baseline-first", "alpha-first"]
+
+
+def _weights_description(method: str, order: str, symmetric: bool) -> str:
+    """Which network gives the PWCCA projection weights, in words (for the report)."""
+    if symmetric:
+        return "both orders of each pair, averaged"
+    first = "the alpha = 0 network" if order == "baseline-first" else "the regularised network"
+    if method == "svcca":
+        return (
+            "the side with fewer live neurons, the first on a tie "
+            f"({first} of a between pair, the lower seed of a within pair)"
+        )
+    return f"the first network of each pair ({first} of a between pair, the lower seed of a within pair)"
 
 
 # --------------------------------------------------------------------------- pairs
@@ -368,6 +403,8 @@ def cca_distances(
     *,
     min_ratio: float | None = 5.0,
     symmetric: bool = False,
+    method: PWCCAMethod = "svcca",
+    order: PairOrder = "baseline-first",
     image_seed: int = 0,
     exclude_same_seed: bool = False,
     write: bool = True,
@@ -400,7 +437,12 @@ def cca_distances(
     min_ratio : float or None, default 5
         Minimum datapoints per neuron (see :func:`check_datapoints`).
     symmetric : bool, default False
-        Average the PWCCA weights of both networks instead of taking the first's.
+        Average the PWCCA of both orders of each pair.
+    method : {"svcca", "textbook"}, default "svcca"
+        PWCCA computation: the reference implementation the paper used, or the
+        canonical-variate form.
+    order : {"baseline-first", "alpha-first"}, default "baseline-first"
+        Order of the two networks of a between pair (paper 1, A.2: alpha = 0 first).
     image_seed : int, default 0
         Seed of the image subset.
     exclude_same_seed : bool, default False
@@ -437,6 +479,10 @@ def cca_distances(
         )
     if data is None:
         data = _read_data_hint(sweep_dir)
+    if method not in PWCCA_METHODS:
+        raise ValueError(f"method must be one of {PWCCA_METHODS}, got {method!r}")
+    if order not in PAIR_ORDERS:
+        raise ValueError(f"order must be one of {PAIR_ORDERS}, got {order!r}")
     settings = dict(
         n_images=n_images,
         mode=mode,
@@ -444,9 +490,11 @@ def cca_distances(
         max_pairs=max_pairs,
         min_ratio=min_ratio,
         symmetric=symmetric,
+        method=method,
+        order=order,
         image_seed=image_seed,
         exclude_same_seed=exclude_same_seed,
-        weights="both networks" if symmetric else "first network of each pair (x)",
+        weights=_weights_description(method, order, symmetric),
     )
 
     cache: dict[str, dict[str, torch.Tensor]] = {}
@@ -484,7 +532,13 @@ def cca_distances(
             for _alpha, sub in grp.groupby("alpha", sort=True):
                 for p in sub.itertuples(index=False):
                     a, b = acts(p.run_a), acts(p.run_b)
-                    d = layer_distances(a, b, min_ratio=min_ratio, symmetric=symmetric)
+                    if p.kind == "between" and order == "baseline-first":
+                        first, second = b, a  # run_b is the baseline network
+                    else:
+                        first, second = a, b
+                    d = layer_distances(
+                        first, second, min_ratio=min_ratio, symmetric=symmetric, method=method
+                    )
                     for i, (name, dist) in enumerate(d.items()):
                         rows.append(
                             {
@@ -716,6 +770,8 @@ def sweep_cca(
     min_ratio: float | None = 5.0,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    method: PWCCAMethod = "svcca",
+    order: PairOrder = "baseline-first",
 ) -> CCADistances:
     """CCA distances of a sweep, or a note saying why they are missing (never raises).
 
@@ -731,7 +787,7 @@ def sweep_cca(
     dataset : path, optional
         Dataset location (default: the one in ``sweep.json``, then the usual search;
         never downloaded).
-    n_images, mode, device, max_pairs, min_ratio, progress, log
+    n_images, mode, device, max_pairs, min_ratio, progress, log, method, order
         See :func:`cca_distances`.
     """
     log = log or (lambda _m: None)
@@ -750,7 +806,9 @@ def sweep_cca(
         locate_dataset(cfg.get("dataset", "cifar10"), dataset)
     except (FileNotFoundError, ValueError) as e:
         return CCADistances(note=f"CCA skipped: the dataset was not found ({e}). Pass --data PATH.")
-    settings = dict(n_images=n_images, mode=mode, max_pairs=max_pairs, min_ratio=min_ratio)
+    settings = dict(
+        n_images=n_images, mode=mode, max_pairs=max_pairs, min_ratio=min_ratio, method=method, order=order
+    )
     cached = cached_cca(sweep_dir, settings, plan_pairs(runs, 0.0, max_pairs))
     if cached is not None:
         log(f"reusing {Path(sweep_dir) / CCA_CSV}")
@@ -765,6 +823,8 @@ def sweep_cca(
             device=device,
             progress=progress,
             min_ratio=min_ratio,
+            method=method,
+            order=order,
             log=log,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as e:

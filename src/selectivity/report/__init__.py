@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ..evaluate.cca import CCADistances, Mode, sweep_cca
+from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, sweep_cca
 from .figures import make_figures
 from .html import render_html
 from .model import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
@@ -70,6 +70,7 @@ def run_cca(
     min_ratio: float | None = 5.0,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    method: PWCCAMethod = "svcca",
 ) -> CCADistances:
     """CCA distances of a sweep for the report, or a note saying why they are missing.
 
@@ -80,7 +81,17 @@ def run_cca(
     """
     dataset = dataset if dataset is not None else data.sweep.get("data")
     return sweep_cca(
-        data.sweep_dir, data.runs, dataset, n_images, mode, device, max_pairs, min_ratio, progress, log
+        data.sweep_dir,
+        data.runs,
+        dataset,
+        n_images,
+        mode,
+        device,
+        max_pairs,
+        min_ratio,
+        progress,
+        log,
+        method,
     )
 
 
@@ -105,6 +116,9 @@ def build_report(
     cca_mode: Mode = "spatial_mean",
     cca_max_pairs: int | None = None,
     cca_min_ratio: float | None = 5.0,
+    cca_method: PWCCAMethod = "svcca",
+    family: str = "sign",
+    welch: bool = False,
     device: str = "cpu",
     n_resamples: int = 2000,
     dpi: int = 120,
@@ -124,8 +138,13 @@ def build_report(
     data : path, optional
         Dataset location for the CCA (default: the one in ``sweep.json``, then
         ``$SELECTIVITY_DATA`` / the cache; never downloaded here).
-    cca_images, cca_mode, cca_max_pairs, cca_min_ratio
+    cca_images, cca_mode, cca_max_pairs, cca_min_ratio, cca_method
         See :func:`selectivity.evaluate.cca.cca_distances`.
+    family : {"sign", "all"}, default "sign"
+        Bonferroni family of the t-tests against alpha = 0 (see
+        :func:`selectivity.analysis.stats.ttests_against_baseline`).
+    welch : bool, default False
+        Welch's t-test instead of Student's.
     device : str, default "cpu"
         Device of the CCA forward passes.
     n_resamples : int, default 2000
@@ -149,10 +168,13 @@ def build_report(
     settings = settings_of(rd)
     cca_res = None
     if cca:
-        cca_res = run_cca(rd, data, cca_images, cca_mode, device, cca_max_pairs, cca_min_ratio, progress, log)
+        cca_res = run_cca(
+            rd, data, cca_images, cca_mode, device, cca_max_pairs, cca_min_ratio, progress, log, cca_method
+        )
         if cca_res.note:
             log(cca_res.note)
-    stats = compute_statistics(settings, cca_res)  # once: tables and figures share it
+    # once: tables and figures share it
+    stats = compute_statistics(settings, cca_res, family=family, equal_var=not welch)
     tables = make_tables(rd, settings, n_resamples, cca_res, stats)
     _write_tables(tables, out_dir)
     figures = make_figures(rd, settings, out_dir, cca_res, n_resamples, dpi, log, stats)

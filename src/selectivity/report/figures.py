@@ -107,7 +107,13 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
         plots.plot_selectivity_vs_alpha(
             done, b, value="dead_fraction", n_resamples=nr, title=f"{s.label}: dead units vs α"
         )
-        plots.plot_selectivity_vs_alpha(done, c, n_resamples=nr, title=f"{s.label}: SI, dead units excluded")
+        plots.plot_selectivity_vs_alpha(
+            done,
+            c,
+            value="mean_selectivity_live",
+            n_resamples=nr,
+            title=f"{s.label}: SI, dead units removed",
+        )
         return fig
 
     specs = [
@@ -134,7 +140,7 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
             _paper_fig(m, "2a", "4a"),
             "Test accuracy vs α",
             "Test accuracy (%) of each run (one point per seed) and the mean with 95% CI per α; dashed line: "
-            "α = 0 mean; stars: Welch t-test against α = 0, Bonferroni-corrected (* p < 0.05, ** p < 1e-3, "
+            "α = 0 mean; stars: t-test against α = 0 (Student's unless the report says Welch), Bonferroni-corrected within the figure's family (* p < 0.05, ** p < 1e-3, "
             "*** p < 1e-6).",
             one(
                 lambda ax: plots.plot_accuracy_vs_alpha(
@@ -204,8 +210,8 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
             "Dead units and selectivity without them",
             "(left) Proportion of dead units (zero response to every test image) per layer, one line per α; "
             "(middle) network proportion of dead units vs α; (right) network class selectivity vs α with dead "
-            "units removed. The stored selectivity values already exclude dead units (their index is 0/0), so "
-            "the right panel is the same measurement as Fig. 1b, shown next to the dead-unit counts.",
+            "units removed (Fig. A9b). Fig. 1b counts every unit, a dead unit with index 0 as the paper's "
+            "formula with its epsilon gives it; this panel leaves dead units out of each layer's mean.",
             dead_fig if not lay.empty else None,
             no_layers,
         )
@@ -266,7 +272,9 @@ def cca_figure_specs(
     extra = (
         (
             f" Activations of {settings.get('n_images')} fixed test images, conv maps flattened by "
-            f"{settings.get('mode')}; PWCCA weights from the {settings.get('weights')}."
+            f"{settings.get('mode')}; PWCCA method {settings.get('method', 'textbook')!r} "
+            f"(pair order {settings.get('order', 'alpha-first')}), projection weights from "
+            f"{settings.get('weights')}."
         )
         if settings
         else ""

@@ -55,6 +55,12 @@ class SettingStats:
     ttests: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     ttest_notes: dict[str, str | None] = field(default_factory=dict)
     ranksums: dict[str, pd.DataFrame] = field(default_factory=dict)
+    family: str = "sign"  # Bonferroni family of the t-tests (analysis.stats.FAMILIES)
+    equal_var: bool = True  # Student's t-test (True) or Welch's (False)
+
+    @property
+    def test_name(self) -> str:
+        return "Student t-test" if self.equal_var else "Welch t-test"
 
 
 @dataclass
@@ -74,8 +80,8 @@ class ReportStats:
     cca: CCAStats | None = None
 
 
-def _setting_stats(s: Setting) -> SettingStats:
-    out = SettingStats()
+def _setting_stats(s: Setting, family: str = "sign", equal_var: bool = True) -> SettingStats:
+    out = SettingStats(family=family, equal_var=equal_var)
     for metric in METRICS:
         d = s.done[["alpha", metric]].dropna()
         alphas = sorted(d["alpha"].unique())
@@ -89,7 +95,9 @@ def _setting_stats(s: Setting) -> SettingStats:
                 with warnings.catch_warnings():
                     # near-identical values: scipy precision warning
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    out.ttests[metric] = ttests_against_baseline(d, metric, "alpha", baseline=0.0)
+                    out.ttests[metric] = ttests_against_baseline(
+                        d, metric, "alpha", baseline=0.0, equal_var=equal_var, family=family
+                    )
             except ValueError as e:
                 out.ttest_notes[metric] = f"Not computed: {e}."
         with warnings.catch_warnings():
@@ -98,12 +106,33 @@ def _setting_stats(s: Setting) -> SettingStats:
     return out
 
 
-def compute_statistics(settings: Sequence[Setting], cca: CCADistances | None = None) -> ReportStats:
-    """Every test of the report, computed once (tables and figures both read the result)."""
+def compute_statistics(
+    settings: Sequence[Setting],
+    cca: CCADistances | None = None,
+    *,
+    family: str = "sign",
+    equal_var: bool = True,
+) -> ReportStats:
+    """Every test of the report, computed once (tables and figures both read the result).
+
+    Parameters
+    ----------
+    settings : sequence of Setting
+        The sweep's settings (model, activation, slope).
+    cca : CCADistances, optional
+        CCA distances, summarised with their paired tests.
+    family : {"sign", "all"}, default "sign"
+        Bonferroni family of the t-tests against alpha = 0: one per paper figure
+        (penalising alphas, Fig. 2; promoting alphas, Fig. 4), or every alpha together.
+    equal_var : bool, default True
+        Student's t-test (the paper's "t-test"); False for Welch's.
+    """
     cca_stats = None
     if cca is not None and cca.distances is not None and not cca.distances.empty:
         cca_stats = CCAStats(*cca_summary(cca.distances))
-    return ReportStats(settings={s.key: _setting_stats(s) for s in settings}, cca=cca_stats)
+    return ReportStats(
+        settings={s.key: _setting_stats(s, family, equal_var) for s in settings}, cca=cca_stats
+    )
 
 
 # --------------------------------------------------------------------------- formatting
@@ -152,7 +181,7 @@ def _summary_display(t: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _ttest_display(t: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _ttest_display(t: pd.DataFrame, metric: str, test_name: str = "Student") -> pd.DataFrame:
     _, scale, digits, suffix = METRICS[metric]
 
     def v(x: Any) -> str:
@@ -166,8 +195,9 @@ def _ttest_display(t: pd.DataFrame, metric: str) -> pd.DataFrame:
             "mean": [v(x) for x in t["mean"]],
             "mean (α=0)": [v(x) for x in t["baseline_mean"]],
             "difference": [v(x) for x in t["diff"]],
-            "t (Welch)": [format_number(x, ".3f") for x in t["statistic"]],
+            f"t ({test_name})": [format_number(x, ".3f") for x in t["statistic"]],
             "p": [format_p(x) for x in t["p"]],
+            "family (m)": [f"{f} ({int(m)})" for f, m in zip(t["family"], t["m"])],
             "p (Bonferroni)": [format_p(x) for x in t["p_bonferroni"]],
             "significant": ["yes" if s else "no" for s in t["significant"]],
         }
@@ -189,6 +219,7 @@ def _ranksum_display(t: pd.DataFrame, metric: str) -> pd.DataFrame:
             "mean penalise": [v(x) for x in t["mean_penalise"]],
             "z (rank-sum)": [format_number(x, ".3f") for x in t["statistic"]],
             "p": [format_p(x) for x in t["p"]],
+            "m": [int(m) for m in t["m"]],
             "p (Bonferroni)": [format_p(x) for x in t["p_bonferroni"]],
             "significant": ["yes" if s else "no" for s in t["significant"]],
         }
@@ -234,11 +265,18 @@ def _ttest_item(s: Setting, metric: str, stats: SettingStats) -> TableItem:
     label = METRICS[metric][0]
     item = TableItem(
         id=f"{s.key}-ttest-{metric}",
-        title=f"{s.label}: {label}, each α vs α = 0 (Welch t-test)",
+        title=f"{s.label}: {label}, each α vs α = 0 ({stats.test_name})",
         data=pd.DataFrame(),
         caption=(
-            f"Two-sided Welch t-test of the {label} of each α against α = 0, over completed "
-            "runs (one value per seed); p-values Bonferroni-corrected over the alphas tested."
+            f"Two-sided {stats.test_name} of the {label} of each α against α = 0, over completed "
+            "runs (one value per seed); p-values Bonferroni-corrected within each family, whose "
+            "name and size m stand beside each p: "
+            + (
+                "the penalising alphas (α < 0, paper Fig. 2) and the promoting alphas (α > 0, "
+                "Fig. 4) are separate families, as in the paper's figures."
+                if stats.family == "sign"
+                else "one family of every α of both signs."
+            )
         ),
     )
     t = stats.ttests.get(metric)
@@ -246,7 +284,7 @@ def _ttest_item(s: Setting, metric: str, stats: SettingStats) -> TableItem:
         item.note = stats.ttest_notes.get(metric)
         return item
     item.data = t.rename(columns={"group": "alpha"}).assign(metric=metric)
-    item.display = _ttest_display(t, metric)
+    item.display = _ttest_display(t, metric, "Student" if stats.equal_var else "Welch")
     return item
 
 
@@ -258,7 +296,7 @@ def _ranksum_item(s: Setting, metric: str, stats: SettingStats) -> TableItem:
         data=pd.DataFrame(),
         caption=(
             f"Wilcoxon rank-sum test of the {label} of α > 0 against α < 0 at equal |α| "
-            "(paper Fig. 5); p-values Bonferroni-corrected over the |α| compared."
+            "(paper Fig. 5); p-values Bonferroni-corrected over the m |α| compared (one family)."
         ),
     )
     t = stats.ranksums.get(metric, pd.DataFrame())

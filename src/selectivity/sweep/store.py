@@ -59,7 +59,8 @@ RUN_COLUMNS = [
     ("best_val_accuracy", "REAL"),
     ("best_epoch", "INTEGER"),
     ("epochs_completed", "INTEGER"),
-    ("mean_selectivity", "REAL"),
+    ("mean_selectivity", "REAL"),  # dead units count with index 0 (paper 1, Figs 1b, A1b, 4c)
+    ("mean_selectivity_live", "REAL"),  # dead units removed (paper 1, Fig. A9b)
     ("mean_precision", "REAL"),
     ("dead_fraction", "REAL"),
     ("train_seconds", "REAL"),
@@ -72,7 +73,8 @@ LAYER_COLUMNS = [
     ("layer_index", "INTEGER"),
     ("layer", "TEXT"),
     ("units", "INTEGER"),
-    ("selectivity", "REAL"),
+    ("selectivity", "REAL"),  # dead units count with index 0
+    ("selectivity_live", "REAL"),  # dead units removed
     ("dead_fraction", "REAL"),
     ("precision", "REAL"),
 ]
@@ -145,6 +147,7 @@ class ResultsStore:
             "best_epoch",
             "epochs_completed",
             "mean_selectivity",
+            "mean_selectivity_live",
             "mean_precision",
             "dead_fraction",
             "train_seconds",
@@ -164,13 +167,14 @@ class ResultsStore:
             self.conn.execute("DELETE FROM layers WHERE run_id=?", (run_id,))
             for i, layer in enumerate(result.get("layers") or []):
                 self.conn.execute(
-                    "INSERT INTO layers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO layers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run_id,
                         i,
                         layer["layer"],
                         layer.get("units"),
                         layer.get("selectivity"),
+                        layer.get("selectivity_live"),
                         layer.get("dead_fraction"),
                         layer.get("precision"),
                     ),
