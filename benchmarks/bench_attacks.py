@@ -55,7 +55,12 @@ def main():
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--real", action="store_true")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (1 gives stable timings on a shared machine)"
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, images {args.images}")
     torch.manual_seed(0)

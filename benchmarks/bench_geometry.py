@@ -51,7 +51,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--unit-chunk", type=int, default=1, help="units per backward in gradient_variability")
     ap.add_argument("--skip-dimensionality", action="store_true", help="run part 2 only")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (1 gives stable timings on a shared machine)"
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}")
     torch.manual_seed(0)
