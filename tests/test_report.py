@@ -116,7 +116,7 @@ def test_report_has_every_figure_embedded_and_saved(report_dir, page):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     for label in PAPER_LABELS:
         assert f"<b>{label}" in page, label
-    assert "already exclude dead units" in page  # A9 caption says what the stored SI is
+    assert "counts every unit" in page and "dead units removed (Fig. A9b)" in page  # A9 caption: both SI measures
     assert "tables/cca-by-layer.csv" in page and (report_dir / "tables" / "cca-by-layer.csv").exists()
     assert "figA12" not in page and "figA10" not in page
 
@@ -130,7 +130,8 @@ def test_report_tables_match_the_store(sweep, report_dir, page):
     for header in (
         "test accuracy (95% CI)",
         "mean SI (95% CI)",
-        "t (Welch)",
+        "t (Student)",
+        "family (m)",
         "p (Bonferroni)",
         "z (rank-sum)",
         "mean ρ(α, 0)",
@@ -142,9 +143,11 @@ def test_report_tables_match_the_store(sweep, report_dir, page):
     base = runs[runs.alpha == 0].mean_selectivity
     for _, row in tt.iterrows():
         vals = runs[runs.alpha == row["alpha"]].mean_selectivity
-        ref = sps.ttest_ind(vals, base, equal_var=False)
+        ref = sps.ttest_ind(vals, base)  # Student's t-test, the paper's "t-test"
         assert row["n"] == 2 and row["statistic"] == pytest.approx(ref.statistic)
-        assert row["p_bonferroni"] == pytest.approx(min(1.0, 2 * ref.pvalue))
+        # alpha = -1 (Fig. 2) and alpha = +1 (Fig. 4) are separate families of one test each
+        assert row["family"] == ("penalise" if row["alpha"] < 0 else "promote") and row["m"] == 1
+        assert row["p_bonferroni"] == pytest.approx(min(1.0, ref.pvalue))
     rs = pd.read_csv(report_dir / "tables" / "resnet20-ranksum-test_accuracy.csv")
     assert rs["abs_alpha"].tolist() == [1.0]
     for name in (
