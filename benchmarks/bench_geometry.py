@@ -29,15 +29,15 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fns, repeats):
+def timed(fns, repeats, clock):
     """Median seconds of each function, alternating the order every round."""
     out = {name: [] for name in fns}
     names = list(fns)
     for i in range(repeats):
         for name in names if i % 2 == 0 else names[::-1]:
-            t = time.perf_counter()
+            t = clock()
             fns[name]()
-            out[name].append(time.perf_counter() - t)
+            out[name].append(clock() - t)
     return {k: statistics.median(v) for k, v in out.items()}
 
 
@@ -54,11 +54,18 @@ def main():
     ap.add_argument(
         "--threads", type=int, default=None, help="torch threads (1 gives stable timings on a shared machine)"
     )
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time (with --threads 1, immune to other jobs on a shared machine)",
+    )
     args = ap.parse_args()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, clock {args.clock}")
     torch.manual_seed(0)
     model = create("resnet20").to(dev).eval()
     layers = model.default_selectivity_layers()
@@ -105,7 +112,7 @@ def main():
         batches = full[:1]
         forwards(), measure()  # warm-up on one batch
         batches = full
-        t = timed({"forwards": forwards, "measure": measure}, args.repeats)
+        t = timed({"forwards": forwards, "measure": measure}, args.repeats, clock)
         print(
             f"dimensionality of {len(layers)} layers over {args.images} images (clean + perturbed + change): "
             f"{t['measure']:.2f} s; 2 x {args.images} plain forward passes: {t['forwards']:.2f} s "
@@ -149,7 +156,7 @@ def main():
             sync(dev)
 
         reference(), batched()
-        t = timed({"reference": reference, "batched": batched}, args.repeats)
+        t = timed({"reference": reference, "batched": batched}, args.repeats, clock)
         u = modules[name].__class__.__name__
         print(
             f"gradient variability, layer {name} ({u}), {args.grad_images} images: batched {t['batched']:.2f} s; "
