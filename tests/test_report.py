@@ -116,7 +116,9 @@ def test_report_has_every_figure_embedded_and_saved(report_dir, page):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     for label in PAPER_LABELS:
         assert f"<b>{label}" in page, label
-    assert "counts every unit" in page and "dead units removed (Fig. A9b)" in page  # A9 caption: both SI measures
+    assert (
+        "counts every unit" in page and "dead units removed (Fig. A9b)" in page
+    )  # A9 caption: both SI measures
     assert "tables/cca-by-layer.csv" in page and (report_dir / "tables" / "cca-by-layer.csv").exists()
     assert "figA12" not in page and "figA10" not in page
 
@@ -177,7 +179,7 @@ def test_report_config_and_provenance(sweep, page):
     assert "Sweep specification (sweep.json)" in page and "overrides.train_subset" in page
     assert "Resolved configuration of run" in page and "negative_rule" in page
     assert str(meta["git_revision"] or "") in page and meta["torch_version"] in page
-    assert "Runs by status" in page and "No failed or diverged runs." in page
+    assert "Runs by status" in page and "No failed, diverged or damaged runs." in page
     assert "Report generated" in page
     assert f"<title>{TITLE}" in page
 

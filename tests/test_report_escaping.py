@@ -38,7 +38,10 @@ def _hostile_sweep(root):
     runs.append((f"{MARK['run_dir']}_odd", 1.0, 3, MARK["status"], MARK["message"]))
     for rid, alpha, seed, status, message in runs:
         cfg = make_config("smoke", dict(alpha=alpha, seed=seed)).to_dict()
-        cfg.update(model=MARK["model"], selectivity_layers=[MARK["config"]])
+        # A hostile model name makes the config invalid: that run is read as damaged, and the
+        # report lists it with the file and the reason (which quote the hostile values).
+        model = MARK["model"] if rid.endswith("_odd") else "resnet20"
+        cfg.update(model=model, selectivity_layers=[MARK["config"]])
         d = root / "runs" / rid
         write_json(d / "config.json", cfg)
         write_json(d / "meta.json", {"seed": seed, "hostname": MARK["meta"], "git_revision": MARK["meta"]})

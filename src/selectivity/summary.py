@@ -43,8 +43,11 @@ __all__ = [
 ]
 
 #: Metrics of :func:`summary_table` by default (runs-frame columns).
-#: SI counts dead units with index 0 (the paper's main measure); SI live leaves them out (A9b).
-DEFAULT_METRICS = ("test_accuracy", "mean_selectivity", "mean_selectivity_live")
+#: SI counts dead units with index 0 (the paper's main measure).
+DEFAULT_METRICS = ("test_accuracy", "mean_selectivity")
+#: Added to the default metrics when the runs frame has them: SI with dead units removed
+#: (paper 1, Fig. A9b; absent from runs recorded before it existed).
+OPTIONAL_METRICS = ("mean_selectivity_live",)
 #: Columns added to the grouping when their values vary within the frame.
 CONFIG_COLS = ("activation", "negative_slope")
 _STAT_KEYS = ("mean", "ci_low", "ci_high", "std")
@@ -157,6 +160,7 @@ def summary_table(
     seed : int or None, default 0
         Bootstrap seed (tables are reproducible by default).
     metrics : sequence of str, default DEFAULT_METRICS
+        (plus :data:`OPTIONAL_METRICS` present in ``runs``)
         Runs-frame columns to summarise (e.g. add ``"dead_fraction"``).
     confidence : float, default 0.95
         CI level.
@@ -178,6 +182,8 @@ def summary_table(
     """
     group_cols = list(group_cols)
     group_cols += _varying_config_cols(runs, group_cols)
+    if tuple(metrics) == DEFAULT_METRICS:
+        metrics = [*metrics, *(m for m in OPTIONAL_METRICS if m in runs.columns)]
     metrics = list(metrics)
     _check_columns(runs, [*group_cols, *metrics], "runs")
     columns = [

@@ -421,7 +421,9 @@ def _provenance_tables(data: ReportData) -> list[TableItem]:
             "torch versions mean the runs were not all produced by the same code.",
         )
     )
-    bad = data.runs[data.runs["status"].isin(["failed", "diverged"])] if not data.runs.empty else data.runs
+    # Damaged runs (a run file that cannot be read) are listed with the file and the reason.
+    bad_status = ["failed", "diverged", "damaged"]
+    bad = data.runs[data.runs["status"].isin(bad_status)] if not data.runs.empty else data.runs
     bad_df = (
         bad[["run_id", "status", "message"]].reset_index(drop=True)
         if not bad.empty
@@ -430,9 +432,9 @@ def _provenance_tables(data: ReportData) -> list[TableItem]:
     items.append(
         TableItem(
             id="prov-failed",
-            title="Failed and diverged runs",
+            title="Failed, diverged and damaged runs",
             data=bad_df,
-            note=None if not bad.empty else "No failed or diverged runs.",
+            note=None if not bad.empty else "No failed, diverged or damaged runs.",
         )
     )
     return items
