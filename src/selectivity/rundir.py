@@ -302,6 +302,7 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike, keys: Iterable[str] = B
         ``epoch``/``num_classes`` not positive integers.
     """
     path = Path(path)
+    keys = tuple(keys)
     hint = restart_hint(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} is not a selectivity checkpoint (holds {type(ckpt).__name__}){hint}")
@@ -318,8 +319,12 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike, keys: Iterable[str] = B
     for k in ("epoch", "num_classes"):
         if k in ckpt and not (isinstance(ckpt[k], int) and not isinstance(ckpt[k], bool) and ckpt[k] >= 0):
             raise CheckpointError(f"{path}: {k!r} is {ckpt[k]!r}, expected a non-negative integer{hint}")
-    if "optimizer" in ckpt and not (
-        isinstance(ckpt["optimizer"], dict) and {"state", "param_groups"} <= set(ckpt["optimizer"])
+    # best.pt stores `optimizer: None` (not needed to evaluate); last.pt needs the state.
+    optional = ckpt.get("optimizer") is None and "optimizer" not in keys
+    if (
+        "optimizer" in ckpt
+        and not optional
+        and not (isinstance(ckpt["optimizer"], dict) and {"state", "param_groups"} <= set(ckpt["optimizer"]))
     ):
         raise CheckpointError(f"{path}: 'optimizer' is not an optimizer state dict{hint}")
     for k in ("best_val_accuracy", "best_epoch"):
