@@ -15,15 +15,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from .config import TrainConfig, check_device_available
 from .data import DataSplits, load_dataset
 from .models import create
-from .rundir import RunFiles, load_checkpoint
+from .rundir import CheckpointError, RunFiles, load_checkpoint, restart_hint
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "checkpoint_state",
     "resolve_device",
+    "load_state_checked",
     "load_data",
     "load_model_from",
     "LoadedRun",
@@ -44,6 +45,8 @@ def checkpoint_state(
     best_epoch: int,
     optimizer: torch.optim.Optimizer | None = None,
     classes: list[str] | None = None,
+    input_shape: list[int] | None = None,
+    train_seconds: float | None = None,
 ) -> dict[str, Any]:
     """The dictionary saved as a checkpoint (same keys for ``last.pt`` and ``best.pt``).
 
@@ -63,15 +66,20 @@ def checkpoint_state(
         Its state is stored when given (``last.pt``: needed to resume); else None.
     classes : list of str, optional
         Class names of the dataset.
+    input_shape : list of int, optional
+        ``[C, H, W]`` of the training images (checked by ``measure`` against its data).
+    train_seconds : float, optional
+        Training time so far, summed over every call that trained the run (``last.pt``:
+        a resumed run adds to it).
 
     Returns
     -------
     dict
         ``format, model, optimizer, config, epoch, best_val_accuracy, best_epoch,
         val_accuracy`` (equal to ``best_val_accuracy``, kept for older readers),
-        ``num_classes, classes``.
+        ``num_classes, classes, input_shape``, and ``train_seconds`` when given.
     """
-    return {
+    state: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -82,17 +90,50 @@ def checkpoint_state(
         "val_accuracy": best_val_accuracy,
         "num_classes": num_classes,
         "classes": list(classes) if classes is not None else None,
+        "input_shape": [int(v) for v in input_shape] if input_shape is not None else None,
     }
+    if train_seconds is not None:
+        state["train_seconds"] = float(train_seconds)
+    return state
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device."""
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device.
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is not one of these forms.
+    DeviceUnavailableError
+        The device is valid but not on this machine (both are ValueErrors).
+    """
+    check_device_available(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return dev
+    return torch.device(name)
+
+
+def load_state_checked(
+    target: nn.Module | torch.optim.Optimizer, state: dict, path: str | os.PathLike, what: str
+) -> None:
+    """``target.load_state_dict(state)``; a state of another shape is a :class:`CheckpointError`.
+
+    Parameters
+    ----------
+    target : nn.Module or torch.optim.Optimizer
+    state : dict
+        The checkpoint's ``model`` or ``optimizer`` entry.
+    path : path
+        The checkpoint file (named in the error, with how to restart the run).
+    what : str
+        What ``target`` is, e.g. ``"a resnet20"``.
+    """
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+        msg = " ".join(str(e).split())[:300]
+        hint = restart_hint(Path(path)) or "; it belongs to another model: retrain it or pick another file"
+        raise CheckpointError(f"{path} does not fit {what}: {type(e).__name__}: {msg}{hint}") from None
 
 
 _DATA_CACHE: dict[tuple, DataSplits] = {}
@@ -142,7 +183,7 @@ def load_model_from(
         activation=cfg.activation,
         negative_slope=cfg.negative_slope,
     )
-    model.load_state_dict(ckpt["model"])
+    load_state_checked(model, ckpt["model"], p, f"a {cfg.model}")
     return model.to(device), cfg, ckpt
 
 

@@ -137,8 +137,6 @@ def main(debug: bool) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, quiet):
     """Train one model with the selectivity regulariser into a run directory."""
-    from .data import data_record
-    from .rundir import merge_meta, run_lock
     from .train import train_run
 
     cfg = _build_config(
@@ -155,17 +153,15 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
         sets,
     )
     try:
-        splits, finished = _preflight(cfg, out, data)
-        with run_lock(out, wait=False):
-            result = train_run(
-                cfg,
-                out,
-                data=data,
-                progress=not quiet,
-                log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
-            )
-            if not finished:  # a finished run keeps the record of the data it was trained on
-                merge_meta(out, {"data": data_record(splits)})
+        _preflight(out)
+        # train_run takes the run lock and checks device, data and checkpoint before it writes.
+        result = train_run(
+            cfg,
+            out,
+            data=data,
+            progress=not quiet,
+            log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
+        )
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(
@@ -187,21 +183,11 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
         sys.exit(3)
 
 
-def _preflight(cfg, out, data):
-    """Check the device, the data and an existing run directory before anything is written.
-
-    Returns the data splits and whether the run directory already holds a finished run.
-    """
-    from .checkpoint import load_data
-    from .config import check_device_available
-    from .data import check_dataset
+def _preflight(out):
+    """Refuse a damaged run directory before training, naming the damaged files."""
     from .health import inspect_run_dir
-    from .rundir import FINAL_STATUSES, RunFiles
+    from .rundir import RunFiles
 
-    check_device_available(cfg.device)
-    splits = load_data(cfg, data)  # memoised: train_run reuses it
-    check_dataset(cfg.dataset, splits)
-    finished = False
     if RunFiles(out).root.is_dir():
         h = inspect_run_dir(out)
         if not h.ok:
@@ -211,8 +197,6 @@ def _preflight(cfg, out, data):
                     "to train it again".split()
                 )
             )
-        finished = h.status in FINAL_STATUSES
-    return splits, finished
 
 
 # --------------------------------------------------------------------------- measure
@@ -238,7 +222,6 @@ def _preflight(cfg, out, data):
 def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
     """Per-layer selectivity, dead units and precision of a checkpoint or run directory."""
     from .checkpoint import load_data, load_model_from, resolve_device
-    from .config import check_device_available
     from .data import BatchLoader, check_data_matches_checkpoint
     from .measure import measure_selectivity
 
@@ -247,8 +230,7 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
     if batch_size < 1:
         _fail("--batch-size must be >= 1")
     try:
-        check_device_available(device)
-        dev = resolve_device(device)
+        dev = resolve_device(device)  # a ValueError when the device is not here
         model, cfg, ckpt = load_model_from(checkpoint, dev)
         splits = load_data(cfg, data)
         check_data_matches_checkpoint(ckpt, splits, name=str(checkpoint))

@@ -27,6 +27,7 @@ __all__ = [
     "parse_overrides",
     "DeviceUnavailableError",
     "check_device_available",
+    "complete_config",
 ]
 
 #: Devices a config may name: auto, cpu, cuda or cuda:N.
@@ -77,6 +78,7 @@ class TrainConfig:
     selectivity_layers: list | None = None  # module names; None = model's default sites
     si_eps: float = 1e-6  # epsilon added to the minibatch index's denominator
     negative_rule: str = "shift"  # handling of negative responses: shift | clamp | raw
+    si_dead: str = "exclude"  # units dead in a minibatch: "exclude" from the layer mean | "include" as 0
     # --- optimisation (paper 1, A.1) ----------------------------------------------
     epochs: int = 200  # number of passes over the training split
     batch_size: int = 256  # samples per minibatch
@@ -100,7 +102,10 @@ class TrainConfig:
     # --- run ------------------------------------------------------------------------
     seed: int = 0  # seed of initialisation, shuffling and augmentation
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
-    amp: bool = False  # bfloat16 autocast on CUDA (off for the paper preset)
+    amp: bool = False  # bfloat16 autocast on CUDA and CPU (off for the paper preset)
+    channels_last: bool = False  # NHWC memory format for the model and its inputs (GPU speed)
+    compile: bool = False  # torch.compile the model; eager (logged once) if compiling fails
+    check_every: int = 50  # training steps between host read-backs of loss/accuracy (NaN/inf check)
     num_threads: int | None = None  # CPU threads for torch; None = torch's default
     eval_batch_size: int = 1000  # samples per batch when evaluating
 
@@ -110,6 +115,7 @@ class TrainConfig:
         from .data.registry import DATASETS
         from .metrics import NEGATIVE_RULES
         from .models import ALLOWED_ACTIVATIONS, list_models
+        from .regularizer import DEAD_RULES
 
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"invalid value for {name!r}: {getattr(self, name)!r} ({why})")
@@ -142,7 +148,12 @@ class TrainConfig:
             raise bad("alpha", "expected a finite number")
         if self.negative_rule not in NEGATIVE_RULES:
             raise bad("negative_rule", "expected " + ", ".join(NEGATIVE_RULES))
-        for name in ("epochs", "batch_size", "eval_batch_size", "top_n"):
+        if self.si_dead not in DEAD_RULES:
+            raise bad("si_dead", "expected " + " or ".join(repr(d) for d in DEAD_RULES))
+        for name in ("augment", "amp", "channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "expected true or false")
+        for name in ("epochs", "batch_size", "eval_batch_size", "top_n", "check_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "expected an integer >= 1")
         if self.val_size < 0:
@@ -187,6 +198,18 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return make_config(None, {**self.to_dict(), **changes})
+
+
+def complete_config(d: dict) -> dict:
+    """``d`` with every missing :class:`TrainConfig` field set to its default.
+
+    A run directory written before a field existed lacks its key; the default is what
+    that run used (new fields default to the earlier behaviour). Compare configs after
+    completing both, so such a run is not taken for another configuration. Unknown keys
+    are kept (and still differ).
+    """
+    defaults = TrainConfig().to_dict()
+    return {**defaults, **d}
 
 
 # --------------------------------------------------------------------------- presets

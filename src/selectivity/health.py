@@ -150,7 +150,7 @@ def inspect_run_dir(
     -------
     RunHealth
     """
-    from .config import ConfigError, TrainConfig
+    from .config import ConfigError, TrainConfig, complete_config
 
     files = RunFiles(path)
     h = RunHealth(files.root)
@@ -203,10 +203,14 @@ def inspect_run_dir(
             why = str(e).split(restart_hint(p))[0] if restart_hint(p) else str(e)
             problem(name, why.replace(f"{p}: ", "").replace(f"{p} ", ""))
             continue
-        if h.config is not None and ckpt["config"] != h.config:
-            diff = sorted(
-                k for k in set(h.config) | set(ckpt["config"]) if h.config.get(k) != ckpt["config"].get(k)
-            )
+        # Missing keys take their defaults: a resumed run's config.json may name fields that
+        # did not exist when its older checkpoint was written.
+        have, saved = (
+            complete_config(h.config) if h.config is not None else None,
+            complete_config(ckpt["config"]),
+        )
+        if have is not None and saved != have:
+            diff = sorted(k for k in set(have) | set(saved) if have.get(k) != saved.get(k))
             problem(name, f"belongs to another configuration than config.json (fields {diff})")
             continue
         if check_models:

@@ -16,11 +16,12 @@ follow the one schema of :func:`selectivity.checkpoint.checkpoint_state`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,15 +34,18 @@ from .checkpoint import (
     checkpoint_state,
     load_data,
     load_model_from,
+    load_state_checked,
     resolve_device,
 )
-from .config import TrainConfig
-from .data import BatchLoader, DataSplits, ImageDataset, stratified_split
+from .config import TrainConfig, complete_config
+from .data import BatchLoader, DataSplits, ImageDataset, check_dataset, data_record, stratified_split
+from .fused import autocast, channels_last, compile_with_fallback
 from .measure import measure_selectivity
 from .models import create
 from .regularizer import SelectivityRegularizer
 from .rundir import (
     FINAL_STATUSES,
+    DamagedFileError,
     RunFiles,
     append_jsonl,
     atomic_torch_save,
@@ -50,6 +54,8 @@ from .rundir import (
     read_json,
     read_jsonl,
     rewrite_jsonl,
+    run_lock,
+    set_aside,
     write_json,
 )
 
@@ -57,6 +63,8 @@ __all__ = [
     "train_run",
     "open_run_dir",
     "build_run",
+    "write_run_files",
+    "train_step",
     "train_epoch",
     "final_test",
     "subset",
@@ -84,15 +92,19 @@ def subset(ds: ImageDataset, n: int | None, seed: int) -> ImageDataset:
 
 
 def _config_diff(saved: dict, cfg: TrainConfig) -> list[str]:
-    """Names of the fields where ``saved`` and ``cfg`` differ."""
+    """Names of the fields where ``saved`` and ``cfg`` differ (missing keys take their default)."""
     now = cfg.to_dict()
+    saved = complete_config(saved)
     return sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
 
 
-def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    if cfg.amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _previous_seconds(ckpt: dict, rows: list[dict]) -> float:
+    """Training time recorded before a resume: ``last.pt``'s, else the epochs' ``seconds``."""
+    saved = ckpt.get("train_seconds")
+    if isinstance(saved, (int, float)) and not isinstance(saved, bool) and math.isfinite(saved):
+        return float(saved)
+    # Checkpoints written before the key existed: the metrics rows are the best record.
+    return float(sum(r["seconds"] for r in rows if isinstance(r.get("seconds"), (int, float))))
 
 
 # --------------------------------------------------------------------------- training
@@ -103,8 +115,13 @@ def train_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     stop_after_epochs: int | None = None,
+    lock: bool = True,
 ) -> dict:
     """Train one model into ``out_dir`` and return the final result record.
+
+    Nothing is written before the device, the data (:func:`selectivity.data.check_dataset`)
+    and the model (resumed from ``last.pt`` if present) are known good, so a failed start
+    leaves nothing that blocks the corrected rerun (only the lock file ``.lock``).
 
     Parameters
     ----------
@@ -122,20 +139,51 @@ def train_run(
         Receives one-line messages.
     stop_after_epochs : int, optional
         Return after this many epochs of this call (tests of resumption).
+    lock : bool, default True
+        Hold the run directory's lock (:func:`selectivity.rundir.run_lock`, not waiting)
+        while training. A caller that already holds it (the sweep executor) passes
+        False: a second lock on the same run in one process would never be granted.
 
     Returns
     -------
     dict
         The content of ``result.json`` (``status`` is ``completed``, ``diverged`` or,
         with ``stop_after_epochs``, ``interrupted`` which is not written).
+        ``train_seconds`` sums the training time of every call that trained the run.
+
+    Raises
+    ------
+    RunBusyError
+        Another process holds the run's lock (``lock=True``).
+    ValueError
+        A config error, another config in ``out_dir``, an unavailable device, data that
+        are not the configured data set, a damaged file or a checkpoint that does not fit
+        (:class:`~selectivity.rundir.CheckpointError`, saying how to restart).
     """
     cfg.validate()
     files = RunFiles(out_dir)
-    finished = open_run_dir(cfg, files, log)
-    if finished is not None:
-        return finished
-    t_start = time.time()
-    run = build_run(cfg, files, data, log)
+    with run_lock(files.root, wait=False) if lock else contextlib.nullcontext():
+        finished = open_run_dir(cfg, files, log)
+        if finished is not None:
+            return finished
+        t_start = time.time()
+        run = build_run(cfg, files, data, log)
+        write_run_files(run, files, log)
+        run.t_start = t_start
+        return _train(run, files, progress, log, stop_after_epochs)
+
+
+def _train(
+    run: Run,
+    files: RunFiles,
+    progress: bool,
+    log: Callable[[str], None],
+    stop_after_epochs: int | None,
+) -> dict:
+    """The epoch loop, then the final test (or the diverged record); writes ``result.json``."""
+    cfg = run.cfg
+    if cfg.compile and run.state.epoch < cfg.epochs:
+        run.forward = _compiled_forward(run, log)
     epochs_this_call = 0
     diverged_msg = None
     while run.state.epoch < cfg.epochs:
@@ -179,19 +227,24 @@ def train_run(
             f"done: test_acc {result['test_accuracy']:.4f} mean_SI {result['mean_selectivity']:.4f} "
             f"(best val {state.best_val:.4f} at epoch {state.best_epoch})"
         )
-    result["train_seconds"] = time.time() - t_start
+    result["train_seconds"] = run.train_seconds()
     write_json(files.result, result)
     return result
 
 
 def open_run_dir(cfg: TrainConfig, files: RunFiles, log: Callable[[str], None] = print) -> dict | None:
-    """Check or create the run directory; the stored result when the run is already finished.
+    """Read-only checks of an existing run directory; its result when the run is finished.
 
-    Raises ValueError when the directory holds a run of another config. Otherwise
-    writes ``config.json`` and ``meta.json`` (a resumed run keeps its first meta and
-    records the new one under ``resumed_with``) and returns None.
+    Nothing is written (see :func:`write_run_files`).
+
+    Raises
+    ------
+    ValueError
+        The directory holds a run of another config (fields named; a config written
+        before a field existed is completed with its default first).
+    DamagedFileError
+        ``config.json`` or ``result.json`` cannot be read (named).
     """
-    files.root.mkdir(parents=True, exist_ok=True)
     if files.config.exists():
         diff = _config_diff(read_json(files.config), cfg)
         if diff:
@@ -204,13 +257,31 @@ def open_run_dir(cfg: TrainConfig, files: RunFiles, log: Callable[[str], None] =
         if res.get("status") in FINAL_STATUSES:
             log(f"run in {files.root} already finished (status {res['status']}); nothing to do")
             return res
-    device = resolve_device(cfg.device)
-    write_json(files.config, cfg.to_dict())
-    meta = {"seed": cfg.seed, "device": str(device), **provenance()}
-    if files.meta.exists():
-        meta = {**read_json(files.meta), "resumed_with": meta}
-    write_json(files.meta, meta)
     return None
+
+
+def write_run_files(run: Run, files: RunFiles, log: Callable[[str], None] = print) -> None:
+    """Write ``config.json`` and ``meta.json`` once data and model are known good.
+
+    ``meta.json`` records the seed, device, provenance and the data
+    (:func:`selectivity.data.data_record`). A resumed run keeps its first meta (and data
+    record) and adds the new one under ``resumed_with``; a damaged ``meta.json`` is set
+    aside (``damaged/``) and written afresh.
+    """
+    cfg = run.cfg
+    files.root.mkdir(parents=True, exist_ok=True)
+    write_json(files.config, cfg.to_dict())
+    record = data_record(run.splits)
+    meta: dict[str, Any] = {"seed": cfg.seed, "device": str(run.device), **provenance(), "data": record}
+    if files.meta.exists():
+        try:
+            old = read_json(files.meta)
+        except DamagedFileError as e:
+            where = set_aside(files.root, ["meta.json"])
+            log(f"{e}; moved it to {where} and wrote a new one")
+        else:
+            meta = {"data": record, **old, "resumed_with": meta}
+    write_json(files.meta, meta)
 
 
 @dataclass
@@ -220,6 +291,7 @@ class RunState:
     epoch: int  # number of completed epochs
     best_val: float
     best_epoch: int
+    train_seconds: float = 0.0  # training time of the calls before this one (s)
 
 
 @dataclass
@@ -236,6 +308,14 @@ class Run:
     val_loader: BatchLoader
     test_ds: ImageDataset
     state: RunState
+    #: The model's forward used for training steps: the model, or its compiled form.
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: ``time.time()`` when this call started (training time counts from it).
+    t_start: float = field(default_factory=time.time)
+
+    def train_seconds(self) -> float:
+        """Training time of the run so far: earlier calls plus this one (s)."""
+        return self.state.train_seconds + (time.time() - self.t_start)
 
     @property
     def num_classes(self) -> int:
@@ -259,12 +339,22 @@ def build_run(
 ) -> Run:
     """Data, model, optimiser, regulariser and loaders; resumed from ``last.pt`` if present.
 
-    Metric lines of epochs that were not checkpointed (killed in between) are dropped.
+    Metric lines of epochs that were not checkpointed (killed in between) are dropped
+    (the only write; nothing else is written here).
+
+    Raises
+    ------
+    ValueError
+        Unavailable device (:class:`~selectivity.config.DeviceUnavailableError`), data
+        that are not the configured data set (:class:`~selectivity.data.DataMismatchError`),
+        a ``last.pt`` that cannot be loaded or does not fit the model
+        (:class:`~selectivity.rundir.CheckpointError`, saying how to restart).
     """
     device = resolve_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     splits = load_data(cfg, data)
+    check_dataset(cfg.dataset, splits)
     train_ds = subset(splits.train, cfg.train_subset, cfg.split_seed)
     val_ds = subset(splits.val, cfg.eval_subset, cfg.split_seed)
     test_ds = subset(splits.test, cfg.eval_subset, cfg.split_seed)
@@ -278,15 +368,18 @@ def build_run(
         activation=cfg.activation,
         negative_slope=cfg.negative_slope,
     ).to(device)
+    if cfg.channels_last:
+        channels_last(model)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     state = RunState(epoch=0, best_val=-1.0, best_epoch=-1)
+    rows = read_jsonl(files.metrics)
     if files.last.exists():
         ckpt = load_checkpoint(files.last, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        load_state_checked(model, ckpt["model"], files.last, f"a {cfg.model}")
+        load_state_checked(opt, ckpt["optimizer"], files.last, f"the optimizer of a {cfg.model}")
         state = RunState(int(ckpt["epoch"]), float(ckpt["best_val_accuracy"]), int(ckpt["best_epoch"]))
+        state.train_seconds = _previous_seconds(ckpt, rows[: state.epoch])
         log(f"resuming {files.root} after epoch {state.epoch}/{cfg.epochs}")
-    rows = read_jsonl(files.metrics)
     if len(rows) != state.epoch:
         rewrite_jsonl(files.metrics, rows[: state.epoch])
 
@@ -297,6 +390,8 @@ def build_run(
         layers=cfg.selectivity_layers or None,
         eps=cfg.si_eps,
         negative=cfg.negative_rule,
+        dead=cfg.si_dead,
+        check_labels=False,  # checked once when the data were loaded: no host sync per step
     )
     norm: dict[str, Any] = dict(mean=splits.mean, std=splits.std, device=device)
     return Run(
@@ -324,7 +419,9 @@ def _run_epoch(run: Run, files: RunFiles, progress: bool, log: Callable[[str], N
         group["lr"] = lr
     run.train_loader.set_epoch(epoch)
     t0 = time.time()
-    tr = train_epoch(run.model, run.opt, run.reg, run.train_loader, cfg, run.device, epoch, progress)
+    tr = train_epoch(
+        run.model, run.opt, run.reg, run.train_loader, cfg, run.device, epoch, progress, forward=run.forward
+    )
     val = measure_selectivity(
         run.model,
         run.val_loader,
@@ -369,7 +466,39 @@ def _checkpoint(run: Run, epoch: int, with_optimizer: bool) -> dict[str, Any]:
         best_epoch=run.state.best_epoch,
         optimizer=run.opt if with_optimizer else None,
         classes=list(run.splits.classes),
+        input_shape=list(run.splits.train.image_shape),
+        train_seconds=run.train_seconds() if with_optimizer else None,
     )
+
+
+def _compiled_forward(run: Run, log: Callable[[str], None]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile(run.model)`` if one trial training step with it succeeds, else the model.
+
+    The trial step (on the first batch of the current epoch) is undone: parameters,
+    batch-norm buffers and optimizer state are restored, so resuming stays exact. A
+    failure is logged once and training goes on in eager mode.
+    """
+    cfg, model, opt = run.cfg, run.model, run.opt
+    run.train_loader.set_epoch(run.state.epoch)
+    x, y = next(iter(run.train_loader))
+
+    def trial(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        model.train()
+        with run.reg if cfg.alpha != 0.0 else contextlib.nullcontext():
+            train_step(fn, opt, run.reg, x, y, cfg, run.device)
+
+    def snapshot() -> tuple[dict, dict]:
+        return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+
+    def restore(saved: tuple[dict, dict]) -> None:
+        model.load_state_dict(saved[0])
+        opt.load_state_dict(saved[1])
+        opt.zero_grad(set_to_none=True)
+
+    fn, err = compile_with_fallback(model, trial, snapshot, restore)
+    if err is not None:
+        log(f"torch.compile failed, training in eager mode: {err}")
+    return fn
 
 
 def final_test(run: Run, files: RunFiles, progress: bool = False) -> dict[str, Any]:
@@ -408,6 +537,50 @@ def final_test(run: Run, files: RunFiles, progress: bool = False) -> dict[str, A
     }
 
 
+def train_step(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    reg: SelectivityRegularizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One SGD step on ``(x, y)``; nothing is read back from the device.
+
+    With ``cfg.alpha != 0`` the regulariser must be attached (``with reg:``).
+
+    Returns
+    -------
+    loss, ce : torch.Tensor
+        Scalar total loss and cross-entropy (detached).
+    selectivity : torch.Tensor or None
+        The minibatch's mean SI (detached); None when alpha = 0.
+    correct : torch.Tensor
+        int64 scalar, correct predictions in the minibatch.
+    """
+    use_reg = cfg.alpha != 0.0
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, cfg.amp):
+        logits = forward(x)
+        ce = F.cross_entropy(logits, y)
+    si = None
+    if use_reg:
+        penalty = reg.penalty(y)  # -alpha * SI
+        loss = ce + penalty
+        si = penalty.detach() / -cfg.alpha
+    else:
+        loss = ce
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    if use_reg:
+        reg.clear()
+    correct = (logits.detach().argmax(1) == y).sum()
+    return loss.detach(), ce.detach(), si, correct
+
+
 def train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -417,22 +590,33 @@ def train_epoch(
     device: torch.device,
     epoch: int,
     progress: bool,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """One pass over ``loader``: loss = CE + ``reg.penalty`` (= CE - alpha * SI).
+
+    The sums of loss, CE, SI and correct predictions stay on the device; they are read
+    back only every ``cfg.check_every`` steps and at the end of the epoch, where the
+    NaN/inf check happens. Between those points a step reads nothing back (no host
+    synchronisation on a GPU).
+
+    Parameters
+    ----------
+    forward : callable, optional
+        Used instead of ``model`` for the training forward pass (its compiled form).
 
     Returns the epoch's mean ``loss``, ``ce``, ``accuracy`` (per sample) and the mean
     minibatch ``selectivity`` (per step; None when alpha = 0). Raises
     :class:`Diverged` when the loss stops being finite.
     """
     model.train()
+    fwd = forward if forward is not None else model
     use_reg = cfg.alpha != 0.0
-    # Sums stay on the device; one host sync per `check_every` steps keeps GPUs busy.
     tot_loss = torch.zeros((), device=device, dtype=torch.float64)
     tot_ce = torch.zeros((), device=device, dtype=torch.float64)
     tot_si = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     n = 0
-    check_every = 1 if device.type == "cpu" else 20
+    steps = len(loader)
     bar = None
     it: Iterable = loader
     if progress:
@@ -445,29 +629,19 @@ def train_epoch(
     ctx = reg if use_reg else contextlib.nullcontext()
     with ctx:
         for step, (x, y) in enumerate(it):
-            with _autocast(cfg, device):
-                logits = model(x)
-                ce = F.cross_entropy(logits, y)
-            if use_reg:
-                penalty = reg.penalty(y)  # -alpha * SI
-                loss = ce + penalty
-                tot_si += penalty.detach() / -cfg.alpha
-            else:
-                loss = ce
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if use_reg:
-                reg.clear()
+            loss, ce, si, ok = train_step(fwd, opt, reg, x, y, cfg, device)
             b = y.shape[0]
             n += b
-            tot_loss += loss.detach() * b
-            tot_ce += ce.detach() * b
-            correct += (logits.detach().argmax(1) == y).sum()
-            if (step + 1) % check_every == 0 or step + 1 == len(loader):
+            tot_loss += loss * b
+            tot_ce += ce * b
+            correct += ok
+            if si is not None:
+                tot_si += si
+            if (step + 1) % cfg.check_every == 0 or step + 1 == steps:
+                # The read-back point: one host sync per `check_every` steps.
                 if not math.isfinite(float(tot_loss)):
                     raise Diverged(
-                        f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
+                        f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
                         f"(alpha={cfg.alpha}); the run is stopped"
                     )
                 if bar is not None:
@@ -477,10 +651,9 @@ def train_epoch(
                     bar.set_postfix(post, refresh=False)
     if bar is not None:
         bar.close()
-    steps = max(len(loader), 1)
     return {
         "loss": float(tot_loss) / max(n, 1),
         "ce": float(tot_ce) / max(n, 1),
         "accuracy": int(correct) / max(n, 1),
-        "selectivity": float(tot_si) / steps if use_reg else None,
+        "selectivity": float(tot_si) / max(steps, 1) if use_reg else None,
     }

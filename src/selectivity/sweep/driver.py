@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError
+from ..config import ConfigError, complete_config
 from ..health import RunHealth, inspect_run_dir
 from ..rundir import (
     FINAL_STATUSES,
@@ -158,8 +158,9 @@ def run_sweep(
         h = inspect_run_dir(rdir)
         health[r.run_id] = h
         want = r.config.to_dict()
-        if h.config is not None and h.config != want:
-            mismatched.append((r.run_id, _config_diff(h.config, want)))
+        # A run written before a config field existed lacks its key: it used the default.
+        if h.config is not None and complete_config(h.config) != want:
+            mismatched.append((r.run_id, _config_diff(complete_config(h.config), want)))
     if mismatched:
         if not archive_mismatched:
             store.close()

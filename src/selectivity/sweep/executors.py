@@ -90,10 +90,9 @@ def execute_run(task: Task, progress: bool = False) -> dict:
     """
     import torch
 
-    from ..config import TrainConfig, check_device_available
-    from ..data import check_dataset, data_record
-    from ..rundir import RunFiles, merge_meta, run_lock, write_json
-    from ..train import load_data, train_run
+    from ..config import TrainConfig
+    from ..rundir import RunFiles, run_lock, write_json
+    from ..train import train_run
 
     files = RunFiles(task.run_dir)
     files.root.mkdir(parents=True, exist_ok=True)
@@ -104,18 +103,14 @@ def execute_run(task: Task, progress: bool = False) -> dict:
             threads = cfg.num_threads or task.threads
             if threads:
                 torch.set_num_threads(threads)
-            # Device and data are checked before train_run writes anything.
-            check_device_available(cfg.device)
-            splits = load_data(cfg, task.data)  # memoised: train_run reuses it
-            check_dataset(cfg.dataset, splits)
             with open(files.root / "train.log", "a") as logf:
 
                 def log(msg: str) -> None:
                     logf.write(msg + "\n")
                     logf.flush()
 
-                result = train_run(cfg, files.root, data=task.data, progress=progress, log=log)
-            merge_meta(files.root, {"data": data_record(splits)})
+                # lock=False: this process holds the run's lock (a second one would never be granted).
+                result = train_run(cfg, files.root, data=task.data, progress=progress, log=log, lock=False)
         except Exception as e:  # recorded, not raised: one bad run must not stop a sweep
             result = {
                 "status": "failed",
