@@ -1,4 +1,4 @@
-"""Command-line interface: ``selectivity train | measure | sweep | results | summarize | report | cca``.
+"""Command-line interface: ``selectivity train | measure | sweep | results | summarize | report | cca | robustness | corrupt``.
 
 The top layer: it parses options and calls the package (report -> evaluate -> sweep ->
 train -> core); nothing imports it.
@@ -475,15 +475,37 @@ def _sweep_dir(path: str) -> Path:
 )
 @click.option("--layers", is_flag=True, help="Per-layer rows instead of one row per run.")
 @click.option("--rebuild", is_flag=True, help="Recreate the database from the run directories first.")
-def results(sweep_dir, fmt, layers, rebuild):
+@click.option(
+    "--robustness",
+    type=click.Choice(["summary", "corruptions", "attacks"]),
+    default=None,
+    is_flag=False,
+    flag_value="summary",
+    help="Robustness rows (paper 2) instead: per-run summary (default), or long corruption / attack rows.",
+)
+def results(sweep_dir, fmt, layers, rebuild, robustness):
     """Print a sweep's results (one row per run), from its results database."""
     from .sweep import open_store, rebuild_store
 
     p = _sweep_dir(sweep_dir)
     store = rebuild_store(p) if rebuild else open_store(p)
     with store:
-        df = store.layers_df() if layers else store.runs_df()
-    if not layers:
+        if robustness:
+            df = store.robustness_df(robustness)
+        else:
+            df = store.layers_df() if layers else store.runs_df()
+    if robustness:
+        if robustness == "summary":
+            df = df.drop(columns=["settings"])
+        if fmt == "table":
+            import pandas as pd
+
+            with pd.option_context(
+                "display.max_rows", None, "display.width", 200, "display.max_columns", None
+            ):
+                click.echo(df.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+            return
+    elif not layers:
         df = df.drop(columns=["config"])
     if fmt == "csv":
         click.echo(df.to_csv(index=False), nl=False)
@@ -724,6 +746,172 @@ def cca(
         ]
         with pd.option_context("display.width", 200, "display.max_columns", None):
             click.echo(tests[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+# --------------------------------------------------------------------------- robustness (paper 2)
+def _split_names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
+@click.option(
+    "--images",
+    type=int,
+    default=2000,
+    show_default=True,
+    help="Test images (a class-stratified subset, the same for every run); 0: the whole test split.",
+)
+@click.option(
+    "--corruptions", default=None, help="Comma-separated corruptions (default: all 15); 'none' for none."
+)
+@click.option(
+    "--severities", default="1,2,3,4,5", show_default=True, help="Comma-separated severities in 1..5."
+)
+@click.option(
+    "--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attacks; 'none' for none."
+)
+@click.option(
+    "--epsilons",
+    default=None,
+    help="Comma-separated budgets in [0, 1] pixel units, fractions allowed (default: 0.25/255,0.5/255,1/255,2/255,4/255,8/255).",
+)
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option(
+    "--pgd-steps", type=int, default=10, show_default=True, help="PGD iterations (step 2.5*eps/steps)."
+)
+@click.option(
+    "--cifar10-c",
+    "cifar10_c",
+    type=click.Path(),
+    default=None,
+    help="Read corrupted images from this CIFAR-10-C directory instead of generating them.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated corruptions.")
+@click.option("--batch-size", type=int, default=250, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def robustness(
+    sweep_dir,
+    data,
+    images,
+    corruptions,
+    severities,
+    attacks,
+    epsilons,
+    norm,
+    pgd_steps,
+    cifar10_c,
+    seed,
+    batch_size,
+    device,
+    quiet,
+):
+    """Corruption and adversarial accuracy of every completed run (paper 2) -> RUN/robustness.json."""
+    from .evaluate.robustness import RobustnessSettings, parse_epsilons, sweep_robustness
+
+    try:
+        sev = tuple(int(v) for v in _split_names(severities) or ())
+    except ValueError:
+        raise _UsageError(f"--severities must be integers in 1..5, got {severities!r}") from None
+    corr = _split_names(corruptions)
+    atk = _split_names(attacks) or ()
+    try:
+        settings = RobustnessSettings(
+            n_images=images or None,
+            corruptions=()
+            if corr == ("none",)
+            else (corr if corr is not None else RobustnessSettings.corruptions),
+            severities=sev,
+            attacks=() if atk == ("none",) else atk,
+            epsilons=parse_epsilons(epsilons) if epsilons else RobustnessSettings.epsilons,
+            norm=norm,
+            pgd_steps=pgd_steps,
+            cifar10_c=cifar10_c,
+            corruption_seed=seed,
+            batch_size=batch_size,
+            device=device,
+        )
+    except ValueError as e:
+        raise _UsageError(str(e)) from e
+    df = sweep_robustness(
+        _sweep_dir(sweep_dir), settings, data, progress=not quiet, log=lambda m: click.echo(m, err=True)
+    )
+    import pandas as pd
+
+    cols = [
+        c
+        for c in (
+            "run_id",
+            "alpha",
+            "seed",
+            "clean_accuracy",
+            "mean_corruption_accuracy",
+            "relative_corruption_accuracy",
+        )
+        if c in df.columns
+    ]
+    with pd.option_context("display.width", 200, "display.max_columns", None, "display.max_rows", None):
+        click.echo(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+@main.command()
+@click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output CIFAR-10-C directory.")
+@click.option(
+    "--params",
+    type=click.Choice(["cifar10", "tinyimagenet"]),
+    default="cifar10",
+    show_default=True,
+    help="Corruption parameters (CIFAR-10-C's for 32 px, Tiny ImageNet-C's for 64 px).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Master seed of the random corruptions.")
+@click.option("--images", type=int, default=None, help="Only the first N test images (default: all).")
+@click.option("--corruptions", default=None, help="Comma-separated corruptions (default: all 15).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def corrupt(data, out, params, seed, images, corruptions, quiet):
+    """Write the CIFAR-10 test set corrupted in the CIFAR-10-C format, and a contact sheet PNG."""
+    from .data import contact_sheet_images, load_dataset, write_cifar_c
+    from .perturb import CORRUPTIONS
+
+    names = _split_names(corruptions) or CORRUPTIONS
+    unknown = [n for n in names if n not in CORRUPTIONS]
+    if unknown:
+        raise _UsageError(f"unknown corruption {unknown[0]!r}: expected one of {', '.join(CORRUPTIONS)}")
+    if images is not None and images < 1:
+        raise _UsageError(f"--images must be >= 1, got {images}")
+    _train, test = load_dataset("cifar10", data)
+    imgs, labels = test.images, test.labels
+    if images is not None:
+        imgs, labels = imgs[:images], labels[:images]
+    bar = None
+    if not quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=5 * len(names), desc="corrupt", unit="cell", dynamic_ncols=True)
+    try:
+        path = write_cifar_c(
+            out,
+            imgs,
+            labels,
+            names,
+            params=params,
+            seed=seed,
+            progress=(lambda _n, _s: bar.update(1)) if bar else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    from .plots_perturb import draw_corruption_grid
+
+    sheet, sheet_names = contact_sheet_images(path, 0, list(names))
+    fig = draw_corruption_grid(sheet, sheet_names)
+    png = Path(out) / "contact_sheet.png"
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+    click.echo(f"wrote {path} ({len(names)} corruptions x 5 severities, {imgs.shape[0]} images) and {png}")
 
 
 # --------------------------------------------------------------------------- listing

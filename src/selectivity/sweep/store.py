@@ -34,11 +34,15 @@ __all__ = [
     "DB_NAME",
     "RUNS_DIR",
     "RECORD_NAME",
+    "ROBUSTNESS_NAME",
+    "sync_robustness",
 ]
 
 # DB_NAME and RUNS_DIR are defined in selectivity.rundir (re-exported here).
 #: Per-run file with what only the driver knows (its wall-clock time of the run).
 RECORD_NAME = "sweep_record.json"
+#: Per-run robustness results (written by selectivity.evaluate.robustness).
+ROBUSTNESS_NAME = "robustness.json"
 
 
 def _stderr(msg: str) -> None:
@@ -79,6 +83,41 @@ LAYER_COLUMNS = [
     ("precision", "REAL"),
 ]
 
+# Paper 2's robustness results, one set per run (filled from RUN/robustness.json).
+ROBUSTNESS_TABLES = {
+    "robustness_runs": [
+        ("run_id", "TEXT PRIMARY KEY"),
+        ("n_images", "INTEGER"),
+        ("clean_accuracy", "REAL"),
+        ("mean_corruption_accuracy", "REAL"),
+        ("relative_corruption_accuracy", "REAL"),
+        ("n_corruption_cells", "INTEGER"),
+        ("settings", "TEXT"),  # JSON
+    ],
+    "robustness_corruptions": [
+        ("run_id", "TEXT"),
+        ("corruption", "TEXT"),
+        ("severity", "INTEGER"),
+        ("accuracy", "REAL"),
+    ],
+    "robustness_attacks": [
+        ("run_id", "TEXT"),
+        ("attack", "TEXT"),
+        ("norm", "TEXT"),
+        ("epsilon", "REAL"),
+        ("accuracy", "REAL"),
+    ],
+}
+_ROBUSTNESS_KEYS = {
+    "robustness_corruptions": "PRIMARY KEY (run_id, corruption, severity)",
+    "robustness_attacks": "PRIMARY KEY (run_id, attack, norm, epsilon)",
+}
+_ROBUSTNESS_KINDS = {
+    "summary": "robustness_runs",
+    "corruptions": "robustness_corruptions",
+    "attacks": "robustness_attacks",
+}
+
 
 class ResultsStore:
     """SQLite table of runs (one row each) and of their per-layer results."""
@@ -99,6 +138,10 @@ class ResultsStore:
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS layers ({lcols}, PRIMARY KEY (run_id, layer_index))"
             )
+            for table, tcols in ROBUSTNESS_TABLES.items():
+                spec = ", ".join(f"{n} {t}" for n, t in tcols)
+                key = f", {_ROBUSTNESS_KEYS[table]}" if table in _ROBUSTNESS_KEYS else ""
+                self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec}{key})")
             have = [r[1] for r in self.conn.execute("PRAGMA table_info(runs)").fetchall()]
             if have != [n for n, _ in RUN_COLUMNS]:
                 raise sqlite3.DatabaseError(f"table runs has columns {have}")
@@ -203,6 +246,59 @@ class ResultsStore:
         )
         return _normalised(df)
 
+    def record_robustness(self, run_id: str, res: dict | None) -> None:
+        """Replace one run's robustness rows with ``res`` (a ``robustness.json``); None deletes them."""
+        with self.conn:
+            for table in ROBUSTNESS_TABLES:
+                self.conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+            if not res:
+                return
+            self.conn.execute(
+                "INSERT INTO robustness_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    res.get("n_images"),
+                    res.get("clean_accuracy"),
+                    res.get("mean_corruption_accuracy"),
+                    res.get("relative_corruption_accuracy"),
+                    res.get("n_corruption_cells"),
+                    json.dumps(res.get("settings"), sort_keys=True),
+                ),
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO robustness_corruptions VALUES (?, ?, ?, ?)",
+                [
+                    (run_id, c["corruption"], c["severity"], c["accuracy"])
+                    for c in res.get("corruptions") or []
+                ],
+            )
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO robustness_attacks VALUES (?, ?, ?, ?, ?)",
+                [
+                    (run_id, a["attack"], a["norm"], a["epsilon"], a["accuracy"])
+                    for a in res.get("attacks") or []
+                ],
+            )
+
+    def robustness_df(self, kind: str = "summary") -> pd.DataFrame:
+        """Robustness rows joined with the run's model, alpha, seed, activation, slope and
+        mean selectivity: ``kind`` is ``summary`` (one row per run), ``corruptions`` or ``attacks``."""
+        if kind not in _ROBUSTNESS_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(_ROBUSTNESS_KINDS)}, got {kind!r}")
+        table = _ROBUSTNESS_KINDS[kind]
+        order = {
+            "summary": "",
+            "corruptions": ", t.corruption, t.severity",
+            "attacks": ", t.attack, t.epsilon",
+        }[kind]
+        df = pd.read_sql_query(
+            "SELECT r.model, r.alpha, r.seed, r.activation, r.negative_slope, r.mean_selectivity, t.* "
+            f"FROM {table} t JOIN runs r USING (run_id) ORDER BY r.model, r.alpha, r.seed, r.run_id{order}",
+            self.conn,
+        )
+        df = df.loc[:, ~df.columns.duplicated()]
+        return _normalised(df)
+
     def statuses(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT run_id, status FROM runs").fetchall())
 
@@ -211,6 +307,8 @@ class ResultsStore:
         with self.conn:
             self.conn.execute("DELETE FROM layers WHERE run_id=?", (run_id,))
             self.conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            for table in ROBUSTNESS_TABLES:
+                self.conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
 
 
 def write_sweep_record(run_dir: str | os.PathLike, wall_seconds: float) -> None:
@@ -224,6 +322,23 @@ def _wall_seconds(run_dir: Path) -> float | None:
     except (FileNotFoundError, DamagedFileError):
         return None
     return float(v) if isinstance(v, (int, float)) else None
+
+
+def sync_robustness(store: ResultsStore, sweep_dir: str | os.PathLike, names: list[str]) -> None:
+    """Load every run's ``robustness.json`` into the robustness tables (unreadable: no rows)."""
+    sweep_dir = Path(sweep_dir)
+    have = {r[0] for r in store.conn.execute("SELECT run_id FROM robustness_runs").fetchall()}
+    for name in names:
+        path = sweep_dir / RUNS_DIR / name / ROBUSTNESS_NAME
+        if not path.exists():
+            if name in have:
+                store.record_robustness(name, None)
+            continue
+        try:
+            res = read_json(path)
+        except DamagedFileError:
+            res = None
+        store.record_robustness(name, res)
 
 
 def _normalised(df: pd.DataFrame) -> pd.DataFrame:
@@ -317,6 +432,7 @@ def sync_store(
             store.record(
                 name, config, result, status=status, wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name)
             )
+    sync_robustness(store, sweep_dir, [name for name, *_ in scanned])
 
 
 def _set_aside_db(db: Path) -> Path:
@@ -368,7 +484,8 @@ def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _st
     try:
         new = ResultsStore(tmp, wal=False)
         try:
-            for name, config, result, status in _scan_all(sweep_dir, log):
+            scanned = _scan_all(sweep_dir, log)
+            for name, config, result, status in scanned:
                 new.record(
                     name,
                     config,
@@ -376,6 +493,7 @@ def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _st
                     status=status,
                     wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name),
                 )
+            sync_robustness(new, sweep_dir, [name for name, *_ in scanned])
         finally:
             new.close()
         # Stale WAL files of the old database must not be applied to the new one.

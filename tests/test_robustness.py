@@ -1,0 +1,295 @@
+"""Paper 2 robustness evaluation of a sweep: run-dir results, database, resume, CLI errors.
+
+A tiny sweep (two ResNet20 runs, one epoch on random CIFAR-shaped images) is trained once
+per module; every test works on a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from selectivity.cli import main
+from selectivity.data import CIFAR10_CLASSES
+from selectivity.evaluate.robustness import (
+    PARTIAL_NAME,
+    ROBUSTNESS_NAME,
+    RobustnessSettings,
+    corrupted_cell,
+    parse_epsilons,
+    sweep_robustness,
+)
+from selectivity.rundir import DB_NAME, read_json, write_json
+from selectivity.sweep import SweepSpec, open_store, rebuild_store, run_sweep
+
+TINY = dict(epochs=2, batch_size=32, val_size=30, top_n=3, num_threads=1, eval_batch_size=64)
+SETTINGS = dict(
+    n_images=40,
+    corruptions=("gaussian_noise", "contrast"),
+    severities=(1, 5),
+    attacks=("fgsm", "pgd"),
+    epsilons=(0.0, 8 / 255),
+    pgd_steps=2,
+    batch_size=20,
+)
+
+
+def write_tiny_cifar(root: Path, per_batch: int = 30, n_test: int = 60, seed: int = 0) -> Path:
+    """A CIFAR-10 python release of random images: 5 x ``per_batch`` training, ``n_test`` test."""
+    rng = np.random.default_rng(seed)
+    py = root / "cifar-10-batches-py"
+    py.mkdir(parents=True)
+
+    def dump(name: str, obj: dict) -> None:
+        (py / name).write_bytes(pickle.dumps(obj, protocol=2))
+
+    for b in range(5):
+        labels = rng.permutation(np.arange(per_batch) % 10)
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        dump(f"data_batch_{b + 1}", {b"labels": [int(x) for x in labels], b"data": data})
+    labels = rng.permutation(np.arange(n_test) % 10)
+    test = {b"labels": [int(x) for x in labels], b"data": rng.integers(0, 256, (n_test, 3072), np.uint8)}
+    dump("test_batch", test)
+    dump("batches.meta", {b"label_names": [c.encode() for c in CIFAR10_CLASSES]})
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return write_tiny_cifar(tmp_path_factory.mktemp("tinydata"))
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_data, tmp_path_factory) -> Path:
+    """A finished two-run sweep with its robustness evaluated once."""
+    out = tmp_path_factory.mktemp("rob") / "sweep"
+    spec = SweepSpec(models=["resnet20"], alphas=[-1.0, 1.0], seeds=[0], preset="paper", overrides=dict(TINY))
+    df = run_sweep(spec, out, data=str(tiny_data), progress=False, summarize=False, log=lambda _m: None)
+    assert (df.status == "completed").all() and len(df) == 2
+    sweep_robustness(out, RobustnessSettings(**SETTINGS), str(tiny_data), progress=False)
+    return out
+
+
+@pytest.fixture
+def sweep(evaluated, tmp_path) -> Path:
+    dest = tmp_path / "sweep"
+    shutil.copytree(evaluated, dest)
+    return dest
+
+
+def _runs(sweep: Path) -> list[Path]:
+    return sorted(p for p in (sweep / "runs").iterdir() if p.is_dir())
+
+
+def test_results_in_run_dirs_and_database(sweep):
+    runs = _runs(sweep)
+    assert len(runs) == 2
+    for run in runs:
+        res = read_json(run / ROBUSTNESS_NAME)
+        assert not (run / PARTIAL_NAME).exists()
+        assert res["n_images"] == 40
+        accs = [c["accuracy"] for c in res["corruptions"]]
+        assert len(accs) == 4 and res["n_corruption_cells"] == 4
+        assert res["mean_corruption_accuracy"] == pytest.approx(np.mean(accs))
+        assert res["relative_corruption_accuracy"] == pytest.approx(np.mean(accs) / res["clean_accuracy"])
+        atk = {(a["attack"], a["epsilon"]): a["accuracy"] for a in res["attacks"]}
+        # epsilon 0 changes no image: accuracy under attack is the clean accuracy.
+        assert atk[("fgsm", 0.0)] == pytest.approx(res["clean_accuracy"])
+        assert atk[("pgd", 0.0)] == pytest.approx(res["clean_accuracy"])
+        assert atk[("pgd", 8 / 255)] <= atk[("pgd", 0.0)]
+        # accuracies are counts over 40 images
+        for a in [*accs, *atk.values(), res["clean_accuracy"]]:
+            assert a * 40 == pytest.approx(round(a * 40))
+    with open_store(sweep) as store:
+        summary = store.robustness_df("summary")
+        corr = store.robustness_df("corruptions")
+        atk = store.robustness_df("attacks")
+    assert len(summary) == 2 and set(summary["alpha"]) == {-1.0, 1.0}
+    assert len(corr) == 8 and set(corr["severity"]) == {1, 5}
+    assert len(atk) == 8 and set(atk["norm"]) == {"linf"}
+    for run in runs:
+        res = read_json(run / ROBUSTNESS_NAME)
+        row = summary[summary["run_id"] == run.name].iloc[0]
+        assert row["clean_accuracy"] == pytest.approx(res["clean_accuracy"])
+        mine = corr[corr["run_id"] == run.name]
+        got = dict(zip(zip(mine["corruption"], mine["severity"]), mine["accuracy"]))
+        assert got == {(c["corruption"], c["severity"]): c["accuracy"] for c in res["corruptions"]}
+
+
+def test_corrupted_images_identical_across_runs(sweep, tiny_data):
+    a, b = (read_json(r / ROBUSTNESS_NAME) for r in _runs(sweep))
+    assert a["cell_sha1"] == b["cell_sha1"] and len(a["cell_sha1"]) == 4
+    assert a["image_indices_sha1"] == b["image_indices_sha1"]
+    # The cached cell is what corrupted_cell gives for the same images and seed.
+    from selectivity.checkpoint import load_run
+    from selectivity.evaluate.cca import select_images
+
+    run = load_run(_runs(sweep)[0], str(tiny_data))
+    idx = select_images(run.splits.test.labels.numpy(), 40, 0)
+    cell = corrupted_cell(run.splits.test.images[torch.as_tensor(idx)], "gaussian_noise", 5, seed=0)
+    import hashlib
+
+    assert hashlib.sha1(cell.numpy().tobytes()).hexdigest() == a["cell_sha1"]["gaussian_noise/5"]
+    other = corrupted_cell(run.splits.test.images[torch.as_tensor(idx)], "gaussian_noise", 5, seed=1)
+    assert not torch.equal(cell, other)
+
+
+def test_resume_reuses_results_and_partial_cells(sweep, tiny_data):
+    run = _runs(sweep)[0]
+    before = read_json(run / ROBUSTNESS_NAME)
+    # Same settings (another device string): reused as is, not recomputed.
+    mark = dict(before, seconds=-1.0)
+    write_json(run / ROBUSTNESS_NAME, mark)
+    sweep_robustness(sweep, RobustnessSettings(**SETTINGS, device="cpu"), str(tiny_data), progress=False)
+    assert read_json(run / ROBUSTNESS_NAME)["seconds"] == -1.0
+    # A killed evaluation: the partial file's finished cells are kept, the rest computed.
+    (run / ROBUSTNESS_NAME).unlink()
+    settings = RobustnessSettings(**SETTINGS)
+    write_json(
+        run / PARTIAL_NAME,
+        {
+            "settings": settings.compared(),
+            "clean": 0.5,
+            "cells": {"contrast/5": 0.125},
+            "attacks": {},
+            "sha1": {},
+        },
+    )
+    sweep_robustness(sweep, settings, str(tiny_data), progress=False)
+    res = read_json(run / ROBUSTNESS_NAME)
+    assert res["clean_accuracy"] == 0.5
+    cells = {(c["corruption"], c["severity"]): c["accuracy"] for c in res["corruptions"]}
+    assert cells[("contrast", 5)] == 0.125
+    assert cells[("gaussian_noise", 1)] == pytest.approx(
+        {(c["corruption"], c["severity"]): c["accuracy"] for c in before["corruptions"]}[
+            ("gaussian_noise", 1)
+        ]
+    )
+    assert not (run / PARTIAL_NAME).exists()
+    # Other settings: recomputed.
+    other = {**SETTINGS, "severities": (2,), "corruptions": ("contrast",), "attacks": ()}
+    sweep_robustness(sweep, RobustnessSettings(**other), str(tiny_data), progress=False)
+    res = read_json(run / ROBUSTNESS_NAME)
+    assert {c["severity"] for c in res["corruptions"]} == {2}
+
+
+def test_rebuild_recreates_robustness_tables(sweep):
+    with open_store(sweep) as store:
+        want = {k: store.robustness_df(k) for k in ("summary", "corruptions", "attacks")}
+    (sweep / DB_NAME).unlink()
+    for suffix in ("-wal", "-shm"):
+        Path(str(sweep / DB_NAME) + suffix).unlink(missing_ok=True)
+    with rebuild_store(sweep, log=lambda _m: None) as store:
+        for k, df in want.items():
+            got = store.robustness_df(k)
+            assert len(got) == len(df) > 0
+            assert got.reset_index(drop=True).equals(df.reset_index(drop=True))
+    # A deleted result disappears from the database at the next sync.
+    (_runs(sweep)[0] / ROBUSTNESS_NAME).unlink()
+    with open_store(sweep, log=lambda _m: None) as store:
+        assert len(store.robustness_df("summary")) == 1
+
+
+def test_results_export(sweep):
+    r = CliRunner().invoke(main, ["results", str(sweep), "--robustness", "corruptions", "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert lines[0].split(",")[:4] == ["model", "alpha", "seed", "activation"] and len(lines) == 9
+    r = CliRunner().invoke(main, ["results", str(sweep), "--robustness", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert len(rows) == 2 and all(math.isfinite(x["mean_corruption_accuracy"]) for x in rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--corruptions", "fog,rain"], "unknown corruption 'rain': expected one of"),
+        (["--attacks", "cw"], "unknown attack 'cw': expected one of fgsm, pgd"),
+        (["--epsilons", "-1/255"], "epsilon must be a finite number >= 0"),
+        (["--epsilons", "nan"], "epsilon must be a finite number >= 0"),
+        (["--severities", "0,6"], "severity must be an integer in 1..5"),
+        (["--severities", "x"], "--severities must be integers in 1..5"),
+    ],
+)
+def test_cli_bad_input_is_one_line(sweep, args, expected):
+    r = CliRunner().invoke(main, ["robustness", str(sweep), "--quiet", *args])
+    assert r.exit_code == 2
+    out = r.output.strip()
+    assert len(out.splitlines()) == 1 and expected in out, out
+
+
+def test_cli_bad_cifar10_c_dir(sweep, tiny_data, tmp_path):
+    bad = tmp_path / "c10c"
+    bad.mkdir()
+    np.save(bad / "labels.npy", np.zeros(5 * 60, np.uint8))
+    np.save(bad / "fog.npy", np.zeros((5 * 60, 32, 32), np.uint8))  # no channel axis
+    base = [
+        "robustness",
+        str(sweep),
+        "--quiet",
+        "--data",
+        str(tiny_data),
+        "--images",
+        "40",
+        "--attacks",
+        "none",
+    ]
+    for run in _runs(sweep):
+        (run / ROBUSTNESS_NAME).unlink()
+    r = CliRunner().invoke(main, [*base, "--corruptions", "fog", "--cifar10-c", str(bad)])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert "expected (5 * N, H, W, 3) uint8" in r.output
+    r = CliRunner().invoke(main, [*base, "--corruptions", "frost", "--cifar10-c", str(bad)])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert "no frost.npy" in r.output and "expected one of fog" in r.output
+    # A well-formed directory with the wrong number of images (20 < 60 test images).
+    np.save(bad / "fog.npy", np.zeros((5 * 20, 32, 32, 3), np.uint8))
+    np.save(bad / "labels.npy", np.zeros(5 * 20, np.uint8))
+    r = CliRunner().invoke(main, [*base, "--corruptions", "fog", "--cifar10-c", str(bad)])
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
+    assert "expected the whole test split" in r.output
+
+
+def test_cli_reads_cifar10_c_directory(sweep, tiny_data, tmp_path):
+    """Images read from a CIFAR-10-C directory: an all-black fog cell gives one prediction for all."""
+    d = tmp_path / "c10c"
+    d.mkdir()
+    np.save(d / "labels.npy", np.zeros(5 * 60, np.uint8))
+    np.save(d / "fog.npy", np.zeros((5 * 60, 32, 32, 3), np.uint8))
+    for run in _runs(sweep):
+        (run / ROBUSTNESS_NAME).unlink()
+    args = ["robustness", str(sweep), "--quiet", "--data", str(tiny_data), "--images", "40"]
+    r = CliRunner().invoke(main, [*args, "--attacks", "none", "--corruptions", "fog", "--cifar10-c", str(d)])
+    assert r.exit_code == 0, r.output
+    for run in _runs(sweep):
+        res = read_json(run / ROBUSTNESS_NAME)
+        assert res["attacks"] == [] and len(res["corruptions"]) == 5
+        # every image is identical, so the accuracy is one class's share of the 40 images: 4/40
+        assert {c["accuracy"] for c in res["corruptions"]} == {0.1}
+
+
+def test_parse_epsilons():
+    assert parse_epsilons("0.5/255, 2/255,0.01") == pytest.approx((0.5 / 255, 2 / 255, 0.01))
+    with pytest.raises(ValueError, match="not a number"):
+        parse_epsilons("1/0")
+
+
+def test_database_schema_has_robustness_tables(tmp_path):
+    from selectivity.sweep import ResultsStore
+
+    with ResultsStore(tmp_path / DB_NAME):
+        pass
+    con = sqlite3.connect(tmp_path / DB_NAME)
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    con.close()
+    assert {"robustness_runs", "robustness_corruptions", "robustness_attacks"} <= names
