@@ -318,7 +318,8 @@ def check_checkpoint(ckpt: Any, path: str | os.PathLike, keys: Iterable[str] = B
     for k in ("epoch", "num_classes"):
         if k in ckpt and not (isinstance(ckpt[k], int) and not isinstance(ckpt[k], bool) and ckpt[k] >= 0):
             raise CheckpointError(f"{path}: {k!r} is {ckpt[k]!r}, expected a non-negative integer{hint}")
-    if "optimizer" in ckpt and not (
+    # best.pt is saved without an optimizer (``"optimizer": None``)
+    if ckpt.get("optimizer") is not None and not (
         isinstance(ckpt["optimizer"], dict) and {"state", "param_groups"} <= set(ckpt["optimizer"])
     ):
         raise CheckpointError(f"{path}: 'optimizer' is not an optimizer state dict{hint}")

@@ -34,6 +34,8 @@ __all__ = [
     "DB_NAME",
     "RUNS_DIR",
     "RECORD_NAME",
+    "GEOMETRY_NAME",
+    "read_geometry_rows",
 ]
 
 # DB_NAME and RUNS_DIR are defined in selectivity.rundir (re-exported here).
@@ -76,6 +78,18 @@ LAYER_COLUMNS = [
     ("dead_fraction", "REAL"),
     ("precision", "REAL"),
 ]
+#: Per-run file written by ``selectivity geometry`` (:mod:`selectivity.evaluate.geometry`):
+#: ``{"settings": {...}, "rows": [{layer_index, layer, kind, perturbation, measure, value}]}``.
+GEOMETRY_NAME = "geometry.json"
+GEOMETRY_COLUMNS = [
+    ("run_id", "TEXT"),
+    ("layer_index", "INTEGER"),  # -1 for the input and the output, else the layer's position
+    ("layer", "TEXT"),  # a module name, "input" (pixel distances) or "output" (accuracy)
+    ("kind", "TEXT"),  # clean | corruption | adversarial
+    ("perturbation", "TEXT"),  # e.g. clean, gaussian_noise-3, pgd-linf-4/255, pgd-l2-match-fog-3
+    ("measure", "TEXT"),  # e.g. pca, participation_ratio, change_pca, l2_mean, grad_var_samples
+    ("value", "REAL"),
+]
 
 
 class ResultsStore:
@@ -96,6 +110,14 @@ class ResultsStore:
             lcols = ", ".join(f"{n} {t}" for n, t in LAYER_COLUMNS)
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS layers ({lcols}, PRIMARY KEY (run_id, layer_index))"
+            )
+            gcols = ", ".join(f"{n} {t}" for n, t in GEOMETRY_COLUMNS)
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS geometry ({gcols}, PRIMARY KEY (run_id, layer, perturbation, measure))"
+            )
+            # which geometry.json (size, mtime) the geometry rows of a run come from
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS geometry_files (run_id TEXT PRIMARY KEY, stamp TEXT)"
             )
             have = [r[1] for r in self.conn.execute("PRAGMA table_info(runs)").fetchall()]
             if have != [n for n, _ in RUN_COLUMNS]:
@@ -176,6 +198,17 @@ class ResultsStore:
                     ),
                 )
 
+    def record_geometry(self, run_id: str, rows: list[dict], stamp: str | None = None) -> None:
+        """Replace the geometry rows of one run (see :data:`GEOMETRY_COLUMNS`)."""
+        names = [n for n, _ in GEOMETRY_COLUMNS]
+        with self.conn:
+            self.conn.execute("DELETE FROM geometry WHERE run_id=?", (run_id,))
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO geometry VALUES ({', '.join('?' * len(names))})",
+                [[run_id, *(r.get(n) for n in names[1:])] for r in rows],
+            )
+            self.conn.execute("INSERT OR REPLACE INTO geometry_files VALUES (?, ?)", (run_id, stamp or ""))
+
     def set_status(self, run_id: str, status: str) -> None:
         with self.conn:
             self.conn.execute(
@@ -199,6 +232,16 @@ class ResultsStore:
         )
         return _normalised(df)
 
+    def geometry_df(self) -> pd.DataFrame:
+        """One row per run, layer, perturbation and measure, with the run's settings and selectivity."""
+        df = pd.read_sql_query(
+            "SELECT g.*, r.model, r.alpha, r.seed, r.activation, r.negative_slope, r.status, "
+            "r.mean_selectivity, r.test_accuracy FROM geometry g JOIN runs r USING (run_id) "
+            "ORDER BY r.model, r.alpha, r.seed, g.kind, g.perturbation, g.layer_index, g.measure",
+            self.conn,
+        )
+        return _normalised(df)
+
     def statuses(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT run_id, status FROM runs").fetchall())
 
@@ -206,6 +249,8 @@ class ResultsStore:
         """Forget one run (e.g. its directory was archived)."""
         with self.conn:
             self.conn.execute("DELETE FROM layers WHERE run_id=?", (run_id,))
+            self.conn.execute("DELETE FROM geometry WHERE run_id=?", (run_id,))
+            self.conn.execute("DELETE FROM geometry_files WHERE run_id=?", (run_id,))
             self.conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
 
 
@@ -220,6 +265,36 @@ def _wall_seconds(run_dir: Path) -> float | None:
     except (FileNotFoundError, DamagedFileError):
         return None
     return float(v) if isinstance(v, (int, float)) else None
+
+
+def _geometry_stamp(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def read_geometry_rows(run_dir: str | os.PathLike) -> list[dict] | None:
+    """The rows of a run directory's ``geometry.json``, or None if it is missing or unreadable."""
+    try:
+        rows = read_json(Path(run_dir) / GEOMETRY_NAME).get("rows")
+    except (FileNotFoundError, DamagedFileError):
+        return None
+    return rows if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else None
+
+
+def _sync_geometry(store: ResultsStore, sweep_dir: Path, names: list[str]) -> None:
+    """Load each run's ``geometry.json`` whose (size, mtime) changed since it was last loaded."""
+    known = dict(store.conn.execute("SELECT run_id, stamp FROM geometry_files").fetchall())
+    for name in names:
+        path = sweep_dir / RUNS_DIR / name / GEOMETRY_NAME
+        stamp = _geometry_stamp(path)
+        if stamp is None or known.get(name) == stamp:
+            continue
+        rows = read_geometry_rows(path.parent)
+        if rows is not None:
+            store.record_geometry(name, rows, stamp)
 
 
 def _normalised(df: pd.DataFrame) -> pd.DataFrame:
@@ -313,6 +388,7 @@ def sync_store(
             store.record(
                 name, config, result, status=status, wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name)
             )
+    _sync_geometry(store, sweep_dir, [name for name, *_ in scanned])
 
 
 def _set_aside_db(db: Path) -> Path:
@@ -364,7 +440,8 @@ def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _st
     try:
         new = ResultsStore(tmp, wal=False)
         try:
-            for name, config, result, status in _scan_all(sweep_dir, log):
+            scanned = _scan_all(sweep_dir, log)
+            for name, config, result, status in scanned:
                 new.record(
                     name,
                     config,
@@ -372,6 +449,7 @@ def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _st
                     status=status,
                     wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name),
                 )
+            _sync_geometry(new, sweep_dir, [name for name, *_ in scanned])
         finally:
             new.close()
         # Stale WAL files of the old database must not be applied to the new one.
