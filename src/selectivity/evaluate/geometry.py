@@ -172,11 +172,16 @@ def perturbation_label(kind: str, name: str, value: float | int) -> str:
     return f"pgd-l2-match-{name}"
 
 
+def _default_layers(model: nn.Module) -> list[str]:
+    fn = getattr(model, "default_selectivity_layers", None)
+    return list(fn()) if callable(fn) else []
+
+
 def _check_layers(model: nn.Module, layers: Sequence[str], model_name: str) -> None:
     modules = dict(model.named_modules())
     missing = [n for n in layers if n not in modules]
     if missing:
-        sites = getattr(model, "default_selectivity_layers", lambda: [])()
+        sites: list[str] = list(_default_layers(model))
         raise ValueError(
             f"layer {missing[0]!r} does not exist in {model_name}; "
             f"its selectivity layers are: {', '.join(sites) or '(none)'}"
@@ -237,7 +242,7 @@ def run_geometry(
     run_dir = Path(run_dir)
     run = load_run(run_dir, data, device)
     model, cfg, splits, dev = run.model, run.config, run.splits, run.device
-    layers = list(settings.layers or cfg.selectivity_layers or model.default_selectivity_layers())
+    layers = list(settings.layers or cfg.selectivity_layers or _default_layers(model))
     _check_layers(model, layers, cfg.model)
     grad_layers = list(settings.gradient_layers or layers) if settings.gradient_images else []
     _check_layers(model, grad_layers, cfg.model)
