@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from selectivity.cli import main
@@ -89,7 +90,12 @@ def measured(tiny_data, tmp_path_factory) -> Path:
     spec = SweepSpec(models=["resnet20"], alphas=[-1.0, 1.0], seeds=[0], preset="paper", overrides=dict(TINY))
     df = run_sweep(spec, out, data=str(tiny_data), progress=False, summarize=False, log=lambda _m: None)
     assert (df.status == "completed").all(), df[["run_id", "status", "message"]]
-    sweep_geometry(out, SETTINGS, tiny_data, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation
+    try:
+        sweep_geometry(out, SETTINGS, tiny_data, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
