@@ -1,4 +1,5 @@
-"""Command-line interface: ``selectivity train | measure | sweep | results | summarize | report | cca | robustness | corrupt``.
+"""Command-line interface: ``selectivity train | measure | sweep | results | summarize | report | cca |
+robustness | corrupt | geometry``.
 
 The top layer: it parses options and calls the package (report -> evaluate -> sweep ->
 train -> core); nothing imports it.
@@ -483,17 +484,42 @@ def _sweep_dir(path: str) -> Path:
     flag_value="summary",
     help="Robustness rows (paper 2) instead: per-run summary (default), or long corruption / attack rows.",
 )
-def results(sweep_dir, fmt, layers, rebuild, robustness):
+@click.option(
+    "--geometry",
+    "geometry_rows",
+    is_flag=True,
+    help="Rows of the geometry table (`selectivity geometry`): run, layer, perturbation, measure, value.",
+)
+def results(sweep_dir, fmt, layers, rebuild, robustness, geometry_rows):
     """Print a sweep's results (one row per run), from its results database."""
     from .sweep import open_store, rebuild_store
 
+    if robustness and geometry_rows:
+        _fail("--robustness and --geometry are different tables: give one")
     p = _sweep_dir(sweep_dir)
     store = rebuild_store(p) if rebuild else open_store(p)
     with store:
         if robustness:
             df = store.robustness_df(robustness)
+        elif geometry_rows:
+            df = store.geometry_df()
         else:
             df = store.layers_df() if layers else store.runs_df()
+    if geometry_rows:
+        if fmt == "table":
+            import pandas as pd
+
+            if df.empty:
+                click.echo("no geometry results: run `selectivity geometry SWEEP_DIR` first", err=True)
+                return
+            cols = ["run_id", "alpha", "seed", "layer", "perturbation", "measure", "value"]
+            with pd.option_context("display.max_rows", None, "display.width", 200):
+                click.echo(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        elif fmt == "csv":
+            click.echo(df.to_csv(index=False), nl=False)
+        else:
+            click.echo(df.to_json(orient="records", indent=1))
+        return
     if robustness:
         if robustness == "summary":
             df = df.drop(columns=["settings"])
@@ -755,6 +781,29 @@ def _split_names(text: str | None) -> tuple[str, ...] | None:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
+# --------------------------------------------------------------------------- geometry
+def _names(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    return names or None
+
+
+def _epsilons(value: str) -> tuple[float, ...]:
+    """``1/255,4/255`` or ``0.004,0.016`` -> floats; an empty string: no L-inf attack."""
+    out = []
+    for v in value.split(","):
+        v = v.strip()
+        if not v:
+            continue
+        try:
+            num, _, den = v.partition("/")
+            out.append(float(num) / (float(den) if den else 1.0))
+        except (ValueError, ZeroDivisionError):
+            _fail(f"--epsilons: {v!r} is not a number or a fraction like 4/255")
+    return tuple(out)
+
+
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
@@ -912,6 +961,130 @@ def corrupt(data, out, params, seed, images, corruptions, quiet):
     png = Path(out) / "contact_sheet.png"
     fig.savefig(png, dpi=120, bbox_inches="tight")
     click.echo(f"wrote {path} ({len(names)} corruptions x 5 severities, {imgs.shape[0]} images) and {png}")
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", type=click.Path(), default=None, help=DATA_HELP)
+@click.option(
+    "--images", type=int, default=2000, show_default=True, help="Stratified test images (same for every run)."
+)
+@click.option(
+    "--layers", default=None, help="Comma-separated layers (default: the run's selectivity layers)."
+)
+@click.option(
+    "--share", type=float, default=0.95, show_default=True, help="Variance share of the PCA dimensionality."
+)
+@click.option(
+    "--units",
+    type=click.Choice(["channels", "flatten"]),
+    default="channels",
+    show_default=True,
+    help="Units: channels (spatial mean) or every channel x position.",
+)
+@click.option(
+    "--corruptions",
+    default="gaussian_noise,contrast,fog",
+    show_default=True,
+    help="Comma-separated corruptions (empty: none).",
+)
+@click.option(
+    "--severity", type=click.IntRange(1, 5), default=3, show_default=True, help="Corruption severity."
+)
+@click.option(
+    "--epsilons",
+    default="1/255,4/255",
+    show_default=True,
+    help="L-inf PGD budgets (pixel scale; fractions allowed).",
+)
+@click.option(
+    "--match/--no-match",
+    default=True,
+    show_default=True,
+    help="Also L2 PGD at each corruption's median input L2 distance.",
+)
+@click.option("--attack-steps", type=click.IntRange(1), default=10, show_default=True, help="PGD steps.")
+@click.option(
+    "--gradient-images",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Images for the input-unit gradient variability (0: skip).",
+)
+@click.option("--gradient-layers", default=None, help="Layers for the gradient variability (default: all).")
+@click.option("--batch-size", type=click.IntRange(1), default=250, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--force", is_flag=True, help="Recompute runs whose geometry.json has the same settings.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def geometry(
+    sweep_dir,
+    data,
+    images,
+    layers,
+    share,
+    units,
+    corruptions,
+    severity,
+    epsilons,
+    match,
+    attack_steps,
+    gradient_images,
+    gradient_layers,
+    batch_size,
+    device,
+    force,
+    quiet,
+):
+    """Dimensionality (clean, perturbed, change) and gradient variability of every completed run.
+
+    Results: runs/<id>/geometry.json and the `geometry` table (`selectivity results --geometry`).
+    """
+    from .evaluate.geometry import GeometrySettings, check_settings, sweep_geometry
+
+    if not 0 < share <= 1:
+        _fail(f"--share must be in (0, 1], got {share:g}")
+    if images < 2:
+        _fail(f"--images must be >= 2, got {images}")
+    if gradient_images < 0 or gradient_images == 1:
+        _fail(f"--gradient-images must be 0 (skip) or >= 2, got {gradient_images}")
+    settings = GeometrySettings(
+        n_images=images,
+        layers=_names(layers),
+        share=share,
+        units=units,
+        corruptions=_names(corruptions) or (),
+        severity=severity,
+        epsilons=_epsilons(epsilons),
+        match_l2=match,
+        attack_steps=attack_steps,
+        gradient_images=gradient_images,
+        gradient_layers=_names(gradient_layers),
+        batch_size=batch_size,
+    )
+    try:
+        check_settings(settings)
+    except ValueError as e:
+        _fail(str(e))
+    df = sweep_geometry(
+        _sweep_dir(sweep_dir),
+        settings,
+        data,
+        device,
+        progress=not quiet,
+        force=force,
+        log=lambda m: click.echo(m, err=True),
+    )
+    clean = df[(df["measure"] == "pca") & (df["kind"] == "clean")]
+    if not clean.empty:
+        import pandas as pd
+
+        t = clean.pivot_table(index="layer_index", columns="alpha", values="value", aggfunc="mean")
+        t.index = [
+            clean.drop_duplicates("layer_index").set_index("layer_index").loc[i, "layer"] for i in t.index
+        ]
+        click.echo(f"clean PCA dimensionality ({share:g} of variance), mean over runs, by alpha:")
+        with pd.option_context("display.width", 200, "display.max_columns", None):
+            click.echo(t.to_string(float_format=lambda v: f"{v:.2f}"))
 
 
 # --------------------------------------------------------------------------- listing

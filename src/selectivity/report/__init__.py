@@ -36,6 +36,7 @@ from pathlib import Path
 from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, sweep_cca
 from .figures import make_figures
 from .html import render_html
+from .mechanisms import mechanism_items
 from .model import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
 from .summarize import summarize_sweep
 from .tables import ReportStats, compute_statistics, make_tables
@@ -176,8 +177,14 @@ def build_report(
     # once: tables and figures share it
     stats = compute_statistics(settings, cca_res, family=family, equal_var=not welch)
     tables = make_tables(rd, settings, n_resamples, cca_res, stats)
+    # Mechanisms (issue 11): only when `selectivity geometry` has stored results.
+    mech_tables, mech_figures = mechanism_items(rd.sweep_dir, out_dir, n_resamples, dpi)
+    if mech_tables or mech_figures:
+        tables["mechanisms"] = mech_tables
     _write_tables(tables, out_dir)
     figures = make_figures(rd, settings, out_dir, cca_res, n_resamples, dpi, log, stats)
+    if mech_tables or mech_figures:
+        figures["mechanisms"] = mech_figures
     page = render_html(rd, settings, tables, figures, out_dir, cca_res, cca_requested=cca)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")

@@ -143,6 +143,9 @@ def render_html(
         sections.append(("across", "Across settings"))
     if cca_requested:
         sections.append(("cca", "Representation similarity (CCA, paper Fig. 3)"))
+    mechanisms = "mechanisms" in tables or "mechanisms" in figures
+    if mechanisms:
+        sections.append(("mechanisms", "Mechanisms (dimensionality, gradient variability)"))
     sections += [("configuration", "Configuration"), ("provenance", "Provenance"), ("files", "Files")]
     return (
         template_environment()
@@ -164,6 +167,9 @@ def render_html(
             global_figures=fv(glob),
             cca_requested=cca_requested,
             cca_note=cca.note if cca is not None else None,
+            mechanisms=mechanisms,
+            mechanism_tables=tv(tables.get("mechanisms", [])),
+            mechanism_figures=fv(figures.get("mechanisms", [])),
             config_tables=tv(tables.get("config", [])),
             provenance_tables=tv(tables.get("provenance", [])),
             files=_files(tables, figures, out_dir),

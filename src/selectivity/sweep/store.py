@@ -36,6 +36,8 @@ __all__ = [
     "RECORD_NAME",
     "ROBUSTNESS_NAME",
     "sync_robustness",
+    "GEOMETRY_NAME",
+    "read_geometry_rows",
 ]
 
 # DB_NAME and RUNS_DIR are defined in selectivity.rundir (re-exported here).
@@ -81,6 +83,18 @@ LAYER_COLUMNS = [
     ("selectivity_live", "REAL"),  # dead units removed
     ("dead_fraction", "REAL"),
     ("precision", "REAL"),
+]
+#: Per-run file written by ``selectivity geometry`` (:mod:`selectivity.evaluate.geometry`):
+#: ``{"settings": {...}, "rows": [{layer_index, layer, kind, perturbation, measure, value}]}``.
+GEOMETRY_NAME = "geometry.json"
+GEOMETRY_COLUMNS = [
+    ("run_id", "TEXT"),
+    ("layer_index", "INTEGER"),  # -1 for the input and the output, else the layer's position
+    ("layer", "TEXT"),  # a module name, "input" (pixel distances) or "output" (accuracy)
+    ("kind", "TEXT"),  # clean | corruption | adversarial
+    ("perturbation", "TEXT"),  # e.g. clean, gaussian_noise-3, pgd-linf-4/255, pgd-l2-match-fog-3
+    ("measure", "TEXT"),  # e.g. pca, participation_ratio, change_pca, l2_mean, grad_var_samples
+    ("value", "REAL"),
 ]
 
 # Paper 2's robustness results, one set per run (filled from RUN/robustness.json).
@@ -142,6 +156,14 @@ class ResultsStore:
                 spec = ", ".join(f"{n} {t}" for n, t in tcols)
                 key = f", {_ROBUSTNESS_KEYS[table]}" if table in _ROBUSTNESS_KEYS else ""
                 self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec}{key})")
+            gcols = ", ".join(f"{n} {t}" for n, t in GEOMETRY_COLUMNS)
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS geometry ({gcols}, PRIMARY KEY (run_id, layer, perturbation, measure))"
+            )
+            # which geometry.json (size, mtime) the geometry rows of a run come from
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS geometry_files (run_id TEXT PRIMARY KEY, stamp TEXT)"
+            )
             have = [r[1] for r in self.conn.execute("PRAGMA table_info(runs)").fetchall()]
             if have != [n for n, _ in RUN_COLUMNS]:
                 raise sqlite3.DatabaseError(f"table runs has columns {have}")
@@ -223,6 +245,17 @@ class ResultsStore:
                     ),
                 )
 
+    def record_geometry(self, run_id: str, rows: list[dict], stamp: str | None = None) -> None:
+        """Replace the geometry rows of one run (see :data:`GEOMETRY_COLUMNS`)."""
+        names = [n for n, _ in GEOMETRY_COLUMNS]
+        with self.conn:
+            self.conn.execute("DELETE FROM geometry WHERE run_id=?", (run_id,))
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO geometry VALUES ({', '.join('?' * len(names))})",
+                [[run_id, *(r.get(n) for n in names[1:])] for r in rows],
+            )
+            self.conn.execute("INSERT OR REPLACE INTO geometry_files VALUES (?, ?)", (run_id, stamp or ""))
+
     def set_status(self, run_id: str, status: str) -> None:
         with self.conn:
             self.conn.execute(
@@ -297,6 +330,14 @@ class ResultsStore:
             self.conn,
         )
         df = df.loc[:, ~df.columns.duplicated()]
+    def geometry_df(self) -> pd.DataFrame:
+        """One row per run, layer, perturbation and measure, with the run's settings and selectivity."""
+        df = pd.read_sql_query(
+            "SELECT g.*, r.model, r.alpha, r.seed, r.activation, r.negative_slope, r.status, "
+            "r.mean_selectivity, r.test_accuracy FROM geometry g JOIN runs r USING (run_id) "
+            "ORDER BY r.model, r.alpha, r.seed, g.kind, g.perturbation, g.layer_index, g.measure",
+            self.conn,
+        )
         return _normalised(df)
 
     def statuses(self) -> dict[str, str]:
@@ -306,6 +347,8 @@ class ResultsStore:
         """Forget one run (e.g. its directory was archived)."""
         with self.conn:
             self.conn.execute("DELETE FROM layers WHERE run_id=?", (run_id,))
+            self.conn.execute("DELETE FROM geometry WHERE run_id=?", (run_id,))
+            self.conn.execute("DELETE FROM geometry_files WHERE run_id=?", (run_id,))
             self.conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
             for table in ROBUSTNESS_TABLES:
                 self.conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
@@ -339,6 +382,34 @@ def sync_robustness(store: ResultsStore, sweep_dir: str | os.PathLike, names: li
         except DamagedFileError:
             res = None
         store.record_robustness(name, res)
+def _geometry_stamp(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def read_geometry_rows(run_dir: str | os.PathLike) -> list[dict] | None:
+    """The rows of a run directory's ``geometry.json``, or None if it is missing or unreadable."""
+    try:
+        rows = read_json(Path(run_dir) / GEOMETRY_NAME).get("rows")
+    except (FileNotFoundError, DamagedFileError):
+        return None
+    return rows if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else None
+
+
+def _sync_geometry(store: ResultsStore, sweep_dir: Path, names: list[str]) -> None:
+    """Load each run's ``geometry.json`` whose (size, mtime) changed since it was last loaded."""
+    known = dict(store.conn.execute("SELECT run_id, stamp FROM geometry_files").fetchall())
+    for name in names:
+        path = sweep_dir / RUNS_DIR / name / GEOMETRY_NAME
+        stamp = _geometry_stamp(path)
+        if stamp is None or known.get(name) == stamp:
+            continue
+        rows = read_geometry_rows(path.parent)
+        if rows is not None:
+            store.record_geometry(name, rows, stamp)
 
 
 def _normalised(df: pd.DataFrame) -> pd.DataFrame:
@@ -433,6 +504,7 @@ def sync_store(
                 name, config, result, status=status, wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name)
             )
     sync_robustness(store, sweep_dir, [name for name, *_ in scanned])
+    _sync_geometry(store, sweep_dir, [name for name, *_ in scanned])
 
 
 def _set_aside_db(db: Path) -> Path:
@@ -494,6 +566,7 @@ def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _st
                     wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name),
                 )
             sync_robustness(new, sweep_dir, [name for name, *_ in scanned])
+            _sync_geometry(new, sweep_dir, [name for name, *_ in scanned])
         finally:
             new.close()
         # Stale WAL files of the old database must not be applied to the new one.
