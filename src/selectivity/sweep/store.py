@@ -330,6 +330,7 @@ class ResultsStore:
             self.conn,
         )
         df = df.loc[:, ~df.columns.duplicated()]
+
     def geometry_df(self) -> pd.DataFrame:
         """One row per run, layer, perturbation and measure, with the run's settings and selectivity."""
         df = pd.read_sql_query(
@@ -382,6 +383,8 @@ def sync_robustness(store: ResultsStore, sweep_dir: str | os.PathLike, names: li
         except DamagedFileError:
             res = None
         store.record_robustness(name, res)
+
+
 def _geometry_stamp(path: Path) -> str | None:
     try:
         st = path.stat()
