@@ -214,9 +214,9 @@ def inspect_run_dir(
             problem(name, f"belongs to another configuration than config.json (fields {diff})")
             continue
         if check_models:
-            why = _model_mismatch(ckpt)
-            if why:
-                problem(name, why)
+            mismatch = _model_mismatch(ckpt)
+            if mismatch:
+                problem(name, mismatch)
                 continue
         if h.config is None:  # config.json missing or damaged: the checkpoint says which run this is
             h.config = ckpt["config"]
