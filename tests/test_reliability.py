@@ -166,6 +166,25 @@ def test_rerun_with_another_config_refuses_before_training(sweep_copy, tiny_data
     assert type(r.exception).__name__ == "SweepMismatchError"  # --debug lets the traceback through
 
 
+def test_runs_written_before_new_config_fields_are_still_the_same_configuration(sweep_copy, tiny_data):
+    # config.json and checkpoints of runs trained before si_dead, channels_last, compile and
+    # check_every existed lack those keys; they used the defaults, so nothing differs.
+    new_fields = ("si_dead", "channels_last", "compile", "check_every")
+    for run in (RUN_A, RUN_B):
+        p = sweep_copy / "runs" / run / "config.json"
+        write_json(p, {k: v for k, v in read_json(p).items() if k not in new_fields})
+        best = sweep_copy / "runs" / run / "checkpoints" / "best.pt"
+        ckpt = torch.load(best, weights_only=True)
+        ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in new_fields}
+        torch.save(ckpt, best)
+        assert inspect_run_dir(sweep_copy / "runs" / run).ok
+    before = snapshot(sweep_copy / "runs")
+    r = cli(*sweep_args(sweep_copy, tiny_data))
+    assert_clean(r)
+    assert "2 already finished" in r.stderr + r.output
+    assert snapshot(sweep_copy / "runs") == before  # nothing trained again
+
+
 def test_archive_mismatched_moves_old_runs_and_trains_the_new_config(sweep_copy, tiny_data):
     old_cfg = read_json(sweep_copy / "runs" / RUN_A / "config.json")
     spec = tiny_spec(alphas=[-1.0], overrides={**TINY, "epochs": 3})
