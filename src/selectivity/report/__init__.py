@@ -157,6 +157,9 @@ def build_report(
     _write_tables(tables, out_dir)
     figures = make_figures(rd, settings, out_dir, cca_res, n_resamples, dpi, log, stats)
     page = render_html(rd, settings, tables, figures, out_dir, cca_res, cca_requested=cca)
+    from .robustness import MARKER, robustness_section  # paper 2, when the sweep has results
+
+    page = page.replace(MARKER, robustness_section(rd.sweep_dir, out_dir, dpi, n_resamples), 1)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     log(f"wrote {path}")
