@@ -293,3 +293,65 @@ def test_database_schema_has_robustness_tables(tmp_path):
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     con.close()
     assert {"robustness_runs", "robustness_corruptions", "robustness_attacks"} <= names
+
+
+def test_cli_corrupt_writes_cifar_c_and_contact_sheet(tiny_data, tmp_path):
+    out = tmp_path / "c10c"
+    args = ["corrupt", "--data", str(tiny_data), "--out", str(out), "--images", "4", "--quiet"]
+    r = CliRunner().invoke(main, [*args, "--corruptions", "gaussian_noise,contrast"])
+    assert r.exit_code == 0, r.output
+    arr = np.load(out / "contrast.npy")
+    assert arr.shape == (20, 32, 32, 3) and arr.dtype == np.uint8
+    assert (out / "contact_sheet.png").stat().st_size > 0
+    r = CliRunner().invoke(main, [*args, "--corruptions", "rain"])
+    assert (
+        r.exit_code == 2
+        and len(r.output.strip().splitlines()) == 1
+        and "unknown corruption 'rain'" in r.output
+    )
+
+
+def test_report_has_robustness_section(sweep, tmp_path):
+    from selectivity.report import build_report
+
+    page = build_report(sweep, tmp_path / "out", n_resamples=50).read_text()
+    assert '<section id="robustness">' in page and "<!--robustness-->" not in page
+    assert (tmp_path / "out" / "tables" / "robustness-summary.csv").exists()
+    for key in ("severity", "alpha", "vs-selectivity", "fgsm", "pgd"):
+        assert (tmp_path / "out" / "figures" / f"robustness-{key}.png").exists()
+    # Without robustness results: no section.
+    for run in _runs(sweep):
+        (run / ROBUSTNESS_NAME).unlink()
+    page = build_report(sweep, tmp_path / "out2", n_resamples=50).read_text()
+    assert 'id="robustness"' not in page
+
+
+def test_sweep_command_runs_the_presets_robustness(sweep, tiny_data):
+    """`selectivity sweep` with a preset that has robustness settings evaluates after training."""
+    from selectivity.sweep import register_sweep_preset
+
+    @register_sweep_preset("test-robustness")
+    def _preset() -> SweepSpec:
+        """Test preset: the tiny sweep of this module with robustness settings."""
+        return SweepSpec(
+            models=["resnet20"],
+            alphas=[-1.0, 1.0],
+            seeds=[0],
+            preset="paper",
+            overrides=dict(TINY),
+            robustness={**SETTINGS, "severities": [3], "corruptions": ["fog"], "attacks": []},
+        )
+
+    for run in _runs(sweep):
+        (run / ROBUSTNESS_NAME).unlink()
+    args = ["sweep", "--preset", "test-robustness", "--out", str(sweep), "--data", str(tiny_data)]
+    r = CliRunner().invoke(main, [*args, "--quiet", "--no-summary"])
+    assert r.exit_code == 0, r.output
+    for run in _runs(sweep):
+        res = read_json(run / ROBUSTNESS_NAME)
+        assert [(c["corruption"], c["severity"]) for c in res["corruptions"]] == [("fog", 3)]
+    for run in _runs(sweep):
+        (run / ROBUSTNESS_NAME).unlink()
+    r = CliRunner().invoke(main, [*args, "--quiet", "--no-summary", "--no-robustness"])
+    assert r.exit_code == 0, r.output
+    assert not any((run / ROBUSTNESS_NAME).exists() for run in _runs(sweep))

@@ -346,6 +346,11 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
 )
 @click.option("--no-summary", is_flag=True, help="Skip the summary table and figures at the end.")
 @click.option(
+    "--no-robustness",
+    is_flag=True,
+    help="Skip the preset's robustness evaluation after training (see `selectivity robustness`).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="List the runs of the grid (and which are finished) without running anything.",
@@ -375,6 +380,7 @@ def sweep(
     cpus_per_run,
     gpus_per_run,
     no_summary,
+    no_robustness,
     dry_run,
     archive_mismatched,
     quiet,
@@ -447,6 +453,16 @@ def sweep(
         )
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e
+    if spec.robustness and not no_robustness and (df.status == "completed").any():
+        from .evaluate.robustness import RobustnessSettings, sweep_robustness
+
+        sweep_robustness(
+            out,
+            RobustnessSettings(**spec.robustness),
+            data,
+            progress=not quiet,
+            log=lambda m: click.echo(m, err=True),
+        )
     if not no_summary:
         from .report import summarize_sweep
 
@@ -932,7 +948,7 @@ def corrupt(data, out, params, seed, images, corruptions, quiet):
         raise _UsageError(f"unknown corruption {unknown[0]!r}: expected one of {', '.join(CORRUPTIONS)}")
     if images is not None and images < 1:
         raise _UsageError(f"--images must be >= 1, got {images}")
-    _train, test = load_dataset("cifar10", data)
+    test = load_dataset("cifar10", data, val_size=0).test  # only the test split is used
     imgs, labels = test.images, test.labels
     if images is not None:
         imgs, labels = imgs[:images], labels[:images]
@@ -957,9 +973,9 @@ def corrupt(data, out, params, seed, images, corruptions, quiet):
     from .plots_perturb import draw_corruption_grid
 
     sheet, sheet_names = contact_sheet_images(path, 0, list(names))
-    fig = draw_corruption_grid(sheet, sheet_names)
+    ax = draw_corruption_grid(sheet, sheet_names)
     png = Path(out) / "contact_sheet.png"
-    fig.savefig(png, dpi=120, bbox_inches="tight")
+    ax.figure.savefig(png, dpi=120, bbox_inches="tight")
     click.echo(f"wrote {path} ({len(names)} corruptions x 5 severities, {imgs.shape[0]} images) and {png}")
 
 

@@ -186,6 +186,9 @@ def build_report(
     if mech_tables or mech_figures:
         figures["mechanisms"] = mech_figures
     page = render_html(rd, settings, tables, figures, out_dir, cca_res, cca_requested=cca)
+    from .robustness import MARKER, robustness_section  # paper 2, when the sweep has results
+
+    page = page.replace(MARKER, robustness_section(rd.sweep_dir, out_dir, dpi, n_resamples), 1)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     log(f"wrote {path}")
