@@ -23,6 +23,8 @@ from selectivity.evaluate.geometry import GeometrySettings, run_geometry, sweep_
 from selectivity.rundir import read_json
 from selectivity.sweep import SweepSpec, rebuild_store, run_sweep
 
+pytestmark = pytest.mark.slow  # trains two tiny runs once per module (~40 s on 2 idle cores)
+
 TINY = dict(epochs=1, batch_size=32, val_size=30, top_n=3, num_threads=1, eval_batch_size=64)
 LAYERS = ("act1", "layer1.0.act1", "layer3.2.act2")  # 16, 16, 64 channels
 SETTINGS = GeometrySettings(
@@ -125,16 +127,28 @@ def test_results_in_run_dirs_and_database(measured):
     assert n_db == sum(len(read_json(r / "geometry.json")["rows"]) for r in runs)
 
 
-def test_resume_reuses_and_changed_settings_recompute(measured, tiny_data):
+def test_resume_reuses_and_changed_settings_recompute(measured, tiny_data, tmp_path):
     run = measured / "runs" / "resnet20_alpha-1_seed0"
     before = (run / "geometry.json").stat().st_mtime_ns
     res = run_geometry(run, SETTINGS, tiny_data)
     assert res["reused"] and (run / "geometry.json").stat().st_mtime_ns == before
-    other = GeometrySettings(**{**SETTINGS.__dict__, "share": 0.9, "gradient_images": 0, "epsilons": ()})
-    res2 = run_geometry(run, other, tiny_data)
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    other = GeometrySettings(
+        **{**SETTINGS.__dict__, "share": 0.9, "gradient_images": 0, "epsilons": (), "match_l2": False}
+    )
+    res2 = run_geometry(copy, other, tiny_data)
     assert not res2["reused"] and res2["settings"]["share"] == 0.9
-    # put the module's results back for the other tests
-    assert not run_geometry(run, SETTINGS, tiny_data)["reused"]
+    assert not any(r["measure"].startswith("grad_") for r in res2["rows"])
+    assert {r["perturbation"] for r in res2["rows"]} == {"clean", "gaussian_noise-3"}
+    # the clean representation does not depend on the perturbations: same PCA at 0.9 <= at 0.95
+    pca = {
+        (r["layer"], s): r["value"]
+        for s, rows in (("0.9", res2["rows"]), ("0.95", res["rows"]))
+        for r in rows
+        if r["perturbation"] == "clean" and r["measure"] == "pca"
+    }
+    assert all(pca[(layer, "0.9")] <= pca[(layer, "0.95")] for layer in LAYERS)
 
 
 def test_rebuild_recreates_the_geometry_table(measured, tmp_path):
@@ -188,15 +202,14 @@ def test_report_has_the_mechanisms_section(measured, tmp_path):
 
 
 def test_report_without_geometry_has_no_mechanisms_section(measured, tmp_path):
+    from selectivity.report.mechanisms import mechanism_items
+
     copy = tmp_path / "sweep"
     shutil.copytree(measured, copy)
     for f in (copy / "runs").glob("*/geometry.json"):
         f.unlink()
     (copy / "results.sqlite").unlink()
-    from selectivity.report import build_report
-
-    page = build_report(copy, tmp_path / "report", n_resamples=20).read_text()
-    assert 'id="mechanisms"' not in page
+    assert mechanism_items(copy, tmp_path / "report") == ([], [])
 
 
 def test_spearman_ci_of_a_monotone_relation():

@@ -1028,7 +1028,9 @@ def corrupt(data, out, params, seed, images, corruptions, quiet):
     help="Images for the input-unit gradient variability (0: skip).",
 )
 @click.option("--gradient-layers", default=None, help="Layers for the gradient variability (default: all).")
-@click.option("--batch-size", type=click.IntRange(1), default=250, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=250, show_default=True, help="Images per forward pass."
+)
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--force", is_flag=True, help="Recompute runs whose geometry.json has the same settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
