@@ -975,7 +975,12 @@ def corrupt(data, out, params, seed, images, corruptions, quiet):
     sheet, sheet_names = contact_sheet_images(path, 0, list(names))
     ax = draw_corruption_grid(sheet, sheet_names)
     png = Path(out) / "contact_sheet.png"
-    ax.figure.savefig(png, dpi=120, bbox_inches="tight")
+    from matplotlib.figure import Figure
+
+    fig = ax.get_figure()
+    if not isinstance(fig, Figure):  # draw_corruption_grid makes its own top-level figure
+        raise RuntimeError("the contact sheet was drawn into a subfigure")
+    fig.savefig(png, dpi=120, bbox_inches="tight")
     click.echo(f"wrote {path} ({len(names)} corruptions x 5 severities, {imgs.shape[0]} images) and {png}")
 
 

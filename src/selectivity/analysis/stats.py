@@ -44,6 +44,7 @@ from scipy import stats as sps
 
 __all__ = [
     "FAMILIES",
+    "Family",
     "bootstrap_ci",
     "summarize",
     "bonferroni",
@@ -114,6 +115,7 @@ _RANKSUM_COLUMNS = [
 
 #: Names of the Bonferroni families (see the module docstring).
 FAMILIES = ("sign", "all")
+Family = Literal["sign", "all"]
 
 
 def _clean(values, name: str = "values") -> np.ndarray:
@@ -281,7 +283,7 @@ def ttests_against_baseline(
     equal_var: bool = True,
     alternative: Literal["two-sided", "less", "greater"] = "two-sided",
     significance: float = 0.05,
-    family: Literal["sign", "all"] = "sign",
+    family: Family = "sign",
 ) -> pd.DataFrame:
     """Two-sample t-test of every group against the baseline group, Bonferroni-corrected.
 

@@ -33,6 +33,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..analysis.stats import Family
 from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, sweep_cca
 from .figures import make_figures
 from .html import render_html
@@ -118,7 +119,7 @@ def build_report(
     cca_max_pairs: int | None = None,
     cca_min_ratio: float | None = 5.0,
     cca_method: PWCCAMethod = "svcca",
-    family: str = "sign",
+    family: Family = "sign",
     welch: bool = False,
     device: str = "cpu",
     n_resamples: int = 2000,

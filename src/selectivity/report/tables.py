@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis.stats import is_baseline, rank_sum_promote_vs_penalise, ttests_against_baseline
+from ..analysis.stats import Family, is_baseline, rank_sum_promote_vs_penalise, ttests_against_baseline
 from ..evaluate.cca import CCADistances, cca_summary
 from ..summary import layer_table, summary_table
 from .model import META_FIELDS, ReportData, Setting, TableItem, match_setting
@@ -55,7 +55,7 @@ class SettingStats:
     ttests: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     ttest_notes: dict[str, str | None] = field(default_factory=dict)
     ranksums: dict[str, pd.DataFrame] = field(default_factory=dict)
-    family: str = "sign"  # Bonferroni family of the t-tests (analysis.stats.FAMILIES)
+    family: Family = "sign"  # Bonferroni family of the t-tests (analysis.stats.FAMILIES)
     equal_var: bool = True  # Student's t-test (True) or Welch's (False)
 
     @property
@@ -80,7 +80,7 @@ class ReportStats:
     cca: CCAStats | None = None
 
 
-def _setting_stats(s: Setting, family: str = "sign", equal_var: bool = True) -> SettingStats:
+def _setting_stats(s: Setting, family: Family = "sign", equal_var: bool = True) -> SettingStats:
     out = SettingStats(family=family, equal_var=equal_var)
     for metric in METRICS:
         d = s.done[["alpha", metric]].dropna()
@@ -110,7 +110,7 @@ def compute_statistics(
     settings: Sequence[Setting],
     cca: CCADistances | None = None,
     *,
-    family: str = "sign",
+    family: Family = "sign",
     equal_var: bool = True,
 ) -> ReportStats:
     """Every test of the report, computed once (tables and figures both read the result).
