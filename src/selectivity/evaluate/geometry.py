@@ -44,7 +44,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -485,21 +484,3 @@ def geometry_frame(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """The sweep's geometry table (database, synced with the run directories), with run columns."""
     with open_store(Path(sweep_dir), log=lambda _m: None) as store:
         return store.geometry_df()
-
-
-def mean_over(
-    df: pd.DataFrame, measure: str, kind: str | None = None, layers: Sequence[int] | None = None
-) -> pd.Series:
-    """Per-run mean of ``measure`` over layers (optionally only ``layers`` positions)."""
-    d = df[(df["measure"] == measure) & (df["layer_index"] >= 0)]
-    if kind is not None:
-        d = d[d["kind"] == kind]
-    if layers is not None:
-        d = d[d["layer_index"].isin(list(layers))]
-    return d.groupby("run_id")["value"].mean()
-
-
-def early_layers(df: pd.DataFrame, fraction: float = 1 / 3) -> list[int]:
-    """Layer positions of the first ``fraction`` of layers (at least one)."""
-    n = int(df.loc[df["layer_index"] >= 0, "layer_index"].max()) + 1 if (df["layer_index"] >= 0).any() else 0
-    return list(range(max(1, int(np.ceil(n * fraction))))) if n else []
