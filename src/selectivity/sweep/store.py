@@ -330,6 +330,7 @@ class ResultsStore:
             self.conn,
         )
         df = df.loc[:, ~df.columns.duplicated()]
+        return _normalised(df)
 
     def geometry_df(self) -> pd.DataFrame:
         """One row per run, layer, perturbation and measure, with the run's settings and selectivity."""
