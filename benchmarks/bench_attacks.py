@@ -14,17 +14,7 @@ Random weights and random images by default (the cost does not depend on them); 
 import torch
 import torch.nn.functional as F
 
-from benchutil import (
-    add_clock,
-    add_device,
-    add_repeats,
-    add_threads,
-    apply_threads,
-    clock_of,
-    make_parser,
-    sync,
-    timed,
-)
+from benchutil import add_device, add_timing_options, make_parser, start_timing, sync, timed
 from selectivity.models import create
 from selectivity.perturb import attack_outcome
 
@@ -55,13 +45,10 @@ def main():
     add_device(ap)
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=250)
-    add_repeats(ap, 3)
     ap.add_argument("--real", action="store_true")
-    add_threads(ap)
-    add_clock(ap)
+    add_timing_options(ap, 3)
     args = ap.parse_args()
-    clock = clock_of(args)
-    apply_threads(args)
+    clock = start_timing(args)
     dev = torch.device(args.device)
     print(
         f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, clock {args.clock}, images {args.images}"

@@ -14,17 +14,7 @@
 
 import torch
 
-from benchutil import (
-    add_clock,
-    add_device,
-    add_repeats,
-    add_threads,
-    apply_threads,
-    clock_of,
-    make_parser,
-    sync,
-    timed,
-)
+from benchutil import add_device, add_timing_options, make_parser, start_timing, sync, timed
 from selectivity.analysis.geometry import CovarianceAccumulator, DifferenceAccumulator, layer_units
 from selectivity.analysis.gradients import gradient_variability
 from selectivity.hooks import ActivationCapture
@@ -38,14 +28,11 @@ def main():
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--grad-images", type=int, default=64)
     ap.add_argument("--grad-layers", default="act1,layer2.0.act1,layer3.2.act2")
-    add_repeats(ap, 3)
     ap.add_argument("--unit-chunk", type=int, default=1, help="units per backward in gradient_variability")
     ap.add_argument("--skip-dimensionality", action="store_true", help="run part 2 only")
-    add_threads(ap)
-    add_clock(ap)
+    add_timing_options(ap, 3)
     args = ap.parse_args()
-    clock = clock_of(args)
-    apply_threads(args)
+    clock = start_timing(args)
     dev = torch.device(args.device)
     print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, clock {args.clock}")
     torch.manual_seed(0)

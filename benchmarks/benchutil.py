@@ -37,8 +37,10 @@ def add_threads(ap: argparse.ArgumentParser, default: int | None = None, help: s
     ap.add_argument("--threads", type=int, default=default, help=help)
 
 
-def add_clock(ap: argparse.ArgumentParser) -> None:
-    """``--clock {wall,cpu}``: what :func:`clock_of` times with."""
+def add_timing_options(ap: argparse.ArgumentParser, repeats: int) -> None:
+    """``--repeats``, ``--threads`` and ``--clock {wall,cpu}`` (see :func:`start_timing`)."""
+    add_repeats(ap, repeats)
+    add_threads(ap)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall", help=CLOCK_HELP)
 
 
@@ -48,8 +50,9 @@ def apply_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def clock_of(args: argparse.Namespace) -> Callable[[], float]:
-    """The clock ``--clock`` names: process CPU time (``cpu``) or wall time (``wall``)."""
+def start_timing(args: argparse.Namespace) -> Callable[[], float]:
+    """Apply ``--threads``; return the clock ``--clock`` names (process CPU time or wall time)."""
+    apply_threads(args)
     return time.process_time if args.clock == "cpu" else time.perf_counter
 
 
