@@ -11,23 +11,15 @@ Random weights and random images by default (the cost does not depend on them); 
 ``--real`` the N images are a seeded random subset of the CIFAR-10 test set, read through $SELECTIVITY_DATA.
 """
 
-import argparse
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 
+from benchutil import add_device, add_timing_options, make_parser, start_timing, sync, timed
 from selectivity.models import create
 from selectivity.perturb import attack_outcome
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def load_images(n, real, device):
@@ -49,25 +41,14 @@ def load_images(n, real, device):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap = make_parser(__doc__)
+    add_device(ap)
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=250)
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--real", action="store_true")
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch threads (1 gives stable timings on a shared machine)"
-    )
-    ap.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="cpu: process CPU time (with --threads 1, immune to other jobs on a shared machine)",
-    )
+    add_timing_options(ap, 3)
     args = ap.parse_args()
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock = start_timing(args)
     dev = torch.device(args.device)
     print(
         f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, clock {args.clock}, images {args.images}"
@@ -106,13 +87,8 @@ def main():
     batches = full[:1]
     floor(), pgd10()  # warm-up on one batch
     batches = full
-    tf, tp = [], []
-    for i in range(args.repeats):
-        for fn, bucket in ((floor, tf), (pgd10, tp)) if i % 2 == 0 else ((pgd10, tp), (floor, tf)):
-            t = clock()
-            fn()
-            bucket.append(clock() - t)
-    f, p = statistics.median(tf), statistics.median(tp)
+    t = timed({"floor": floor, "pgd10": pgd10}, args.repeats, clock)
+    f, p = t["floor"], t["pgd10"]
     print(
         f"PGD-10 (linf, eps 8/255, random start, best-iterate) over {args.images} images: {p:.2f} s; "
         f"11 forward+backward passes: {f:.2f} s (median of {args.repeats}) -> ratio {p / f:.3f}"

@@ -7,26 +7,20 @@
     python benchmarks/bench_core.py [--device cpu] [--repeats 5]
 """
 
-import argparse
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
+from benchutil import add_device, add_repeats, make_parser, sync, timed
 from selectivity import SelectivityRegularizer, measure_selectivity
 from selectivity.models import create
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (each round: one step of each)")
+    ap = make_parser(__doc__)
+    add_device(ap)
+    add_repeats(ap, 5, help="timed rounds (each round: one step of each)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--images", type=int, default=10_000)
     args = ap.parse_args()
@@ -52,17 +46,11 @@ def main():
             reg.clear()
         sync(dev)
 
-    plain, regd = [], []
     with reg:
         for _ in range(2):  # warm-up
             step(False), step(True)
-        for i in range(args.repeats):
-            # alternate the order so drifts in machine speed hit both equally
-            for use in (False, True) if i % 2 == 0 else (True, False):
-                t = time.perf_counter()
-                step(use)
-                (regd if use else plain).append(time.perf_counter() - t)
-    p, r = statistics.median(plain), statistics.median(regd)
+        t = timed({"plain": lambda: step(False), "reg": lambda: step(True)}, args.repeats, time.perf_counter)
+    p, r = t["plain"], t["reg"]
     print(
         f"train step, batch {args.batch_size}: plain {p * 1000:.1f} ms, with regulariser {r * 1000:.1f} ms "
         f"(median of {args.repeats}) -> ratio {r / p:.3f}  [target <= 1.10]"
@@ -90,15 +78,8 @@ def main():
         return rep
 
     plain_eval(), streaming()  # warm-up
-    te, tm = [], []
-    for i in range(max(2, args.repeats // 2)):
-        for fn, bucket in (
-            ((plain_eval, te), (streaming, tm)) if i % 2 == 0 else ((streaming, tm), (plain_eval, te))
-        ):
-            t = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - t)
-    e, m = statistics.median(te), statistics.median(tm)
+    t = timed({"eval": plain_eval, "measure": streaming}, max(2, args.repeats // 2), time.perf_counter)
+    e, m = t["eval"], t["measure"]
     print(
         f"{args.images} images: plain eval {e:.2f} s, streaming measurement of all units "
         f"(SI, dead, precision top-1000) {m:.2f} s -> ratio {m / e:.3f}  [target <= 1.20]"

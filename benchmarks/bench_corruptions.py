@@ -16,7 +16,6 @@ all on current libraries it needs three shims, applied here only: a ``pkg_resour
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
@@ -26,6 +25,7 @@ import types
 import numpy as np
 import torch
 
+from benchutil import add_device, add_threads, apply_threads, make_parser
 from selectivity.data import find_cifar10, read_cifar10
 from selectivity.perturb import CORRUPTIONS, corrupt, to_uint8
 
@@ -57,16 +57,15 @@ def import_imagecorruptions():
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = make_parser(__doc__)
     ap.add_argument("--data", default=None, help="CIFAR-10 location (default: $SELECTIVITY_DATA, cache)")
     ap.add_argument("--images", type=int, default=10_000)
     ap.add_argument("--sample", type=int, default=20, help="images per cell for imagecorruptions")
     ap.add_argument("--batch-size", type=int, default=1000)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default="cpu")
+    add_threads(ap)
+    add_device(ap, "cpu")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     dev = torch.device(args.device)
     ic = import_imagecorruptions()
     _, test = read_cifar10(find_cifar10(args.data, download=False))

@@ -12,58 +12,27 @@
     PYTHONPATH=src python benchmarks/bench_geometry.py [--images 2000] [--grad-images 64]
 """
 
-import argparse
-import statistics
-import time
-
 import torch
 
+from benchutil import add_device, add_timing_options, make_parser, start_timing, sync, timed
 from selectivity.analysis.geometry import CovarianceAccumulator, DifferenceAccumulator, layer_units
 from selectivity.analysis.gradients import gradient_variability
 from selectivity.hooks import ActivationCapture
 from selectivity.models import create
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fns, repeats, clock):
-    """Median seconds of each function, alternating the order every round."""
-    out = {name: [] for name in fns}
-    names = list(fns)
-    for i in range(repeats):
-        for name in names if i % 2 == 0 else names[::-1]:
-            t = clock()
-            fns[name]()
-            out[name].append(clock() - t)
-    return {k: statistics.median(v) for k, v in out.items()}
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap = make_parser(__doc__)
+    add_device(ap)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--grad-images", type=int, default=64)
     ap.add_argument("--grad-layers", default="act1,layer2.0.act1,layer3.2.act2")
-    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--unit-chunk", type=int, default=1, help="units per backward in gradient_variability")
     ap.add_argument("--skip-dimensionality", action="store_true", help="run part 2 only")
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch threads (1 gives stable timings on a shared machine)"
-    )
-    ap.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="cpu: process CPU time (with --threads 1, immune to other jobs on a shared machine)",
-    )
+    add_timing_options(ap, 3)
     args = ap.parse_args()
-    clock = time.process_time if args.clock == "cpu" else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock = start_timing(args)
     dev = torch.device(args.device)
     print(f"torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, clock {args.clock}")
     torch.manual_seed(0)

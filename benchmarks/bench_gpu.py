@@ -22,7 +22,6 @@ machine is shared); on CUDA it is wall time between synchronisations.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import time
@@ -31,6 +30,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from benchutil import add_device, add_threads, make_parser, sync
 from selectivity.data import ImageDataset
 from selectivity.data.loader import BatchLoader, GroupBatchLoader
 from selectivity.fused import FusedRuns, autocast
@@ -94,11 +94,6 @@ def old_batch_selectivity(
 
 
 # --------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _clock(device: torch.device) -> float:
     # CPU: process time (one thread) is robust on a shared machine; CUDA: wall time.
     return time.perf_counter() if device.type == "cuda" else time.process_time()
@@ -108,14 +103,14 @@ def time_blocks(fns: dict[str, Callable[[], None]], device: torch.device, block:
     """Median seconds per call of each function, measured in interleaved blocks."""
     for fn in fns.values():  # warm-up
         fn()
-    _sync(device)
+    sync(device)
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
             t = _clock(device)
             for _ in range(block):
                 fn()
-            _sync(device)
+            sync(device)
             times[k].append((_clock(device) - t) / block)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -143,7 +138,7 @@ def single_step(model_name: str, batch: int, device: torch.device, old: bool, am
     it = _cycle(list(loader))
     if old:
         cap = ActivationCapture(model, detach=False)
-        cap.attach()
+        cap.add_hooks()
 
         def si(y: torch.Tensor) -> torch.Tensor:
             return old_batch_selectivity(cap.tensors, y, 10)[0]
@@ -244,8 +239,8 @@ def compiled_single_step(model_name: str, batch: int, device: torch.device, amp:
 
 # --------------------------------------------------------------------------- main
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap = make_parser(__doc__)
+    add_device(ap)
     ap.add_argument(
         "--groups", default=None, help="fused group sizes (default 1,4,16,64 on CUDA, 1,2,4 on CPU)"
     )
@@ -256,7 +251,7 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast variants")
     ap.add_argument("--no-old-new", action="store_true", help="skip the old vs new step comparison")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU device)")
+    add_threads(ap, 1, help="torch CPU threads (CPU device)")
     ap.add_argument(
         "--backends",
         default="auto",

@@ -9,7 +9,6 @@
     SELECTIVITY_DATA=../shared/data python benchmarks/bench_training.py [--images 45000]
 """
 
-import argparse
 import os
 import tempfile
 import time
@@ -17,6 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from benchutil import make_parser
 from selectivity.config import make_config
 from selectivity.data import BatchLoader, load_cifar10
 from selectivity.models import create
@@ -25,7 +25,7 @@ from selectivity.train import subset, train_epoch
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = make_parser(__doc__)
     ap.add_argument("--data", default=None, help="dataset location (default $SELECTIVITY_DATA)")
     ap.add_argument("--images", type=int, default=45_000, help="training images per epoch")
     ap.add_argument("--alpha", type=float, default=0.0)

@@ -11,11 +11,10 @@
    example of issue 13.
 """
 
-import argparse
-
 import numpy as np
 import torch
 
+from benchutil import make_parser
 from selectivity.analysis import flatten_conv_activations, pwcca_similarity
 from selectivity.metrics import layer_mean, precision
 from selectivity.models import create
@@ -48,7 +47,7 @@ def layer_activations(model, images, batch=500):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = make_parser(__doc__)
     ap.add_argument("--images", type=int, default=10_000)
     ap.add_argument("--bias", type=float, default=1.0, help="BatchNorm bias = -bias (sparsity)")
     args = ap.parse_args()

@@ -1,13 +1,13 @@
 """`selectivity geometry` on a tiny finished sweep (issue 11, parts 3-4).
 
-One two-run ResNet20 sweep (1 epoch on 150 random training images, 80 test images) is
-trained once per module; the geometry uses 3 layers, 1 corruption, 1 L-inf budget plus the
-matched L2 attack, 2 PGD steps and 8 gradient images, so it stays cheap.
+The session's tiny two-run ResNet20 sweep (``tiny_sweep`` in conftest.py: 2 epochs on 120
+random training images, 80 test images) is copied and its geometry computed once per module;
+the geometry uses 3 layers, 1 corruption, 1 L-inf budget plus the matched L2 attack, 2 PGD
+steps and 8 gradient images, so it stays cheap.
 """
 
 from __future__ import annotations
 
-import pickle
 import shutil
 import sqlite3
 from pathlib import Path
@@ -18,14 +18,12 @@ import torch
 from click.testing import CliRunner
 
 from selectivity.cli import main
-from selectivity.data import CIFAR10_CLASSES
 from selectivity.evaluate.geometry import GeometrySettings, run_geometry, sweep_geometry
 from selectivity.rundir import read_json
-from selectivity.sweep import SweepSpec, rebuild_store, run_sweep
+from selectivity.sweep import rebuild_store
 
-pytestmark = pytest.mark.slow  # trains two tiny runs once per module (~40 s on 2 idle cores)
+pytestmark = pytest.mark.slow  # measures the geometry of two tiny runs once per module
 
-TINY = dict(epochs=1, batch_size=32, val_size=30, top_n=3, num_threads=1, eval_batch_size=64)
 LAYERS = ("act1", "layer1.0.act1", "layer3.2.act2")  # 16, 16, 64 channels
 SETTINGS = GeometrySettings(
     n_images=70,
@@ -58,40 +56,10 @@ CLI_ARGS = [
 ]
 
 
-def write_tiny_cifar(root: Path, per_batch: int = 30, n_test: int = 80, seed: int = 0) -> Path:
-    """A CIFAR-10 python release of random images: 5 x ``per_batch`` training, ``n_test`` test."""
-    rng = np.random.default_rng(seed)
-    py = root / "cifar-10-batches-py"
-    py.mkdir(parents=True)
-
-    def dump(name: str, obj: dict) -> None:
-        (py / name).write_bytes(pickle.dumps(obj, protocol=2))
-
-    for b in range(5):
-        labels = rng.permutation(np.arange(per_batch) % 10)
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        dump(f"data_batch_{b + 1}", {b"labels": [int(x) for x in labels], b"data": data})
-    labels = rng.permutation(np.arange(n_test) % 10)
-    dump(
-        "test_batch",
-        {b"labels": [int(x) for x in labels], b"data": rng.integers(0, 256, (n_test, 3072), np.uint8)},
-    )
-    dump("batches.meta", {b"label_names": [c.encode() for c in CIFAR10_CLASSES]})
-    return root
-
-
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return write_tiny_cifar(tmp_path_factory.mktemp("geomdata"))
-
-
-@pytest.fixture(scope="module")
-def measured(tiny_data, tmp_path_factory) -> Path:
-    """A finished two-run sweep with its geometry computed once."""
-    out = tmp_path_factory.mktemp("geom") / "sweep"
-    spec = SweepSpec(models=["resnet20"], alphas=[-1.0, 1.0], seeds=[0], preset="paper", overrides=dict(TINY))
-    df = run_sweep(spec, out, data=str(tiny_data), progress=False, summarize=False, log=lambda _m: None)
-    assert (df.status == "completed").all(), df[["run_id", "status", "message"]]
+def measured(tiny_sweep, tiny_data, tmp_path_factory) -> Path:
+    """A copy of the shared tiny sweep with its geometry computed once."""
+    out = Path(shutil.copytree(tiny_sweep.path, tmp_path_factory.mktemp("geom") / "sweep"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation
     try:

@@ -2,7 +2,8 @@
 user errors end in one line, killed drivers leave no workers behind (issue 9).
 
 Everything runs on a tiny random CIFAR-10 copy written to a temporary directory (150
-training images), so these tests need no real data.
+training images; ``tiny_data`` and the sweep ``tiny_sweep`` trained on it are shared
+fixtures in conftest.py), so these tests need no real data.
 """
 
 from __future__ import annotations
@@ -27,36 +28,12 @@ from selectivity.cli import main
 from selectivity.data import CIFAR10_CLASSES
 from selectivity.health import inspect_run_dir
 from selectivity.rundir import RunFiles, read_json, run_lock, write_json
-from selectivity.sweep import SweepSpec, open_store, rebuild_store, run_sweep
+from selectivity.sweep import open_store, rebuild_store, run_sweep
+from tiny_sweep import N_TEST, RUN_A, RUN_B, TINY, tiny_spec, write_tiny_cifar
 
-TINY = dict(epochs=2, batch_size=32, val_size=30, top_n=3, num_threads=1, eval_batch_size=64)
 TINY_SETS = [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
 METRICS = ["test_accuracy", "best_val_accuracy", "best_epoch", "mean_selectivity", "mean_precision"]
-RUN_A = "resnet20_alpha-1_seed0"
-RUN_B = "resnet20_alpha+1_seed0"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def write_tiny_cifar(root: Path, per_batch: int = 30, n_test: int = 60, seed: int = 0) -> Path:
-    """A CIFAR-10 python release of random images: 5 x ``per_batch`` training, ``n_test`` test."""
-    rng = np.random.default_rng(seed)
-    py = root / "cifar-10-batches-py"
-    py.mkdir(parents=True)
-
-    def dump(name: str, obj: dict) -> None:
-        (py / name).write_bytes(pickle.dumps(obj, protocol=2))
-
-    for b in range(5):
-        labels = rng.permutation(np.arange(per_batch) % 10)
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        dump(f"data_batch_{b + 1}", {b"labels": [int(x) for x in labels], b"data": data})
-    labels = rng.permutation(np.arange(n_test) % 10)
-    dump(
-        "test_batch",
-        {b"labels": [int(x) for x in labels], b"data": rng.integers(0, 256, (n_test, 3072), np.uint8)},
-    )
-    dump("batches.meta", {b"label_names": [c.encode() for c in CIFAR10_CLASSES]})
-    return root
 
 
 def write_image_folder(
@@ -75,37 +52,14 @@ def write_image_folder(
     return root
 
 
-def tiny_spec(**kw) -> SweepSpec:
-    spec = SweepSpec(models=["resnet20"], alphas=[-1.0, 1.0], seeds=[0], preset="paper", overrides=dict(TINY))
-    for k, v in kw.items():
-        setattr(spec, k, v)
-    return spec
-
-
 def _quiet(_msg: str) -> None:
     pass
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return write_tiny_cifar(tmp_path_factory.mktemp("tinydata"))
-
-
-@pytest.fixture(scope="module")
-def finished(tiny_data, tmp_path_factory):
-    """A finished two-run sweep (in-process); tests work on copies of it."""
-    out = tmp_path_factory.mktemp("finished") / "sweep"
-    df = run_sweep(tiny_spec(), out, data=str(tiny_data), progress=False, summarize=False, log=_quiet)
-    assert (df.status == "completed").all() and len(df) == 2
-    return out, df.set_index("run_id")
-
-
 @pytest.fixture
-def sweep_copy(finished, tmp_path) -> Path:
-    out, _ = finished
-    dest = tmp_path / "sweep"
-    shutil.copytree(out, dest)
-    return dest
+def sweep_copy(tiny_sweep_copy) -> Path:
+    """This test's copy of the shared finished two-run sweep (``tiny_sweep``)."""
+    return tiny_sweep_copy
 
 
 def cli(*args: str):
@@ -268,9 +222,9 @@ def test_report_ends_cleanly_with_every_file_of_a_run_damaged(sweep_copy, tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("i,name", list(enumerate(FILES)))
 def test_sweep_sets_damaged_files_aside_and_reruns_to_the_same_result(
-    finished, sweep_copy, tiny_data, i, name
+    tiny_sweep, sweep_copy, tiny_data, i, name
 ):
-    _, ref = finished
+    ref = tiny_sweep.runs
     other = snapshot(sweep_copy / "runs" / RUN_B)
     damage(sweep_copy / "runs" / RUN_A / name, MODES[i % 3])
     r = cli(*sweep_args(sweep_copy, tiny_data))
@@ -357,13 +311,13 @@ def test_train_refuses_a_folder_with_other_classes_and_writes_nothing(tmp_path):
     assert not RunFiles(out).config.exists()
 
 
-def test_meta_records_the_data(finished, tiny_data):
-    out, _ = finished
+def test_meta_records_the_data(tiny_sweep, tiny_data):
+    out = tiny_sweep.path
     meta = read_json(out / "runs" / RUN_A / "meta.json")
     data = meta["data"]
     assert data["classes"] == list(CIFAR10_CLASSES) and data["input_shape"] == [3, 32, 32]
     assert data["format"] == "python-release" and str(tiny_data) in data["source"]
-    assert data["sizes"] == {"train": 120, "val": 30, "test": 60} and len(data["fingerprint"]) == 64
+    assert data["sizes"] == {"train": 120, "val": 30, "test": N_TEST} and len(data["fingerprint"]) == 64
 
 
 # --------------------------------------------------------------------------- 5: one-line errors

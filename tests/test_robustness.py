@@ -1,14 +1,14 @@
 """Paper 2 robustness evaluation of a sweep: run-dir results, database, resume, CLI errors.
 
-A tiny sweep (two ResNet20 runs, one epoch on random CIFAR-shaped images) is trained once
-per module; every test works on a copy.
+The session's tiny sweep (``tiny_sweep`` in conftest.py: two ResNet20 runs, two epochs on
+random CIFAR-shaped images) is copied and evaluated once per module; every test works on a
+copy of that.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import pickle
 import shutil
 import sqlite3
 from pathlib import Path
@@ -19,7 +19,6 @@ import torch
 from click.testing import CliRunner
 
 from selectivity.cli import main
-from selectivity.data import CIFAR10_CLASSES
 from selectivity.evaluate.robustness import (
     PARTIAL_NAME,
     ROBUSTNESS_NAME,
@@ -29,9 +28,9 @@ from selectivity.evaluate.robustness import (
     sweep_robustness,
 )
 from selectivity.rundir import DB_NAME, read_json, write_json
-from selectivity.sweep import SweepSpec, open_store, rebuild_store, run_sweep
+from selectivity.sweep import SweepSpec, open_store, rebuild_store
+from tiny_sweep import N_TEST, TINY
 
-TINY = dict(epochs=2, batch_size=32, val_size=30, top_n=3, num_threads=1, eval_batch_size=64)
 SETTINGS = dict(
     n_images=40,
     corruptions=("gaussian_noise", "contrast"),
@@ -43,38 +42,10 @@ SETTINGS = dict(
 )
 
 
-def write_tiny_cifar(root: Path, per_batch: int = 30, n_test: int = 60, seed: int = 0) -> Path:
-    """A CIFAR-10 python release of random images: 5 x ``per_batch`` training, ``n_test`` test."""
-    rng = np.random.default_rng(seed)
-    py = root / "cifar-10-batches-py"
-    py.mkdir(parents=True)
-
-    def dump(name: str, obj: dict) -> None:
-        (py / name).write_bytes(pickle.dumps(obj, protocol=2))
-
-    for b in range(5):
-        labels = rng.permutation(np.arange(per_batch) % 10)
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        dump(f"data_batch_{b + 1}", {b"labels": [int(x) for x in labels], b"data": data})
-    labels = rng.permutation(np.arange(n_test) % 10)
-    test = {b"labels": [int(x) for x in labels], b"data": rng.integers(0, 256, (n_test, 3072), np.uint8)}
-    dump("test_batch", test)
-    dump("batches.meta", {b"label_names": [c.encode() for c in CIFAR10_CLASSES]})
-    return root
-
-
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    return write_tiny_cifar(tmp_path_factory.mktemp("tinydata"))
-
-
-@pytest.fixture(scope="module")
-def evaluated(tiny_data, tmp_path_factory) -> Path:
-    """A finished two-run sweep with its robustness evaluated once."""
-    out = tmp_path_factory.mktemp("rob") / "sweep"
-    spec = SweepSpec(models=["resnet20"], alphas=[-1.0, 1.0], seeds=[0], preset="paper", overrides=dict(TINY))
-    df = run_sweep(spec, out, data=str(tiny_data), progress=False, summarize=False, log=lambda _m: None)
-    assert (df.status == "completed").all() and len(df) == 2
+def evaluated(tiny_sweep, tiny_data, tmp_path_factory) -> Path:
+    """A copy of the shared tiny sweep with its robustness evaluated once."""
+    out = Path(shutil.copytree(tiny_sweep.path, tmp_path_factory.mktemp("rob") / "sweep"))
     sweep_robustness(out, RobustnessSettings(**SETTINGS), str(tiny_data), progress=False)
     return out
 
@@ -231,8 +202,8 @@ def test_cli_bad_input_is_one_line(sweep, args, expected):
 def test_cli_bad_cifar10_c_dir(sweep, tiny_data, tmp_path):
     bad = tmp_path / "c10c"
     bad.mkdir()
-    np.save(bad / "labels.npy", np.zeros(5 * 60, np.uint8))
-    np.save(bad / "fog.npy", np.zeros((5 * 60, 32, 32), np.uint8))  # no channel axis
+    np.save(bad / "labels.npy", np.zeros(5 * N_TEST, np.uint8))
+    np.save(bad / "fog.npy", np.zeros((5 * N_TEST, 32, 32), np.uint8))  # no channel axis
     base = [
         "robustness",
         str(sweep),
@@ -252,7 +223,7 @@ def test_cli_bad_cifar10_c_dir(sweep, tiny_data, tmp_path):
     r = CliRunner().invoke(main, [*base, "--corruptions", "frost", "--cifar10-c", str(bad)])
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
     assert "no frost.npy" in r.output and "expected one of fog" in r.output
-    # A well-formed directory with the wrong number of images (20 < 60 test images).
+    # A well-formed directory with the wrong number of images (20 < N_TEST test images).
     np.save(bad / "fog.npy", np.zeros((5 * 20, 32, 32, 3), np.uint8))
     np.save(bad / "labels.npy", np.zeros(5 * 20, np.uint8))
     r = CliRunner().invoke(main, [*base, "--corruptions", "fog", "--cifar10-c", str(bad)])
@@ -264,8 +235,8 @@ def test_cli_reads_cifar10_c_directory(sweep, tiny_data, tmp_path):
     """Images read from a CIFAR-10-C directory: an all-black fog cell gives one prediction for all."""
     d = tmp_path / "c10c"
     d.mkdir()
-    np.save(d / "labels.npy", np.zeros(5 * 60, np.uint8))
-    np.save(d / "fog.npy", np.zeros((5 * 60, 32, 32, 3), np.uint8))
+    np.save(d / "labels.npy", np.zeros(5 * N_TEST, np.uint8))
+    np.save(d / "fog.npy", np.zeros((5 * N_TEST, 32, 32, 3), np.uint8))
     for run in _runs(sweep):
         (run / ROBUSTNESS_NAME).unlink()
     args = ["robustness", str(sweep), "--quiet", "--data", str(tiny_data), "--images", "40"]

@@ -11,7 +11,9 @@ import json
 import os
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -588,6 +590,17 @@ def summarize(sweep_dir, no_figures):
 
 
 # --------------------------------------------------------------------------- report / cca
+def _pwcca_method_option(flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The option ``flag`` choosing the PWCCA method (`report --cca-method`, `cca --method`)."""
+    return click.option(
+        flag,
+        type=click.Choice(["svcca", "textbook"]),
+        default="svcca",
+        show_default=True,
+        help="PWCCA as the paper computed it (google/svcca's reference code) or the canonical-variate form.",
+    )
+
+
 @main.command()
 @click.argument("sweep_dir", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -625,13 +638,7 @@ def summarize(sweep_dir, no_figures):
 @click.option(
     "--cca-max-pairs", type=int, default=None, help="Cap on CCA pairs per alpha and kind (default: all)."
 )
-@click.option(
-    "--cca-method",
-    type=click.Choice(["svcca", "textbook"]),
-    default="svcca",
-    show_default=True,
-    help="PWCCA as the paper computed it (google/svcca's reference code) or the canonical-variate form.",
-)
+@_pwcca_method_option("--cca-method")
 @click.option(
     "--family",
     type=click.Choice(["sign", "all"]),
@@ -723,13 +730,7 @@ def report(
     help="Leave out between pairs of equal seeds (same initialisation and batch order).",
 )
 @click.option("--device", default="cpu", show_default=True, help="Device of the forward passes.")
-@click.option(
-    "--method",
-    type=click.Choice(["svcca", "textbook"]),
-    default="svcca",
-    show_default=True,
-    help="PWCCA as the paper computed it (google/svcca's reference code) or the canonical-variate form.",
-)
+@_pwcca_method_option("--method")
 @click.option(
     "--order",
     type=click.Choice(["baseline-first", "alpha-first"]),
@@ -799,10 +800,8 @@ def _split_names(text: str | None) -> tuple[str, ...] | None:
 
 # --------------------------------------------------------------------------- geometry
 def _names(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    names = tuple(v.strip() for v in value.split(",") if v.strip())
-    return names or None
+    """Like :func:`_split_names`, but None also for a list of no names."""
+    return _split_names(value) or None
 
 
 def _epsilons(value: str) -> tuple[float, ...]:

@@ -349,6 +349,39 @@ def _headroom(ax: Axes, frac: float = 0.07) -> None:
     ax.set_ylim(lo, hi + frac * (hi - lo))
 
 
+def _annotate_stars(ax: Axes, text: str, xy: tuple[float, float], dy: float) -> None:
+    """Significance stars centred ``dy`` points above the data point ``xy``."""
+    ax.annotate(
+        text,
+        xy,
+        xytext=(0, dy),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        color="0.1",
+    )
+
+
+def _keep_alphas(df: pd.DataFrame, alphas: Sequence[float] | None) -> pd.DataFrame:
+    """Rows of ``df`` whose alpha is one of ``alphas`` (all rows when None)."""
+    if alphas is None:
+        return df
+    keep = np.zeros(len(df), dtype=bool)
+    for a in alphas:
+        keep |= (normalise_alpha(df["alpha"]) == normalise_alpha(float(a))).to_numpy()
+    return df[keep]
+
+
+def _seed_points(ax: Axes, alphas, y, palette: dict, jitter: float, seed: int) -> None:
+    """One point per run (gid ``"seeds"``), jittered on a symlog alpha axis, coloured by alpha."""
+    _alpha_axis(ax, alphas)
+    x = _jitter(ax, alphas, jitter, np.random.default_rng(seed))
+    ax.scatter(
+        x, y, c=[palette[float(a)] for a in alphas], s=14, alpha=0.55, linewidths=0, zorder=3, gid="seeds"
+    )
+
+
 def _mean_ci_points(
     ax: Axes, stats: pd.DataFrame, palette: dict, xcol: str = "alpha", gid_prefix: str = "mean"
 ) -> None:
@@ -474,19 +507,7 @@ def plot_selectivity_vs_alpha(
     if d.empty:
         return _empty(ax, _ALPHA_LABEL, ylabel, title or what)
     palette = alpha_palette(d["alpha"])
-    _alpha_axis(ax, d["alpha"])
-    rng = np.random.default_rng(seed)
-    x = _jitter(ax, d["alpha"], jitter, rng)
-    ax.scatter(
-        x,
-        d[value].to_numpy(float),
-        c=[palette[float(a)] for a in d["alpha"]],
-        s=14,
-        alpha=0.55,
-        linewidths=0,
-        zorder=3,
-        gid="seeds",
-    )
+    _seed_points(ax, d["alpha"], d[value].to_numpy(float), palette, jitter, seed)
     _mean_ci_points(ax, _stats(d, ["alpha"], value, n_resamples), palette)
     ax.set_xlabel(_ALPHA_LABEL)
     ax.set_ylabel(ylabel)
@@ -569,11 +590,7 @@ def plot_accuracy_vs_alpha(
     alphas = d["alpha"].to_numpy(float)
 
     if kind == "points":
-        _alpha_axis(ax, alphas)
-        x = _jitter(ax, alphas, jitter, np.random.default_rng(seed))
-        ax.scatter(
-            x, y, c=[palette[float(a)] for a in alphas], s=14, alpha=0.55, linewidths=0, zorder=3, gid="seeds"
-        )
+        _seed_points(ax, alphas, y, palette, jitter, seed)
         _mean_ci_points(ax, stats, palette)
         xpos = {float(a): float(a) for a in stats["alpha"]}
         ax.set_xlabel(_ALPHA_LABEL)
@@ -651,16 +668,7 @@ def plot_accuracy_vs_alpha(
                 s = _stars(r["p_bonferroni"])
                 a = keys.get(normalise_alpha(float(r["group"])))
                 if s and a is not None:
-                    ax.annotate(
-                        s,
-                        (xpos[a], top[a]),
-                        xytext=(0, 3),
-                        textcoords="offset points",
-                        ha="center",
-                        va="bottom",
-                        fontsize=9,
-                        color="0.1",
-                    )
+                    _annotate_stars(ax, s, (xpos[a], top[a]), 3)
             if (tt["p_bonferroni"] < 0.05).any():
                 _headroom(ax)
     ax.set_ylabel(ylabel)
@@ -801,16 +809,7 @@ def plot_promote_vs_penalise(
             s = _stars(r["p_bonferroni"])
             if s:
                 x = float(r["abs_alpha"])
-                ax.annotate(
-                    s,
-                    (x, tops.get(x, np.nan)),
-                    xytext=(0, 4),
-                    textcoords="offset points",
-                    ha="center",
-                    va="bottom",
-                    fontsize=9,
-                    color="0.1",
-                )
+                _annotate_stars(ax, s, (x, tops.get(x, np.nan)), 4)
         if len(rs) and (rs["p_bonferroni"] < 0.05).any():
             _headroom(ax)
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(_fmt_num))
@@ -868,11 +867,7 @@ def plot_layer_selectivity(
     d = _one_config(layers, model, "plot_layer_selectivity")
     _require(d, ["alpha", "layer_index", value], "plot_layer_selectivity")
     d = _finite(d, ["alpha", "layer_index", value])
-    if alphas is not None:
-        keep = np.zeros(len(d), dtype=bool)
-        for a in alphas:
-            keep |= (normalise_alpha(d["alpha"]) == normalise_alpha(float(a))).to_numpy()
-        d = d[keep]
+    d = _keep_alphas(d, alphas)
     if d.empty:
         return _empty(ax, xlabel, ylabel, title or what, "no layer measurements")
     table = layer_table(d, value, n_resamples=n_resamples)
@@ -1090,11 +1085,7 @@ def plot_cca_distance_by_layer(
     d = _one_config(df, model, "plot_cca_distance_by_layer")
     _require(d, ["alpha", "layer_index", "distance_within", "distance_between"], "plot_cca_distance_by_layer")
     d = _finite(d, ["alpha", "layer_index"])
-    if alphas is not None:
-        keep = np.zeros(len(d), dtype=bool)
-        for a in alphas:
-            keep |= (normalise_alpha(d["alpha"]) == normalise_alpha(float(a))).to_numpy()
-        d = d[keep]
+    d = _keep_alphas(d, alphas)
     if d.empty or d[["distance_within", "distance_between"]].notna().to_numpy().sum() == 0:
         return _empty(ax, xlabel, ylabel, title or what, "no CCA distances")
     palette = alpha_palette(d["alpha"])
@@ -1189,18 +1180,7 @@ def plot_cca_ratio(
     if d.empty:
         return _empty(ax, _ALPHA_LABEL, ylabel, title or what, "no CCA ratios")
     palette = alpha_palette(d["alpha"])
-    _alpha_axis(ax, d["alpha"])
-    x = _jitter(ax, d["alpha"], jitter, np.random.default_rng(seed))
-    ax.scatter(
-        x,
-        d["ratio"].to_numpy(float),
-        c=[palette[float(a)] for a in d["alpha"]],
-        s=14,
-        alpha=0.55,
-        linewidths=0,
-        zorder=3,
-        gid="seeds",
-    )
+    _seed_points(ax, d["alpha"], d["ratio"].to_numpy(float), palette, jitter, seed)
     _mean_ci_points(ax, _stats(d, ["alpha"], "ratio", n_resamples), palette)
     ax.axhline(1.0, color="0.5", ls="--", lw=1, zorder=1, gid="unity")
     ax.set_xlabel(_ALPHA_LABEL)

@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from selectivity.evalmode import frozen_eval
 
 __all__ = [
     "GradientVariability",
@@ -86,24 +87,6 @@ class GradientVariability:
 
 class _StopForward(Exception):
     """Raised by the capture hook once the layer's output is in hand."""
-
-
-@contextmanager
-def _frozen_eval(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients inside; every flag restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        with torch.enable_grad():
-            yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
@@ -231,7 +214,7 @@ def input_unit_gradients(
     module = _resolve_layer(model, layer)
     _check_chunk(unit_chunk)
     parts = []
-    with _frozen_eval(model):
+    with frozen_eval(model):
         for _, _, g in _gradient_chunks(model, module, x, mean, std, unit_chunk):
             parts.append(g.detach())
     return torch.cat(parts).transpose(0, 1)  # (U, B, ...) -> (B, U, ...)
@@ -303,7 +286,7 @@ def gradient_variability(
     per_image_var: list[Tensor] = []
     per_image_cv: list[Tensor] = []
     n_images = 0
-    with _frozen_eval(model):
+    with frozen_eval(model):
         for batch in batches:
             xb = batch[0] if isinstance(batch, (tuple, list)) else batch
             xb = xb.to(device)

@@ -41,13 +41,14 @@ cross the ball even when the random start lands on the far side.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from selectivity.evalmode import frozen_eval
 
 __all__ = [
     "ATTACKS",
@@ -164,24 +165,6 @@ def _normaliser(
     return lambda t: (t - m) / s
 
 
-@contextmanager
-def _frozen_eval(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients inside; every flag restored on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        with torch.enable_grad():
-            yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def _per_sample_norm(t: Tensor) -> Tensor:
     """L2 norm of each sample, shaped to broadcast against ``t``: ``(N, 1, ..., 1)``."""
     return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
@@ -251,7 +234,7 @@ def _run(
             torch.where(better, ~wrong, cur.correct),
         )
 
-    with _frozen_eval(model):
+    with frozen_eval(model):
         for _ in range(restarts):
             xt = _random_start(x0, eps, norm, generator) if random_start else x0.clone()
             run_best: AttackOutcome | None = None
@@ -321,10 +304,21 @@ def _fgsm_outcome(
     mean: Sequence[float] | Tensor | None = None,
     std: Sequence[float] | Tensor | None = None,
 ) -> AttackOutcome:
-    eps = _check_epsilon(epsilon)
-    _check_norm(norm)
-    _check_inputs(x, y)
-    return _run(model, x, y, eps, norm, 1, eps, False, 1, "last", mean, std, None)
+    # FGSM is one PGD step of size epsilon from x itself, keeping that step's image.
+    return _pgd_outcome(
+        model,
+        x,
+        y,
+        epsilon,
+        norm=norm,
+        steps=1,
+        step_size=epsilon,
+        random_start=False,
+        restarts=1,
+        select="last",
+        mean=mean,
+        std=std,
+    )
 
 
 def fgsm(
@@ -519,7 +513,7 @@ def accuracy_under_attack(
     clean_correct = total = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        with _frozen_eval(model), torch.no_grad():
+        with frozen_eval(model), torch.no_grad():
             normalise = _normaliser(x, mean, std)
             clean_correct += int((model(normalise(x)).argmax(1) == y).sum())
         total += int(y.numel())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,12 +181,18 @@ def _summary_display(t: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _ttest_display(t: pd.DataFrame, metric: str, test_name: str = "Student") -> pd.DataFrame:
+def _metric_formatter(metric: str) -> Callable[[Any], str]:
+    """Formatter of one value of ``metric`` in its display scale, digits and unit (``METRICS``)."""
     _, scale, digits, suffix = METRICS[metric]
 
     def v(x: Any) -> str:
         return format_number(float(x) * scale, f".{digits}f") + (suffix if np.isfinite(float(x)) else "")
 
+    return v
+
+
+def _ttest_display(t: pd.DataFrame, metric: str, test_name: str = "Student") -> pd.DataFrame:
+    v = _metric_formatter(metric)
     return pd.DataFrame(
         {
             "α": [f"{a:g}" for a in t["group"]],
@@ -205,11 +211,7 @@ def _ttest_display(t: pd.DataFrame, metric: str, test_name: str = "Student") -> 
 
 
 def _ranksum_display(t: pd.DataFrame, metric: str) -> pd.DataFrame:
-    _, scale, digits, suffix = METRICS[metric]
-
-    def v(x: Any) -> str:
-        return format_number(float(x) * scale, f".{digits}f") + (suffix if np.isfinite(float(x)) else "")
-
+    v = _metric_formatter(metric)
     return pd.DataFrame(
         {
             "|α|": [f"{a:g}" for a in t["abs_alpha"]],
