@@ -165,13 +165,21 @@ def single_step(model_name: str, batch: int, device: torch.device, old: bool, am
     return step
 
 
-def fused_step(model_name: str, runs: int, batch: int, device: torch.device, amp: bool, compile_: bool):
+def fused_step(
+    model_name: str,
+    runs: int,
+    batch: int,
+    device: torch.device,
+    amp: bool,
+    compile_: bool,
+    backend: str = "auto",
+):
     models = []
     for s in range(runs):
         torch.manual_seed(s)
         models.append(create(model_name).to(device))
     alphas = [(-1.0, 0.0, 2.0)[s % 3] for s in range(runs)]
-    group = FusedRuns(models, alphas, 10, lr=0.01, amp=amp)
+    group = FusedRuns(models, alphas, 10, lr=0.01, amp=amp, backend=backend)
     loader = GroupBatchLoader(
         _dataset(4 * batch, device), batch, seeds=list(range(runs)), shuffle=True, augment=True, device=device
     )
@@ -249,6 +257,11 @@ def main() -> None:
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast variants")
     ap.add_argument("--no-old-new", action="store_true", help="skip the old vs new step comparison")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU device)")
+    ap.add_argument(
+        "--backends",
+        default="auto",
+        help="fused backends to time, comma-separated (auto, grouped, loop, vmap); auto = loop on CPU",
+    )
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -317,25 +330,28 @@ def main() -> None:
                 )
                 best[model_name] = max(best.get(model_name, 0.0), batch / t1)
                 sizes = groups if not comp else [max(groups)]  # one compiled group: compiling is slow
-                for r in sizes:
-                    try:
-                        fstep, note = fused_step(model_name, r, batch, device, amp, comp)
-                        tr = time_blocks({"f": fstep}, device, max(1, block // max(1, r // 4)), args.rounds)[
-                            "f"
-                        ]
-                    except torch.OutOfMemoryError:
-                        print(f"{'fused ' + tag:<30} {r:>3}  out of memory")
-                        break
-                    ratio = tr / (r * t1)
-                    crit = "PASS" if ratio <= 1.05 else "FAIL"
-                    print(
-                        f"{'fused ' + tag:<30} {r:>3} {tr * 1e3:>9.1f} {batch / tr:>10.1f} {r * batch / tr:>9.1f} "
-                        f"{ratio:>7.3f} {crit}  {note}"
-                    )
-                    best[model_name] = max(best[model_name], r * batch / tr)
-                    del fstep
-                    if cuda:
-                        torch.cuda.empty_cache()
+                for backend in args.backends.split(","):
+                    for r in sizes:
+                        try:
+                            fstep, note = fused_step(model_name, r, batch, device, amp, comp, backend)
+                            # single and fused interleaved in one measurement: drift hits both alike
+                            t = time_blocks(
+                                {"s": step, "f": fstep}, device, max(1, block // max(1, r // 4)), args.rounds
+                            )
+                        except torch.OutOfMemoryError:
+                            print(f"{'fused ' + tag:<30} {r:>3}  out of memory")
+                            break
+                        tr, ratio = t["f"], t["f"] / (r * t["s"])
+                        crit = "PASS" if ratio <= 1.05 else "FAIL"
+                        name = f"fused {backend} {tag}"
+                        print(
+                            f"{name:<30} {r:>3} {tr * 1e3:>9.1f} {batch / tr:>10.1f} {r * batch / tr:>9.1f} "
+                            f"{ratio:>7.3f} {crit}  {note}"
+                        )
+                        best[model_name] = max(best[model_name], r * batch / tr)
+                        del fstep
+                        if cuda:
+                            torch.cuda.empty_cache()
 
     # 3. projection
     print(

@@ -61,13 +61,18 @@ def _batches(ds, seed, steps, bs=6):
     return out[:steps]
 
 
-def test_three_fused_runs_equal_three_separate_runs_float64():
+BACKENDS = ["grouped", "loop", "vmap"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_three_fused_runs_equal_three_separate_runs_float64(backend):
     ds = _data()
     seeds, alphas = [0, 1, 2], [-1.0, 0.0, 2.0]
     models = [_model(s) for s in seeds]
     steps = 20
     per_run = [_batches(ds, s, steps) for s in seeds]  # each run its own batch order
-    group = FusedRuns(models, alphas, NUM_CLASSES, **HP)
+    group = FusedRuns(models, alphas, NUM_CLASSES, backend=backend, **HP)
+    assert group.backend == backend
     for t in range(steps):
         x = torch.stack([per_run[r][t][0] for r in range(3)])  # (R, B, C, H, W)
         y = torch.stack([per_run[r][t][1] for r in range(3)])  # (R, B)
@@ -90,13 +95,14 @@ def test_three_fused_runs_equal_three_separate_runs_float64():
     assert (group.state_dict(0)["conv1.weight"] - group.state_dict(2)["conv1.weight"]).abs().max() > 1e-3
 
 
-def test_dropping_a_diverged_run_leaves_the_others_exact():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropping_a_diverged_run_leaves_the_others_exact(backend):
     ds = _data(seed=1)
     seeds, alphas = [3, 4, 5], [1.0, -1.0, 0.5]
     models = [_model(s) for s in seeds]
     steps = 16
     per_run = [_batches(ds, s, steps) for s in seeds]
-    group = FusedRuns(models, alphas, NUM_CLASSES, run_ids=["a", "b", "c"], **HP)
+    group = FusedRuns(models, alphas, NUM_CLASSES, run_ids=["a", "b", "c"], backend=backend, **HP)
     live = [0, 1, 2]  # runs (indices into seeds) still in the group
     acc = torch.zeros(3, dtype=torch.float64)
     for t in range(steps):
@@ -156,3 +162,9 @@ def test_group_checks_its_inputs():
         group.step(torch.zeros(3, 2, 3, 8, 8, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="every run"):
         group.drop([0, 1])
+    with pytest.raises(ValueError, match="unknown fused backend 'fast'"):
+        FusedRuns([m, m], [1.0, 0.0], NUM_CLASSES, lr=0.1, backend="fast")
+    odd = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU())
+    with pytest.raises(ValueError, match="cannot widen a Sequential"):
+        FusedRuns([odd, odd], [0.0, 0.0], NUM_CLASSES, lr=0.1, backend="grouped")
+    assert FusedRuns([odd, odd], [0.0, 0.0], NUM_CLASSES, lr=0.1).backend == "loop"  # auto on CPU

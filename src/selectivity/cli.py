@@ -861,11 +861,22 @@ def _epsilons(value: str) -> tuple[float, ...]:
     "--pgd-steps", type=int, default=10, show_default=True, help="PGD iterations (step 2.5*eps/steps)."
 )
 @click.option(
+    "--corrupted",
     "--cifar10-c",
-    "cifar10_c",
+    "corrupted",
     type=click.Path(),
     default=None,
-    help="Read corrupted images from this CIFAR-10-C directory instead of generating them.",
+    help="Read corrupted images from this directory instead of generating them: CIFAR-10-C format "
+    "(labels.npy, <corruption>.npy) or Tiny ImageNet-C format (<corruption>/<severity>/<wnid>/*.JPEG), "
+    "holding the whole test split. --cifar10-c is the older name.",
+)
+@click.option(
+    "--params",
+    type=click.Choice(["auto", "cifar10", "tinyimagenet"]),
+    default="auto",
+    show_default=True,
+    help="Parameters of the generated corruptions; auto: Tiny ImageNet-C's for tiny-imagenet runs, "
+    "CIFAR-10-C's otherwise.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated corruptions.")
 @click.option("--batch-size", type=int, default=250, show_default=True)
@@ -881,7 +892,8 @@ def robustness(
     epsilons,
     norm,
     pgd_steps,
-    cifar10_c,
+    corrupted,
+    params,
     seed,
     batch_size,
     device,
@@ -907,7 +919,8 @@ def robustness(
             epsilons=parse_epsilons(epsilons) if epsilons else RobustnessSettings.epsilons,
             norm=norm,
             pgd_steps=pgd_steps,
-            cifar10_c=cifar10_c,
+            corrupted=corrupted,
+            params=params,
             corruption_seed=seed,
             batch_size=batch_size,
             device=device,

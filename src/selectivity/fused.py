@@ -8,13 +8,22 @@ model once per step with :func:`torch.func.vmap` over
 regulariser strength ``alpha`` and its own SGD momentum, so a run in a group follows
 the same arithmetic as the run trained alone (the tests check this to 1e-9 in float64).
 
-Why ``vmap`` rather than a hand-written grouped-convolution model: the model code is
-used unchanged for every architecture, and ``vmap``'s batching rules already lower a
-batched convolution to one grouped convolution (``groups = R``) and a batched batch
-norm to one batch norm over ``R * C`` channels, which is the grouped form without a
-second implementation of each network. Batch-norm running statistics are stacked
-buffers passed with ``in_dims=0``; their in-place update under ``vmap`` writes each
-run's slice (checked by the tests against separate runs).
+Three backends compute the R forward passes (:func:`pick_backend`); all follow the
+arithmetic of separate runs and differ only in speed:
+
+- ``grouped``: one wide model (:func:`selectivity.models.grouped.group_model`) whose
+  convolutions are grouped convolutions over the R runs and whose batch norms run over
+  ``R * C`` channels; the stacked parameters are viewed in the wide shapes at no cost.
+  One kernel per layer for R small networks is what fills a GPU.
+- ``loop``: the single-run model called once per run on views of the stacked
+  parameters, forward and backward one run at a time, then one optimizer step over the
+  stacks. On a CPU a single convolution already keeps the cores busy and a grouped one
+  is slower than R plain ones, so this is the CPU default: it costs R single steps.
+- ``vmap``: :func:`torch.func.vmap` over :func:`torch.func.functional_call`, for any
+  model the grouped form cannot widen (batch norm under ``vmap`` is slow on CPU).
+
+Batch-norm running statistics are stacked buffers; every backend updates each run's
+slice in place (checked by the tests against separate runs).
 
 Assumptions of a group: same model class and shapes, same learning-rate schedule,
 momentum and weight decay (SGD's update is elementwise, so one optimizer over the
@@ -42,9 +51,50 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .hooks import LayerSpec, resolve_layers
+from .models.grouped import group_model, groupable, wide_shape
 from .regularizer import DEAD_RULES, layer_ids, masked_selectivity
 
-__all__ = ["FusedRuns", "FusedStep", "autocast", "channels_last", "compile_with_fallback"]
+__all__ = [
+    "BACKENDS",
+    "FusedRuns",
+    "FusedStep",
+    "autocast",
+    "channels_last",
+    "compile_with_fallback",
+    "pick_backend",
+]
+
+#: How a group computes its R forward passes (see :func:`pick_backend`).
+BACKENDS: tuple[str, ...] = ("auto", "grouped", "loop", "vmap")
+
+
+def pick_backend(backend: str, model: nn.Module, device: torch.device | str) -> str:
+    """The backend a group uses: ``backend`` itself, or for ``"auto"`` the fastest that applies.
+
+    - ``"grouped"``: one wide model (:func:`selectivity.models.grouped.group_model`), each
+      convolution one grouped kernel over the R runs. Fastest on a GPU, where one kernel
+      for R small networks fills the device; needs every module to be supported.
+    - ``"loop"``: the single-run model called R times per step on views of the stacked
+      parameters, then one optimizer step over the stacks. On a CPU, where a
+      convolution already uses the cores fully, this costs R single steps and no more
+      (grouped convolutions are slower there than R plain ones).
+    - ``"vmap"``: :func:`torch.func.vmap` over :func:`torch.func.functional_call`; any
+      model, no conversion (batch norm under ``vmap`` is slow on CPU).
+
+    ``"auto"`` picks ``"loop"`` on the CPU, else ``"grouped"`` when the model can be
+    widened, else ``"vmap"``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown fused backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        if backend == "grouped" and not groupable(model):
+            raise ValueError(
+                f"backend 'grouped' cannot widen a {type(model).__name__} (see group_model); use 'loop' or 'vmap'"
+            )
+        return backend
+    if torch.device(device).type == "cpu":
+        return "loop"
+    return "grouped" if groupable(model) else "vmap"
 
 
 @dataclass
@@ -173,6 +223,9 @@ class FusedRuns:
         bf16 autocast for the forward pass (CPU or CUDA).
     optimizer_states : sequence of dict, optional
         Per-run ``SGD.state_dict()`` of single runs (resume from checkpoints).
+    backend : {"auto", "grouped", "loop", "vmap"}
+        How the R forward passes are computed (:func:`pick_backend`). Every backend
+        gives the same arithmetic as separate runs; they differ only in speed.
 
     Examples
     --------
@@ -198,6 +251,7 @@ class FusedRuns:
         run_ids: Sequence[Any] | None = None,
         amp: bool = False,
         optimizer_states: Sequence[dict] | None = None,
+        backend: str = "auto",
     ) -> None:
         models = list(models)
         if not models:
@@ -236,6 +290,9 @@ class FusedRuns:
         self.params: dict[str, torch.Tensor] = dict(params)
         self.buffers: dict[str, torch.Tensor] = dict(buffers)
         self.device = next(iter(self.params.values())).device
+        self.backend = pick_backend(backend, first, self.device)
+        self._wide: nn.Module | None = None
+        self._build_wide()
         self.alphas = torch.tensor(
             [float(a) for a in alphas], dtype=next(iter(self.params.values())).dtype, device=self.device
         )
@@ -280,21 +337,87 @@ class FusedRuns:
         if x.dim() < 2 or x.shape[0] != self.num_runs:
             raise ValueError(f"inputs must be (R={self.num_runs}, B, ...), got {tuple(x.shape)}")
         self._sink.acts.clear()
+        if self.backend == "grouped":
+            return self._forward_grouped(x)
+        if self.backend == "loop":
+            return self._forward_loop(x, range(self.num_runs))
         return vmap(self._one, in_dims=(0, 0, 0))(self.params, self.buffers, x)
+
+    def _forward_loop(self, x: torch.Tensor, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The single-run module once per run in ``positions``, on views of the stacked leaves."""
+        outs, resps = [], []
+        for j, i in enumerate(positions):
+            p = {k: v.select(0, i) for k, v in self.params.items()}
+            b = {k: v.select(0, i) for k, v in self.buffers.items()}  # in-place BN updates reach the stacks
+            out, r = self._one(p, b, x[j])
+            outs.append(out)
+            resps.append(r)
+        return torch.stack(outs), torch.stack(resps)  # (R', B, K), (R', B, U)
+
+    def _forward_grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One wide model: every run's channels side by side, grouped convolutions."""
+        assert self._wide is not None
+        nr, b = x.shape[:2]
+        xw = x.transpose(0, 1).reshape(b, nr * x.shape[2], *x.shape[3:])  # (R, B, C, ...) -> (B, R*C, ...)
+        tensors: dict[str, torch.Tensor] = {}
+        for k, v in self.params.items():
+            tensors[k] = v.view(wide_shape(v.shape[1:], nr))  # (R, *s) -> (R*s0, *s[1:]), no copy
+        counters = []
+        for k, v in self.buffers.items():
+            if v.dim() == 1:  # num_batches_tracked: (R,) -> one counter, copied to all runs below
+                tensors[k] = v[0]
+                counters.append(v)
+            else:
+                tensors[k] = v.view(wide_shape(v.shape[1:], nr))  # in-place BN updates reach the stacks
+        out = functional_call(self._wide, tensors, (xw,))  # (B, R*K)
+        if self._wide.training:
+            for v in counters:
+                if nr > 1:
+                    v[1:].copy_(v[0].expand(nr - 1))
+        acts = self._sink.acts
+        # each (B, R*U_l) -> (B, R, U_l); sites side by side -> (B, R, U) -> (R, B, U)
+        r = torch.cat(
+            [(a.float() if a.dtype in (torch.float16, torch.bfloat16) else a).view(b, nr, -1) for a in acts],
+            dim=2,
+        ).transpose(0, 1)
+        acts.clear()
+        return out.view(b, nr, -1).transpose(0, 1), r  # (B, R*K) -> (R, B, K)
+
+    def _build_wide(self) -> None:
+        """(Re)build the wide model for the current R (grouped backend only)."""
+        if self.backend != "grouped":
+            return
+        wide = group_model(self._base, self.num_runs)
+        mods = dict(wide.named_modules())
+        for name in self.layer_names:
+            mods[name].register_forward_hook(self._hook)
+        wide.train(self._base.training)
+        self._wide = wide
 
     def train(self) -> FusedRuns:
         self._base.train()
+        if self._wide is not None:
+            self._wide.train()
         return self
 
     def eval(self) -> FusedRuns:
         self._base.eval()
+        if self._wide is not None:
+            self._wide.eval()
         return self
 
     def _losses(
-        self, x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor
+        self, x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor, run: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(total, per-run loss (R,), ce (R,), si (R,), correct (R,)) of one minibatch per run."""
-        logits, r = self.forward(x)  # (R, B, K), (R, B, U)
+        """(total, per-run loss (R,), ce (R,), si (R,), correct (R,)) of one minibatch per run.
+
+        With ``run`` (loop backend), ``x``, ``y``, ``alphas`` hold that one run only (R = 1).
+        """
+        if run is None:
+            logits, r = self.forward(x)  # (R, B, K), (R, B, U)
+        else:
+            self._sink.acts.clear()
+            logits, r = self._forward_loop(x, (run,))  # (1, B, K), (1, B, U)
         nr, b = y.shape
         ce = F.cross_entropy(logits.reshape(nr * b, -1), y.reshape(-1), reduction="none")
         ce = ce.view(nr, b).mean(dim=1)  # (R,)
@@ -347,11 +470,22 @@ class FusedRuns:
             ``(R, B)`` int64 labels, already checked to lie in ``[0, num_classes)``.
         """
         self._prepare(x, y)
-        self._base.train()
-        with autocast(self.device, self.amp):
-            total, loss, ce, si, correct = self._loss_fn(x, y, self.alphas)
+        self.train()
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
+        if self.backend == "loop":
+            # Forward and backward one run at a time: the activations of one run only are
+            # alive at once, as in a single run (R runs' would not stay in the CPU caches).
+            parts = []
+            for i in range(self.num_runs):
+                with autocast(self.device, self.amp):
+                    total, *per_run = self._loss_fn(x[i : i + 1], y[i : i + 1], self.alphas[i : i + 1], i)
+                total.backward()
+                parts.append(per_run)
+            loss, ce, si, correct = (torch.cat(t) for t in zip(*parts))
+        else:
+            with autocast(self.device, self.amp):
+                total, loss, ce, si, correct = self._loss_fn(x, y, self.alphas)
+            total.backward()
         self.opt.step()
         return FusedStep(loss, ce, si, correct)
 
@@ -487,3 +621,4 @@ class FusedRuns:
         self.alphas = self.alphas.index_select(0, idx)
         self._alphas_list = [self._alphas_list[i] for i in keep]
         self.run_ids = [self.run_ids[i] for i in keep]
+        self._build_wide()

@@ -38,6 +38,7 @@ from .locate import (
     download_cifar10,
     find_cifar10,
     find_cifar10_c,
+    find_corrupted,
     find_tiny_imagenet,
     find_tiny_imagenet_c,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "download_cifar10",
     "find_cifar10",
     "find_cifar10_c",
+    "find_corrupted",
     "find_tiny_imagenet",
     "find_tiny_imagenet_c",
     "iter_cifar10_c",

@@ -229,24 +229,31 @@ def load_tiny_imagenet_c(
         )
 
     def build() -> dict[str, np.ndarray]:
-        images, labels = [], []
-        for wnid in wnids:
+        # Cached per directory, so it holds each image's folder, not a label: the labels
+        # depend on `classes`, which the cache key does not see.
+        images, folders = [], []
+        for k, wnid in enumerate(wnids):
             files = sorted(
                 (p for p in (cell / wnid).iterdir() if p.is_file()), key=lambda p: natural_key(p.name)
             )
             for f in files:
                 with Image.open(f) as im:
                     images.append(np.asarray(im.convert("RGB")))
-                labels.append(index[wnid])
+                folders.append(k)
         if not images:
             raise DatasetFormatError(f"no images under {str(cell)!r}: expected <wnid>/*.JPEG")
         if len({im.shape for im in images}) != 1:
             raise DatasetFormatError(f"images under {str(cell)!r} differ in size: expected one size (64x64)")
-        return {"images": np.stack(images), "labels": np.asarray(labels, dtype=np.int64)}
+        return {
+            "images": np.stack(images),
+            "folders": np.asarray(folders, dtype=np.int64),
+            "wnids": np.array(wnids),
+        }
 
-    arrays = cached_arrays(f"tinyimagenet-c-{corruption}-{severity}", cell, build, cache=cache)
+    arrays = cached_arrays(f"tinyimagenet-c-{corruption}-{severity}-folders", cell, build, cache=cache)
+    folder_label = np.asarray([index[str(w)] for w in arrays["wnids"].tolist()], dtype=np.int64)
     images_t = torch.from_numpy(np.ascontiguousarray(arrays["images"].transpose(0, 3, 1, 2)))
-    return images_t, torch.from_numpy(arrays["labels"]), names
+    return images_t, torch.from_numpy(folder_label[arrays["folders"]]), names
 
 
 def _cell_seed(seed: int, corruption: str, severity: int, start: int) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "download_cifar10",
     "find_cifar10",
     "find_cifar10_c",
+    "find_corrupted",
     "find_tiny_imagenet",
     "find_tiny_imagenet_c",
     "source_fingerprint",
@@ -338,6 +339,43 @@ def find_tiny_imagenet_c(data: str | os.PathLike | None = None) -> Path:
     """
     expected = "a Tiny ImageNet-C directory (<corruption>/<severity>/<wnid>/*.JPEG) or one containing Tiny-ImageNet-C/"
     return _find_corrupted(data, "Tiny ImageNet-C", _is_tiny_c_root, _TINY_C_CHILDREN, expected)
+
+
+def find_corrupted(data: str | os.PathLike) -> tuple[str, Path]:
+    """Locate a corrupted test set in either released format and say which.
+
+    Parameters
+    ----------
+    data : str or path-like
+        A CIFAR-10-C directory (``labels.npy`` and ``<corruption>.npy``), a Tiny ImageNet-C
+        directory (``<corruption>/<severity>/<wnid>/*.JPEG``), or a directory containing
+        one (``CIFAR-10-C/``, ``Tiny-ImageNet-C/``, ...). CIFAR-10-C is tried first.
+
+    Returns
+    -------
+    format : {"cifar10-c", "tiny-imagenet-c"}
+    directory : pathlib.Path
+
+    Raises
+    ------
+    DatasetNotFoundError
+        Neither format is found there (one line naming both).
+    """
+    try:
+        return "cifar10-c", find_cifar10_c(data)
+    except DatasetNotFoundError:
+        pass
+    try:
+        return "tiny-imagenet-c", find_tiny_imagenet_c(data)
+    except DatasetNotFoundError:
+        pass
+    path = Path(data).expanduser()
+    what = "does not exist" if not path.exists() else "holds neither format"
+    raise DatasetNotFoundError(
+        f"corrupted images: {str(path)!r} {what}. Expected a CIFAR-10-C directory (labels.npy and "
+        "<corruption>.npy files) or a Tiny ImageNet-C directory (<corruption>/<severity>/<wnid>/*.JPEG), "
+        "or a directory containing CIFAR-10-C/ or Tiny-ImageNet-C/."
+    )
 
 
 def _md5(path: Path, chunk: int = 1 << 20) -> str:

@@ -13,11 +13,18 @@ Choices (documented, configurable through :class:`RobustnessSettings`):
 
 * Every network sees the SAME images: a class-stratified subset of the test split drawn
   with ``image_seed`` (``n_images=None``: the whole test split).
-* Corrupted images are either read from a CIFAR-10-C directory (the released one, or one
-  written by ``selectivity corrupt``; rows are test-split indices) or generated with
-  :func:`selectivity.perturb.corrupt` with ``params`` (CIFAR-10-C parameters) and a fixed
-  seed, in chunks of :data:`CHUNK` images seeded as :func:`selectivity.data.write_cifar_c`
-  seeds its batches, on the CPU, then quantised to uint8 as the released files are.
+* Corrupted images are either read from a directory (``corrupted``) or generated.
+  A CIFAR-10-C directory (the released one, or one written by ``selectivity corrupt``)
+  has rows = test-split indices. A Tiny ImageNet-C directory
+  (``<corruption>/<severity>/<wnid>/*``) is mapped to the run's labels by wnid (the
+  dataset's ``wnids.txt`` order) and put in the test split's order (by label, then by
+  file name, as the released files keep the val images' names); it must hold the whole
+  test split, class by class. Generated cells come from
+  :func:`selectivity.perturb.corrupt` with ``params`` (``"auto"``: the Tiny ImageNet-C
+  parameters for Tiny ImageNet runs, the CIFAR-10-C ones otherwise; see
+  :func:`params_for_dataset`) and a fixed seed, in chunks of :data:`CHUNK` images seeded
+  as :func:`selectivity.data.write_cifar_c` seeds its batches, on the CPU, then quantised
+  to uint8 as the released files are.
   Generated cells are cached on disk under ``SWEEP/analysis/robustness_cells/<key>/``
   and reused by every run, so comparisons between alphas are paired; each run's result
   records the SHA-1 of every cell's images.
@@ -36,7 +43,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +52,9 @@ import pandas as pd
 import torch
 
 from ..checkpoint import load_run
-from ..data import find_cifar10_c, load_cifar10_c
+from ..data import find_corrupted, load_cifar10_c, load_tiny_imagenet_c
 from ..perturb import ATTACKS, CORRUPTIONS, NORMS, accuracy_under_attack, corrupt, to_uint8
-from ..rundir import DamagedFileError, SweepFiles, read_json, write_json
+from ..rundir import DamagedFileError, RunFiles, SweepFiles, read_json, write_json
 from ..sweep import open_store
 from ..sweep.store import ROBUSTNESS_NAME
 from .cca import select_images
@@ -60,6 +67,7 @@ __all__ = [
     "RobustnessSettings",
     "corrupted_cell",
     "evaluate_run",
+    "params_for_dataset",
     "parse_epsilons",
     "robustness_frames",
     "sweep_robustness",
@@ -72,7 +80,26 @@ DEFAULT_EPSILONS: tuple[float, ...] = tuple(e / 255 for e in (0.25, 0.5, 1.0, 2.
 #: Per-run file of finished cells while an evaluation is under way.
 PARTIAL_NAME = "robustness.partial.json"
 #: Settings that do not change a result (left out of the comparison that reuses one).
-_NOT_COMPARED = ("device", "cifar10_c")
+_NOT_COMPARED = ("device", "corrupted", "cifar10_c")
+#: Values of :attr:`RobustnessSettings.params`.
+PARAMS = ("auto", "cifar10", "tinyimagenet")
+
+
+def params_for_dataset(dataset: str) -> str:
+    """The corruption parameter set generated for a run's dataset.
+
+    ``"tinyimagenet"`` (Tiny ImageNet-C's, 64 px) for ``tiny-imagenet``, ``"cifar10"``
+    (CIFAR-10-C's, 32 px) for every other dataset.
+    """
+    return "tinyimagenet" if str(dataset).startswith("tiny") else "cifar10"
+
+
+def _run_dataset(run_dir: Path) -> str:
+    """The ``dataset`` of a run's config.json (``cifar10`` when unreadable)."""
+    try:
+        return str(read_json(RunFiles(run_dir).config).get("dataset") or "cifar10")
+    except (OSError, ValueError, AttributeError):
+        return "cifar10"
 
 
 @dataclass
@@ -90,11 +117,17 @@ class RobustnessSettings:
     severities : tuple of int
         Severities in 1..5.
     params : str
-        Corruption parameter set of the generator (``"cifar10"`` or ``"tinyimagenet"``).
+        Corruption parameter set of the generator: ``"cifar10"``, ``"tinyimagenet"`` or
+        ``"auto"`` (by each run's dataset, :func:`params_for_dataset`). Results store the
+        settings as given and the set used as ``corruption_params``; a result stored with
+        the set that ``"auto"`` resolves to is reused by ``"auto"``.
     corruption_seed : int
         Master seed of the generated corruptions.
+    corrupted : str or None
+        A CIFAR-10-C or Tiny ImageNet-C directory to read instead of generating (its
+        format is recorded as ``source``).
     cifar10_c : str or None
-        A CIFAR-10-C directory to read instead of generating (recorded as ``source``).
+        Older name of ``corrupted`` (either may be given).
     attacks : tuple of str
         Keys of :data:`selectivity.perturb.ATTACKS` (empty: no attacks).
     epsilons : tuple of float
@@ -120,8 +153,9 @@ class RobustnessSettings:
     image_seed: int = 0
     corruptions: tuple[str, ...] = CORRUPTIONS
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
-    params: str = "cifar10"
+    params: str = "auto"
     corruption_seed: int = 0
+    corrupted: str | None = None
     cifar10_c: str | None = None
     attacks: tuple[str, ...] = ("fgsm", "pgd")
     epsilons: tuple[float, ...] = DEFAULT_EPSILONS
@@ -138,6 +172,10 @@ class RobustnessSettings:
         self.severities = tuple(self.severities)
         self.attacks = tuple(self.attacks)
         self.epsilons = tuple(float(e) for e in self.epsilons)
+        if self.cifar10_c is not None:
+            if self.corrupted is not None and str(self.corrupted) != str(self.cifar10_c):
+                raise ValueError("corrupted and cifar10_c name different directories: expected one directory")
+            self.corrupted, self.cifar10_c = str(self.cifar10_c), None
         self.validate()
 
     def validate(self) -> RobustnessSettings:
@@ -162,8 +200,8 @@ class RobustnessSettings:
             raise ValueError("pgd_steps, pgd_restarts and batch_size must be >= 1")
         if not math.isfinite(self.pgd_step_factor) or self.pgd_step_factor <= 0:
             raise ValueError(f"pgd_step_factor must be > 0, got {self.pgd_step_factor!r}")
-        if self.params not in ("cifar10", "tinyimagenet"):
-            raise ValueError(f"params must be 'cifar10' or 'tinyimagenet', got {self.params!r}")
+        if self.params not in PARAMS:
+            raise ValueError(f"params must be one of {', '.join(PARAMS)}, got {self.params!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,11 +209,32 @@ class RobustnessSettings:
         for k in ("corruptions", "severities", "attacks", "epsilons"):
             d[k] = list(d[k])
         d["source"] = (
-            "cifar10-c directory"
-            if self.cifar10_c
+            f"{self._directory_format()} directory"
+            if self.corrupted
             else f"generated ({self.params}, seed {self.corruption_seed})"
         )
         return d
+
+    def _directory_format(self) -> str:
+        """``cifar10-c`` or ``tiny-imagenet-c`` (``corrupted`` when it cannot be read now)."""
+        try:
+            return find_corrupted(str(self.corrupted))[0]
+        except (OSError, ValueError):
+            return "corrupted"
+
+    def params_for(self, dataset: str) -> str:
+        """The parameter set generated for a run of ``dataset`` (``"auto"`` resolved)."""
+        return params_for_dataset(dataset) if self.params == "auto" else self.params
+
+    def matches(self, stored: Any, params: str) -> bool:
+        """Whether ``stored`` (a result's ``settings``) is these settings, ``params`` used.
+
+        Equal to :meth:`compared`, or, for ``"auto"``, to the settings with the resolved
+        ``params`` (results written before ``"auto"`` existed, or with the set named).
+        """
+        if stored == self.compared():
+            return True
+        return self.params == "auto" and stored == replace(self, params=params).compared()
 
     def compared(self) -> dict[str, Any]:
         """The settings two results must share to be interchangeable."""
@@ -256,13 +315,30 @@ def _digest(images: torch.Tensor) -> str:
 
 
 class _CellSource:
-    """Corrupted versions of the chosen test images, identical for every run of a sweep."""
+    """Corrupted versions of the chosen test images, identical for every run of a sweep.
 
-    def __init__(self, sweep_dir: Path, settings: RobustnessSettings, idx: np.ndarray, clean: torch.Tensor):
-        self.settings, self.idx, self.clean = settings, idx, clean
-        self.cifar10_c = find_cifar10_c(settings.cifar10_c) if settings.cifar10_c else None
+    ``test_labels`` and ``classes`` are the whole test split's labels and class names (a
+    Tiny ImageNet-C directory is checked against them and put in their order).
+    """
+
+    def __init__(
+        self,
+        sweep_dir: Path,
+        settings: RobustnessSettings,
+        params: str,
+        idx: np.ndarray,
+        clean: torch.Tensor,
+        test_labels: torch.Tensor,
+        classes: list[str],
+    ):
+        self.settings, self.params, self.idx, self.clean = settings, params, idx, clean
+        self.test_labels, self.classes = test_labels, list(classes)
+        self.format: str | None = None
+        self.directory: Path | None = None
+        if settings.corrupted:
+            self.format, self.directory = find_corrupted(settings.corrupted)
         key = hashlib.sha1(
-            repr((settings.params, settings.corruption_seed, CHUNK, idx.tobytes().hex())).encode()
+            repr((params, settings.corruption_seed, CHUNK, idx.tobytes().hex())).encode()
         ).hexdigest()[:16]
         self.cache_dir = sweep_dir / "analysis" / "robustness_cells" / key
         self.memo: dict[tuple[str, int], torch.Tensor] = {}
@@ -270,15 +346,20 @@ class _CellSource:
     def get(self, corruption: str, severity: int) -> torch.Tensor:
         if (corruption, severity) in self.memo:
             return self.memo[(corruption, severity)]
-        if self.cifar10_c is not None:
-            imgs, _labels = load_cifar10_c(corruption, severity, self.cifar10_c)
-            if imgs.shape[0] <= int(self.idx.max()) or tuple(imgs.shape[1:]) != tuple(self.clean.shape[1:]):
+        cell: torch.Tensor | None
+        if self.format == "tiny-imagenet-c":
+            cell = self._tiny_imagenet_c(corruption, severity)[torch.as_tensor(self.idx)]
+        elif self.directory is not None:
+            imgs, _labels = load_cifar10_c(corruption, severity, self.directory)
+            where = f"{self.directory}/{corruption}.npy"
+            self._check_size(imgs, where)
+            if imgs.shape[0] <= int(self.idx.max()):
                 raise ValueError(
-                    f"{self.cifar10_c}/{corruption}.npy holds {imgs.shape[0]} images of shape "
+                    f"{where} holds {imgs.shape[0]} images of shape "
                     f"{tuple(imgs.shape[1:])} per severity: expected the whole test split "
                     f"(> {int(self.idx.max())} images) of shape {tuple(self.clean.shape[1:])}"
                 )
-            cell: torch.Tensor | None = imgs[torch.as_tensor(self.idx)]
+            cell = imgs[torch.as_tensor(self.idx)]
         else:
             path = self.cache_dir / f"{corruption}-{severity}.npy"
             cell = None
@@ -291,7 +372,7 @@ class _CellSource:
                     cell = None
             if cell is None:
                 cell = corrupted_cell(
-                    self.clean, corruption, severity, self.settings.params, self.settings.corruption_seed
+                    self.clean, corruption, severity, self.params, self.settings.corruption_seed
                 )
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
@@ -304,6 +385,67 @@ class _CellSource:
             self.memo.pop(next(iter(self.memo)))
         self.memo[(corruption, severity)] = cell
         return cell
+
+    def _check_size(self, imgs: torch.Tensor, where: str) -> None:
+        if tuple(imgs.shape[1:]) != tuple(self.clean.shape[1:]):
+            raise ValueError(
+                f"{where} holds images of shape {tuple(imgs.shape[1:])}: expected "
+                f"{tuple(self.clean.shape[1:])}, the shape of the run's test images"
+            )
+
+    def _tiny_imagenet_c(self, corruption: str, severity: int) -> torch.Tensor:
+        """One cell of a Tiny ImageNet-C directory, ``(N_test, 3, H, W)`` in test-split order."""
+        assert self.directory is not None
+        where = f"{self.directory}/{corruption}/{severity}"
+        try:
+            imgs, labels, _ = load_tiny_imagenet_c(corruption, severity, self.directory, classes=self.classes)
+        except ValueError as e:
+            if "not in classes" not in str(e):
+                raise
+            raise ValueError(
+                f"{e}: expected class directories named by the run's classes "
+                f"({', '.join(self.classes[:3])}{', ...' if len(self.classes) > 3 else ''})"
+            ) from None
+        self._check_size(imgs, where)
+        # The loader reads class directories in name order; the test split is grouped by
+        # label (wnids.txt order), each class in file-name order, as the loader reads a class.
+        order = torch.argsort(labels, stable=True)
+        imgs, labels = imgs[order], labels[order]
+        if not torch.equal(labels, self.test_labels.to(labels.dtype)):
+            n = len(self.classes)
+            have = torch.bincount(labels, minlength=n)
+            want = torch.bincount(self.test_labels.to(torch.int64), minlength=n)
+            if bool((have == want).all()):  # same counts, but the test split is not grouped by class
+                raise ValueError(
+                    f"{where} cannot be matched to the run's test split: expected a test split grouped "
+                    "by class, as Tiny ImageNet's is"
+                )
+            k = int(torch.nonzero(have != want)[0])
+            raise ValueError(
+                f"{where} holds {int(have[k])} images of class {self.classes[k]} and {len(labels)} in all: "
+                f"expected the whole test split, {int(want[k])} of that class and {len(self.test_labels)} in all"
+            )
+        return imgs
+
+    def check(self) -> None:
+        """Check a corrupted directory now, so a bad one fails before any run is evaluated.
+
+        Reads the first cell (image size, classes, number of images) and looks for the
+        files of every other cell; a missing one is read, to raise the loader's error.
+        """
+        s, d = self.settings, self.directory
+        if d is None or not s.corruptions or not s.severities:
+            return
+        self.get(s.corruptions[0], s.severities[0])
+        for name in s.corruptions:
+            for sev in s.severities:
+                there = (
+                    (d / name / str(sev)).is_dir()
+                    if self.format == "tiny-imagenet-c"
+                    else (d / f"{name}.npy").is_file()
+                )
+                if not there:
+                    self.get(name, sev)
 
 
 # --------------------------------------------------------------------------- one run
@@ -364,12 +506,14 @@ def evaluate_run(
     Returns
     -------
     dict
-        The content of ``robustness.json``: ``settings``, ``n_images``, ``clean_accuracy``,
+        The content of ``robustness.json``: ``settings`` (as given), ``corruption_params``
+        (the parameter set generated; None when read from a directory), ``n_images``, ``clean_accuracy``,
         ``corruptions`` (list of ``corruption, severity, accuracy``),
         ``mean_corruption_accuracy``, ``relative_corruption_accuracy``, ``attacks`` (list
         of ``attack, norm, epsilon, accuracy``), ``cell_sha1``, ``seconds``, ``device``.
     """
     run_dir = Path(run_dir)
+    params = settings.params_for(_run_dataset(run_dir))
     out_path, part_path = run_dir / ROBUSTNESS_NAME, run_dir / PARTIAL_NAME
     want = settings.compared()
     old = _read_result(out_path)
@@ -378,7 +522,7 @@ def evaluate_run(
         + len(settings.attacks) * len(settings.epsilons)
         + 1
     )
-    if old is not None and old.get("settings") == want:
+    if old is not None and settings.matches(old.get("settings"), params):
         if tick:
             tick(n_cells)
         return old
@@ -389,13 +533,19 @@ def evaluate_run(
     idx = select_images(test.labels.numpy(), settings.n_images, settings.image_seed)
     clean, labels = test.images[torch.as_tensor(idx)], test.labels[torch.as_tensor(idx)]
     if cells is None:
-        cells = _CellSource(Path(sweep_dir) if sweep_dir else run_dir.parent.parent, settings, idx, clean)
+        root = Path(sweep_dir) if sweep_dir else run_dir.parent.parent
+        cells = _CellSource(root, settings, params, idx, clean, test.labels, list(test.classes))
+    elif cells.params != params:
+        raise ValueError(
+            f"{run_dir} needs {params!r} corruptions but the sweep's first run "
+            f"{cells.params!r}: expected runs of one dataset"
+        )
     elif not np.array_equal(cells.idx, idx):
         raise ValueError(
             f"{run_dir} has another test split than the sweep's first run: expected the same data"
         )
     part = _read_result(part_path) or {}
-    if part.get("settings") != want:
+    if not settings.matches(part.get("settings"), params):
         part = {"settings": want, "cells": {}, "attacks": {}, "sha1": {}}
     bs = settings.batch_size
 
@@ -451,6 +601,7 @@ def evaluate_run(
     mean_c = float(np.mean([c["accuracy"] for c in corr])) if corr else math.nan
     result = {
         "settings": want,
+        "corruption_params": None if settings.corrupted else params,
         "n_images": int(len(idx)),
         "clean_accuracy": clean_acc,
         "corruptions": corr,
@@ -517,7 +668,8 @@ def sweep_robustness(
     Raises
     ------
     ValueError
-        No completed run; bad settings; a CIFAR-10-C directory that does not fit.
+        No completed run; bad settings; a corrupted directory that does not fit the runs'
+        test split (other image size, classes or number of images).
     """
     sweep_dir = Path(sweep_dir)
     settings = (settings or RobustnessSettings()).validate()
@@ -529,8 +681,10 @@ def sweep_robustness(
         raise ValueError(f"no completed run in {sweep_dir}: robustness needs trained checkpoints")
     if data is None:
         data = _read_data_hint(sweep_dir)
-    if settings.cifar10_c:
-        find_cifar10_c(settings.cifar10_c)  # fail before any work if it is missing
+    if settings.corrupted:
+        find_corrupted(settings.corrupted)  # fail before any work if it is missing
+    # "auto" corruption parameters: by the dataset of the first run (all must share it).
+    params = settings.params_for(_run_dataset(SweepFiles(sweep_dir).run(done["run_id"].iloc[0]).root))
     per_run = (
         len(settings.corruptions) * len(settings.severities)
         + len(settings.attacks) * len(settings.epsilons)
@@ -548,12 +702,21 @@ def sweep_robustness(
             run_dir = SweepFiles(sweep_dir).run(rid).root
             if cells is None and not (
                 (old := _read_result(run_dir / ROBUSTNESS_NAME))
-                and old.get("settings") == settings.compared()
+                and settings.matches(old.get("settings"), params)
             ):
                 run = load_run(run_dir, data, "cpu")
                 test = run.splits.test
                 idx = select_images(test.labels.numpy(), settings.n_images, settings.image_seed)
-                cells = _CellSource(sweep_dir, settings, idx, test.images[torch.as_tensor(idx)])
+                cells = _CellSource(
+                    sweep_dir,
+                    settings,
+                    params,
+                    idx,
+                    test.images[torch.as_tensor(idx)],
+                    test.labels,
+                    list(test.classes),
+                )
+                cells.check()  # a corrupted directory that does not fit fails before any run
             evaluate_run(
                 run_dir, settings, cells, data, sweep_dir=sweep_dir, tick=bar.update if bar else None
             )

@@ -13,8 +13,11 @@ as one file), every figure as ``OUT/figures/*.png`` and every table as
    :func:`make_tables` builds the summary, test, per-layer, configuration and
    provenance tables from it.
 3. :mod:`.figures`: :func:`make_figures` draws the paper's figures with
-   :mod:`selectivity.plots`, passing the same test results for the significance marks.
-4. :mod:`.html`: :func:`render_html` fills a Jinja2 template with autoescaping on.
+   :mod:`selectivity.plots`, passing the same test results for the significance marks;
+   :mod:`.robustness` (paper 2) and :mod:`.mechanisms` make the tables and figures of the
+   Robustness and Mechanisms sections from the sweep's stored results.
+4. :mod:`.html`: :func:`render_html` fills a Jinja2 template with autoescaping on; every
+   section is made of the same plain table and figure items, none of HTML.
 
 :mod:`.summarize` writes the lighter sweep summary (``summary.csv``/``.txt`` and four
 figures) that ``selectivity sweep`` and ``selectivity summarize`` produce.
@@ -39,6 +42,7 @@ from .figures import make_figures
 from .html import render_html
 from .mechanisms import mechanism_items
 from .model import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
+from .robustness import robustness_items
 from .summarize import summarize_sweep
 from .tables import ReportStats, compute_statistics, make_tables
 
@@ -178,18 +182,21 @@ def build_report(
     # once: tables and figures share it
     stats = compute_statistics(settings, cca_res, family=family, equal_var=not welch)
     tables = make_tables(rd, settings, n_resamples, cca_res, stats)
-    # Mechanisms (issue 11): only when `selectivity geometry` has stored results.
+    # Robustness (paper 2, issue 10) and Mechanisms (issue 11): only when `selectivity
+    # robustness` / `selectivity geometry` have stored results.
+    rob_tables, rob_figures = robustness_items(rd.sweep_dir, out_dir, n_resamples, dpi)
+    if rob_tables or rob_figures:
+        tables["robustness"] = rob_tables
     mech_tables, mech_figures = mechanism_items(rd.sweep_dir, out_dir, n_resamples, dpi)
     if mech_tables or mech_figures:
         tables["mechanisms"] = mech_tables
     _write_tables(tables, out_dir)
     figures = make_figures(rd, settings, out_dir, cca_res, n_resamples, dpi, log, stats)
+    if rob_tables or rob_figures:
+        figures["robustness"] = rob_figures
     if mech_tables or mech_figures:
         figures["mechanisms"] = mech_figures
     page = render_html(rd, settings, tables, figures, out_dir, cca_res, cca_requested=cca)
-    from .robustness import MARKER, robustness_section  # paper 2, when the sweep has results
-
-    page = page.replace(MARKER, robustness_section(rd.sweep_dir, out_dir, dpi, n_resamples), 1)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     log(f"wrote {path}")

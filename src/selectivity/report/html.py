@@ -143,6 +143,9 @@ def render_html(
         sections.append(("across", "Across settings"))
     if cca_requested:
         sections.append(("cca", "Representation similarity (CCA, paper Fig. 3)"))
+    robustness = "robustness" in tables or "robustness" in figures
+    if robustness:
+        sections.append(("robustness", "Robustness (paper 2)"))
     mechanisms = "mechanisms" in tables or "mechanisms" in figures
     if mechanisms:
         sections.append(("mechanisms", "Mechanisms (dimensionality, gradient variability)"))
@@ -167,6 +170,9 @@ def render_html(
             global_figures=fv(glob),
             cca_requested=cca_requested,
             cca_note=cca.note if cca is not None else None,
+            robustness=robustness,
+            robustness_tables=tv(tables.get("robustness", [])),
+            robustness_figures=fv(figures.get("robustness", [])),
             mechanisms=mechanisms,
             mechanism_tables=tv(tables.get("mechanisms", [])),
             mechanism_figures=fv(figures.get("mechanisms", [])),

@@ -1,18 +1,19 @@
 """The report's "Robustness" section (paper 2): tables, statistics and figures.
 
 Statistics are computed here and passed to the plot functions of
-:mod:`selectivity.plots_robustness`, which only draw. The section is an HTML fragment
-(escaped text, PNGs embedded as data URIs) that :func:`selectivity.report.build_report`
-puts where the template has its ``<!--robustness-->`` marker.
+:mod:`selectivity.plots_robustness`, which only draw. The section is plain data
+(:class:`~selectivity.report.model.TableItem` and
+:class:`~selectivity.report.model.FigureItem`, as for the Mechanisms section) that the
+report's Jinja2 template renders with autoescaping; no HTML is made here.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,11 +21,10 @@ from scipy.stats import spearmanr
 
 from ..analysis.stats import ttests_against_baseline
 from ..sweep import open_store
+from .model import FigureItem, TableItem, slug
 
-__all__ = ["MARKER", "spearman_with_ci", "robustness_statistics", "robustness_section"]
+__all__ = ["spearman_with_ci", "robustness_statistics", "robustness_items"]
 
-#: Where the section goes in the rendered page.
-MARKER = "<!--robustness-->"
 _METRICS = ("clean_accuracy", "mean_corruption_accuracy", "relative_corruption_accuracy")
 
 
@@ -89,38 +89,75 @@ def robustness_statistics(
     return (pd.concat(tests, ignore_index=True) if tests else pd.DataFrame(), pd.DataFrame(corr))
 
 
-def _png(fig, path: Path, dpi: int) -> str:
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+def _figure(
+    fid: str, title: str, caption: str, draw: Callable[[], Any], out_dir: Path, dpi: int
+) -> FigureItem:
+    """Draw and save one figure; a failure becomes the item's note (never an exception)."""
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    from ..plots import save_figure
+
+    item = FigureItem(id=fid, paper="Paper 2", title=title, caption=caption)
+    try:
+        ax = draw()
+        item.path = save_figure(ax, out_dir / "figures" / f"{fid}.png", dpi=dpi)
+        plt.close(ax.figure)
+    except Exception as e:  # a figure that cannot be drawn is a note in the section
+        item.note = f"This figure could not be drawn: {type(e).__name__}: {e}"
+    return item
 
 
-def _table(df: pd.DataFrame, title: str, csv: str) -> str:
-    body = df.to_html(index=False, float_format=lambda v: f"{v:.4g}", escape=True, border=0)
-    return f'<h3>{html.escape(title)}</h3><div class="tbl">{body}</div><p class="caption"><span class="file">CSV: <a href="{html.escape(csv)}">{html.escape(csv)}</a></span></p>'
+def _unique_keys(names: list[str]) -> dict[str, str]:
+    """File- and id-safe key per name (attack names come from run directories)."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        key, n = slug(name), 1
+        while key in used:
+            n += 1
+            key = f"{slug(name)}-{n}"
+        used.add(key)
+        out[name] = key
+    return out
 
 
-def robustness_section(
-    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, dpi: int = 120, n_resamples: int = 2000
-) -> str:
-    """HTML of the Robustness section (empty string when the sweep has no robustness results).
+def robustness_items(
+    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, n_resamples: int = 2000, dpi: int = 120
+) -> tuple[list[TableItem], list[FigureItem]]:
+    """Tables and figures of the Robustness section; ``([], [])`` without robustness results.
 
-    Writes ``tables/robustness-*.csv`` and ``figures/robustness-*.png`` under ``out_dir``.
+    Only plain data: the tables' frames (written as ``tables/robustness-*.csv`` by the
+    report) and the figures' PNG files (``figures/robustness-*.png``, written here), with
+    titles, captions and notes as text. The template renders them with autoescaping, like
+    every other section.
+
+    Parameters
+    ----------
+    sweep_dir : path
+        Sweep directory (its database holds the results of ``selectivity robustness``).
+    out_dir : path
+        The report's output directory.
+    n_resamples : int, default 2000
+        Bootstrap resamples of each Spearman CI.
+    dpi : int, default 120
+        Resolution of the figures.
+
+    Returns
+    -------
+    tables : list of TableItem
+        ``robustness-summary``, ``robustness-tests``, ``robustness-correlations`` (those
+        with rows).
+    figures : list of FigureItem
     """
     with open_store(Path(sweep_dir), log=lambda _m: None) as store:
         summary = store.robustness_df("summary")
         corruptions = store.robustness_df("corruptions")
         attacks = store.robustness_df("attacks")
     if summary.empty:
-        return ""
+        return [], []
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from ..plots_robustness import (
         plot_accuracy_vs_severity,
@@ -130,51 +167,85 @@ def robustness_section(
     )
 
     out = Path(out_dir)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
     tests, corr = robustness_statistics(summary, attacks, n_resamples)
-    parts = [
-        '<section id="robustness"><h2>Robustness (paper 2)</h2>',
-        '<p class="caption">Accuracy on corrupted images (mean over corruption x severity cells) and under '
-        "white-box attacks, per run; t-tests against α = 0 (Bonferroni within the negative and the positive "
-        "alphas); Spearman correlation with mean class selectivity across runs (95% bootstrap CI over runs). "
-        f"Settings: {html.escape(str(summary['settings'].iloc[0]))}</p>",
+    settings = [str(s) for s in summary["settings"].dropna().unique()]
+    note = (
+        f"The runs were evaluated with {len(settings)} different settings (the settings column of "
+        "`selectivity results SWEEP --robustness`): their results are not comparable."
+        if len(settings) > 1
+        else None
+    )
+    tables = [
+        TableItem(
+            "robustness-summary",
+            "Robustness summary (per run)",
+            summary.drop(columns=["settings"]),
+            caption=f"Settings: {settings[0]}" if len(settings) == 1 else "",
+            note=note,
+        )
     ]
-    shown = summary.drop(columns=["settings"])
-    for name, df in (("summary", shown), ("tests", tests), ("correlations", corr)):
-        if df.empty:
-            continue
-        csv = f"tables/robustness-{name}.csv"
-        df.to_csv(out / csv, index=False)
-        parts.append(_table(df, f"Robustness {name}", csv))
-    figs = []
-    if not corruptions.empty:
-        figs.append(
-            ("severity", plot_accuracy_vs_severity(corruptions).figure, "Accuracy vs corruption severity")
-        )
-        figs.append(
-            ("alpha", plot_corruption_accuracy_vs_alpha(summary).figure, "Mean corruption accuracy vs α")
-        )
-        c = corr[corr["measure"] == "mean_corruption_accuracy"]
-        st = c.iloc[0].to_dict() if len(c) == 1 else None
-        figs.append(
-            (
-                "vs-selectivity",
-                plot_robustness_vs_selectivity(summary, "mean_corruption_accuracy", st).figure,
-                "Mean corruption accuracy vs class selectivity",
+    if not tests.empty:
+        tables.append(
+            TableItem(
+                "robustness-tests",
+                "t-tests against α = 0",
+                tests,
+                caption="Bonferroni within the negative and within the positive alphas.",
             )
         )
-    for atk in sorted(set(attacks["attack"])) if not attacks.empty else []:
+    if not corr.empty:
+        tables.append(
+            TableItem(
+                "robustness-correlations",
+                "Spearman correlation with mean class selectivity (per run)",
+                corr,
+                caption="ci_low/ci_high: 95% percentile bootstrap CI over runs.",
+            )
+        )
+    figs: list[FigureItem] = []
+    if not corruptions.empty:
         figs.append(
-            (atk, plot_attack_accuracy_vs_epsilon(attacks, atk).figure, f"Accuracy under {atk.upper()} vs ε")
+            _figure(
+                "robustness-severity",
+                "Accuracy vs corruption severity",
+                "Mean over the corruptions per severity, per α.",
+                lambda: plot_accuracy_vs_severity(corruptions),
+                out,
+                dpi,
+            )
         )
-    for key, fig, title in figs:
-        path = out / "figures" / f"robustness-{key}.png"
-        data = _png(fig, path, dpi)
-        parts.append(
-            f'<figure id="robustness-{key}"><img src="data:image/png;base64,{data}" alt="{html.escape(title)}">'
-            f'<figcaption>{html.escape(title)}. <span class="file">figures/{path.name}</span></figcaption></figure>'
+        figs.append(
+            _figure(
+                "robustness-alpha",
+                "Mean corruption accuracy vs α",
+                "Mean over the corruption x severity cells, one point per run.",
+                lambda: plot_corruption_accuracy_vs_alpha(summary),
+                out,
+                dpi,
+            )
         )
-    plt.close("all")
-    parts.append("</section>")
-    return "\n".join(parts)
+        c = corr[corr["measure"] == "mean_corruption_accuracy"] if not corr.empty else corr
+        st = c.iloc[0].to_dict() if len(c) == 1 else None
+        figs.append(
+            _figure(
+                "robustness-vs-selectivity",
+                "Mean corruption accuracy vs class selectivity",
+                "One point per run; Spearman ρ with a 95% bootstrap CI over runs.",
+                lambda: plot_robustness_vs_selectivity(summary, "mean_corruption_accuracy", st),
+                out,
+                dpi,
+            )
+        )
+    names = sorted(str(a) for a in set(attacks["attack"])) if not attacks.empty else []
+    for atk, key in _unique_keys(names).items():
+        figs.append(
+            _figure(
+                f"robustness-{key}",
+                f"Accuracy under {atk.upper()} vs ε",
+                "ε in [0, 1] pixel units, per α.",
+                functools.partial(plot_attack_accuracy_vs_epsilon, attacks, atk),
+                out,
+                dpi,
+            )
+        )
+    return tables, figs
