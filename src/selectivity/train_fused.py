@@ -7,7 +7,8 @@ together as one stacked model on one device, with one copy of the data
 directory, written by the single-run code (:func:`~selectivity.train.open_run_dir`,
 :func:`~selectivity.train.write_run_files`, :func:`~selectivity.train.finish_epoch`,
 :func:`~selectivity.train.finish_run`), so its files are those of a single run:
-``config.json``, ``meta.json`` (plus ``fused_group``: the runs trained together),
+``config.json``, ``meta.json`` (plus ``fused_group``, the runs trained together in the
+call, ``fused_group_size`` and ``fused_backend``),
 ``metrics.jsonl``, ``checkpoints/last.pt`` and ``best.pt`` in the single-run schema, and
 ``result.json``. A run of a group can be resumed alone with ``train_run`` and the other
 way round.
@@ -36,7 +37,7 @@ import torch
 from .config import TrainConfig
 from .data import BatchLoader
 from .data.loader import GroupBatchLoader
-from .fused import FusedRuns
+from .fused import BACKENDS, FusedRuns, pick_backend
 from .rundir import RunFiles, read_json, run_lock, write_json
 from .train import (
     Run,
@@ -106,6 +107,7 @@ def train_group(
     stop_after_epochs: int | None = None,
     lock: bool = True,
     run_logs: Sequence[Callable[[str], None]] | None = None,
+    backend: str = "auto",
 ) -> list[dict]:
     """Train R runs that differ only in seed and alpha as one fused model, each into its directory.
 
@@ -129,6 +131,10 @@ def train_group(
         Hold every run's lock while training (not waiting); False when the caller holds them.
     run_logs : sequence of callable, optional
         One log per run for its own messages; default: ``log`` with the run's name in front.
+    backend : str
+        How the group computes its R forward passes (:func:`selectivity.fused.pick_backend`;
+        "auto": the fastest for the device). Every backend follows the arithmetic of
+        separate runs, so the choice changes speed and float rounding only.
 
     Returns
     -------
@@ -152,6 +158,8 @@ def train_group(
     for cfg in cfgs:
         cfg.validate()
     check_fusable(cfgs)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown fused backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     names = [d.name for d in dirs]
     logs = list(run_logs) if run_logs is not None else [_prefixed(log, n) for n in names]
     if len(logs) != len(cfgs):
@@ -166,13 +174,18 @@ def train_group(
         if todo:
             t_start = time.time()
             members = _build_members(cfgs, files, names, logs, todo, data)
-            ids = [m.name for m in members]
+            backend = pick_backend(backend, members[0].run.model, members[0].run.device)
+            group_info = {
+                "fused_group": [m.name for m in members],
+                "fused_group_size": len(members),
+                "fused_backend": backend,
+            }
             for m in members:
                 resumed = m.files.meta.exists()
                 write_run_files(m.run, m.files, m.log)
-                _record_group(m.files, ids, resumed)
+                _record_group(m.files, group_info, resumed)
                 m.run.t_start = t_start
-            _train_members(members, progress, log, stop_after_epochs)
+            _train_members(members, progress, log, stop_after_epochs, backend)
             for m in members:
                 results[m.index] = m.result
     out = [r for r in results if r is not None]
@@ -229,10 +242,12 @@ def _build_members(
     return members
 
 
-def _record_group(files: RunFiles, ids: list[str], resumed: bool) -> None:
-    """Say in ``meta.json`` which runs this run was trained with (under ``resumed_with`` on a resume)."""
+def _record_group(files: RunFiles, info: dict[str, Any], resumed: bool) -> None:
+    """Say in ``meta.json`` how this run was trained: with which runs, by which backend.
+
+    On a resume the record goes under ``resumed_with`` (the first call's stays on top).
+    """
     meta = read_json(files.meta)
-    info = {"fused_group": list(ids), "fused_group_size": len(ids)}
     if resumed and isinstance(meta.get("resumed_with"), dict):
         meta["resumed_with"].update(info)
     else:
@@ -245,6 +260,7 @@ def _train_members(
     progress: bool,
     log: Callable[[str], None],
     stop_after_epochs: int | None,
+    backend: str,
 ) -> None:
     """The epoch loop over fused sub-groups; sets every member's ``result``."""
     cfg = members[0].cfg  # the shared fields (epochs, schedule, batch size, ...)
@@ -264,9 +280,9 @@ def _train_members(
             break
         epoch = min(m.run.state.epoch for m in waiting)
         level = [m for m in waiting if m.run.state.epoch == epoch]  # laggards first
-        if group is None or [m.name for m in level] != group.run_ids:
+        if group is None or [m.index for m in level] != group.run_ids:
             active = level
-            group = _make_group(active, epoch)
+            group = _make_group(active, epoch, backend)
             loader.seeds = [m.cfg.seed for m in active]
             if cfg.compile:
                 loader.set_epoch(epoch)
@@ -298,7 +314,7 @@ def _train_members(
             m.result = {"status": "interrupted", "epoch": m.run.state.epoch}
 
 
-def _make_group(active: list[_Member], epoch: int) -> FusedRuns:
+def _make_group(active: list[_Member], epoch: int, backend: str) -> FusedRuns:
     """A fused group from the members' current models and optimiser states."""
     cfg = active[0].cfg
     return FusedRuns(
@@ -312,9 +328,10 @@ def _make_group(active: list[_Member], epoch: int) -> FusedRuns:
         eps=cfg.si_eps,
         negative=cfg.negative_rule,
         dead=cfg.si_dead,
-        run_ids=[m.name for m in active],
+        run_ids=[m.index for m in active],  # unique, unlike directory names
         amp=cfg.amp,
         optimizer_states=[m.run.opt.state_dict() for m in active],
+        backend=backend,
     )
 
 
