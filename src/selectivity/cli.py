@@ -346,6 +346,16 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
 @click.option(
     "--gpus-per-run", type=float, default=0, show_default=True, help="GPUs each run requests (Ray)."
 )
+@click.option(
+    "--fuse",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="R",
+    help="Train up to R runs that differ only in seed and alpha as one fused model: one task "
+    "(process, Ray task; --cpus/gpus-per-run apply to it) per group. Each run keeps its own "
+    "directory, database row and resume; 1 trains one run per task.",
+)
 @click.option("--no-summary", is_flag=True, help="Skip the summary table and figures at the end.")
 @click.option(
     "--no-robustness",
@@ -381,6 +391,7 @@ def sweep(
     address,
     cpus_per_run,
     gpus_per_run,
+    fuse,
     no_summary,
     no_robustness,
     dry_run,
@@ -452,6 +463,7 @@ def sweep(
             progress=not quiet,
             log=lambda m: click.echo(m, err=True),
             archive_mismatched=archive_mismatched,
+            fuse=fuse,
         )
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e

@@ -63,6 +63,12 @@ __all__ = [
     "train_run",
     "open_run_dir",
     "build_run",
+    "prepare_data",
+    "build_model",
+    "build_regularizer",
+    "finish_epoch",
+    "finish_run",
+    "RunData",
     "write_run_files",
     "train_step",
     "train_epoch",
@@ -200,7 +206,25 @@ def _train(
         ):
             return {"status": "interrupted", "epoch": run.state.epoch}
 
-    state = run.state
+    return finish_run(run, files, progress, log, diverged=diverged_msg)
+
+
+def finish_run(
+    run: Run,
+    files: RunFiles,
+    progress: bool,
+    log: Callable[[str], None],
+    diverged: str | None = None,
+) -> dict:
+    """The run's result record, written to ``result.json``: the final test, or the diverged record.
+
+    Parameters
+    ----------
+    diverged : str, optional
+        Why the run stopped (its loss stopped being finite); the run is then recorded as
+        ``diverged`` without a test. None: the run completed its epochs.
+    """
+    cfg, state = run.cfg, run.state
     base = {
         "status": "completed",
         "message": None,
@@ -212,12 +236,12 @@ def _train(
         "best_val_accuracy": state.best_val if state.best_epoch > 0 else None,
         "best_epoch": state.best_epoch if state.best_epoch > 0 else None,
     }
-    if diverged_msg is not None:
-        log(f"run diverged: {diverged_msg}")
+    if diverged is not None:
+        log(f"run diverged: {diverged}")
         result = {
             **base,
             "status": "diverged",
-            "message": diverged_msg,
+            "message": diverged,
             "test_accuracy": None,
             "mean_selectivity": None,
         }
@@ -350,6 +374,45 @@ def build_run(
         a ``last.pt`` that cannot be loaded or does not fit the model
         (:class:`~selectivity.rundir.CheckpointError`, saying how to restart).
     """
+    data_ = prepare_data(cfg, data)
+    device, splits = data_.device, data_.splits
+    model, opt, state = build_model(cfg, files, device, splits.num_classes, log)
+    norm: dict[str, Any] = dict(mean=splits.mean, std=splits.std, device=device)
+    return Run(
+        cfg=cfg,
+        device=device,
+        splits=splits,
+        model=model,
+        opt=opt,
+        reg=build_regularizer(cfg, model, splits.num_classes),
+        train_loader=BatchLoader(
+            data_.train, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, **norm
+        ),
+        val_loader=BatchLoader(data_.val, cfg.eval_batch_size, **norm),
+        test_ds=data_.test,
+        state=state,
+    )
+
+
+@dataclass
+class RunData:
+    """The device and the data a run trains and evaluates on (shared by a fused group)."""
+
+    device: torch.device
+    splits: DataSplits
+    train: ImageDataset  # the training subset actually used
+    val: ImageDataset
+    test: ImageDataset
+
+
+def prepare_data(cfg: TrainConfig, data: str | os.PathLike | None = None) -> RunData:
+    """The device and the (checked, subset) splits of ``cfg``; the first step of :func:`build_run`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`build_run` (device, data set, empty validation split).
+    """
     device = resolve_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -360,11 +423,29 @@ def build_run(
     test_ds = subset(splits.test, cfg.eval_subset, cfg.split_seed)
     if len(val_ds) == 0:
         raise ValueError("the validation split is empty; set val_size > 0")
+    return RunData(device, splits, train_ds, val_ds, test_ds)
 
+
+def build_model(
+    cfg: TrainConfig,
+    files: RunFiles,
+    device: torch.device,
+    num_classes: int,
+    log: Callable[[str], None] = print,
+) -> tuple[nn.Module, torch.optim.Optimizer, RunState]:
+    """The model initialised from ``cfg.seed`` and its SGD, resumed from ``last.pt`` if present.
+
+    Metric lines of epochs that were not checkpointed are dropped from ``metrics.jsonl``.
+
+    Raises
+    ------
+    CheckpointError
+        ``last.pt`` cannot be loaded or does not fit the model (saying how to restart).
+    """
     torch.manual_seed(cfg.seed)
     model = create(
         cfg.model,
-        num_classes=splits.num_classes,
+        num_classes=num_classes,
         activation=cfg.activation,
         negative_slope=cfg.negative_slope,
     ).to(device)
@@ -382,31 +463,20 @@ def build_run(
         log(f"resuming {files.root} after epoch {state.epoch}/{cfg.epochs}")
     if len(rows) != state.epoch:
         rewrite_jsonl(files.metrics, rows[: state.epoch])
+    return model, opt, state
 
-    reg = SelectivityRegularizer(
+
+def build_regularizer(cfg: TrainConfig, model: nn.Module, num_classes: int) -> SelectivityRegularizer:
+    """The selectivity regulariser of ``cfg`` on ``model`` (hooks attach only inside ``with``)."""
+    return SelectivityRegularizer(
         model,
         cfg.alpha,
-        splits.num_classes,
+        num_classes,
         layers=cfg.selectivity_layers or None,
         eps=cfg.si_eps,
         negative=cfg.negative_rule,
         dead=cfg.si_dead,
         check_labels=False,  # checked once when the data were loaded: no host sync per step
-    )
-    norm: dict[str, Any] = dict(mean=splits.mean, std=splits.std, device=device)
-    return Run(
-        cfg=cfg,
-        device=device,
-        splits=splits,
-        model=model,
-        opt=opt,
-        reg=reg,
-        train_loader=BatchLoader(
-            train_ds, cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed, **norm
-        ),
-        val_loader=BatchLoader(val_ds, cfg.eval_batch_size, **norm),
-        test_ds=test_ds,
-        state=state,
     )
 
 
@@ -422,6 +492,37 @@ def _run_epoch(run: Run, files: RunFiles, progress: bool, log: Callable[[str], N
     tr = train_epoch(
         run.model, run.opt, run.reg, run.train_loader, cfg, run.device, epoch, progress, forward=run.forward
     )
+    finish_epoch(run, files, tr, lr, t0, log)
+
+
+def finish_epoch(
+    run: Run,
+    files: RunFiles,
+    tr: dict[str, Any],
+    lr: float,
+    t0: float,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """After training epoch ``run.state.epoch``: validate, append the metrics line, checkpoint.
+
+    ``run.model`` and ``run.opt`` must hold the state at the end of the epoch.
+
+    Parameters
+    ----------
+    tr : dict
+        The epoch's training means (:func:`train_epoch`'s record).
+    lr : float
+        The epoch's learning rate.
+    t0 : float
+        ``time.time()`` when the epoch started (the row's ``seconds`` count from it).
+
+    Returns
+    -------
+    dict
+        The metrics row appended to ``metrics.jsonl``.
+    """
+    cfg, state = run.cfg, run.state
+    epoch = state.epoch
     val = measure_selectivity(
         run.model,
         run.val_loader,
@@ -454,6 +555,7 @@ def _run_epoch(run: Run, files: RunFiles, progress: bool, log: Callable[[str], N
         f"epoch {epoch + 1}/{cfg.epochs} loss {tr['loss']:.4f} train_acc {tr['accuracy']:.4f} "
         f"val_acc {val.accuracy:.4f} val_SI {val.mean_selectivity:.4f} ({row['seconds']:.1f}s)"
     )
+    return row
 
 
 def _checkpoint(run: Run, epoch: int, with_optimizer: bool) -> dict[str, Any]:

@@ -6,7 +6,7 @@ those read the database from above (:mod:`selectivity.report`).
 """
 
 from .driver import FINAL_STATUSES, SweepMismatchError, open_store, run_sweep
-from .executors import EXECUTORS, Task, execute_run, exit_with_parent, make_executor
+from .executors import EXECUTORS, GroupTask, Task, execute_run, exit_with_parent, make_executor, pack_tasks
 from .spec import (
     PAPER_ALPHAS,
     RunSpec,
@@ -31,6 +31,8 @@ __all__ = [
     "run_sweep",
     "EXECUTORS",
     "Task",
+    "GroupTask",
+    "pack_tasks",
     "execute_run",
     "make_executor",
     "PAPER_ALPHAS",

@@ -29,7 +29,7 @@ from ..rundir import (
     set_aside,
     write_json,
 )
-from .executors import Task, make_executor
+from .executors import Task, make_executor, pack_tasks
 from .spec import SweepSpec
 from .store import RUNS_DIR, ResultsStore, open_store_checked, write_sweep_record
 
@@ -91,7 +91,9 @@ def _archive(sweep_dir: Path, run_ids: list[str], store: ResultsStore, log: Call
     return dest
 
 
-def _write_sweep_json(sweep_dir: Path, spec: SweepSpec, executor: str, data: str | None) -> None:
+def _write_sweep_json(
+    sweep_dir: Path, spec: SweepSpec, executor: str, data: str | None, fuse: int = 1
+) -> None:
     """Record the spec being run; earlier different specs are kept under ``history``."""
     path = sweep_dir / "sweep.json"
     history: list = []
@@ -105,6 +107,8 @@ def _write_sweep_json(sweep_dir: Path, spec: SweepSpec, executor: str, data: str
     except DamagedFileError:
         history.append({"error": "sweep.json was damaged and rewritten"})
     record: dict[str, Any] = {"spec": spec.to_dict(), "executor": executor, "data": data}
+    if fuse > 1:  # how the runs were packed (each run's meta.json names its group)
+        record["fuse"] = fuse
     if history:
         record["history"] = history
     write_json(path, record)
@@ -123,6 +127,7 @@ def run_sweep(
     summarize: bool = False,
     log: Callable[[str], None] = print,
     archive_mismatched: bool = False,
+    fuse: int = 1,
 ) -> pd.DataFrame:
     """Run (or resume) a sweep into ``sweep_dir`` and return its runs table.
 
@@ -137,6 +142,12 @@ def run_sweep(
     unless ``archive_mismatched`` moves those runs to ``<sweep_dir>/archive/<time>/``.
     Damaged run files are moved to ``<run>/damaged/<time>/`` and the run resumes or
     restarts (see :meth:`selectivity.health.RunHealth.files_to_set_aside`).
+
+    ``fuse`` > 1 packs the runs to train into groups of at most ``fuse`` runs that differ
+    only in seed and alpha (:func:`~selectivity.sweep.executors.pack_tasks`, in spec
+    order); each group is one task of the executor (one process, one Ray task), trained
+    as one fused model (:func:`selectivity.train_fused.train_group`). Every run still
+    has its own directory and database row, and a rerun resumes each run.
     """
     if summarize:
         raise ValueError(
@@ -144,6 +155,8 @@ def run_sweep(
             "selectivity.report.summarize_sweep(sweep_dir) after it"
         )
     spec.validate()
+    if isinstance(fuse, bool) or not isinstance(fuse, int) or fuse < 1:
+        raise ValueError(f"fuse must be an integer >= 1, got {fuse!r}")
     sweep_dir = Path(sweep_dir)
     sfiles = SweepFiles(sweep_dir)
     runs = spec.runs()
@@ -168,7 +181,7 @@ def run_sweep(
         _archive(sweep_dir, [rid for rid, _ in mismatched], store, log)
         for rid, _ in mismatched:
             health.pop(rid, None)
-    _write_sweep_json(sweep_dir, spec, executor, data)
+    _write_sweep_json(sweep_dir, spec, executor, data, fuse)
     tasks = []
     skipped = 0
     for r in runs:
@@ -189,9 +202,11 @@ def run_sweep(
             store.record(r.run_id, cfgd, None, status="pending")
         threads = None if cfgd.get("num_threads") else max(1, int(cpus_per_run))
         tasks.append(Task(r.run_id, cfgd, str(rdir), data, threads if executor != "inprocess" else None))
+    units = pack_tasks(tasks, fuse)
+    fused = f", {len(units)} tasks of at most {fuse} fused runs" if fuse > 1 else ""
     log(
         f"sweep {sweep_dir}: {len(runs)} runs, {skipped} already finished, {len(tasks)} to run "
-        f"({executor} executor)"
+        f"({executor} executor{fused})"
     )
 
     ex = make_executor(
@@ -240,7 +255,7 @@ def run_sweep(
             refresh()
 
     try:
-        for t, res in ex.run(tasks, on_start, on_tick):
+        for t, res in ex.run(units, on_start, on_tick):
             finished.add(t.run_id)
             status = res.get("status", "failed")
             wall = time.time() - started.get(t.run_id, time.time())

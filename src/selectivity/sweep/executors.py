@@ -1,7 +1,8 @@
 """Where the runs of a sweep execute: in-process, a local process pool, or Ray.
 
-Every executor calls :func:`execute_run` for a task and yields ``(task, result)`` as
-runs finish. Workers write only their own run directory; the driver alone writes the
+Every executor calls :func:`execute_run` for a task (:func:`execute_group` for a
+:class:`GroupTask`, several runs trained as one fused model) and yields
+``(task, result)`` per run as runs finish. Workers write only their own run directory; the driver alone writes the
 results database. A per-run lock file makes sure two workers (e.g. an orphan of a
 killed driver and its replacement) never train the same run at the same time, and pool
 workers exit when the driver dies (see :func:`exit_with_parent`).
@@ -9,6 +10,7 @@ workers exit when the driver dies (see :func:`exit_with_parent`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -17,14 +19,19 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "Task",
+    "GroupTask",
+    "members",
+    "pack_tasks",
     "execute_run",
+    "execute_group",
+    "execute_unit",
     "InProcessExecutor",
     "PoolExecutor",
     "RayExecutor",
@@ -82,6 +89,80 @@ class Task:
     threads: int | None = None  # torch CPU threads in the worker
 
 
+@dataclass(frozen=True)
+class GroupTask:
+    """Runs to train together as one fused model (:func:`selectivity.train_fused.train_group`)."""
+
+    tasks: tuple[Task, ...]
+
+    @property
+    def run_id(self) -> str:
+        """The group's name: its runs' ids joined by ``+``."""
+        return "+".join(t.run_id for t in self.tasks)
+
+
+def members(unit: Task | GroupTask) -> tuple[Task, ...]:
+    """The runs of a task: itself, or a group's runs."""
+    return unit.tasks if isinstance(unit, GroupTask) else (unit,)
+
+
+def pack_tasks(tasks: Sequence[Task], fuse: int) -> list[Task | GroupTask]:
+    """Pack runs that can be fused into groups of at most ``fuse`` runs, in task order.
+
+    Runs are fusable when their configs have one :func:`selectivity.train_fused.fuse_key`
+    (they differ only in seed and alpha). Each group takes the next fusable runs in the
+    order given (the spec's order); a group of one run stays a plain :class:`Task`.
+    The result is ordered by each group's first run.
+
+    Raises
+    ------
+    ValueError
+        ``fuse < 1``.
+    """
+    if fuse < 1:
+        raise ValueError(f"fuse must be an integer >= 1, got {fuse}")
+    if fuse == 1:
+        return list(tasks)
+    from ..config import TrainConfig
+    from ..train_fused import fuse_key
+
+    open_groups: dict[tuple, list[Task]] = {}
+    groups: list[list[Task]] = []
+    for t in tasks:
+        key = fuse_key(TrainConfig.from_dict(t.config))
+        g = open_groups.get(key)
+        if g is None or len(g) >= fuse:
+            g = open_groups[key] = []
+            groups.append(g)
+        g.append(t)
+    return [g[0] if len(g) == 1 else GroupTask(tuple(g)) for g in groups]
+
+
+def _failure(task: Task, e: BaseException) -> dict:
+    """The result record of a run that raised."""
+    return {
+        "status": "failed",
+        "message": f"{type(e).__name__}: {e}",
+        "traceback": traceback.format_exc(),
+        "model": task.config.get("model"),
+        "alpha": task.config.get("alpha"),
+        "seed": task.config.get("seed"),
+    }
+
+
+def _write_failure(task: Task, result: dict) -> None:
+    """Record a failed run in its directory (best effort)."""
+    from ..rundir import RunFiles, write_json
+
+    files = RunFiles(task.run_dir)
+    try:
+        if not files.config.exists():  # keep the directory self-describing
+            write_json(files.config, task.config)
+        write_json(files.result, result)
+    except OSError:
+        pass
+
+
 def execute_run(task: Task, progress: bool = False) -> dict:
     """Train one run (resuming if it was interrupted); never raises for a failed run.
 
@@ -91,7 +172,7 @@ def execute_run(task: Task, progress: bool = False) -> dict:
     import torch
 
     from ..config import TrainConfig
-    from ..rundir import RunFiles, run_lock, write_json
+    from ..rundir import RunFiles, run_lock
     from ..train import train_run
 
     files = RunFiles(task.run_dir)
@@ -112,27 +193,99 @@ def execute_run(task: Task, progress: bool = False) -> dict:
                 # lock=False: this process holds the run's lock (a second one would never be granted).
                 result = train_run(cfg, files.root, data=task.data, progress=progress, log=log, lock=False)
         except Exception as e:  # recorded, not raised: one bad run must not stop a sweep
-            result = {
-                "status": "failed",
-                "message": f"{type(e).__name__}: {e}",
-                "traceback": traceback.format_exc(),
-                "model": task.config.get("model"),
-                "alpha": task.config.get("alpha"),
-                "seed": task.config.get("seed"),
-            }
-            try:
-                if not files.config.exists():  # keep the directory self-describing
-                    write_json(files.config, task.config)
-                write_json(files.result, result)
-            except OSError:
-                pass
+            result = _failure(task, e)
+            _write_failure(task, result)
     result = dict(result)
     result.setdefault("wall_seconds", time.time() - t0)
     return result
 
 
-def _pool_worker(task: Task) -> dict:
-    return execute_run(task, progress=False)
+def execute_group(group: GroupTask, progress: bool = False) -> list[dict]:
+    """Train a group's runs as one fused model; never raises for a failed group.
+
+    Each run's messages go to its own ``train.log`` (the group's to every run's). If the
+    group raises (e.g. out of memory), every run without a final result is recorded as
+    ``status: failed``; each keeps its last completed epoch, so the next sweep resumes it.
+
+    Returns
+    -------
+    list of dict
+        The result record of each run, in the group's order.
+    """
+    import torch
+
+    from ..config import TrainConfig
+    from ..rundir import FINAL_STATUSES, DamagedFileError, RunFiles, read_json, run_lock
+    from ..train_fused import train_group
+
+    tasks = group.tasks
+    files = [RunFiles(t.run_dir) for t in tasks]
+    t0 = time.time()
+    with contextlib.ExitStack() as stack:
+        for f in sorted(files, key=lambda f: str(f.root)):  # one order everywhere: no deadlock
+            f.root.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(run_lock(f.root, wait=True))
+        logfiles = [stack.enter_context(open(f.root / "train.log", "a")) for f in files]
+
+        def writer(fh: Any) -> Callable[[str], None]:
+            def log(msg: str) -> None:
+                fh.write(msg + "\n")
+                fh.flush()
+
+            return log
+
+        run_logs = [writer(fh) for fh in logfiles]
+
+        def log_all(msg: str) -> None:
+            for lg in run_logs:
+                lg(msg)
+
+        try:
+            cfgs = [TrainConfig.from_dict(t.config) for t in tasks]
+            threads = cfgs[0].num_threads or tasks[0].threads
+            if threads:
+                torch.set_num_threads(threads)
+            log_all(f"fused group of {len(tasks)} runs: {', '.join(t.run_id for t in tasks)}")
+            results = train_group(
+                cfgs,
+                [f.root for f in files],
+                data=tasks[0].data,
+                progress=progress,
+                log=log_all,
+                lock=False,  # held above
+                run_logs=run_logs,
+            )
+        except Exception as e:  # recorded, not raised: one bad group must not stop a sweep
+            failure = _failure(tasks[0], e)
+            log_all(f"the fused group failed: {failure['message']}")
+            results = []
+            for t, f in zip(tasks, files):
+                try:  # a run that finished before the failure keeps its result
+                    res = read_json(f.result) if f.result.exists() else None
+                except DamagedFileError:
+                    res = None
+                if res is None or res.get("status") not in FINAL_STATUSES:
+                    res = {**failure, **{k: t.config.get(k) for k in ("model", "alpha", "seed")}}
+                    _write_failure(t, res)
+                results.append(res)
+    wall = time.time() - t0
+    out = []
+    for res in results:
+        res = dict(res)
+        res.setdefault("wall_seconds", wall)
+        out.append(res)
+    return out
+
+
+def execute_unit(unit: Task | GroupTask, progress: bool = False) -> list[dict]:
+    """Results of a task's runs: :func:`execute_run` or :func:`execute_group`."""
+    if isinstance(unit, GroupTask):
+        return execute_group(unit, progress)
+    return [execute_run(unit, progress)]
+
+
+def _pool_worker(unit: Task | GroupTask) -> list[dict]:
+    return execute_unit(unit, progress=False)
 
 
 class InProcessExecutor:
@@ -145,11 +298,15 @@ class InProcessExecutor:
         self.progress = progress
 
     def run(
-        self, tasks: list[Task], on_start: Callable[[Task], None], on_tick: Callable[[], None] | None = None
+        self,
+        tasks: Sequence[Task | GroupTask],
+        on_start: Callable[[Task], None],
+        on_tick: Callable[[], None] | None = None,
     ) -> Iterator[tuple[Task, dict]]:
-        for t in tasks:
-            on_start(t)
-            yield t, execute_run(t, progress=self.progress)
+        for unit in tasks:
+            for t in members(unit):
+                on_start(t)
+            yield from zip(members(unit), execute_unit(unit, progress=self.progress))
 
     def close(self) -> None:
         pass
@@ -165,7 +322,10 @@ class PoolExecutor:
         self._pool: ProcessPoolExecutor | None = None
 
     def run(
-        self, tasks: list[Task], on_start: Callable[[Task], None], on_tick: Callable[[], None] | None = None
+        self,
+        tasks: Sequence[Task | GroupTask],
+        on_start: Callable[[Task], None],
+        on_tick: Callable[[], None] | None = None,
     ) -> Iterator[tuple[Task, dict]]:
         import multiprocessing as mp
         from concurrent.futures.process import BrokenProcessPool
@@ -186,7 +346,8 @@ class PoolExecutor:
             while pending or running:
                 while pending and len(running) < self.workers:
                     t = pending.pop(0)
-                    on_start(t)
+                    for m in members(t):
+                        on_start(m)
                     running[self._pool.submit(_pool_worker, t)] = t
                 done, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
                 if on_tick is not None:
@@ -195,16 +356,19 @@ class PoolExecutor:
                 for fut in done:
                     t = running.pop(fut)
                     try:
-                        yield t, fut.result()
+                        results = fut.result()
                     except BrokenProcessPool as e:
                         # A worker died (killed, out of memory): the pool is unusable. The
-                        # run resumes from its last checkpoint once; a second death fails it.
+                        # runs resume from their last checkpoints once; a second death fails them.
                         broken = True
                         retries[t.run_id] = retries.get(t.run_id, 0) + 1
                         if retries[t.run_id] <= 1:
                             pending.insert(0, t)
                         else:
-                            yield t, {"status": "failed", "message": f"worker process died twice: {e}"}
+                            for m in members(t):
+                                yield m, {"status": "failed", "message": f"worker process died twice: {e}"}
+                    else:
+                        yield from zip(members(t), results)
                 if broken:
                     for fut, t in list(running.items()):  # siblings died with the pool
                         running.pop(fut)
@@ -221,7 +385,7 @@ class PoolExecutor:
 
 
 class RayExecutor:
-    """Runs each task as a Ray task with its CPU/GPU requirements.
+    """Runs each task (a run, or a fused group of runs) as a Ray task with its CPU/GPU requirements.
 
     Connects to a running cluster with ``address`` (e.g. ``"auto"`` or
     ``"ray://head:10001"``), or starts a local Ray instance when ``address`` is None.
@@ -249,7 +413,10 @@ class RayExecutor:
         self._started_here = False
 
     def run(
-        self, tasks: list[Task], on_start: Callable[[Task], None], on_tick: Callable[[], None] | None = None
+        self,
+        tasks: Sequence[Task | GroupTask],
+        on_start: Callable[[Task], None],
+        on_tick: Callable[[], None] | None = None,
     ) -> Iterator[tuple[Task, dict]]:
         import ray
 
@@ -264,8 +431,9 @@ class RayExecutor:
             _pool_worker
         )
         refs = {}
-        for t in tasks:
-            on_start(t)  # Ray queues tasks until resources free up
+        for t in tasks:  # one Ray task per run, or per fused group
+            for m in members(t):
+                on_start(m)  # Ray queues tasks until resources free up
             refs[remote.remote(t)] = t
         try:
             while refs:
@@ -275,10 +443,11 @@ class RayExecutor:
                 for ref in done:
                     t = refs.pop(ref)
                     try:
-                        res = ray.get(ref)
+                        results = ray.get(ref)
                     except Exception as e:  # worker died
-                        res = {"status": "failed", "message": f"Ray task failed: {type(e).__name__}: {e}"}
-                    yield t, res
+                        msg = f"Ray task failed: {type(e).__name__}: {e}"
+                        results = [{"status": "failed", "message": msg} for _ in members(t)]
+                    yield from zip(members(t), results)
         finally:
             for ref in refs:
                 ray.cancel(ref, force=True)
