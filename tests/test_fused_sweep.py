@@ -36,7 +36,7 @@ from selectivity.sweep import GroupTask, SweepSpec, Task, open_store, pack_tasks
 from selectivity.sweep.executors import RayExecutor
 from selectivity.sweep.store import RECORD_NAME
 from selectivity.train import train_run
-from selectivity.train_fused import check_fusable, fuse_key, train_group
+from selectivity.train_fused import auto_group_size, check_fusable, fuse_key, runs_that_fit, train_group
 from test_reliability import TINY as RELIABILITY_TINY
 from test_reliability import write_tiny_cifar
 
@@ -272,7 +272,7 @@ def test_fuse_key_and_packing():
 
 def test_cli_documents_and_checks_fuse(tmp_path):
     r = CliRunner().invoke(main, ["sweep", "--help"])
-    assert r.exit_code == 0 and "--fuse R" in r.output and "fused model" in r.output
+    assert r.exit_code == 0 and "--fuse R|auto" in r.output and "fused model" in r.output
     r = CliRunner().invoke(
         main,
         [
@@ -288,7 +288,24 @@ def test_cli_documents_and_checks_fuse(tmp_path):
             "0",
         ],
     )
-    assert r.exit_code == 2 and "--fuse" in r.output
+    assert r.exit_code == 2 and "--fuse" in r.output and "expected an integer >= 1 or 'auto'" in r.output
+
+
+def test_runs_that_fit_by_hand():
+    # peaks 300 (R=1) and 500 (R=2): 200 bytes per run on a base of 100; 0.8 * 2000 = 1600 -> 7 runs
+    assert runs_that_fit(300, 500, 2000, fraction=0.8) == 7
+    assert runs_that_fit(300, 500, 2000, fraction=0.8, max_runs=4) == 4
+    assert runs_that_fit(300, 500, 100, fraction=0.8) == 1  # nothing fits: still one run per task
+    assert runs_that_fit(300, 300, 1000, fraction=1.0) == 64  # no growth measured: capped at max_runs
+    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
+        runs_that_fit(300, 500, 2000, fraction=0.0)
+
+
+def test_fuse_auto_on_cpu_is_one_run_per_task():
+    lines: list[str] = []
+    cfg = TrainConfig(device="cpu")
+    assert auto_group_size(cfg, log=lines.append) == 1
+    assert lines == ["--fuse auto: 1 run per task on the CPU (fusing saves time only on a GPU)"]
 
 
 # --------------------------------------------------------------------------- sweeps

@@ -71,6 +71,22 @@ def _user_error(e: BaseException) -> click.ClickException | None:
     return None
 
 
+class FuseSize(click.ParamType):
+    """``--fuse``: an integer >= 1 or ``auto``."""
+
+    name = "fuse"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"expected an integer >= 1 or 'auto', got {value!r}", param, ctx)
+
+
 class _Main(click.Group):
     """The command group; turns known user errors into one line instead of a traceback."""
 
@@ -348,13 +364,14 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
 )
 @click.option(
     "--fuse",
-    type=click.IntRange(min=1),
-    default=1,
+    type=FuseSize(),
+    default="1",
     show_default=True,
-    metavar="R",
+    metavar="R|auto",
     help="Train up to R runs that differ only in seed and alpha as one fused model: one task "
     "(process, Ray task; --cpus/gpus-per-run apply to it) per group. Each run keeps its own "
-    "directory, database row and resume; 1 trains one run per task.",
+    "directory, database row and resume; 1 trains one run per task; auto: as many as fit the "
+    "GPU's memory, measured on this machine (1 on a CPU).",
 )
 @click.option("--no-summary", is_flag=True, help="Skip the summary table and figures at the end.")
 @click.option(

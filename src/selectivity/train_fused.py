@@ -34,10 +34,13 @@ from typing import Any
 
 import torch
 
+from .checkpoint import resolve_device
 from .config import TrainConfig
 from .data import BatchLoader
+from .data.check import NOMINAL
 from .data.loader import GroupBatchLoader
 from .fused import BACKENDS, FusedRuns, pick_backend
+from .models import create
 from .rundir import RunFiles, read_json, run_lock, write_json
 from .train import (
     Run,
@@ -50,7 +53,7 @@ from .train import (
     write_run_files,
 )
 
-__all__ = ["FUSE_FREE_FIELDS", "fuse_key", "check_fusable", "train_group"]
+__all__ = ["FUSE_FREE_FIELDS", "auto_group_size", "check_fusable", "fuse_key", "runs_that_fit", "train_group"]
 
 #: Config fields that may differ between the runs of a fused group; all others must match.
 FUSE_FREE_FIELDS = ("seed", "alpha")
@@ -435,3 +438,95 @@ def _group_epoch(
         for p, m in enumerate(live)
     ]
     return diverged, records
+
+
+# --------------------------------------------------------------------------- group size by memory
+def runs_that_fit(peak_one: int, peak_two: int, free: int, fraction: float = 0.8, max_runs: int = 64) -> int:
+    """The largest group size R whose training step fits in ``fraction * free`` bytes.
+
+    A step's peak memory is modelled as ``base + R * per_run``: parameters, gradients,
+    momentum and activations grow with R; the CUDA workspace and the data do not. Two
+    measured peaks, with R = 1 and R = 2, give both terms.
+
+    Parameters
+    ----------
+    peak_one, peak_two : int
+        Peak bytes of one step of a group of 1 and of 2 runs.
+    free : int
+        Bytes the device has free for the group.
+    fraction : float
+        Share of ``free`` to fill (the rest is headroom: the data set, fragmentation).
+    max_runs : int
+        Upper bound on R.
+
+    Returns
+    -------
+    int
+        R in ``[1, max_runs]``.
+
+    Examples
+    --------
+    >>> runs_that_fit(peak_one=300, peak_two=500, free=2000, fraction=0.8)  # base 100, 200 per run
+    7
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    per_run = max(int(peak_two) - int(peak_one), 1)
+    base = max(int(peak_one) - per_run, 0)
+    r = int((fraction * free - base) // per_run)
+    return max(1, min(int(max_runs), r))
+
+
+def auto_group_size(
+    cfg: TrainConfig, max_runs: int = 64, fraction: float = 0.8, log: Callable[[str], None] = print
+) -> int:
+    """Group size for ``sweep --fuse auto``: as many runs of ``cfg`` as fit the GPU's memory.
+
+    On CUDA, one step of a fused group of 1 and of 2 freshly initialised runs (random
+    inputs of the data set's shape, ``cfg.batch_size`` per run) is measured with
+    ``torch.cuda.max_memory_allocated`` and :func:`runs_that_fit` is applied to the free
+    memory (``torch.cuda.mem_get_info``). On a CPU the answer is 1: a fused group costs
+    there what its runs cost one by one (the ``loop`` backend), so there is nothing to gain.
+    """
+    device = resolve_device(cfg.device)
+    if device.type != "cuda":
+        log("--fuse auto: 1 run per task on the CPU (fusing saves time only on a GPU)")
+        return 1
+    nominal = NOMINAL.get(cfg.dataset, {})
+    shape = tuple(nominal.get("input_shape", (3, 32, 32)))
+    classes = int(nominal.get("num_classes") or 200)
+    peaks = []
+    for r in (1, 2):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        models = [
+            create(cfg.model, classes, activation=cfg.activation, negative_slope=cfg.negative_slope).to(
+                device
+            )
+            for _ in range(r)
+        ]
+        group = FusedRuns(
+            models,
+            [1.0] * r,  # alpha != 0: the regulariser's memory is counted
+            classes,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            layers=cfg.selectivity_layers or None,
+            amp=cfg.amp,
+        )
+        x = torch.rand(r, cfg.batch_size, *shape, device=device)  # (R, B, C, H, W)
+        y = torch.randint(0, classes, (r, cfg.batch_size), device=device)
+        group.step(x, y)
+        torch.cuda.synchronize(device)
+        peaks.append(torch.cuda.max_memory_allocated(device) - start)
+        del group, models, x, y
+    torch.cuda.empty_cache()
+    free, _total = torch.cuda.mem_get_info(device)
+    r = runs_that_fit(peaks[0], peaks[1], free, fraction, max_runs)
+    log(
+        f"--fuse auto: {r} runs per task ({cfg.model}, batch {cfg.batch_size}: "
+        f"{(peaks[1] - peaks[0]) / 2**20:.0f} MiB per run, {free / 2**30:.1f} GiB free)"
+    )
+    return r

@@ -114,6 +114,14 @@ def _write_sweep_json(
     write_json(path, record)
 
 
+def _auto_fuse(cfgs: list, log: Callable[[str], None]) -> int:
+    """``--fuse auto``: the smallest group size that fits, over the sweep's kinds of run."""
+    from ..train_fused import auto_group_size, fuse_key
+
+    firsts = {fuse_key(c): c for c in reversed(cfgs)}  # one config per kind of run
+    return min((auto_group_size(c, log=log) for c in firsts.values()), default=1)
+
+
 def run_sweep(
     spec: SweepSpec,
     sweep_dir: str | os.PathLike,
@@ -127,7 +135,7 @@ def run_sweep(
     summarize: bool = False,
     log: Callable[[str], None] = print,
     archive_mismatched: bool = False,
-    fuse: int = 1,
+    fuse: int | str = 1,
 ) -> pd.DataFrame:
     """Run (or resume) a sweep into ``sweep_dir`` and return its runs table.
 
@@ -147,7 +155,9 @@ def run_sweep(
     only in seed and alpha (:func:`~selectivity.sweep.executors.pack_tasks`, in spec
     order); each group is one task of the executor (one process, one Ray task), trained
     as one fused model (:func:`selectivity.train_fused.train_group`). Every run still
-    has its own directory and database row, and a rerun resumes each run.
+    has its own directory and database row, and a rerun resumes each run. ``fuse="auto"``
+    measures on this process's device how many runs fit in memory
+    (:func:`selectivity.train_fused.auto_group_size`; 1 on a CPU).
     """
     if summarize:
         raise ValueError(
@@ -155,8 +165,8 @@ def run_sweep(
             "selectivity.report.summarize_sweep(sweep_dir) after it"
         )
     spec.validate()
-    if isinstance(fuse, bool) or not isinstance(fuse, int) or fuse < 1:
-        raise ValueError(f"fuse must be an integer >= 1, got {fuse!r}")
+    if fuse != "auto" and (isinstance(fuse, bool) or not isinstance(fuse, int) or fuse < 1):
+        raise ValueError(f"fuse must be an integer >= 1 or 'auto', got {fuse!r}")
     sweep_dir = Path(sweep_dir)
     sfiles = SweepFiles(sweep_dir)
     runs = spec.runs()
@@ -181,6 +191,9 @@ def run_sweep(
         _archive(sweep_dir, [rid for rid, _ in mismatched], store, log)
         for rid, _ in mismatched:
             health.pop(rid, None)
+    if fuse == "auto":
+        fuse = _auto_fuse([r.config for r in runs], log)
+    assert isinstance(fuse, int)
     _write_sweep_json(sweep_dir, spec, executor, data, fuse)
     tasks = []
     skipped = 0
