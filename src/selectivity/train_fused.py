@@ -8,7 +8,8 @@ directory, written by the single-run code (:func:`~selectivity.train.open_run_di
 :func:`~selectivity.train.write_run_files`, :func:`~selectivity.train.finish_epoch`,
 :func:`~selectivity.train.finish_run`), so its files are those of a single run:
 ``config.json``, ``meta.json`` (plus ``fused_group``, the runs trained together in the
-call, ``fused_group_size`` and ``fused_backend``),
+call, ``fused_group_size`` and ``fused_backend``; ``fused_channels_last_applied: false``
+when the config asks for ``channels_last``, which a group does not use),
 ``metrics.jsonl``, ``checkpoints/last.pt`` and ``best.pt`` in the single-run schema, and
 ``result.json``. A run of a group can be resumed alone with ``train_run`` and the other
 way round.
@@ -183,6 +184,10 @@ def train_group(
                 "fused_group_size": len(members),
                 "fused_backend": backend,
             }
+            if members[0].cfg.channels_last:
+                # The stacked parameters keep the contiguous layout; say so next to the config.
+                group_info["fused_channels_last_applied"] = False
+                log("channels_last is not applied inside a fused group (stacked parameters stay contiguous)")
             for m in members:
                 resumed = m.files.meta.exists()
                 write_run_files(m.run, m.files, m.log)
