@@ -293,6 +293,7 @@ class FusedRuns:
         self.backend = pick_backend(backend, first, self.device)
         self._wide: nn.Module | None = None
         self._build_wide()
+        self._loop_modules: list[nn.Module] = []
         self.alphas = torch.tensor(
             [float(a) for a in alphas], dtype=next(iter(self.params.values())).dtype, device=self.device
         )
@@ -302,6 +303,7 @@ class FusedRuns:
         if optimizer_states is not None:
             self._load_momentum(optimizer_states)
         self._loss_fn: Callable[..., Any] = self._losses
+        self._bind_loop()
         self._ids: torch.Tensor | None = None
         self.compile_error: str | None = None
 
@@ -344,15 +346,61 @@ class FusedRuns:
         return vmap(self._one, in_dims=(0, 0, 0))(self.params, self.buffers, x)
 
     def _forward_loop(self, x: torch.Tensor, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The single-run module once per run in ``positions``, on views of the stacked leaves."""
+        """Run ``positions[j]``'s own module on ``x[j]``: modules that share the stacks' storage."""
         outs, resps = [], []
+        acts = self._sink.acts
         for j, i in enumerate(positions):
-            p = {k: v.select(0, i) for k, v in self.params.items()}
-            b = {k: v.select(0, i) for k, v in self.buffers.items()}  # in-place BN updates reach the stacks
-            out, r = self._one(p, b, x[j])
-            outs.append(out)
-            resps.append(r)
+            acts.clear()
+            outs.append(self._loop_modules[i](x[j]))
+            resps.append(
+                torch.cat(
+                    [a.float() if a.dtype in (torch.float16, torch.bfloat16) else a for a in acts], dim=1
+                )
+            )
+        acts.clear()
         return torch.stack(outs), torch.stack(resps)  # (R', B, K), (R', B, U)
+
+    def _bind_loop(self) -> None:
+        """(Re)build the loop backend's R modules on the stacks' storage, and their gradients.
+
+        Run ``i``'s module has real ``nn.Parameter`` leaves that are views of slice ``i``
+        of the stacked leaves, and buffers that are views of the stacked buffers. So a
+        forward is the plain single-run module (no ``functional_call``, no ``select`` in
+        the graph), batch norm updates the stacks in place, and the optimizer's in-place
+        update of the stacks is what every run's module sees.
+        """
+        if self.backend != "loop":
+            return
+        modules: list[nn.Module] = []
+        for i in range(self.num_runs):
+            m = copy.deepcopy(self._template)
+            subs = dict(m.named_modules())
+            for k, v in self.params.items():
+                owner, _, attr = k.rpartition(".")
+                setattr(subs[owner], attr, nn.Parameter(v.detach()[i], requires_grad=v.requires_grad))
+            for k, v in self.buffers.items():
+                owner, _, attr = k.rpartition(".")
+                subs[owner]._buffers[attr] = v[i]
+            for name in self.layer_names:
+                subs[name].register_forward_hook(self._hook)
+            m.train(self._base.training)
+            modules.append(m)
+        self._loop_modules = modules
+        self._bind_loop_grads()
+
+    def _bind_loop_grads(self) -> None:
+        """Every stacked leaf gets a zero gradient whose slices are its runs' gradients.
+
+        Backward then accumulates each run's gradient in place into its slice (a
+        defined ``.grad`` is added to, not replaced), which is the stacked gradient the
+        optimizer reads.
+        """
+        for v in self.params.values():
+            if v.grad is None:
+                v.grad = torch.zeros_like(v)
+        for i, m in enumerate(self._loop_modules):
+            for k, p in m.named_parameters():
+                p.grad = self.params[k].grad[i]  # type: ignore[index]  # allocated just above
 
     def _forward_grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One wide model: every run's channels side by side, grouped convolutions."""
@@ -395,15 +443,15 @@ class FusedRuns:
         self._wide = wide
 
     def train(self) -> FusedRuns:
-        self._base.train()
-        if self._wide is not None:
-            self._wide.train()
+        for m in (self._base, self._wide, *self._loop_modules):
+            if m is not None:
+                m.train()
         return self
 
     def eval(self) -> FusedRuns:
-        self._base.eval()
-        if self._wide is not None:
-            self._wide.eval()
+        for m in (self._base, self._wide, *self._loop_modules):
+            if m is not None:
+                m.eval()
         return self
 
     def _losses(
@@ -471,7 +519,8 @@ class FusedRuns:
         """
         self._prepare(x, y)
         self.train()
-        self.opt.zero_grad(set_to_none=True)
+        # loop: zero in place, so the runs' modules keep their gradients as slices of the stacks'
+        self.opt.zero_grad(set_to_none=self.backend != "loop")
         if self.backend == "loop":
             # Forward and backward one run at a time: the activations of one run only are
             # alive at once, as in a single run (R runs' would not stay in the CPU caches).
@@ -539,6 +588,8 @@ class FusedRuns:
                 self.opt.state.pop(p, None)
             else:
                 self.opt.state[p]["momentum_buffer"] = buf
+        if self.backend == "loop":
+            self._bind_loop_grads()
 
     def _make_optimizer(self, lr: float) -> torch.optim.SGD:
         momentum, wd = self._momentum_wd
@@ -622,3 +673,4 @@ class FusedRuns:
         self._alphas_list = [self._alphas_list[i] for i in keep]
         self.run_ids = [self.run_ids[i] for i in keep]
         self._build_wide()
+        self._bind_loop()
