@@ -309,7 +309,7 @@ def test_fuse_auto_on_cpu_is_one_run_per_task():
 
 
 # --------------------------------------------------------------------------- sweeps
-def _sweep_args(out: Path, data: Path, fuse: int = 2) -> list[str]:
+def _sweep_args(out: Path, data: Path, fuse: int | str = 2) -> list[str]:
     return [
         "sweep",
         "--models",
@@ -349,6 +349,26 @@ def fused_sweep(tiny_data, tmp_path_factory):
     with open_store(out, log=quiet) as store:
         df = store.runs_df()
     return out, df
+
+
+def test_fuse_auto_sweep_on_cpu_trains_one_run_per_task(tiny_data, tmp_path, fused_sweep):
+    out = tmp_path / "auto"
+    r = CliRunner().invoke(main, _sweep_args(out, tiny_data, fuse="auto"))
+    assert r.exit_code == 0, r.output
+    assert "--fuse auto: 1 run per task on the CPU" in r.output
+    assert "4 to run (inprocess executor)" in r.output  # no fused tasks
+    assert "fuse" not in read_json(out / "sweep.json")
+    meta = read_json(out / "runs" / "resnet20_alpha-1_seed0" / "meta.json")
+    assert "fused_group" not in meta
+    with open_store(out, log=quiet) as store:
+        df = store.runs_df()
+    assert len(df) == 4 and (df.status == "completed").all()
+    # one run per task gives the numbers of the fused sweep (the CPU loop backend is exact)
+    ref = fused_sweep[1]
+    numbers = [m for m in METRICS if m != "status"]
+    np.testing.assert_allclose(
+        _per_run(df)[numbers].to_numpy(float), _per_run(ref)[numbers].to_numpy(float), rtol=1e-5, atol=1e-6
+    )
 
 
 def _files(d: Path) -> list[str]:
