@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from benchutil import add_device, add_threads, make_parser, sync
 from selectivity.data import ImageDataset
 from selectivity.data.loader import BatchLoader, GroupBatchLoader
-from selectivity.fused import FusedRuns, autocast
+from selectivity.fused import FusedRuns, autocast, keep_freed_memory
 from selectivity.hooks import ActivationCapture
 from selectivity.metrics import NEGATIVE_RULES
 from selectivity.models import create
@@ -253,6 +253,11 @@ def main() -> None:
     ap.add_argument("--no-old-new", action="store_true", help="skip the old vs new step comparison")
     add_threads(ap, 1, help="torch CPU threads (CPU device)")
     ap.add_argument(
+        "--malloc-default",
+        action="store_true",
+        help="keep glibc malloc's defaults (training on the CPU calls fused.keep_freed_memory)",
+    )
+    ap.add_argument(
         "--backends",
         default="auto",
         help="fused backends to time, comma-separated (auto, grouped, loop, vmap); auto = loop on CPU",
@@ -263,6 +268,8 @@ def main() -> None:
     cuda = device.type == "cuda"
     if not cuda:
         torch.set_num_threads(args.threads)
+    # Same allocator setting as training on the CPU (train_run / train_group), for single and fused alike.
+    kept = keep_freed_memory() if not cuda and not args.malloc_default else False
     groups = [int(g) for g in (args.groups or ("1,4,16,64" if cuda else "1,2,4")).split(",")]
     batch = args.batch or (256 if cuda else 32)
     block = args.block or (20 if cuda else 2)
@@ -270,6 +277,7 @@ def main() -> None:
     clock = "wall time" if cuda else "process CPU time"
     print(
         f"device {what}; torch {torch.__version__}; batch {batch} per run; {clock}, median of {args.rounds}"
+        + ("" if cuda else f"; malloc keeps freed memory: {kept}")
     )
     bf16 = False
     try:

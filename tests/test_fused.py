@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from selectivity.data import ImageDataset
 from selectivity.data.loader import BatchLoader, GroupBatchLoader
-from selectivity.fused import FusedRuns
+from selectivity.fused import FusedRuns, keep_freed_memory
 from selectivity.models.resnet_cifar import CifarResNet
 from selectivity.regularizer import SelectivityRegularizer
 
@@ -168,3 +168,11 @@ def test_group_checks_its_inputs():
     with pytest.raises(ValueError, match="cannot widen a Sequential"):
         FusedRuns([odd, odd], [0.0, 0.0], NUM_CLASSES, lr=0.1, backend="grouped")
     assert FusedRuns([odd, odd], [0.0, 0.0], NUM_CLASSES, lr=0.1).backend == "loop"  # auto on CPU
+
+
+def test_keep_freed_memory_is_applied_on_linux_glibc():
+    import platform
+    import sys
+
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is on_glibc

@@ -39,7 +39,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, complete_config
 from .data import BatchLoader, DataSplits, ImageDataset, check_dataset, data_record, stratified_split
-from .fused import autocast, channels_last, compile_with_fallback
+from .fused import autocast, channels_last, compile_with_fallback, keep_freed_memory
 from .measure import measure_selectivity
 from .models import create
 from .regularizer import SelectivityRegularizer
@@ -188,6 +188,8 @@ def _train(
 ) -> dict:
     """The epoch loop, then the final test (or the diverged record); writes ``result.json``."""
     cfg = run.cfg
+    if run.device.type == "cpu":
+        keep_freed_memory()  # fewer page faults per step (see its docstring)
     if cfg.compile and run.state.epoch < cfg.epochs:
         run.forward = _compiled_forward(run, log)
     epochs_this_call = 0

@@ -40,7 +40,7 @@ from .config import TrainConfig
 from .data import BatchLoader
 from .data.check import NOMINAL
 from .data.loader import GroupBatchLoader
-from .fused import BACKENDS, FusedRuns, pick_backend
+from .fused import BACKENDS, FusedRuns, keep_freed_memory, pick_backend
 from .models import create
 from .rundir import RunFiles, read_json, run_lock, write_json
 from .train import (
@@ -215,6 +215,8 @@ def _build_members(
 ) -> list[_Member]:
     """Shared data (loaded once) and each run's model and optimiser, resumed from its ``last.pt``."""
     rd = prepare_data(cfgs[todo[0]], data)  # equal fuse keys: the same device and data for all
+    if rd.device.type == "cpu":
+        keep_freed_memory()  # fewer page faults per step (see its docstring)
     norm: dict[str, Any] = dict(mean=rd.splits.mean, std=rd.splits.std, device=rd.device)
     first = cfgs[todo[0]]
     # One copy of the training data on the device for the whole group; the validation
