@@ -36,7 +36,14 @@ from selectivity.sweep import GroupTask, SweepSpec, Task, open_store, pack_tasks
 from selectivity.sweep.executors import RayExecutor
 from selectivity.sweep.store import RECORD_NAME
 from selectivity.train import train_run
-from selectivity.train_fused import auto_group_size, check_fusable, fuse_key, runs_that_fit, train_group
+from selectivity.train_fused import (
+    MemoryProbe,
+    auto_group_size,
+    check_fusable,
+    fuse_key,
+    runs_that_fit,
+    train_group,
+)
 from test_reliability import TINY as RELIABILITY_TINY
 from test_reliability import write_tiny_cifar
 
@@ -299,6 +306,28 @@ def test_runs_that_fit_by_hand():
     assert runs_that_fit(300, 300, 1000, fraction=1.0) == 64  # no growth measured: capped at max_runs
     with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
         runs_that_fit(300, 500, 2000, fraction=0.0)
+
+
+def test_fuse_auto_measures_groups_of_one_and_two_runs(monkeypatch):
+    """The GPU path of auto_group_size, run on the CPU with a scripted memory probe."""
+    steps: list[tuple[int, ...]] = []
+    real_step = FusedRuns.step
+
+    def step(self, x, y):
+        steps.append(tuple(x.shape))
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(FusedRuns, "step", step)
+    peaks = iter([300 * 2**20, 500 * 2**20])  # 100 MiB base + 200 MiB per run
+    calls: list[str] = []
+    probe = MemoryProbe(
+        start=lambda: calls.append("start"), peak=lambda: next(peaks), free=lambda: 2000 * 2**20
+    )
+    lines: list[str] = []
+    cfg = TrainConfig(device="cpu", batch_size=4)
+    assert auto_group_size(cfg, log=lines.append, probe=probe) == 7  # (0.8 * 2000 - 100) // 200
+    assert steps == [(1, 4, 3, 32, 32), (2, 4, 3, 32, 32)] and calls == ["start", "start"]
+    assert lines == ["--fuse auto: 7 runs per task (resnet20, batch 4: 200 MiB per run, 2.0 GiB free)"]
 
 
 def test_fuse_auto_on_cpu_is_one_run_per_task():

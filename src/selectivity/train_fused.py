@@ -54,7 +54,16 @@ from .train import (
     write_run_files,
 )
 
-__all__ = ["FUSE_FREE_FIELDS", "auto_group_size", "check_fusable", "fuse_key", "runs_that_fit", "train_group"]
+__all__ = [
+    "MemoryProbe",
+    "cuda_memory_probe",
+    "FUSE_FREE_FIELDS",
+    "auto_group_size",
+    "check_fusable",
+    "fuse_key",
+    "runs_that_fit",
+    "train_group",
+]
 
 #: Config fields that may differ between the runs of a fused group; all others must match.
 FUSE_FREE_FIELDS = ("seed", "alpha")
@@ -484,8 +493,46 @@ def runs_that_fit(peak_one: int, peak_two: int, free: int, fraction: float = 0.8
     return max(1, min(int(max_runs), r))
 
 
+@dataclass
+class MemoryProbe:
+    """How :func:`auto_group_size` reads a device's memory (CUDA's counters by default).
+
+    ``start()`` begins a measurement (empties caches, resets the peak), ``peak()`` gives
+    the bytes allocated at the peak since ``start()`` above what was allocated then, and
+    ``free()`` the bytes the device has free.
+    """
+
+    start: Callable[[], None]
+    peak: Callable[[], int]
+    free: Callable[[], int]
+
+
+def cuda_memory_probe(device: torch.device) -> MemoryProbe:
+    """:class:`MemoryProbe` over ``torch.cuda``'s allocator statistics for ``device``."""
+    base = [0]
+
+    def start() -> None:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base[0] = torch.cuda.memory_allocated(device)
+
+    def peak() -> int:
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device)) - base[0]
+
+    def free() -> int:
+        torch.cuda.empty_cache()
+        return int(torch.cuda.mem_get_info(device)[0])
+
+    return MemoryProbe(start, peak, free)
+
+
 def auto_group_size(
-    cfg: TrainConfig, max_runs: int = 64, fraction: float = 0.8, log: Callable[[str], None] = print
+    cfg: TrainConfig,
+    max_runs: int = 64,
+    fraction: float = 0.8,
+    log: Callable[[str], None] = print,
+    probe: MemoryProbe | None = None,
 ) -> int:
     """Group size for ``sweep --fuse auto``: as many runs of ``cfg`` as fit the GPU's memory.
 
@@ -494,19 +541,21 @@ def auto_group_size(
     ``torch.cuda.max_memory_allocated`` and :func:`runs_that_fit` is applied to the free
     memory (``torch.cuda.mem_get_info``). On a CPU the answer is 1: a fused group costs
     there what its runs cost one by one (the ``loop`` backend), so there is nothing to gain.
+    A ``probe`` replaces CUDA's counters and measures on ``cfg.device`` whatever it is
+    (the tests run the GPU path on the CPU this way).
     """
     device = resolve_device(cfg.device)
-    if device.type != "cuda":
-        log("--fuse auto: 1 run per task on the CPU (fusing saves time only on a GPU)")
-        return 1
+    if probe is None:
+        if device.type != "cuda":
+            log("--fuse auto: 1 run per task on the CPU (fusing saves time only on a GPU)")
+            return 1
+        probe = cuda_memory_probe(device)
     nominal = NOMINAL.get(cfg.dataset, {})
     shape = tuple(nominal.get("input_shape", (3, 32, 32)))
     classes = int(nominal.get("num_classes") or 200)
     peaks = []
     for r in (1, 2):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
+        probe.start()
         models = [
             create(cfg.model, classes, activation=cfg.activation, negative_slope=cfg.negative_slope).to(
                 device
@@ -526,11 +575,9 @@ def auto_group_size(
         x = torch.rand(r, cfg.batch_size, *shape, device=device)  # (R, B, C, H, W)
         y = torch.randint(0, classes, (r, cfg.batch_size), device=device)
         group.step(x, y)
-        torch.cuda.synchronize(device)
-        peaks.append(torch.cuda.max_memory_allocated(device) - start)
+        peaks.append(probe.peak())
         del group, models, x, y
-    torch.cuda.empty_cache()
-    free, _total = torch.cuda.mem_get_info(device)
+    free = probe.free()
     r = runs_that_fit(peaks[0], peaks[1], free, fraction, max_runs)
     log(
         f"--fuse auto: {r} runs per task ({cfg.model}, batch {cfg.batch_size}: "
