@@ -222,6 +222,11 @@ class _Sink:
         self.acts: list[torch.Tensor] = []
 
 
+def _float32(a: torch.Tensor) -> torch.Tensor:
+    """Half-precision site responses (autocast) as float32; selectivity means stay float32."""
+    return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
+
+
 def _site_response(t: torch.Tensor) -> torch.Tensor:
     # Same arithmetic as the regulariser's capture: spatial mean as sum * (1/HW).
     if t.dim() == 4:
@@ -359,7 +364,7 @@ class FusedRuns:
         """One run's forward (vmapped): logits (B, K) and site responses (B, U)."""
         out = functional_call(self._base, (p, b), (x,))
         acts = self._sink.acts
-        r = torch.cat([a.float() if a.dtype in (torch.float16, torch.bfloat16) else a for a in acts], dim=1)
+        r = torch.cat([_float32(a) for a in acts], dim=1)
         acts.clear()  # emptied inside the traced region, so torch.compile keeps no batched tensor
         return out, r
 
@@ -385,11 +390,7 @@ class FusedRuns:
         for j, i in enumerate(positions):
             acts.clear()
             outs.append(self._loop_modules[i](x[j]))
-            resps.append(
-                torch.cat(
-                    [a.float() if a.dtype in (torch.float16, torch.bfloat16) else a for a in acts], dim=1
-                )
-            )
+            resps.append(torch.cat([_float32(a) for a in acts], dim=1))
         acts.clear()
         return torch.stack(outs), torch.stack(resps)  # (R', B, K), (R', B, U)
 
@@ -458,7 +459,7 @@ class FusedRuns:
         acts = self._sink.acts
         # each (B, R*U_l) -> (B, R, U_l); sites side by side -> (B, R, U) -> (R, B, U)
         r = torch.cat(
-            [(a.float() if a.dtype in (torch.float16, torch.bfloat16) else a).view(b, nr, -1) for a in acts],
+            [_float32(a).view(b, nr, -1) for a in acts],
             dim=2,
         ).transpose(0, 1)
         acts.clear()
