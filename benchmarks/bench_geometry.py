@@ -17,7 +17,7 @@ import torch
 from benchutil import add_device, add_timing_options, make_parser, start_timing, sync, timed
 from selectivity.analysis.geometry import CovarianceAccumulator, DifferenceAccumulator, layer_units
 from selectivity.analysis.gradients import gradient_variability
-from selectivity.hooks import ActivationCapture
+from selectivity.core.hooks import ActivationCapture
 from selectivity.models import create
 
 
