@@ -60,6 +60,11 @@ def test_resnet18_grouped_equals_separate_models():
     _check("resnet18", 16, runs=2, batch=2, num_classes=5)
 
 
+def test_resnet50_grouped_equals_separate_models():
+    # bottlenecks: 1x1 convs, stride on the 3x3 conv, projection shortcut in every stage
+    _check("resnet50", 16, runs=2, batch=2, num_classes=5)
+
+
 def test_grouped_linear_by_hand():
     lin = GroupedLinear(2, 2, 1)
     with torch.no_grad():
@@ -76,5 +81,5 @@ def test_unsupported_modules_are_refused():
         group_model(m, 2)
     with pytest.raises(ValueError, match="runs must be an integer >= 1"):
         group_model(nn.Linear(2, 2), 0)
-    assert groupable(models.create("resnet20"))
+    assert groupable(models.create("resnet20")) and groupable(models.create("resnet50"))
     assert wide_shape((16, 3, 3, 3), 4) == (64, 3, 3, 3) and wide_shape((), 4) == ()

@@ -13,6 +13,28 @@ from selectivity.models import registry
 
 ACT_TYPES = (nn.ReLU, nn.LeakyReLU)
 
+
+def resnet50_param_count(stem_kernel: int, num_classes: int) -> int:
+    """ResNet50's parameter count, by hand from the architecture (v1.5 bottlenecks)."""
+
+    def bn(c: int) -> int:  # weight and bias
+        return 2 * c
+
+    count = 3 * 64 * stem_kernel**2 + bn(64)  # stem conv (no bias) + BN
+    in_planes = 64
+    for planes, n_blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        out = 4 * planes
+        for j in range(n_blocks):
+            cin = in_planes if j == 0 else out
+            count += cin * planes + bn(planes)  # 1x1 conv1
+            count += 9 * planes * planes + bn(planes)  # 3x3 conv2
+            count += planes * out + bn(out)  # 1x1 conv3
+            if j == 0:  # the first block of every stage changes the shape: 1x1 projection
+                count += cin * out + bn(out)
+        in_planes = out
+    return count + 2048 * num_classes + num_classes  # linear head
+
+
 # name -> (input side, default classes, exact #params, literature range, #selectivity sites)
 SPECS = {
     # He et al. 2016 / akamaster: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M.
@@ -25,6 +47,8 @@ SPECS = {
     "vgg16": (32, 10, 14_991_946, (14.9e6, 15.1e6), 13),
     # torchvision's resnet18 (11.69M) with 3x3 stem and a 200-way head: ~11.3M.
     "resnet18": (64, 200, 11_271_432, (11.2e6, 11.35e6), 17),
+    # torchvision's resnet50 (25.56M) with 3x3 stem and a 200-way head: ~23.9M.
+    "resnet50": (64, 200, resnet50_param_count(3, 200), (23.8e6, 24.0e6), 49),
 }
 
 
@@ -58,6 +82,16 @@ def test_parameter_count_other_heads():
     assert n_params(models.create("resnet20", num_classes=100)) == 269_722 - 650 + 6_500
     # The ImageNet stem with 1000 classes is exactly torchvision's resnet18.
     assert n_params(models.ResNet(num_classes=1000, stem="imagenet")) == 11_689_512
+
+
+def test_resnet50_parameter_count_matches_torchvision():
+    # The hand formula reproduces torchvision's resnet50 (7x7 stem, 1000 classes) ...
+    assert resnet50_param_count(7, 1000) == 25_557_032
+    # ... and so does our model with the ImageNet stem and a 1000-way head.
+    imagenet = models.ResNet((3, 4, 6, 3), num_classes=1000, stem="imagenet", block="bottleneck")
+    assert n_params(imagenet) == 25_557_032
+    # The 3x3 stem saves 3*64*(49-9) weights, the 200-way head 2049*800.
+    assert resnet50_param_count(3, 200) == 25_557_032 - 3 * 64 * 40 - 2049 * 800
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -190,6 +224,43 @@ def test_resnet18_projection_shortcuts():
     assert model.conv1.kernel_size == (3, 3) and isinstance(model.maxpool, nn.Identity)
 
 
+def test_resnet50_bottlenecks_stride_on_3x3_and_projections():
+    model = default_model("resnet50")
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, nn.Identity)
+    assert [len(s) for s in (model.layer1, model.layer2, model.layer3, model.layer4)] == [3, 4, 6, 3]
+    for stage, planes, stride in ((model.layer1, 64, 1), (model.layer2, 128, 2), (model.layer3, 256, 2)):
+        first = stage[0]
+        assert isinstance(first, models.Bottleneck)
+        assert first.conv1.kernel_size == (1, 1) and first.conv1.stride == (1, 1)  # v1.5: not here
+        assert first.conv2.kernel_size == (3, 3) and first.conv2.stride == (stride, stride)
+        assert first.conv3.kernel_size == (1, 1) and first.conv3.out_channels == 4 * planes
+        conv, bn = first.shortcut  # every stage's first block changes channels (64 -> 256 too)
+        assert conv.kernel_size == (1, 1) and conv.stride == (stride, stride)
+        assert conv.out_channels == 4 * planes and bn.num_features == 4 * planes
+        assert all(isinstance(b.shortcut, nn.Identity) for b in stage[1:])
+    assert model.fc.in_features == 2048 and model.fc.out_features == 200
+    # Same init conventions as ResNet18: BN weight 1 / bias 0 everywhere (no zero-init of bn3).
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)
+    # Kaiming-normal fan_out: std sqrt(2 / (C_out * k * k)) for the largest conv.
+    w = model.layer4[0].conv2.weight  # (512, 512, 3, 3)
+    assert abs(w.std().item() / (2 / (512 * 9)) ** 0.5 - 1) < 0.02
+
+
+def test_resnet50_sgd_step_on_64px_batch():
+    torch.manual_seed(0)
+    model = models.create("resnet50", num_classes=200)
+    x, y = torch.rand(2, 3, 64, 64), torch.tensor([3, 117])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.fc.weight.detach().clone(), model.conv1.weight.detach().clone()
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss) and model.conv1.weight.grad.abs().sum() > 0
+    opt.step()
+    assert not torch.equal(model.fc.weight, before[0]) and not torch.equal(model.conv1.weight, before[1])
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -221,6 +292,8 @@ def test_bad_constructor_args():
         models.CifarResNet(depth=21)
     with pytest.raises(ValueError, match="allowed: small, imagenet"):
         models.ResNet(stem="cifar")
+    with pytest.raises(ValueError, match="allowed: basic, bottleneck"):
+        models.ResNet(block="preact")
     with pytest.raises(ValueError, match="allowed: relu, leaky_relu"):
         models.VGG(activation="tanh")
     with pytest.raises(ValueError, match="num_classes must be"):

@@ -1,7 +1,8 @@
-"""Pure transforms of input batches (tensors in, tensors out): corruptions, attacks.
+"""Pure transforms of input batches (tensors in, tensors out): corruptions, attacks, augmentations.
 
-The 15 common corruptions (CIFAR-10-C, Tiny ImageNet-C parameters) and white-box
-gradient attacks (FGSM, PGD). Like :mod:`selectivity.analysis`, nothing here imports
+The 15 common corruptions (CIFAR-10-C, Tiny ImageNet-C parameters), white-box
+gradient attacks (FGSM, PGD) and the training-time augmentations for robustness
+(Gaussian noise, AugMix and its Jensen-Shannon consistency loss). Like :mod:`selectivity.analysis`, nothing here imports
 training, sweeps, data loading, evaluation, the report or the CLI (checked by
 import-linter): only torch, numpy, scipy, Pillow and other ``selectivity.perturb``
 modules.
@@ -17,6 +18,25 @@ from .attacks import (
     attack_outcome,
     fgsm,
     pgd,
+)
+from .augment import (
+    AUGMIX_OPS,
+    JSD_WEIGHT,
+    augmix,
+    augmix_magnitude,
+    autocontrast,
+    equalize,
+    gaussian_noise,
+    jensen_shannon_consistency,
+    posterize,
+    rotate,
+    sample_beta,
+    sample_dirichlet,
+    shear_x,
+    shear_y,
+    solarize,
+    translate_x,
+    translate_y,
 )
 from .corruptions import (
     CORRUPTIONS,
@@ -49,4 +69,21 @@ __all__ = [
     "motion_blur_lines",
     "plasma_fractal",
     "to_uint8",
+    "AUGMIX_OPS",
+    "JSD_WEIGHT",
+    "augmix",
+    "augmix_magnitude",
+    "autocontrast",
+    "equalize",
+    "gaussian_noise",
+    "jensen_shannon_consistency",
+    "posterize",
+    "rotate",
+    "sample_beta",
+    "sample_dirichlet",
+    "shear_x",
+    "shear_y",
+    "solarize",
+    "translate_x",
+    "translate_y",
 ]
