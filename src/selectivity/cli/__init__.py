@@ -547,12 +547,15 @@ def results(sweep_dir, fmt, layers, rebuild, robustness, geometry_rows):
     p = _sweep_dir(sweep_dir)
     store = rebuild_store(p) if rebuild else open_store(p)
     with store:
-        if robustness:
-            df = store.robustness_df(robustness)
-        elif geometry_rows:
-            df = store.geometry_df()
-        else:
-            df = store.layers_df() if layers else store.runs_df()
+        df = store.layers_df() if layers else store.runs_df()
+    if robustness:
+        from ..evaluate.robustness import robustness_frame
+
+        df = robustness_frame(p, robustness)
+    elif geometry_rows:
+        from ..evaluate.geometry import geometry_frame
+
+        df = geometry_frame(p)
     if geometry_rows:
         if fmt == "table":
             import pandas as pd
@@ -784,26 +787,29 @@ def cca(
     quiet,
 ):
     """PWCCA distances within and between alphas (paper section 4.2) -> SWEEP/analysis/cca_distances.csv."""
-    from ..evaluate.cca import cca_distances, cca_summary
+    from ..evaluate.cca import CCASettings, cca_summary, sweep_cca
 
     if images < 2:
         _fail("--images must be >= 2")
     if max_pairs is not None and max_pairs < 1:
         _fail("--max-pairs must be >= 1")
     try:
-        df = cca_distances(
-            _sweep_dir(sweep_dir),
-            data,
+        settings = CCASettings(
             model=model,
             n_images=images,
             mode=mode,
             max_pairs=max_pairs,
-            device=device,
-            progress=not quiet,
             min_ratio=min_ratio,
             exclude_same_seed=exclude_same_seed,
             method=method,
             order=order,
+        )
+        df = sweep_cca(
+            _sweep_dir(sweep_dir),
+            settings,
+            data,
+            device=device,
+            progress=not quiet,
             log=lambda m: click.echo(m, err=True),
         )
     except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -1104,7 +1110,7 @@ def geometry(
 
     Results: runs/<id>/geometry.json and the `geometry` table (`selectivity results --geometry`).
     """
-    from ..evaluate.geometry import GeometrySettings, check_settings, sweep_geometry
+    from ..evaluate.geometry import GeometrySettings, sweep_geometry
 
     if not 0 < share <= 1:
         _fail(f"--share must be in (0, 1], got {share:g}")
@@ -1112,22 +1118,21 @@ def geometry(
         _fail(f"--images must be >= 2, got {images}")
     if gradient_images < 0 or gradient_images == 1:
         _fail(f"--gradient-images must be 0 (skip) or >= 2, got {gradient_images}")
-    settings = GeometrySettings(
-        n_images=images,
-        layers=_names(layers),
-        share=share,
-        units=units,
-        corruptions=_names(corruptions) or (),
-        severity=severity,
-        epsilons=_epsilons(epsilons),
-        match_l2=match,
-        attack_steps=attack_steps,
-        gradient_images=gradient_images,
-        gradient_layers=_names(gradient_layers),
-        batch_size=batch_size,
-    )
     try:
-        check_settings(settings)
+        settings = GeometrySettings(
+            n_images=images,
+            layers=_names(layers),
+            share=share,
+            units=units,
+            corruptions=_names(corruptions) or (),
+            severity=severity,
+            epsilons=_epsilons(epsilons),
+            match_l2=match,
+            attack_steps=attack_steps,
+            gradient_images=gradient_images,
+            gradient_layers=_names(gradient_layers),
+            batch_size=batch_size,
+        )
     except ValueError as e:
         _fail(str(e))
     df = sweep_geometry(

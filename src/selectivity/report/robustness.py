@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ..analysis.stats import ttests_against_baseline
-from ..sweep.store import open_store
+from ..evaluate.robustness import robustness_frames
 from .collect import FigureItem, TableItem, slug
 
 __all__ = ["spearman_with_ci", "robustness_statistics", "robustness_items"]
@@ -149,10 +149,8 @@ def robustness_items(
         with rows).
     figures : list of FigureItem
     """
-    with open_store(Path(sweep_dir), log=lambda _m: None) as store:
-        summary = store.robustness_df("summary")
-        corruptions = store.robustness_df("corruptions")
-        attacks = store.robustness_df("attacks")
+    frames = robustness_frames(sweep_dir)
+    summary, corruptions, attacks = frames["summary"], frames["corruptions"], frames["attacks"]
     if summary.empty:
         return [], []
     import matplotlib
