@@ -18,7 +18,13 @@ import torch
 from click.testing import CliRunner
 
 from selectivity.cli import main
-from selectivity.evaluate.geometry import GEOMETRY_TABLES, GeometrySettings, evaluate_run, sweep_geometry
+from selectivity.evaluate.geometry import (
+    GEOMETRY_TABLES,
+    GeometrySettings,
+    evaluate_run,
+    geometry_results,
+    sweep_geometry,
+)
 from selectivity.run.files import read_json
 from selectivity.sweep import rebuild_store
 
@@ -69,11 +75,17 @@ def measured(tiny_sweep, tiny_data, tmp_path_factory) -> Path:
     return out
 
 
+def result_path(run: Path) -> Path:
+    """The run's only geometry result (one settings measured)."""
+    (path,) = geometry_results(run).values()
+    return path
+
+
 def test_results_in_run_dirs_and_database(measured):
     runs = sorted((measured / "runs").iterdir())
     assert len(runs) == 2
     for run in runs:
-        saved = read_json(run / "geometry.json")
+        saved = read_json(result_path(run))
         assert saved["settings"]["layers"] == list(LAYERS) and saved["settings"]["images_used"] == 70
         rows = {(r["layer"], r["perturbation"], r["measure"]): r["value"] for r in saved["rows"]}
         for layer in LAYERS:
@@ -92,14 +104,14 @@ def test_results_in_run_dirs_and_database(measured):
         assert 0 <= rows[("act1", "clean", "grad_var_samples")] <= 2
     with sqlite3.connect(measured / "results.sqlite") as conn:
         n_db = conn.execute("SELECT COUNT(*) FROM geometry").fetchone()[0]
-    assert n_db == sum(len(read_json(r / "geometry.json")["rows"]) for r in runs)
+    assert n_db == sum(len(read_json(result_path(r))["rows"]) for r in runs)
 
 
 def test_resume_reuses_and_changed_settings_recompute(measured, tiny_data, tmp_path):
     run = measured / "runs" / "resnet20_alpha-1_seed0"
-    before = (run / "geometry.json").stat().st_mtime_ns
+    before = result_path(run).stat().st_mtime_ns
     res = evaluate_run(run, SETTINGS, tiny_data)
-    assert res["reused"] and (run / "geometry.json").stat().st_mtime_ns == before
+    assert res["reused"] and result_path(run).stat().st_mtime_ns == before
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     other = GeometrySettings(
@@ -174,7 +186,7 @@ def test_report_without_geometry_has_no_mechanisms_section(measured, tmp_path):
 
     copy = tmp_path / "sweep"
     shutil.copytree(measured, copy)
-    for f in (copy / "runs").glob("*/geometry.json"):
+    for f in (copy / "runs").glob("*/geometry/*.json"):
         f.unlink()
     (copy / "results.sqlite").unlink()
     assert mechanism_items(copy, tmp_path / "report") == ([], [])

@@ -20,13 +20,14 @@ from click.testing import CliRunner
 
 from helpers import N_TEST, TINY
 from selectivity.cli import main
+from selectivity.data import load_dataset
 from selectivity.evaluate.robustness import (
     PARTIAL_NAME,
-    ROBUSTNESS_NAME,
     ROBUSTNESS_TABLES,
     RobustnessSettings,
     corrupted_cell,
     parse_epsilons,
+    robustness_results,
     sweep_robustness,
 )
 from selectivity.run.files import DB_NAME, read_json, write_json
@@ -62,12 +63,23 @@ def _runs(sweep: Path) -> list[Path]:
     return sorted(p for p in (sweep / "runs").iterdir() if p.is_dir())
 
 
+def result_path(run: Path) -> Path:
+    """The run's only robustness result (one settings evaluated)."""
+    (path,) = robustness_results(run).values()
+    return path
+
+
+def partials(run: Path) -> list[Path]:
+    """Finished-cell files of evaluations under way (either layout)."""
+    return [*run.glob(PARTIAL_NAME), *run.glob("robustness/*.partial.json")]
+
+
 def test_results_in_run_dirs_and_database(sweep):
     runs = _runs(sweep)
     assert len(runs) == 2
     for run in runs:
-        res = read_json(run / ROBUSTNESS_NAME)
-        assert not (run / PARTIAL_NAME).exists()
+        res = read_json(result_path(run))
+        assert not partials(run)
         assert res["n_images"] == 40
         accs = [c["accuracy"] for c in res["corruptions"]]
         assert len(accs) == 4 and res["n_corruption_cells"] == 4
@@ -89,7 +101,7 @@ def test_results_in_run_dirs_and_database(sweep):
     assert len(corr) == 8 and set(corr["severity"]) == {1, 5}
     assert len(atk) == 8 and set(atk["norm"]) == {"linf"}
     for run in runs:
-        res = read_json(run / ROBUSTNESS_NAME)
+        res = read_json(result_path(run))
         row = summary[summary["run_id"] == run.name].iloc[0]
         assert row["clean_accuracy"] == pytest.approx(res["clean_accuracy"])
         mine = corr[corr["run_id"] == run.name]
@@ -98,7 +110,7 @@ def test_results_in_run_dirs_and_database(sweep):
 
 
 def test_corrupted_images_identical_across_runs(sweep, tiny_data):
-    a, b = (read_json(r / ROBUSTNESS_NAME) for r in _runs(sweep))
+    a, b = (read_json(result_path(r)) for r in _runs(sweep))
     assert a["cell_sha1"] == b["cell_sha1"] and len(a["cell_sha1"]) == 4
     assert a["image_indices_sha1"] == b["image_indices_sha1"]
     # The cached cell is what corrupted_cell gives for the same images and seed.
@@ -117,14 +129,14 @@ def test_corrupted_images_identical_across_runs(sweep, tiny_data):
 
 def test_resume_reuses_results_and_partial_cells(sweep, tiny_data):
     run = _runs(sweep)[0]
-    before = read_json(run / ROBUSTNESS_NAME)
+    before = read_json(result_path(run))
     # Same settings (another device string): reused as is, not recomputed.
     mark = dict(before, seconds=-1.0)
-    write_json(run / ROBUSTNESS_NAME, mark)
+    write_json(result_path(run), mark)
     sweep_robustness(sweep, RobustnessSettings(**SETTINGS, device="cpu"), str(tiny_data), progress=False)
-    assert read_json(run / ROBUSTNESS_NAME)["seconds"] == -1.0
+    assert read_json(result_path(run))["seconds"] == -1.0
     # A killed evaluation: the partial file's finished cells are kept, the rest computed.
-    (run / ROBUSTNESS_NAME).unlink()
+    result_path(run).unlink()
     settings = RobustnessSettings(**SETTINGS)
     write_json(
         run / PARTIAL_NAME,
@@ -137,7 +149,7 @@ def test_resume_reuses_results_and_partial_cells(sweep, tiny_data):
         },
     )
     sweep_robustness(sweep, settings, str(tiny_data), progress=False)
-    res = read_json(run / ROBUSTNESS_NAME)
+    res = read_json(result_path(run))
     assert res["clean_accuracy"] == 0.5
     cells = {(c["corruption"], c["severity"]): c["accuracy"] for c in res["corruptions"]}
     assert cells[("contrast", 5)] == 0.125
@@ -146,11 +158,13 @@ def test_resume_reuses_results_and_partial_cells(sweep, tiny_data):
             ("gaussian_noise", 1)
         ]
     )
-    assert not (run / PARTIAL_NAME).exists()
+    assert not partials(run)
     # Other settings: recomputed.
     other = {**SETTINGS, "severities": (2,), "corruptions": ("contrast",), "attacks": ()}
     sweep_robustness(sweep, RobustnessSettings(**other), str(tiny_data), progress=False)
-    res = read_json(run / ROBUSTNESS_NAME)
+    results = [read_json(p) for p in robustness_results(run).values()]
+    assert len(results) == 2  # stored beside the first settings' result
+    (res,) = [r for r in results if r["settings"]["severities"] == [2]]
     assert {c["severity"] for c in res["corruptions"]} == {2}
 
 
@@ -166,7 +180,7 @@ def test_rebuild_recreates_robustness_tables(sweep):
             assert len(got) == len(df) > 0
             assert got.reset_index(drop=True).equals(df.reset_index(drop=True))
     # A deleted result disappears from the database at the next sync.
-    (_runs(sweep)[0] / ROBUSTNESS_NAME).unlink()
+    result_path(_runs(sweep)[0]).unlink()
     with open_store(sweep, log=lambda _m: None, analyses=[ROBUSTNESS_TABLES]) as store:
         assert len(store.frame(ROBUSTNESS_TABLES, "summary")) == 1
 
@@ -217,7 +231,7 @@ def test_cli_bad_cifar10_c_dir(sweep, tiny_data, tmp_path):
         "none",
     ]
     for run in _runs(sweep):
-        (run / ROBUSTNESS_NAME).unlink()
+        result_path(run).unlink()
     r = CliRunner().invoke(main, [*base, "--corruptions", "fog", "--cifar10-c", str(bad)])
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
     assert "expected (5 * N, H, W, 3) uint8" in r.output
@@ -236,15 +250,16 @@ def test_cli_reads_cifar10_c_directory(sweep, tiny_data, tmp_path):
     """Images read from a CIFAR-10-C directory: an all-black fog cell gives one prediction for all."""
     d = tmp_path / "c10c"
     d.mkdir()
-    np.save(d / "labels.npy", np.zeros(5 * N_TEST, np.uint8))
+    test_labels = load_dataset("cifar10", str(tiny_data), val_size=0).test.labels.numpy()
+    np.save(d / "labels.npy", np.tile(test_labels.astype(np.uint8), 5))  # rows in the test split's order
     np.save(d / "fog.npy", np.zeros((5 * N_TEST, 32, 32, 3), np.uint8))
     for run in _runs(sweep):
-        (run / ROBUSTNESS_NAME).unlink()
+        result_path(run).unlink()
     args = ["robustness", str(sweep), "--quiet", "--data", str(tiny_data), "--images", "40"]
     r = CliRunner().invoke(main, [*args, "--attacks", "none", "--corruptions", "fog", "--cifar10-c", str(d)])
     assert r.exit_code == 0, r.output
     for run in _runs(sweep):
-        res = read_json(run / ROBUSTNESS_NAME)
+        res = read_json(result_path(run))
         assert res["attacks"] == [] and len(res["corruptions"]) == 5
         # every image is identical, so the accuracy is one class's share of the 40 images: 4/40
         assert {c["accuracy"] for c in res["corruptions"]} == {0.1}
@@ -293,7 +308,7 @@ def test_report_has_robustness_section(sweep, tmp_path):
         assert (tmp_path / "out" / "figures" / f"robustness-{key}.png").exists()
     # Without robustness results: no section.
     for run in _runs(sweep):
-        (run / ROBUSTNESS_NAME).unlink()
+        result_path(run).unlink()
     page = build_report(sweep, tmp_path / "out2", n_resamples=50).read_text()
     assert 'id="robustness"' not in page
 
@@ -315,15 +330,15 @@ def test_sweep_command_runs_the_presets_robustness(sweep, tiny_data):
         )
 
     for run in _runs(sweep):
-        (run / ROBUSTNESS_NAME).unlink()
+        result_path(run).unlink()
     args = ["sweep", "--preset", "test-robustness", "--out", str(sweep), "--data", str(tiny_data)]
     r = CliRunner().invoke(main, [*args, "--quiet", "--no-summary"])
     assert r.exit_code == 0, r.output
     for run in _runs(sweep):
-        res = read_json(run / ROBUSTNESS_NAME)
+        res = read_json(result_path(run))
         assert [(c["corruption"], c["severity"]) for c in res["corruptions"]] == [("fog", 3)]
     for run in _runs(sweep):
-        (run / ROBUSTNESS_NAME).unlink()
+        result_path(run).unlink()
     r = CliRunner().invoke(main, [*args, "--quiet", "--no-summary", "--no-robustness"])
     assert r.exit_code == 0, r.output
-    assert not any((run / ROBUSTNESS_NAME).exists() for run in _runs(sweep))
+    assert not any(robustness_results(run) for run in _runs(sweep))

@@ -23,11 +23,11 @@ from selectivity.data import DatasetNotFoundError, find_corrupted, load_tiny_ima
 from selectivity.evaluate.cca import select_images
 from selectivity.evaluate.robustness import (
     PARTIAL_NAME,
-    ROBUSTNESS_NAME,
     ROBUSTNESS_TABLES,
     RobustnessSettings,
     corrupted_cell,
     params_for_dataset,
+    robustness_results,
 )
 from selectivity.run.files import read_json
 from selectivity.sweep import SweepSpec, open_store, run_sweep
@@ -120,6 +120,12 @@ def _run_dir(sweep: Path) -> Path:
     return run
 
 
+def _result(sweep: Path) -> Path:
+    """The run's only robustness result (one settings evaluated)."""
+    (path,) = robustness_results(_run_dir(sweep)).values()
+    return path
+
+
 def _robustness(sweep: Path, tiny_data: Path, *args: str):
     base = ["robustness", str(sweep), "--quiet", "--data", str(tiny_data), "--images", str(N_IMAGES)]
     return CliRunner().invoke(main, [*base, "--severities", "1", "--attacks", "none", *args])
@@ -161,7 +167,7 @@ def test_find_corrupted_tells_the_formats_apart(tmp_path):
 
 
 def test_generated_cells_use_tiny_imagenet_parameters(sweep, test_split):
-    res = read_json(_run_dir(sweep) / ROBUSTNESS_NAME)
+    res = read_json(_result(sweep))
     assert res["settings"]["params"] == "auto" and res["corruption_params"] == "tinyimagenet"
     assert res["n_images"] == N_IMAGES and len(res["corruptions"]) == len(CORRUPTIONS)
     idx = select_images(test_split.labels.numpy(), N_IMAGES, 0)
@@ -189,16 +195,16 @@ def test_tiny_imagenet_c_directory_matches_the_generated_cells(sweep, tiny_data,
     the cells only match if folders are mapped to the run's labels by wnid. A third cell
     is all black: every image is then the same, so the accuracy is one class's share (1/4).
     """
-    generated = read_json(_run_dir(sweep) / ROBUSTNESS_NAME)
+    generated = read_json(_result(sweep))
     cells = {(n, 1): corrupted_cell(test_split.images, n, 1, params="tinyimagenet") for n in CORRUPTIONS}
     cells[("fog", 1)] = torch.zeros_like(test_split.images)
     tic = write_tiny_c(tmp_path / "Tiny-ImageNet-C", test_split.images, test_split.labels, cells)
-    (_run_dir(sweep) / ROBUSTNESS_NAME).unlink()
+    _result(sweep).unlink()
     r = _robustness(
         sweep, tiny_data, "--corruptions", ",".join((*CORRUPTIONS, "fog")), "--corrupted", str(tic)
     )
     assert r.exit_code == 0, r.output
-    res = read_json(_run_dir(sweep) / ROBUSTNESS_NAME)
+    res = read_json(_result(sweep))
     assert res["settings"]["source"] == "tiny-imagenet-c directory" and res["corruption_params"] is None
     for name in CORRUPTIONS:
         assert res["cell_sha1"][f"{name}/1"] == generated["cell_sha1"][f"{name}/1"]
@@ -244,5 +250,5 @@ def test_directories_that_do_not_fit_the_run(sweep, tiny_data, test_split, tmp_p
     r = _robustness(sweep, tiny_data, "--corruptions", "fog", "--cifar10-c", str(c10))
     _one_line_error(r, "holds images of shape (3, 32, 32): expected (3, 64, 64), the shape of the run's")
     # the failed attempts evaluated nothing: the earlier result stands, no partial file
-    assert read_json(_run_dir(sweep) / ROBUSTNESS_NAME)["settings"]["source"] == "generated (auto, seed 0)"
-    assert not (_run_dir(sweep) / PARTIAL_NAME).exists()
+    assert read_json(_result(sweep))["settings"]["source"] == "generated (auto, seed 0)"
+    assert not [*_run_dir(sweep).glob(PARTIAL_NAME), *_run_dir(sweep).glob("robustness/*.partial.json")]

@@ -49,6 +49,7 @@ __all__ = [
     "summarize",
     "bonferroni",
     "ttests_against_baseline",
+    "ttests_or_reason",
     "rank_sum_promote_vs_penalise",
     "paired_test",
     "ALPHA_DECIMALS",
@@ -373,6 +374,53 @@ def ttests_against_baseline(
         )
     out = pd.DataFrame(rows, columns=_TTEST_COLUMNS[:-3])
     return _correct_by_family(out, significance)
+
+
+def ttests_or_reason(
+    df: pd.DataFrame, value_col: str, group_col: str = "alpha", baseline=0.0, **kwargs: Any
+) -> pd.DataFrame:
+    """:func:`ttests_against_baseline`, or rows saying why the tests cannot be computed.
+
+    Same columns plus ``note``: empty where the tests ran. When the baseline group has
+    fewer than 2 finite values (a single seed, results not yet there, NaN), one row per
+    other group with NaN statistics, ``significant`` False and the reason in ``note``,
+    instead of the ``ValueError``.
+    """
+    vals = pd.to_numeric(df[value_col], errors="coerce") if value_col in df.columns else None
+    if vals is not None and group_col in df.columns:
+        is_base = _is_baseline(df[group_col], baseline)
+        n_base = int(np.isfinite(vals[is_base].to_numpy(dtype=float)).sum())
+        if n_base < 2:
+            name = "α" if group_col == "alpha" else group_col
+            note = (
+                f"not computed: the baseline ({name} = {baseline:g}) has {n_base} value"
+                f"{'' if n_base == 1 else 's'} of {value_col}; a t-test needs at least 2"
+            )
+            base_mean = float(vals[is_base].mean()) if n_base else float("nan")
+            rows = []
+            numeric = pd.api.types.is_numeric_dtype(df[group_col]) and isinstance(baseline, (int, float))
+            for group, sub in df[~is_base].groupby(group_col, sort=True):
+                v = pd.to_numeric(sub[value_col], errors="coerce").dropna()
+                fam = ("penalise" if float(group) < float(baseline) else "promote") if numeric else "all"
+                rows.append(
+                    {
+                        "family": fam,
+                        "group": group,
+                        "n": len(v),
+                        "n_baseline": n_base,
+                        "mean": float(v.mean()) if len(v) else float("nan"),
+                        "baseline_mean": base_mean,
+                        "diff": float(v.mean()) - base_mean if len(v) else float("nan"),
+                        "statistic": float("nan"),
+                        "p": float("nan"),
+                        "m": 0,
+                        "p_bonferroni": float("nan"),
+                        "significant": False,
+                        "note": note,
+                    }
+                )
+            return pd.DataFrame(rows, columns=[*_TTEST_COLUMNS, "note"])
+    return ttests_against_baseline(df, value_col, group_col, baseline, **kwargs).assign(note="")
 
 
 def _correct_by_family(out: pd.DataFrame, significance: float) -> pd.DataFrame:

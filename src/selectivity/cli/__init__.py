@@ -556,6 +556,15 @@ def results(sweep_dir, fmt, layers, rebuild, robustness, geometry_rows):
         from ..evaluate.geometry import geometry_frame
 
         df = geometry_frame(p)
+    if (robustness or geometry_rows) and df.attrs.get("settings_key") and fmt == "table":
+        # csv and json rows carry their settings_key; a table says which settings on stderr
+        a = df.attrs
+        click.echo(
+            f"settings {a['settings_key']} ({a['default_because']}); "
+            f"{a['others']} other settings stored"
+            + (f": {a['settings']}" if a.get("settings") and robustness else ""),
+            err=True,
+        )
     if geometry_rows:
         if fmt == "table":
             import pandas as pd
@@ -901,9 +910,12 @@ def _epsilons(value: str) -> tuple[float, ...]:
     help="Parameters of the generated corruptions; auto: Tiny ImageNet-C's for tiny-imagenet runs, "
     "CIFAR-10-C's otherwise.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated corruptions.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed of the generated corruptions."
+)
 @click.option("--batch-size", type=int, default=250, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--force", is_flag=True, help="Recompute runs that have results of these settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def robustness(
     sweep_dir,
@@ -920,9 +932,13 @@ def robustness(
     seed,
     batch_size,
     device,
+    force,
     quiet,
 ):
-    """Corruption and adversarial accuracy of every completed run (paper 2) -> RUN/robustness.json."""
+    """Corruption and adversarial accuracy of every completed run (paper 2) -> RUN/robustness/<key>.json.
+
+    Results of other settings are kept beside them; the same settings are reused.
+    """
     from ..evaluate.robustness import RobustnessSettings, parse_epsilons, sweep_robustness
 
     try:
@@ -951,7 +967,12 @@ def robustness(
     except ValueError as e:
         raise _UsageError(str(e)) from e
     df = sweep_robustness(
-        _sweep_dir(sweep_dir), settings, data, progress=not quiet, log=lambda m: click.echo(m, err=True)
+        _sweep_dir(sweep_dir),
+        settings,
+        data,
+        progress=not quiet,
+        force=force,
+        log=lambda m: click.echo(m, err=True),
     )
     import pandas as pd
 
@@ -981,7 +1002,13 @@ def robustness(
     show_default=True,
     help="Corruption parameters (CIFAR-10-C's for 32 px, Tiny ImageNet-C's for 64 px).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Master seed of the random corruptions.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Master seed of the random corruptions.",
+)
 @click.option("--images", type=int, default=None, help="Only the first N test images (default: all).")
 @click.option("--corruptions", default=None, help="Comma-separated corruptions (default: all 15).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -1085,7 +1112,7 @@ def corrupt(data, out, params, seed, images, corruptions, quiet):
     "--batch-size", type=click.IntRange(1), default=250, show_default=True, help="Images per forward pass."
 )
 @click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--force", is_flag=True, help="Recompute runs whose geometry.json has the same settings.")
+@click.option("--force", is_flag=True, help="Recompute runs that have results of these settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def geometry(
     sweep_dir,
@@ -1108,7 +1135,8 @@ def geometry(
 ):
     """Dimensionality (clean, perturbed, change) and gradient variability of every completed run.
 
-    Results: runs/<id>/geometry.json and the `geometry` table (`selectivity results --geometry`).
+    Results: runs/<id>/geometry/<key>.json (other settings kept beside them) and the
+    `geometry` table (`selectivity results --geometry`).
     """
     from ..evaluate.geometry import GeometrySettings, sweep_geometry
 

@@ -14,6 +14,8 @@ see :func:`selectivity.data.locate.find_cifar10_c`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -31,6 +33,7 @@ from .locate import DatasetFormatError, cached_arrays, find_cifar10_c, find_tiny
 
 __all__ = [
     "CIFAR_C_METADATA",
+    "DirectoryBusyError",
     "cifar10_c_corruptions",
     "contact_sheet_images",
     "iter_cifar10_c",
@@ -40,6 +43,10 @@ __all__ = [
 ]
 
 CIFAR_C_METADATA = "corruptions.json"
+#: The ``flock`` a writer holds on its output directory (as run directories have one).
+_LOCK = ".lock"
+#: Suffix of the temporary files the writer renames into place.
+_PART = ".part"
 _LABELS = "labels.npy"
 _SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -73,8 +80,8 @@ def cifar10_c_corruptions(data: str | os.PathLike | None = None) -> tuple[str, .
 def _open_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DatasetFormatError(f"cannot read {str(path)!r} as a .npy array: {exc}") from exc
+    except (OSError, ValueError, EOFError) as exc:  # an empty file ends in EOFError
+        raise DatasetFormatError(f"cannot read {str(path)!r} as a .npy array: {exc or 'empty file'}") from exc
 
 
 def _cell_arrays(directory: Path, corruption: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -263,8 +270,28 @@ def _cell_seed(seed: int, corruption: str, severity: int, start: int) -> int:
     return int(state[0] >> np.uint64(1))
 
 
+class DirectoryBusyError(OSError):
+    """Another process is writing the directory (it holds the directory's lock)."""
+
+
+@contextlib.contextmanager
+def _directory_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.lock`` (an ``flock``; the kernel drops it when its holder dies) or refuse at once."""
+    with open(out / _LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DirectoryBusyError(
+                f"another process is writing {out} (it holds {out / _LOCK}): wait for it to finish or stop it"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npy.part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=f".npy{_PART}")
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array, allow_pickle=False)
@@ -327,7 +354,14 @@ def write_cifar_c(
     ------
     ValueError
         Images not ``(N, 3, H, W)`` uint8, labels not ``(N,)`` integers in 0..255, an
-        unknown corruption or parameter set, ``batch_size < 1``.
+        unknown corruption or parameter set, ``batch_size < 1``, a negative ``seed``
+        (all before the directory is made).
+    DirectoryBusyError
+        Another process is writing ``out_dir`` (it holds ``out_dir/.lock``).
+
+    Notes
+    -----
+    Temporary files of a killed earlier writer (``.<name>-*.part``) are removed first.
     """
     imgs = torch.as_tensor(images)
     if imgs.dtype != torch.uint8 or imgs.ndim != 4 or imgs.shape[1] != 3 or imgs.shape[0] == 0:
@@ -344,10 +378,32 @@ def write_cifar_c(
         corruption_params(name, params)  # validates the name and the table entry
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with _directory_lock(out):
+        for stale in out.glob(f".*{_PART}"):  # left by a killed writer; nobody else writes here now
+            stale.unlink(missing_ok=True)
+        _write_cells(
+            out, imgs, lab, names, params, int(seed), int(batch_size), progress, torch.device(device)
+        )
+    return out
+
+
+def _write_cells(
+    out: Path,
+    imgs: torch.Tensor,
+    lab: np.ndarray,
+    names: list[str],
+    params: str | Mapping[str, Sequence[Any]],
+    seed: int,
+    batch_size: int,
+    progress: Callable[[str, int], None] | None,
+    dev: torch.device,
+) -> None:
+    """The cells, labels and metadata of :func:`write_cifar_c`, each file written atomically."""
     n, _, h, w = imgs.shape
-    dev = torch.device(device)
     for name in names:
         cells = np.empty((5 * n, h, w, 3), dtype=np.uint8)
         for severity in _SEVERITIES:
@@ -382,12 +438,15 @@ def write_cifar_c(
         "torch": torch.__version__,
         "numpy": np.__version__,
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".corruptions-", suffix=".json.part")
-    with os.fdopen(fd, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / CIFAR_C_METADATA)
-    return out
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".corruptions-", suffix=f".json{_PART}")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f, indent=2)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out / CIFAR_C_METADATA)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def contact_sheet_images(

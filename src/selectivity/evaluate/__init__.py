@@ -2,6 +2,7 @@
 
 * :mod:`.cca`: PWCCA distances within and between alphas (paper 1, section 4.2).
 * :mod:`.robustness`: corruption and adversarial accuracy (paper 2).
+  :mod:`.cells` holds the corrupted images it uses (generated and cached, or read).
 * :mod:`.geometry`: dimensionality (clean, perturbed, change) and gradient variability (paper 2).
 * :mod:`.common`: what they share (the images every run is probed with, the data hint,
   the completed runs).

@@ -31,9 +31,15 @@ feeding every layer's accumulators at once (hooks reduce to ``(B, U)`` float64);
 attacks add ``steps`` forward+backward passes each. Memory ``O(U^2)`` per layer and
 perturbation, whatever the number of images.
 
-Results are written to ``runs/<id>/geometry.json`` (settings + flat rows) and loaded
-into the ``geometry`` table of the sweep's database (:data:`GEOMETRY_TABLES`); a run
-whose file has the same settings is not recomputed.
+Results are written to ``runs/<id>/geometry/<key>.json`` (settings + flat rows; ``<key>``
+is :func:`~selectivity.evaluate.common.settings_key` of the settings as resolved for the
+run) and loaded into the ``geometry`` table of the sweep's database
+(:data:`GEOMETRY_TABLES`), results of other settings side by side; a run with a result of
+the same settings is not recomputed (``force`` recomputes). A ``runs/<id>/geometry.json``
+of the older layout is read (and reused) as if keyed by its settings. A file that is not
+of its schema (:func:`check_geometry`) is set aside in ``RUN/damaged/`` and the run
+measured again. :func:`geometry_frame` shows one settings' rows: by default those
+measured on the most runs, with the most rows.
 
 The shape of every per-run analysis: :class:`GeometrySettings` (frozen, validated on
 construction), :func:`evaluate_run` (one run -> its record), :func:`sweep_geometry`
@@ -43,6 +49,7 @@ construction), :func:`evaluate_run` (one run -> its record), :func:`sweep_geomet
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,12 +75,27 @@ from ..perturb.corruptions import CORRUPTIONS, corrupt
 from ..run.checkpoint import load_run
 from ..run.files import DamagedFileError, RunFiles, SweepFiles, read_json, write_json
 from ..sweep.store import AnalysisTables, Table, open_store
-from .common import completed_runs, read_data_hint, select_images
+from .common import (
+    completed_runs,
+    default_key,
+    expect_dict,
+    expect_int,
+    expect_json,
+    expect_list,
+    expect_number,
+    expect_str,
+    read_data_hint,
+    read_record,
+    select_images,
+    settings_key,
+)
 
 __all__ = [
     "GEOMETRY_NAME",
     "GEOMETRY_TABLES",
     "GeometrySettings",
+    "check_geometry",
+    "geometry_results",
     "perturbation_label",
     "evaluate_run",
     "sweep_geometry",
@@ -175,6 +197,10 @@ def _check(s: GeometrySettings) -> None:
         raise ValueError(f"epsilons must be > 0, got {list(s.epsilons)}")
     if s.attack_steps < 1 or s.batch_size < 1:
         raise ValueError("attack steps and batch size must be >= 1")
+    for name in ("image_seed", "corruption_seed", "attack_seed"):
+        v = getattr(s, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
 
 
 def perturbation_label(kind: str, name: str, value: float | int) -> str:
@@ -206,14 +232,30 @@ def _normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.
     return (x - mean) / std
 
 
-def _read_cached(path: Path, settings: dict) -> dict | None:
-    try:
-        saved = read_json(path)
-    except (FileNotFoundError, ValueError):
-        return None
-    if saved.get("format") != FORMAT or saved.get("settings") != settings:
-        return None
-    return saved
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def geometry_results(run: RunFiles | str | os.PathLike) -> dict[str, Path]:
+    """The geometry result files of a run by settings key (the older layout's one included)."""
+    run = run if isinstance(run, RunFiles) else RunFiles(run)
+    out = run.keyed_results(RunFiles.GEOMETRY_DIR)
+    if run.geometry.is_file():
+        try:
+            key = settings_key(expect_dict(read_json(run.geometry).get("settings"), run.geometry, "settings"))
+        except (FileNotFoundError, DamagedFileError):
+            key = RunFiles.GEOMETRY
+        out.setdefault(key, run.geometry)
+    return out
+
+
+def _cached(run: RunFiles, key: str, log: Callable[[str], None]) -> dict | None:
+    """The stored result of settings ``key`` in the current format (a damaged file is set aside)."""
+    for path in (run.keyed(RunFiles.GEOMETRY_DIR, key), run.geometry):
+        saved = read_record(path, check_geometry, run, log, "geometry")
+        if saved is not None and saved["format"] == FORMAT and settings_key(saved["settings"]) == key:
+            return {**saved, "settings_key": key}
+    return None
 
 
 def evaluate_run(
@@ -224,8 +266,9 @@ def evaluate_run(
     *,
     force: bool = False,
     on_batch: Callable[[], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Compute (or reuse) the geometry of one run and write ``run_dir/geometry.json``.
+    """Compute (or reuse) the geometry of one run and write ``RUN/geometry/<key>.json``.
 
     Parameters
     ----------
@@ -236,15 +279,18 @@ def evaluate_run(
         Dataset location.
     device : str or torch.device
     force : bool
-        Recompute even if ``geometry.json`` holds the same settings.
+        Recompute even if a result of the same settings is stored.
     on_batch : callable, optional
         Called after each image batch (progress bars).
+    log : callable, optional
+        Receives one-line notes (a damaged file set aside); default: stderr.
 
     Returns
     -------
     dict
-        ``{"format", "settings", "rows", "reused"}``; ``rows`` are dicts with
-        ``layer_index, layer, kind, perturbation, measure, value``.
+        ``{"format", "settings", "settings_key", "matched_l2_epsilons", "rows",
+        "reused"}``; ``rows`` are dicts with ``layer_index, layer, kind, perturbation,
+        measure, value``.
 
     Raises
     ------
@@ -263,9 +309,11 @@ def evaluate_run(
     idx = select_images(labels, settings.n_images, settings.image_seed)
     # Stored settings: what was asked plus what it resolved to, so a reuse is exact.
     stored = {**settings.to_dict(), "layers": layers, "gradient_layers": grad_layers, "images_used": len(idx)}
-    out = RunFiles(run_dir).geometry
+    key = settings_key(stored)
+    files = RunFiles(run_dir)
+    out = files.keyed(RunFiles.GEOMETRY_DIR, key)
     if not force:
-        cached = _read_cached(out, stored)
+        cached = _cached(files, key, log or _stderr)
         if cached is not None:
             return {**cached, "reused": True}
 
@@ -427,8 +475,23 @@ def evaluate_run(
             add(li, n, "clean", "clean", "grad_cv_samples", gv["norm_cv_samples"])
             add(li, n, "clean", "clean", "grad_cv_units", gv["norm_cv_units"])
 
-    result = {"format": FORMAT, "settings": stored, "matched_l2_epsilons": matched_eps, "rows": rows}
+    result = {
+        "format": FORMAT,
+        "settings": stored,
+        "settings_key": key,
+        "matched_l2_epsilons": matched_eps,
+        "rows": rows,
+    }
     write_json(out, result)
+    if files.geometry.is_file():  # the older layout's result of the same settings
+        try:
+            if (
+                settings_key(expect_dict(read_json(files.geometry).get("settings"), files.geometry, ""))
+                == key
+            ):
+                files.geometry.unlink(missing_ok=True)
+        except (FileNotFoundError, DamagedFileError):
+            pass
     return {**result, "reused": False}
 
 
@@ -444,14 +507,16 @@ def sweep_geometry(
 ) -> pd.DataFrame:
     """Geometry of every completed run of a sweep; results in run dirs and the database.
 
-    Runs whose ``geometry.json`` holds the same settings are reused. Returns
-    :func:`geometry_frame` of the sweep afterwards.
+    Runs with a result of the same settings are reused. Returns :func:`geometry_frame`
+    of the sweep afterwards (these settings' rows). ``log`` receives one-line messages
+    (default: skipped runs and damaged files go to stderr).
     """
+    note = log or _stderr
     log = log or (lambda _m: None)
     sweep_dir = Path(sweep_dir)
     if data is None:
         data = read_data_hint(sweep_dir)
-    runs = completed_runs(sweep_dir, log=lambda _m: None)
+    runs = completed_runs(sweep_dir, log=lambda _m: None, note=note)
     if runs.empty:
         raise ValueError(f"{sweep_dir} has no completed runs to measure")
     batches = -(-settings.n_images // settings.batch_size)
@@ -461,6 +526,7 @@ def sweep_geometry(
 
         bar = tqdm(total=len(runs) * batches, desc="geometry", unit="batch", dynamic_ncols=True)
     reused = 0
+    key = None
     try:
         for run_id in runs["run_id"]:
             if bar is not None:
@@ -472,7 +538,9 @@ def sweep_geometry(
                 device,
                 force=force,
                 on_batch=(lambda: bar.update(1)) if bar is not None else None,
+                log=note,
             )
+            key = res["settings_key"]
             if res["reused"]:
                 reused += 1
                 if bar is not None:
@@ -481,30 +549,100 @@ def sweep_geometry(
         if bar is not None:
             bar.close()
     log(f"geometry of {len(runs)} run(s): {len(runs) - reused} computed, {reused} reused")
-    return geometry_frame(sweep_dir)
+    return geometry_frame(sweep_dir, key)
 
 
-def geometry_frame(sweep_dir: str | os.PathLike) -> pd.DataFrame:
-    """The sweep's geometry table (database, synced with the run directories), with run columns."""
-    with open_store(Path(sweep_dir), log=lambda _m: None, analyses=[GEOMETRY_TABLES]) as store:
-        return store.frame(GEOMETRY_TABLES, "rows")
+def geometry_frame(sweep_dir: str | os.PathLike, key: str | None = None) -> pd.DataFrame:
+    """The sweep's geometry rows of one settings (database, synced with the run directories), with run columns.
+
+    ``key``: which stored settings; default: those measured on the most runs, then with
+    the most rows (measures), then the smallest key. ``attrs``: ``settings_key``,
+    ``default_because`` and ``others`` (how many other settings have results).
+    """
+    with open_store(Path(sweep_dir), log=lambda _m: None, note=_stderr, analyses=[GEOMETRY_TABLES]) as store:
+        df = store.frame(GEOMETRY_TABLES, "rows")
+    why = "asked for"
+    if key is None:
+        per = df.groupby("settings_key").agg(runs=("run_id", "nunique"), rows=("run_id", "size"))
+        per["measurements"] = per["rows"] / per["runs"].clip(lower=1)
+        per["images"] = 0
+        key = default_key(per.reset_index())
+        why = "measured on the most runs, with the most measures"
+    keys = set(df["settings_key"])
+    out = df[df["settings_key"] == key].reset_index(drop=True)
+    out.attrs.update(settings_key=key, default_because=why, others=len(keys - {key}))
+    return out
 
 
-# --------------------------------------------------------------------------- the store's table
+# --------------------------------------------------------------------------- files and table
+#: Kinds of row in a geometry result.
+KINDS = ("clean", "corruption", "adversarial")
+
+
+def check_geometry(obj: Any, where: Path) -> dict:
+    """A geometry result checked against its schema; :class:`DamagedFileError` otherwise.
+
+    Rows: ``layer_index`` an integer in -1..2**31-1, ``layer``, ``perturbation`` and
+    ``measure`` strings, ``kind`` one of :data:`KINDS`, ``value`` a finite number or null.
+    Returns the known fields only, values as floats.
+    """
+    d = expect_dict(obj, where, "the file")
+    out: dict[str, Any] = {
+        "format": expect_int(d.get("format"), where, "format", 0, 2**31),
+        "settings": expect_json(expect_dict(d.get("settings"), where, "settings"), where, "settings"),
+    }
+    eps = expect_dict(d.get("matched_l2_epsilons", {}), where, "matched_l2_epsilons")
+    out["matched_l2_epsilons"] = {
+        str(k): expect_number(v, where, f"matched_l2_epsilons.{k}", 0) for k, v in eps.items()
+    }
+    rows = []
+    for i, r in enumerate(expect_list(d.get("rows"), where, "rows")):
+        r = expect_dict(r, where, f"rows[{i}]")
+        kind = expect_str(r.get("kind"), where, f"rows[{i}].kind")
+        if kind not in KINDS:
+            raise DamagedFileError(
+                f"{where} is damaged (rows[{i}].kind is {kind!r:.40}, expected one of {KINDS})"
+            )
+        rows.append(
+            {
+                "layer_index": expect_int(
+                    r.get("layer_index"), where, f"rows[{i}].layer_index", -1, 2**31 - 1
+                ),
+                "layer": expect_str(r.get("layer"), where, f"rows[{i}].layer"),
+                "kind": kind,
+                "perturbation": expect_str(r.get("perturbation"), where, f"rows[{i}].perturbation"),
+                "measure": expect_str(r.get("measure"), where, f"rows[{i}].measure"),
+                "value": expect_number(r.get("value"), where, f"rows[{i}].value", none=True),
+            }
+        )
+    out["rows"] = rows
+    if "settings_key" in d:
+        out["settings_key"] = expect_str(d["settings_key"], where, "settings_key")
+    return out
+
+
 def _read_geometry(path: Path) -> dict:
-    """A ``geometry.json``; ``DamagedFileError`` unless its ``rows`` are a list of objects."""
-    saved = read_json(path)
-    rows = saved.get("rows")
-    if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
-        raise DamagedFileError(f"{path} is damaged (expected 'rows', a list of objects)")
-    return saved
+    """A result file checked against :func:`check_geometry`, with its ``settings_key``."""
+    rec = check_geometry(read_json(path), path)
+    if path.name == RunFiles.GEOMETRY:  # the older layout: keyed by its settings
+        rec["settings_key"] = settings_key(rec["settings"])
+    else:
+        rec["settings_key"] = path.name[: -len(RunFiles.RESULT_SUFFIX)]
+    return rec
+
+
+def _geometry_files(run: RunFiles) -> list[Path]:
+    found = list(run.keyed_results(RunFiles.GEOMETRY_DIR).values())
+    return ([run.geometry] if run.geometry.is_file() else []) + found
 
 
 def _geometry_rows(record: dict) -> dict[str, list[dict[str, Any]]]:
-    return {"rows": list(record["rows"])}
+    key = record.get("settings_key") or settings_key(record["settings"])
+    return {"rows": [{**r, "settings_key": key} for r in record["rows"]]}
 
 
-#: The ``geometry`` table of the sweep's database, filled from ``RUN/geometry.json``.
+#: The ``geometry`` table of the sweep's database, filled from the runs' result files
+#: (every settings side by side, ``settings_key`` telling them apart).
 GEOMETRY_TABLES = AnalysisTables(
     name="geometry",
     tables={
@@ -518,8 +656,9 @@ GEOMETRY_TABLES = AnalysisTables(
                 ("perturbation", "TEXT"),  # e.g. clean, gaussian_noise-3, pgd-linf-4/255, pgd-l2-match-fog-3
                 ("measure", "TEXT"),  # e.g. pca, participation_ratio, change_pca, l2_mean, grad_var_samples
                 ("value", "REAL"),
+                ("settings_key", "TEXT"),
             ),
-            key=("run_id", "layer", "perturbation", "measure"),
+            key=("run_id", "settings_key", "layer", "perturbation", "measure"),
             run_columns=(
                 "model",
                 "alpha",
@@ -531,10 +670,19 @@ GEOMETRY_TABLES = AnalysisTables(
                 "test_accuracy",
             ),
             run_columns_first=False,
-            order=("r.model", "r.alpha", "r.seed", "t.kind", "t.perturbation", "t.layer_index", "t.measure"),
+            order=(
+                "r.model",
+                "r.alpha",
+                "r.seed",
+                "t.settings_key",
+                "t.kind",
+                "t.perturbation",
+                "t.layer_index",
+                "t.measure",
+            ),
         )
     },
-    files=lambda run: [run.geometry] if run.geometry.exists() else [],
+    files=_geometry_files,
     read=_read_geometry,
     rows=_geometry_rows,
 )

@@ -13,9 +13,9 @@ Choices (documented, configurable through :class:`RobustnessSettings`):
 
 * Every network sees the SAME images: a class-stratified subset of the test split drawn
   with ``image_seed`` (``n_images=None``: the whole test split).
-* Corrupted images are either read from a directory (``corrupted``) or generated.
-  A CIFAR-10-C directory (the released one, or one written by ``selectivity corrupt``)
-  has rows = test-split indices. A Tiny ImageNet-C directory
+* Corrupted images (:mod:`selectivity.evaluate.cells`) are either read from a directory
+  (``corrupted``) or generated. A CIFAR-10-C directory (the released one, or one written
+  by ``selectivity corrupt``) has its rows matched to the test split (below). A Tiny ImageNet-C directory
   (``<corruption>/<severity>/<wnid>/*``) is mapped to the run's labels by wnid (the
   dataset's ``wnids.txt`` order) and put in the test split's order (by label, then by
   file name, as the released files keep the val images' names); it must hold the whole
@@ -26,14 +26,37 @@ Choices (documented, configurable through :class:`RobustnessSettings`):
   as :func:`selectivity.data.write_cifar_c` seeds its batches, on the CPU, then quantised
   to uint8 as the released files are.
   Generated cells are cached on disk under ``SWEEP/analysis/robustness_cells/<key>/``
-  and reused by every run, so comparisons between alphas are paired; each run's result
-  records the SHA-1 of every cell's images.
+  as ``<corruption>-<severity>.<sha1>.npy`` and reused by every run, so comparisons
+  between alphas are paired; a cached cell whose bytes do not hash to its name is made
+  again. Each run's result records the SHA-1 of every cell's images.
+* The rows of a CIFAR-10-C directory are matched to the run's test split, not assumed to
+  be in its order: its labels must be the test labels in order (the release follows the
+  order of CIFAR-10's ``test_batch``; ``selectivity corrupt`` writes the order of the
+  data it reads), or, when they are not, each row is matched to the test image it was
+  made from, by content: within each class, the nearest clean test image of its
+  severity-1 image, accepted only if every row has a distinct nearest image at most half
+  as far as the second nearest (the first requested corruption that satisfies this
+  decides the order of all). Otherwise, and for labels outside the run's classes, the
+  directory is refused before any run is evaluated. Every file read from a directory is
+  hashed when the evaluation starts (the directory's content fingerprint, part of the
+  settings) and checked again before a cell is used if it changed since.
 * Attacks run in eval mode on the images in [0, 1], normalised inside the attack;
   PGD starts from a random point drawn from a generator seeded with ``attack_seed``
   (the same draws for every run).
-* Results go to ``RUN/robustness.json`` (atomically, with the settings); an existing
-  result with the same settings is reused. While a run is evaluated, finished cells are
-  kept in ``RUN/robustness.partial.json``, so a killed evaluation resumes.
+* Results are keyed by their settings: ``RUN/robustness/<key>.json`` (atomically), where
+  ``<key>`` is :func:`~selectivity.evaluate.common.settings_key` of the compared
+  settings (:meth:`RobustnessSettings.compared`, the parameter set resolved, and the
+  content fingerprint of a corrupted directory as ``corrupted_sha1``), so results of other
+  settings are kept side by side. A result with the same key is reused (``force``
+  recomputes). While a run is evaluated, finished cells are kept in
+  ``RUN/robustness/<key>.partial.json``, so a killed evaluation resumes. Results of the
+  older layout (``RUN/robustness.json``, ``RUN/robustness.partial.json``) are read and
+  reused as if keyed by their settings. A file that is not of its schema
+  (:func:`check_result`, :func:`check_partial`) is set aside in ``RUN/damaged/`` and the
+  run evaluated again.
+* The report and ``selectivity results`` show one settings' results: the sweep's
+  default (:func:`robustness_frame`): those of the sweep's preset when it has some,
+  else those evaluated on the most runs, with the most cells, on the most images.
 
 The shape of every per-run analysis: :class:`RobustnessSettings` (frozen, validated on
 construction), :func:`evaluate_run` (one run -> its record), :func:`sweep_robustness`
@@ -48,8 +71,9 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,12 +82,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import find_corrupted, load_cifar10_c, load_tiny_imagenet_c, params_for_dataset
-from ..perturb import ATTACKS, CORRUPTIONS, NORMS, accuracy_under_attack, corrupt, to_uint8
+from ..data import find_corrupted, params_for_dataset
+from ..perturb import ATTACKS, CORRUPTIONS, NORMS, accuracy_under_attack
 from ..run.checkpoint import load_run
 from ..run.files import DamagedFileError, RunFiles, SweepFiles, read_json, write_json
 from ..sweep.store import AnalysisTables, Table, open_store
-from .common import completed_runs, read_data_hint, select_images
+from .cells import CHUNK, CellSource, corrupted_cell, corrupted_fingerprint, images_sha1
+from .common import (
+    completed_runs,
+    default_key,
+    expect_dict,
+    expect_int,
+    expect_json,
+    expect_list,
+    expect_number,
+    expect_str,
+    read_data_hint,
+    read_record,
+    select_images,
+    settings_key,
+)
 
 __all__ = [
     "CHUNK",
@@ -72,8 +110,13 @@ __all__ = [
     "ROBUSTNESS_NAME",
     "ROBUSTNESS_TABLES",
     "RobustnessSettings",
+    "check_partial",
+    "check_result",
     "corrupted_cell",
+    "corrupted_fingerprint",
     "evaluate_run",
+    "result_key",
+    "robustness_results",
     "params_for_dataset",
     "parse_epsilons",
     "robustness_frame",
@@ -81,8 +124,6 @@ __all__ = [
     "sweep_robustness",
 ]
 
-#: Images corrupted per generator call (each chunk has its own seed, as in write_cifar_c).
-CHUNK = 1000
 #: Default epsilon grid in [0, 1] pixel units: 0.25/255 ... 8/255.
 DEFAULT_EPSILONS: tuple[float, ...] = tuple(e / 255 for e in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
 #: Per-run result file (relative to the run directory).
@@ -197,8 +238,15 @@ class RobustnessSettings:
                 raise ValueError(f"epsilon must be a finite number >= 0 (pixel units in [0, 1]), got {e!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.n_images is not None and self.n_images < 2:
+        if self.n_images is not None and (not _is_int(self.n_images) or self.n_images < 2):
             raise ValueError(f"n_images must be >= 2 (or None for the whole test split), got {self.n_images}")
+        for name in ("image_seed", "corruption_seed", "attack_seed"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        for name in ("pgd_steps", "pgd_restarts", "batch_size"):
+            if not _is_int(getattr(self, name)):
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.pgd_steps < 1 or self.pgd_restarts < 1 or self.batch_size < 1:
             raise ValueError("pgd_steps, pgd_restarts and batch_size must be >= 1")
         if not math.isfinite(self.pgd_step_factor) or self.pgd_step_factor <= 0:
@@ -243,10 +291,33 @@ class RobustnessSettings:
         """The settings two results must share to be interchangeable."""
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_COMPARED}
 
+    def stored(self, fingerprint: str | None = None) -> dict[str, Any]:
+        """The ``settings`` a result records: :meth:`compared`, and the content fingerprint
+        of the corrupted directory (``corrupted_sha1``) when images are read from one."""
+        d = self.compared()
+        if self.corrupted:
+            d["corrupted_sha1"] = fingerprint
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RobustnessSettings:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def result_key(settings: Mapping[str, Any], corruption_params: str | None) -> str:
+    """The key of a result: its ``settings`` with the parameter set it used, ``source`` left out.
+
+    ``"auto"`` and the set it resolves to give the same key (the same images).
+    """
+    d = {k: v for k, v in settings.items() if k != "source"}
+    if corruption_params is not None:
+        d["params"] = corruption_params
+    return settings_key(d)
 
 
 def parse_epsilons(text: str) -> tuple[float, ...]:
@@ -277,180 +348,6 @@ def parse_epsilons(text: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-# --------------------------------------------------------------------------- images
-def _chunk_seed(seed: int, corruption: str, severity: int, start: int) -> int:
-    """Independent 63-bit seed per chunk, derived as write_cifar_c derives its batch seeds."""
-    key = CORRUPTIONS.index(corruption)
-    state = np.random.SeedSequence([int(seed), key, int(severity), int(start)]).generate_state(1, np.uint64)
-    return int(state[0] >> np.uint64(1))
-
-
-def corrupted_cell(
-    images: torch.Tensor, corruption: str, severity: int, params: str = "cifar10", seed: int = 0
-) -> torch.Tensor:
-    """Corrupt a set of clean images deterministically, on the CPU, quantised to uint8.
-
-    Parameters
-    ----------
-    images : torch.Tensor
-        ``(N, 3, H, W)`` uint8 clean images.
-    corruption, severity, params
-        See :func:`selectivity.perturb.corrupt`.
-    seed : int
-        Master seed; chunk ``k`` of :data:`CHUNK` images draws from its own generator.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(N, 3, H, W)`` uint8; the same inputs give the same bytes.
-    """
-    out = torch.empty_like(images)
-    for start in range(0, images.shape[0], CHUNK):
-        x = images[start : start + CHUNK].to(torch.float32) / 255.0
-        g = torch.Generator()
-        g.manual_seed(_chunk_seed(seed, corruption, severity, start))
-        out[start : start + CHUNK] = to_uint8(corrupt(x, corruption, severity, params=params, generator=g))
-    return out
-
-
-def _digest(images: torch.Tensor) -> str:
-    return hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
-
-
-class _CellSource:
-    """Corrupted versions of the chosen test images, identical for every run of a sweep.
-
-    ``test_labels`` and ``classes`` are the whole test split's labels and class names (a
-    Tiny ImageNet-C directory is checked against them and put in their order).
-    """
-
-    def __init__(
-        self,
-        sweep_dir: Path,
-        settings: RobustnessSettings,
-        params: str,
-        idx: np.ndarray,
-        clean: torch.Tensor,
-        test_labels: torch.Tensor,
-        classes: list[str],
-    ):
-        self.settings, self.params, self.idx, self.clean = settings, params, idx, clean
-        self.test_labels, self.classes = test_labels, list(classes)
-        self.format: str | None = None
-        self.directory: Path | None = None
-        if settings.corrupted:
-            self.format, self.directory = find_corrupted(settings.corrupted)
-        key = hashlib.sha1(
-            repr((params, settings.corruption_seed, CHUNK, idx.tobytes().hex())).encode()
-        ).hexdigest()[:16]
-        self.cache_dir = SweepFiles(sweep_dir).robustness_cells / key
-        self.memo: dict[tuple[str, int], torch.Tensor] = {}
-
-    def get(self, corruption: str, severity: int) -> torch.Tensor:
-        if (corruption, severity) in self.memo:
-            return self.memo[(corruption, severity)]
-        cell: torch.Tensor | None
-        if self.format == "tiny-imagenet-c":
-            cell = self._tiny_imagenet_c(corruption, severity)[torch.as_tensor(self.idx)]
-        elif self.directory is not None:
-            imgs, _labels = load_cifar10_c(corruption, severity, self.directory)
-            where = f"{self.directory}/{corruption}.npy"
-            self._check_size(imgs, where)
-            if imgs.shape[0] <= int(self.idx.max()):
-                raise ValueError(
-                    f"{where} holds {imgs.shape[0]} images of shape "
-                    f"{tuple(imgs.shape[1:])} per severity: expected the whole test split "
-                    f"(> {int(self.idx.max())} images) of shape {tuple(self.clean.shape[1:])}"
-                )
-            cell = imgs[torch.as_tensor(self.idx)]
-        else:
-            path = self.cache_dir / f"{corruption}-{severity}.npy"
-            cell = None
-            if path.exists():
-                try:
-                    arr = np.load(path, allow_pickle=False)
-                    if arr.shape == tuple(self.clean.shape) and arr.dtype == np.uint8:
-                        cell = torch.from_numpy(arr)
-                except (OSError, ValueError):
-                    cell = None
-            if cell is None:
-                cell = corrupted_cell(
-                    self.clean, corruption, severity, self.params, self.settings.corruption_seed
-                )
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-                with open(tmp, "wb") as f:
-                    np.save(f, cell.numpy(), allow_pickle=False)
-                os.replace(tmp, path)
-        # Keep a few cells in memory: runs are evaluated one after the other.
-        assert cell is not None  # set by one of the branches above
-        if len(self.memo) >= 8:
-            self.memo.pop(next(iter(self.memo)))
-        self.memo[(corruption, severity)] = cell
-        return cell
-
-    def _check_size(self, imgs: torch.Tensor, where: str) -> None:
-        if tuple(imgs.shape[1:]) != tuple(self.clean.shape[1:]):
-            raise ValueError(
-                f"{where} holds images of shape {tuple(imgs.shape[1:])}: expected "
-                f"{tuple(self.clean.shape[1:])}, the shape of the run's test images"
-            )
-
-    def _tiny_imagenet_c(self, corruption: str, severity: int) -> torch.Tensor:
-        """One cell of a Tiny ImageNet-C directory, ``(N_test, 3, H, W)`` in test-split order."""
-        assert self.directory is not None
-        where = f"{self.directory}/{corruption}/{severity}"
-        try:
-            imgs, labels, _ = load_tiny_imagenet_c(corruption, severity, self.directory, classes=self.classes)
-        except ValueError as e:
-            if "not in classes" not in str(e):
-                raise
-            raise ValueError(
-                f"{e}: expected class directories named by the run's classes "
-                f"({', '.join(self.classes[:3])}{', ...' if len(self.classes) > 3 else ''})"
-            ) from None
-        self._check_size(imgs, where)
-        # The loader reads class directories in name order; the test split is grouped by
-        # label (wnids.txt order), each class in file-name order, as the loader reads a class.
-        order = torch.argsort(labels, stable=True)
-        imgs, labels = imgs[order], labels[order]
-        if not torch.equal(labels, self.test_labels.to(labels.dtype)):
-            n = len(self.classes)
-            have = torch.bincount(labels, minlength=n)
-            want = torch.bincount(self.test_labels.to(torch.int64), minlength=n)
-            if bool((have == want).all()):  # same counts, but the test split is not grouped by class
-                raise ValueError(
-                    f"{where} cannot be matched to the run's test split: expected a test split grouped "
-                    "by class, as Tiny ImageNet's is"
-                )
-            k = int(torch.nonzero(have != want)[0])
-            raise ValueError(
-                f"{where} holds {int(have[k])} images of class {self.classes[k]} and {len(labels)} in all: "
-                f"expected the whole test split, {int(want[k])} of that class and {len(self.test_labels)} in all"
-            )
-        return imgs
-
-    def check(self) -> None:
-        """Check a corrupted directory now, so a bad one fails before any run is evaluated.
-
-        Reads the first cell (image size, classes, number of images) and looks for the
-        files of every other cell; a missing one is read, to raise the loader's error.
-        """
-        s, d = self.settings, self.directory
-        if d is None or not s.corruptions or not s.severities:
-            return
-        self.get(s.corruptions[0], s.severities[0])
-        for name in s.corruptions:
-            for sev in s.severities:
-                there = (
-                    (d / name / str(sev)).is_dir()
-                    if self.format == "tiny-imagenet-c"
-                    else (d / f"{name}.npy").is_file()
-                )
-                if not there:
-                    self.get(name, sev)
-
-
 # --------------------------------------------------------------------------- one run
 def _accuracy(
     model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std, dev, bs: int
@@ -474,23 +371,108 @@ def _attack_key(attack: str, norm: str, eps: float) -> str:
     return f"{attack}/{norm}/{eps!r}"
 
 
-def _read_result(path: Path) -> dict | None:
-    try:
-        return read_json(path) if path.exists() else None
-    except DamagedFileError:
-        return None
+# --------------------------------------------------------------------------- stored results
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
 
 
+def robustness_results(run: RunFiles | str | os.PathLike) -> dict[str, Path]:
+    """The robustness result files of a run by settings key (the older layout's one included).
+
+    The key of an older ``RUN/robustness.json`` is computed from its settings when it can
+    be read; a damaged one is listed under ``"robustness.json"``.
+    """
+    run = run if isinstance(run, RunFiles) else RunFiles(run)
+    out = run.keyed_results(RunFiles.ROBUSTNESS_DIR)
+    if run.robustness.is_file():
+        try:
+            old = read_json(run.robustness)
+            key = result_key(
+                expect_dict(old.get("settings"), run.robustness, "settings"), old.get("corruption_params")
+            )
+        except (FileNotFoundError, DamagedFileError, TypeError):
+            key = RunFiles.ROBUSTNESS
+        out.setdefault(key, run.robustness)
+    return out
+
+
+def _files(run: RunFiles) -> list[Path]:
+    found = list(run.keyed_results(RunFiles.ROBUSTNESS_DIR).values())
+    return ([run.robustness] if run.robustness.is_file() else []) + found
+
+
+def _read_stored(path: Path) -> dict:
+    """A result file checked against :func:`check_result`, with its ``settings_key``."""
+    rec = check_result(read_json(path), path)
+    if path.name == RunFiles.ROBUSTNESS:  # the older layout: keyed by its settings
+        rec["settings_key"] = result_key(rec["settings"], rec["corruption_params"])
+    else:
+        rec["settings_key"] = path.name[: -len(RunFiles.RESULT_SUFFIX)]
+    return rec
+
+
+def _find(run: RunFiles, key: str, log: Callable[[str], None]) -> dict | None:
+    """The stored result of settings ``key``, checked (a damaged file is set aside)."""
+    rec = read_record(run.keyed(RunFiles.ROBUSTNESS_DIR, key), check_result, run, log, "robustness")
+    if rec is not None:
+        return rec
+    if run.robustness.is_file():  # the older layout
+        old = read_record(run.robustness, check_result, run, log, "robustness")
+        if old is not None and result_key(old["settings"], old["corruption_params"]) == key:
+            return old
+    return None
+
+
+def _start_cells(run: RunFiles, key: str, params: str | None, log: Callable[[str], None]) -> dict:
+    """Finished cells of an interrupted evaluation of settings ``key`` (checked), or none.
+
+    ``params``: the parameter set generated (None for a directory), as in :func:`result_key`.
+    """
+    for path in (run.keyed(RunFiles.ROBUSTNESS_DIR, key, partial=True), run.robustness_partial):
+        part = read_record(path, check_partial, run, log, "robustness")
+        if part is not None and result_key(part["settings"], params) == key:
+            return part
+    return {"cells": {}, "attacks": {}, "sha1": {}}
+
+
+def _cells(
+    sweep_dir: str | os.PathLike,
+    settings: RobustnessSettings,
+    params: str,
+    idx: np.ndarray,
+    test: Any,
+    files: dict[str, tuple[int, int, str]],
+) -> CellSource:
+    """The corrupted images of ``settings`` for the chosen images of a test split."""
+    return CellSource(
+        sweep_dir,
+        settings.corruptions,
+        settings.severities,
+        settings.corruption_seed,
+        settings.corrupted,
+        params,
+        idx,
+        test.images,
+        test.labels,
+        list(test.classes),
+        files,
+    )
+
+
+# --------------------------------------------------------------------------- the result of one run
 def evaluate_run(
     run_dir: str | os.PathLike,
     settings: RobustnessSettings,
-    cells: _CellSource | None = None,
+    cells: CellSource | None = None,
     data: str | os.PathLike | None = None,
     *,
     sweep_dir: str | os.PathLike | None = None,
     tick: Callable[[int], None] | None = None,
+    force: bool = False,
+    fingerprint: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Evaluate one run and write ``RUN/robustness.json`` (reused if the settings match).
+    """Evaluate one run and write ``RUN/robustness/<key>.json`` (reused if already there).
 
     Parameters
     ----------
@@ -505,51 +487,70 @@ def evaluate_run(
         Where generated cells are cached (default: two levels above ``run_dir``).
     tick : callable, optional
         Called with the number of cells finished (a progress bar's ``update``).
+    force : bool
+        Recompute even if a result of the same settings is stored.
+    fingerprint : str, optional
+        :func:`corrupted_fingerprint` of ``settings.corrupted`` (computed here when None).
+    log : callable, optional
+        Receives one-line notes (a damaged file set aside); default: stderr.
 
     Returns
     -------
     dict
-        The content of ``robustness.json``: ``settings`` (as given), ``corruption_params``
-        (the parameter set generated; None when read from a directory), ``n_images``, ``clean_accuracy``,
+        The content of the result file: ``settings`` (as given, with ``corrupted_sha1``
+        for a directory), ``settings_key``, ``corruption_params`` (the parameter set
+        generated; None when read from a directory), ``n_images``, ``clean_accuracy``,
         ``corruptions`` (list of ``corruption, severity, accuracy``),
         ``mean_corruption_accuracy``, ``relative_corruption_accuracy``, ``attacks`` (list
-        of ``attack, norm, epsilon, accuracy``), ``cell_sha1``, ``seconds``, ``device``.
+        of ``attack, norm, epsilon, accuracy``), ``cell_sha1``, ``seconds``, ``device``;
+        ``corrupted_rows`` says how a directory's rows were matched to the test split.
     """
-    run_dir = Path(run_dir)
-    params = settings.params_for(_run_dataset(run_dir))
-    out_path, part_path = RunFiles(run_dir).robustness, RunFiles(run_dir).robustness_partial
-    want = settings.compared()
-    old = _read_result(out_path)
+    run = RunFiles(run_dir)
+    log = log or _stderr
+    params = settings.params_for(_run_dataset(run.root))
+    files: dict[str, tuple[int, int, str]] = {}
+    if settings.corrupted and fingerprint is None:
+        fingerprint, files = corrupted_fingerprint(
+            settings.corrupted, settings.corruptions, settings.severities
+        )
+    want = settings.stored(fingerprint)
+    key = result_key(want, None if settings.corrupted else params)
+    out_path, part_path = (
+        run.keyed(RunFiles.ROBUSTNESS_DIR, key),
+        run.keyed(RunFiles.ROBUSTNESS_DIR, key, True),
+    )
     n_cells = (
         len(settings.corruptions) * len(settings.severities)
         + len(settings.attacks) * len(settings.epsilons)
         + 1
     )
-    if old is not None and settings.matches(old.get("settings"), params):
-        if tick:
-            tick(n_cells)
-        return old
+    if not force:
+        old = _find(run, key, log)
+        if old is not None:
+            if tick:
+                tick(n_cells)
+            return old
     t0 = time.perf_counter()
-    run = load_run(run_dir, data, settings.device)
-    model, splits, dev = run.model, run.splits, run.device
+    loaded = load_run(run.root, data, settings.device)
+    model, splits, dev = loaded.model, loaded.splits, loaded.device
     test = splits.test
     idx = select_images(test.labels.numpy(), settings.n_images, settings.image_seed)
-    clean, labels = test.images[torch.as_tensor(idx)], test.labels[torch.as_tensor(idx)]
+    labels = test.labels[torch.as_tensor(idx)]
     if cells is None:
-        root = Path(sweep_dir) if sweep_dir else run_dir.parent.parent
-        cells = _CellSource(root, settings, params, idx, clean, test.labels, list(test.classes))
+        root = Path(sweep_dir) if sweep_dir else run.root.parent.parent
+        cells = _cells(root, settings, params, idx, test, files)
     elif cells.params != params:
         raise ValueError(
-            f"{run_dir} needs {params!r} corruptions but the sweep's first run "
+            f"{run.root} needs {params!r} corruptions but the sweep's first run "
             f"{cells.params!r}: expected runs of one dataset"
         )
     elif not np.array_equal(cells.idx, idx):
         raise ValueError(
-            f"{run_dir} has another test split than the sweep's first run: expected the same data"
+            f"{run.root} has another test split than the sweep's first run: expected the same data"
         )
-    part = _read_result(part_path) or {}
-    if not settings.matches(part.get("settings"), params):
-        part = {"settings": want, "cells": {}, "attacks": {}, "sha1": {}}
+    clean = test.images[torch.as_tensor(idx)]
+    part = {} if force else _start_cells(run, key, None if settings.corrupted else params, log)
+    part = {"cells": {}, "attacks": {}, "sha1": {}, **part, "settings": want}
     bs = settings.batch_size
 
     def save() -> None:
@@ -562,18 +563,20 @@ def evaluate_run(
         tick(1)
     for name in settings.corruptions:
         for sev in settings.severities:
-            key = _cell_key(name, sev)
-            if key not in part["cells"]:
+            ckey = _cell_key(name, sev)
+            if ckey not in part["cells"]:
                 imgs = cells.get(name, sev)
-                part["cells"][key] = _accuracy(model, imgs, labels, splits.mean, splits.std, dev, bs)
-                part["sha1"][key] = _digest(imgs)
+                part["cells"][ckey] = _accuracy(model, imgs, labels, splits.mean, splits.std, dev, bs)
+                part["sha1"][ckey] = images_sha1(imgs)
                 save()
+            elif ckey not in part["sha1"]:  # an older partial file: record which images it was
+                part["sha1"][ckey] = images_sha1(cells.get(name, sev))
             if tick:
                 tick(1)
     for atk in settings.attacks:
         for eps in settings.epsilons:
-            key = _attack_key(atk, settings.norm, eps)
-            if key not in part["attacks"]:
+            akey = _attack_key(atk, settings.norm, eps)
+            if akey not in part["attacks"]:
                 kwargs: dict[str, Any] = {"norm": settings.norm}
                 if atk == "pgd":
                     g = torch.Generator(device=dev)
@@ -591,7 +594,7 @@ def evaluate_run(
                 res = accuracy_under_attack(
                     model, batches, atk, [eps], mean=splits.mean, std=splits.std, device=dev, **kwargs
                 )
-                part["attacks"][key] = res[0].accuracy
+                part["attacks"][akey] = res[0].accuracy
                 save()
             if tick:
                 tick(1)
@@ -604,6 +607,7 @@ def evaluate_run(
     mean_c = float(np.mean([c["accuracy"] for c in corr])) if corr else math.nan
     result = {
         "settings": want,
+        "settings_key": key,
         "corruption_params": None if settings.corrupted else params,
         "n_images": int(len(idx)),
         "clean_accuracy": clean_acc,
@@ -621,14 +625,38 @@ def evaluate_run(
             for a in settings.attacks
             for e in settings.epsilons
         ],
-        "cell_sha1": dict(part["sha1"]),
+        "cell_sha1": {
+            _cell_key(n, s): part["sha1"][_cell_key(n, s)]
+            for n in settings.corruptions
+            for s in settings.severities
+        },
         "image_indices_sha1": hashlib.sha1(idx.tobytes()).hexdigest(),
         "device": str(dev),
         "seconds": time.perf_counter() - t0,
     }
+    if settings.corrupted:
+        result["corrupted_rows"] = cells.order or "the test split's order"
     write_json(out_path, result)
     part_path.unlink(missing_ok=True)
+    _drop_older_layout(run, key, None if settings.corrupted else params)
     return result
+
+
+def _drop_older_layout(run: RunFiles, key: str, params: str | None) -> None:
+    """Remove the older layout's files of settings ``key`` (now stored under their key).
+
+    ``params``: the parameter set generated (None for a directory), as in :func:`result_key`.
+    """
+    for path, check in ((run.robustness, check_result), (run.robustness_partial, check_partial)):
+        if not path.is_file():
+            continue
+        try:
+            rec = check(read_json(path), path)
+        except (FileNotFoundError, DamagedFileError):
+            continue
+        used = rec["corruption_params"] if "corruption_params" in rec else params
+        if result_key(rec["settings"], used) == key:
+            path.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -638,6 +666,7 @@ def sweep_robustness(
     data: str | os.PathLike | None = None,
     *,
     progress: bool = True,
+    force: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Evaluate every completed run of a sweep; results in run directories and the database.
@@ -652,33 +681,36 @@ def sweep_robustness(
         Dataset; default: the one recorded in ``sweep.json``, then the usual search.
     progress : bool, default True
         Progress bar over (run, cell).
+    force : bool, default False
+        Recompute runs that have a result of these settings.
     log : callable, optional
-        Receives one-line messages.
+        Receives one-line messages (default: skipped runs and damaged files go to stderr).
 
     Returns
     -------
     pandas.DataFrame
-        The per-run summary (:func:`robustness_frames` ``["summary"]``) read back from the
-        database.
+        The per-run summary of these settings (:func:`robustness_frame`).
 
     Raises
     ------
     ValueError
         No completed run; bad settings; a corrupted directory that does not fit the runs'
-        test split (other image size, classes or number of images).
+        test split (other image size, classes, number of images or row order).
     """
     sweep_dir = Path(sweep_dir)
     settings = (settings or RobustnessSettings()).validate()
+    note = log or _stderr
     log = log or (lambda _m: None)
-    done = completed_runs(sweep_dir)
+    done = completed_runs(sweep_dir, note=note)
     if done.empty:
         raise ValueError(f"no completed run in {sweep_dir}: robustness needs trained checkpoints")
     if data is None:
         data = read_data_hint(sweep_dir)
-    if settings.corrupted:
-        find_corrupted(settings.corrupted)  # fail before any work if it is missing
+    # the directory's content fingerprint (a missing directory fails here, before any work)
+    fingerprint, files = corrupted_fingerprint(settings.corrupted, settings.corruptions, settings.severities)
     # "auto" corruption parameters: by the dataset of the first run (all must share it).
     params = settings.params_for(_run_dataset(SweepFiles(sweep_dir).run(done["run_id"].iloc[0]).root))
+    key = result_key(settings.stored(fingerprint), None if settings.corrupted else params)
     per_run = (
         len(settings.corruptions) * len(settings.severities)
         + len(settings.attacks) * len(settings.epsilons)
@@ -689,57 +721,225 @@ def sweep_robustness(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=per_run * len(done), desc="robustness", unit="cell", dynamic_ncols=True)
-    cells: _CellSource | None = None
+    cells: CellSource | None = None
     t0 = time.perf_counter()
+    reused = 0
     try:
         for rid in done["run_id"]:
-            run_dir = SweepFiles(sweep_dir).run(rid).root
-            if cells is None and not (
-                (old := _read_result(RunFiles(run_dir).robustness))
-                and settings.matches(old.get("settings"), params)
-            ):
-                run = load_run(run_dir, data, "cpu")
-                test = run.splits.test
+            run = SweepFiles(sweep_dir).run(rid)
+            if not force and _find(run, key, note) is not None:
+                reused += 1
+                if bar is not None:
+                    bar.update(per_run)
+                continue
+            if cells is None:
+                first = load_run(run.root, data, "cpu")
+                test = first.splits.test
                 idx = select_images(test.labels.numpy(), settings.n_images, settings.image_seed)
-                cells = _CellSource(
-                    sweep_dir,
-                    settings,
-                    params,
-                    idx,
-                    test.images[torch.as_tensor(idx)],
-                    test.labels,
-                    list(test.classes),
-                )
+                cells = _cells(sweep_dir, settings, params, idx, test, files)
                 cells.check()  # a corrupted directory that does not fit fails before any run
             evaluate_run(
-                run_dir, settings, cells, data, sweep_dir=sweep_dir, tick=bar.update if bar else None
+                run.root,
+                settings,
+                cells,
+                data,
+                sweep_dir=sweep_dir,
+                tick=bar.update if bar else None,
+                force=force,
+                fingerprint=fingerprint,
+                log=note,
             )
     finally:
         if bar is not None:
             bar.close()
-    log(f"robustness of {len(done)} runs in {time.perf_counter() - t0:.0f} s")
-    return robustness_frame(sweep_dir, "summary")
+    log(
+        f"robustness of {len(done)} runs (settings {key}): {len(done) - reused} evaluated, {reused} reused, "
+        f"in {time.perf_counter() - t0:.0f} s"
+    )
+    return robustness_frame(sweep_dir, "summary", key)
 
 
-def robustness_frame(sweep_dir: str | os.PathLike, kind: str = "summary") -> pd.DataFrame:
-    """One robustness table of a sweep's database, joined with the run's columns.
+# --------------------------------------------------------------------------- reading back
+def _spec_settings(sweep_dir: Path) -> dict[str, Any] | None:
+    """The robustness settings of the sweep's spec (``sweep.json``), compared, or None."""
+    try:
+        spec = read_json(SweepFiles(sweep_dir).spec).get("spec")
+        d = spec.get("robustness") if isinstance(spec, dict) else None
+        return RobustnessSettings(**d).compared() if isinstance(d, dict) and d else None
+    except (FileNotFoundError, DamagedFileError, TypeError, ValueError):
+        return None
 
-    ``kind``: ``summary`` (one row per run), ``corruptions`` (per corruption and
-    severity) or ``attacks`` (per attack, norm and epsilon).
+
+def _same_settings(stored: Any, spec: dict[str, Any]) -> bool:
+    """Whether stored settings are the spec's (fingerprint and source aside; "auto" matching any set)."""
+    if not isinstance(stored, dict):
+        return False
+    a = {k: v for k, v in stored.items() if k not in ("source", "corrupted_sha1")}
+    b = {k: v for k, v in spec.items() if k != "source"}
+    if b.get("params") == "auto":
+        a.pop("params", None)
+        b.pop("params", None)
+    return a == b
+
+
+def _default(sweep_dir: Path, summary: pd.DataFrame, attacks: pd.DataFrame) -> tuple[str | None, str]:
+    """The key of the sweep's default settings, and why it is the default."""
+    if summary.empty:
+        return None, ""
+    per = summary.groupby("settings_key").agg(
+        runs=("run_id", "nunique"), cells=("n_corruption_cells", "max"), images=("n_images", "max")
+    )
+    n_atk = (
+        attacks.groupby(["settings_key", "run_id"]).size().groupby("settings_key").max()
+        if len(attacks)
+        else None
+    )
+    per["measurements"] = per["cells"].fillna(0) + (
+        n_atk.reindex(per.index).fillna(0) if n_atk is not None else 0
+    )
+    spec = _spec_settings(sweep_dir)
+    preferred = None
+    if spec is not None:
+        for k, text in zip(summary["settings_key"], summary["settings"]):
+            try:
+                if _same_settings(json.loads(text), spec):
+                    preferred = k
+                    break
+            except (TypeError, ValueError):
+                continue
+    key = default_key(per.reset_index(), preferred)
+    why = "the sweep's preset" if key == preferred else "evaluated on the most runs, with the most cells"
+    return key, why
+
+
+def robustness_frame(
+    sweep_dir: str | os.PathLike, kind: str = "summary", key: str | None = None
+) -> pd.DataFrame:
+    """One robustness table of a sweep's database for one settings, joined with the run's columns.
+
+    Parameters
+    ----------
+    sweep_dir : path
+    kind : {"summary", "corruptions", "attacks"}
+        One row per run, per corruption and severity, or per attack, norm and epsilon.
+    key : str, optional
+        Which stored settings (a settings key); default: the sweep's (its preset's
+        settings when they have results, else those evaluated on the most runs, with the
+        most cells, on the most images).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``attrs``: ``settings_key``, ``settings`` (JSON), ``default_because`` (why these
+        settings) and ``others`` (how many other settings have results).
     """
-    with open_store(Path(sweep_dir), log=lambda _m: None, analyses=[ROBUSTNESS_TABLES]) as store:
-        return store.frame(ROBUSTNESS_TABLES, kind)
+    if kind not in ROBUSTNESS_TABLES.tables:
+        raise ValueError(f"kind must be one of {', '.join(ROBUSTNESS_TABLES.tables)}, got {kind!r}")
+    return robustness_frames(sweep_dir, key)[kind]
 
 
-def robustness_frames(sweep_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
-    """``summary``, ``corruptions`` and ``attacks`` frames of a sweep's database (long format)."""
-    with open_store(Path(sweep_dir), log=lambda _m: None, analyses=[ROBUSTNESS_TABLES]) as store:
-        return {k: store.frame(ROBUSTNESS_TABLES, k) for k in ROBUSTNESS_TABLES.tables}
+def robustness_frames(sweep_dir: str | os.PathLike, key: str | None = None) -> dict[str, pd.DataFrame]:
+    """``summary``, ``corruptions`` and ``attacks`` frames of one settings (see :func:`robustness_frame`)."""
+    sweep_dir = Path(sweep_dir)
+    with open_store(sweep_dir, log=lambda _m: None, note=_stderr, analyses=[ROBUSTNESS_TABLES]) as store:
+        frames = {k: store.frame(ROBUSTNESS_TABLES, k) for k in ROBUSTNESS_TABLES.tables}
+    summary = frames["summary"]
+    why = "asked for"
+    if key is None:
+        key, why = _default(sweep_dir, summary, frames["attacks"])
+    keys = set(summary["settings_key"])
+    out = {}
+    for kind, df in frames.items():
+        df = df[df["settings_key"] == key].reset_index(drop=True)
+        settings = summary.loc[summary["settings_key"] == key, "settings"]
+        df.attrs.update(
+            settings_key=key,
+            settings=str(settings.iloc[0]) if len(settings) else None,
+            default_because=why,
+            others=len(keys - {key}),
+        )
+        out[kind] = df
+    return out
 
 
-# --------------------------------------------------------------------------- the store's tables
+# --------------------------------------------------------------------------- files and tables
+def check_result(obj: Any, where: Path) -> dict:
+    """A robustness result checked against its schema; :class:`DamagedFileError` otherwise.
+
+    Types, ranges (accuracies in [0, 1], severities 1..5, epsilons >= 0) and finite
+    numbers; returns the known fields only, numbers as floats.
+    """
+    d = expect_dict(obj, where, "the file")
+    out: dict[str, Any] = {
+        "settings": expect_json(expect_dict(d.get("settings"), where, "settings"), where, "settings"),
+        "corruption_params": expect_str(d.get("corruption_params"), where, "corruption_params", none=True),
+        "n_images": expect_int(d.get("n_images"), where, "n_images", 1, 2**31),
+        "clean_accuracy": expect_number(d.get("clean_accuracy"), where, "clean_accuracy", 0, 1),
+    }
+    corr = []
+    for i, c in enumerate(expect_list(d.get("corruptions"), where, "corruptions")):
+        c = expect_dict(c, where, f"corruptions[{i}]")
+        corr.append(
+            {
+                "corruption": expect_str(c.get("corruption"), where, f"corruptions[{i}].corruption"),
+                "severity": expect_int(c.get("severity"), where, f"corruptions[{i}].severity", 1, 5),
+                "accuracy": expect_number(c.get("accuracy"), where, f"corruptions[{i}].accuracy", 0, 1),
+            }
+        )
+    out["corruptions"] = corr
+    out["n_corruption_cells"] = expect_int(d.get("n_corruption_cells"), where, "n_corruption_cells", 0, 2**31)
+    if out["n_corruption_cells"] != len(corr):
+        raise DamagedFileError(
+            f"{where} is damaged (n_corruption_cells is {out['n_corruption_cells']}, expected {len(corr)}, "
+            "the number of corruption rows)"
+        )
+    out["mean_corruption_accuracy"] = expect_number(
+        d.get("mean_corruption_accuracy"), where, "mean_corruption_accuracy", 0, 1, none=True
+    )
+    out["relative_corruption_accuracy"] = expect_number(
+        d.get("relative_corruption_accuracy"), where, "relative_corruption_accuracy", 0, math.inf, none=True
+    )
+    attacks = []
+    for i, a in enumerate(expect_list(d.get("attacks"), where, "attacks")):
+        a = expect_dict(a, where, f"attacks[{i}]")
+        attacks.append(
+            {
+                "attack": expect_str(a.get("attack"), where, f"attacks[{i}].attack"),
+                "norm": expect_str(a.get("norm"), where, f"attacks[{i}].norm"),
+                "epsilon": expect_number(a.get("epsilon"), where, f"attacks[{i}].epsilon", 0),
+                "accuracy": expect_number(a.get("accuracy"), where, f"attacks[{i}].accuracy", 0, 1),
+            }
+        )
+    out["attacks"] = attacks
+    sha = expect_dict(d.get("cell_sha1", {}), where, "cell_sha1")
+    out["cell_sha1"] = {str(k): expect_str(v, where, f"cell_sha1.{k}") for k, v in sha.items()}
+    for name in ("settings_key", "image_indices_sha1", "device", "corrupted_rows"):
+        if name in d:
+            out[name] = expect_str(d[name], where, name)
+    if "seconds" in d:
+        out["seconds"] = expect_number(d["seconds"], where, "seconds")
+    return out
+
+
+def check_partial(obj: Any, where: Path) -> dict:
+    """A partial file (finished cells) checked against its schema; :class:`DamagedFileError` otherwise."""
+    d = expect_dict(obj, where, "the file")
+    out: dict[str, Any] = {
+        "settings": expect_json(expect_dict(d.get("settings"), where, "settings"), where, "settings")
+    }
+    if "clean" in d:
+        out["clean"] = expect_number(d["clean"], where, "clean", 0, 1)
+    for name in ("cells", "attacks"):
+        values = expect_dict(d.get(name, {}), where, name)
+        out[name] = {str(k): expect_number(v, where, f"{name}.{k}", 0, 1) for k, v in values.items()}
+    sha = expect_dict(d.get("sha1", {}), where, "sha1")
+    out["sha1"] = {str(k): expect_str(v, where, f"sha1.{k}") for k, v in sha.items()}
+    return out
+
+
 def _robustness_rows(res: dict) -> dict[str, list[dict[str, Any]]]:
-    """A ``robustness.json`` as rows of the three tables (``run_id`` added by the store)."""
+    """A checked result as rows of the three tables (``run_id`` added by the store)."""
+    key = res.get("settings_key") or result_key(res["settings"], res.get("corruption_params"))
     summary = {
         "n_images": res.get("n_images"),
         "clean_accuracy": res.get("clean_accuracy"),
@@ -747,41 +947,51 @@ def _robustness_rows(res: dict) -> dict[str, list[dict[str, Any]]]:
         "relative_corruption_accuracy": res.get("relative_corruption_accuracy"),
         "n_corruption_cells": res.get("n_corruption_cells"),
         "settings": json.dumps(res.get("settings"), sort_keys=True),
+        "settings_key": key,
     }
     return {
         "summary": [summary],
-        "corruptions": list(res.get("corruptions") or []),
-        "attacks": list(res.get("attacks") or []),
+        "corruptions": [{**c, "settings_key": key} for c in res.get("corruptions") or []],
+        "attacks": [{**a, "settings_key": key} for a in res.get("attacks") or []],
     }
 
 
 _RUN_COLUMNS = ("model", "alpha", "seed", "activation", "negative_slope", "mean_selectivity")
 _BY_RUN = ("r.model", "r.alpha", "r.seed", "r.run_id")
 
-#: The three robustness tables of the sweep's database, filled from ``RUN/robustness.json``.
+#: The three robustness tables of the sweep's database, filled from the runs' result files
+#: (every settings side by side, ``settings_key`` telling them apart).
 ROBUSTNESS_TABLES = AnalysisTables(
     name="robustness",
     tables={
         "summary": Table(
             "robustness_runs",
             (
-                ("run_id", "TEXT PRIMARY KEY"),
+                ("run_id", "TEXT"),
                 ("n_images", "INTEGER"),
                 ("clean_accuracy", "REAL"),
                 ("mean_corruption_accuracy", "REAL"),
                 ("relative_corruption_accuracy", "REAL"),
                 ("n_corruption_cells", "INTEGER"),
                 ("settings", "TEXT"),  # JSON
+                ("settings_key", "TEXT"),
             ),
+            key=("run_id", "settings_key"),
             run_columns=_RUN_COLUMNS,
-            order=_BY_RUN,
+            order=(*_BY_RUN, "t.settings_key"),
         ),
         "corruptions": Table(
             "robustness_corruptions",
-            (("run_id", "TEXT"), ("corruption", "TEXT"), ("severity", "INTEGER"), ("accuracy", "REAL")),
-            key=("run_id", "corruption", "severity"),
+            (
+                ("run_id", "TEXT"),
+                ("corruption", "TEXT"),
+                ("severity", "INTEGER"),
+                ("accuracy", "REAL"),
+                ("settings_key", "TEXT"),
+            ),
+            key=("run_id", "settings_key", "corruption", "severity"),
             run_columns=_RUN_COLUMNS,
-            order=(*_BY_RUN, "t.corruption", "t.severity"),
+            order=(*_BY_RUN, "t.settings_key", "t.corruption", "t.severity"),
         ),
         "attacks": Table(
             "robustness_attacks",
@@ -791,13 +1001,14 @@ ROBUSTNESS_TABLES = AnalysisTables(
                 ("norm", "TEXT"),
                 ("epsilon", "REAL"),
                 ("accuracy", "REAL"),
+                ("settings_key", "TEXT"),
             ),
-            key=("run_id", "attack", "norm", "epsilon"),
+            key=("run_id", "settings_key", "attack", "norm", "epsilon"),
             run_columns=_RUN_COLUMNS,
-            order=(*_BY_RUN, "t.attack", "t.epsilon"),
+            order=(*_BY_RUN, "t.settings_key", "t.attack", "t.epsilon"),
         ),
     },
-    files=lambda run: [run.robustness] if run.robustness.exists() else [],
-    read=read_json,
+    files=_files,
+    read=_read_stored,
     rows=_robustness_rows,
 )

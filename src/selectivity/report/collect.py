@@ -148,8 +148,8 @@ def collect(sweep_dir: str | os.PathLike) -> ReportData:
             sweep = {"error": f"cannot read sweep.json: {e}"}
     metas = []
     for rid in runs["run_id"] if not runs.empty else []:
-        p = files.run(rid).meta
         try:
+            p = files.run(rid).meta  # ValueError: a stored id that is not a run id
             m = read_json(p) if p.exists() else {}
         except (OSError, ValueError):
             m = {}

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ..analysis.stats import ttests_against_baseline
+from ..analysis.stats import ttests_or_reason
 from ..evaluate.robustness import robustness_frames
 from .collect import FigureItem, TableItem, slug
 
@@ -64,7 +64,7 @@ def robustness_statistics(
     Returns
     -------
     tests : pandas.DataFrame
-        :func:`~selectivity.analysis.stats.ttests_against_baseline` rows with a ``measure``
+        :func:`~selectivity.analysis.stats.ttests_or_reason` rows with a ``measure``
         column, per model.
     correlations : pandas.DataFrame
         ``model, measure, rho, p, ci_low, ci_high, n`` against mean class selectivity.
@@ -81,7 +81,7 @@ def robustness_statistics(
     for model, g in per_run.groupby("model", sort=True):
         for m in measures:
             if 0.0 in set(g["alpha"]) and g["alpha"].nunique() > 1:
-                t = ttests_against_baseline(g, m, family="sign")
+                t = ttests_or_reason(g, m, family="sign")  # a note where it cannot be computed
                 tests.append(t.assign(model=model, measure=m))
             corr.append(
                 {"model": model, "measure": m, **spearman_with_ci(g["mean_selectivity"], g[m], n_resamples)}
@@ -167,10 +167,11 @@ def robustness_items(
     out = Path(out_dir)
     tests, corr = robustness_statistics(summary, attacks, n_resamples)
     settings = [str(s) for s in summary["settings"].dropna().unique()]
+    others = summary.attrs.get("others", 0)
     note = (
-        f"The runs were evaluated with {len(settings)} different settings (the settings column of "
-        "`selectivity results SWEEP --robustness`): their results are not comparable."
-        if len(settings) > 1
+        f"Results of {others} other settings are stored; shown: settings {summary.attrs.get('settings_key')} "
+        f"({summary.attrs.get('default_because')}), as `selectivity results SWEEP --robustness` shows."
+        if others
         else None
     )
     tables = [

@@ -61,6 +61,7 @@ __all__ = [
     "check_checkpoint",
     "restart_hint",
     "set_aside",
+    "check_run_id",
     "run_lock",
     "file_mode",
     "merge_meta",
@@ -390,12 +391,21 @@ class RunFiles:
     DAMAGED = "damaged"
     #: What only the sweep driver knows (its wall-clock time of the run).
     RECORD = "sweep_record.json"
-    #: Paper 2 robustness results (:mod:`selectivity.evaluate.robustness`).
+    #: Paper 2 robustness results (:mod:`selectivity.evaluate.robustness`), one file per
+    #: settings: ``robustness/<key>.json``, and ``robustness/<key>.partial.json`` (finished
+    #: cells) while an evaluation is under way.
+    ROBUSTNESS_DIR = "robustness"
+    #: Paper 2 dimensionality and gradient results (:mod:`selectivity.evaluate.geometry`):
+    #: ``geometry/<key>.json``.
+    GEOMETRY_DIR = "geometry"
+    #: The older layout, one result per run (still read): robustness results, their
+    #: finished cells, geometry results.
     ROBUSTNESS = "robustness.json"
-    #: Finished cells of a robustness evaluation under way.
     ROBUSTNESS_PARTIAL = "robustness.partial.json"
-    #: Paper 2 dimensionality and gradient results (:mod:`selectivity.evaluate.geometry`).
     GEOMETRY = "geometry.json"
+    #: Suffixes of a keyed result and of its finished cells.
+    RESULT_SUFFIX = ".json"
+    PARTIAL_SUFFIX = ".partial.json"
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -414,6 +424,27 @@ class RunFiles:
     robustness = property(lambda self: self.root / RunFiles.ROBUSTNESS)
     robustness_partial = property(lambda self: self.root / RunFiles.ROBUSTNESS_PARTIAL)
     geometry = property(lambda self: self.root / RunFiles.GEOMETRY)
+    robustness_dir = property(lambda self: self.root / RunFiles.ROBUSTNESS_DIR)
+    geometry_dir = property(lambda self: self.root / RunFiles.GEOMETRY_DIR)
+
+    def keyed(self, folder: str, key: str, partial: bool = False) -> Path:
+        """``<folder>/<key>.json`` (a result of the settings ``key``), or its ``.partial.json``."""
+        if not key or not all(c in "0123456789abcdef" for c in key):
+            raise ValueError(f"a settings key is hexadecimal, got {key!r}")
+        return self.root / folder / f"{key}{RunFiles.PARTIAL_SUFFIX if partial else RunFiles.RESULT_SUFFIX}"
+
+    def keyed_results(self, folder: str) -> dict[str, Path]:
+        """Every ``<folder>/<key>.json`` of the run (not the partial files), by key."""
+        d = self.root / folder
+        if not d.is_dir():
+            return {}
+        out = {}
+        for p in sorted(d.iterdir()):
+            if p.name.endswith(RunFiles.RESULT_SUFFIX) and not p.name.endswith(RunFiles.PARTIAL_SUFFIX):
+                key = p.name[: -len(RunFiles.RESULT_SUFFIX)]
+                if key and all(c in "0123456789abcdef" for c in key) and p.is_file():
+                    out[key] = p
+        return out
 
     def is_run_dir(self) -> bool:
         return self.config.exists()
@@ -449,11 +480,43 @@ class SweepFiles:
     robustness_cells = property(lambda self: self.root / SweepFiles.ROBUSTNESS_CELLS)
 
     def run(self, run_id: str) -> RunFiles:
-        """The files of run ``run_id``."""
-        return RunFiles(self.root / RUNS_DIR / run_id)
+        """The files of run ``run_id``.
+
+        Raises
+        ------
+        ValueError
+            ``run_id`` is not one plain name (a path separator, ``..``, ...): run ids read
+            from stored data never name a place outside ``runs/``.
+        """
+        return RunFiles(self.root / RUNS_DIR / check_run_id(run_id))
+
+    def inside(self, path: str | os.PathLike) -> bool:
+        """Whether ``path``, symbolic links resolved, lies inside the sweep directory."""
+        try:
+            return Path(path).resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError):
+            return False
 
     def is_sweep_dir(self) -> bool:
         return self.runs.is_dir() or self.db.exists()
+
+
+def check_run_id(run_id: Any) -> str:
+    """``run_id`` if it is one plain file name (what :func:`selectivity.sweep.spec.run_id` makes).
+
+    Raises
+    ------
+    ValueError
+        Not a string, empty, ``.`` or ``..``, or holding a path separator or a NUL.
+    """
+    if (
+        not isinstance(run_id, str)
+        or run_id in ("", ".", "..")
+        or any(c in run_id for c in ("/", "\\", "\0"))
+        or (os.altsep is not None and os.altsep in run_id)
+    ):
+        raise ValueError(f"{run_id!r} is not a run id: expected one plain name, the run's directory in runs/")
+    return run_id
 
 
 def set_aside(run_dir: str | os.PathLike, names: Iterable[str]) -> Path | None:

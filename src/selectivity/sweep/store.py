@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ..run.files import (
     RunFiles,
     SweepFiles,
     read_json,
+    set_aside,
     write_json,
 )
 from ..run.health import inspect_run_dir
@@ -50,6 +52,8 @@ __all__ = [
     "sync_store",
     "open_store_checked",
     "write_sweep_record",
+    "set_aside_damaged",
+    "sync_analysis",
     "DB_NAME",
     "RUNS_DIR",
     "RECORD_NAME",
@@ -410,6 +414,31 @@ def _stamp(root: Path, files: list[Path]) -> str:
     return ";".join(parts)
 
 
+def set_aside_damaged(
+    run: RunFiles, path: Path, error: Exception, log: Callable[[str], None], again: str
+) -> Path | None:
+    """Move a damaged analysis file of a run into ``RUN/damaged/<time>/`` and say so in one line.
+
+    ``again`` says what recreates it (``"`selectivity robustness` evaluates the run again"``).
+    Returns where it went (None if another process moved it first).
+    """
+    try:
+        name = str(path.relative_to(run.root))
+        dest = set_aside(run.root, [name])
+    except (OSError, ValueError):
+        return None
+    if dest is not None:
+        log(f"{error}; moved it to {dest}; {again}")
+    return dest
+
+
+def _bindable(value: Any) -> bool:
+    """Whether SQLite stores ``value`` as it is (an integer of at most 64 bits, a float, text, null)."""
+    if value is None or isinstance(value, (str, float)):
+        return True
+    return isinstance(value, int) and -(2**63) <= value < 2**63
+
+
 def sync_analysis(
     store: ResultsStore,
     spec: AnalysisTables,
@@ -420,12 +449,15 @@ def sync_analysis(
     """Load the result files of every run in ``names`` whose files changed since the last sync.
 
     Rows of runs not in ``names`` (removed, or copies left out) are deleted. A file that
-    cannot be read gives no rows, and is read again at the next sync.
+    cannot be read, or whose rows SQLite cannot hold, is damaged: it is set aside in the
+    run's ``damaged/`` folder and named in one line (the analysis evaluates the run
+    again), and the other files and runs are loaded as usual.
     """
     sweep = SweepFiles(sweep_dir)
     known = dict(store.conn.execute(f"SELECT run_id, stamp FROM {spec.files_table}").fetchall())
     for name in set(known) - set(names):
         store.forget_analysis(spec, name)
+    again = f"`selectivity {spec.name}` evaluates the run again"
     for name in names:
         run = sweep.run(name)
         files = spec.files(run)
@@ -437,15 +469,21 @@ def sync_analysis(
         for f in files:
             try:
                 record = spec.read(f)
+                got = spec.rows(record)
+                for kind, rs in got.items():
+                    for r in rs:
+                        bad = [c for c in spec.tables[kind].column_names[1:] if not _bindable(r.get(c))]
+                        if bad:
+                            raise DamagedFileError(f"{f} is damaged ({bad[0]} is {r.get(bad[0])!r:.60})")
             except FileNotFoundError:
                 whole = False
                 continue
-            except DamagedFileError:
-                whole = False
+            except DamagedFileError as e:
+                set_aside_damaged(run, f, e, log, again)
                 continue
-            for kind, rs in spec.rows(record).items():
+            for kind, rs in got.items():
                 rows[kind].extend(rs)
-        store.record_analysis(spec, name, rows, stamp if whole else None)
+        store.record_analysis(spec, name, rows, _stamp(run.root, spec.files(run)) if whole else None)
 
 
 def _normalised(df: pd.DataFrame) -> pd.DataFrame:
@@ -522,15 +560,25 @@ def _scan_all(sweep_dir: Path, log: Callable[[str], None]) -> list[tuple[str, di
 
 
 def sync_store(
-    store: ResultsStore, sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr
+    store: ResultsStore,
+    sweep_dir: str | os.PathLike,
+    log: Callable[[str], None] = _stderr,
+    note: Callable[[str], None] | None = None,
 ) -> None:
-    """Bring the database in line with the run directories (the source of truth)."""
+    """Bring the database in line with the run directories (the source of truth).
+
+    ``note`` receives the lines about damaged analysis files (default: ``log``).
+    """
     sweep_dir = Path(sweep_dir)
     known = store.statuses()
     scanned = _scan_all(sweep_dir, log)
     present = {name for name, *_ in scanned}
     for name in set(known) - present:
-        if SweepFiles(sweep_dir).run(name).config.exists():
+        try:
+            duplicate = SweepFiles(sweep_dir).run(name).config.exists()
+        except ValueError:  # not a run id: it names no directory of runs/
+            continue
+        if duplicate:
             store.delete(name)  # a duplicate left out above
     for name, config, result, status in scanned:
         if known.get(name) != status or status not in FINAL_STATUSES:
@@ -542,7 +590,7 @@ def sync_store(
                 wall_seconds=_wall_seconds(SweepFiles(sweep_dir).run(name).root),
             )
     for spec in store.analyses:
-        sync_analysis(store, spec, sweep_dir, [name for name, *_ in scanned], log)
+        sync_analysis(store, spec, sweep_dir, [name for name, *_ in scanned], note or log)
 
 
 def _set_aside_db(db: Path) -> Path:
@@ -560,13 +608,15 @@ def open_store_checked(
     sweep_dir: str | os.PathLike,
     log: Callable[[str], None] = _stderr,
     analyses: Iterable[AnalysisTables] = (),
+    note: Callable[[str], None] | None = None,
 ) -> ResultsStore:
     """Open (and sync) the sweep's database; a damaged one is set aside and rebuilt.
 
     The database is derived data: if SQLite cannot read it, it is renamed to
     ``results.sqlite.corrupt-<time>`` (kept for inspection), a new one is built from the
     run directories, and one line says so. ``analyses``: tables of per-run analyses to
-    hold and sync (see :class:`AnalysisTables`).
+    hold and sync (see :class:`AnalysisTables`); ``note`` receives the lines about their
+    damaged files (default: ``log``).
     """
     sweep_dir = Path(sweep_dir)
     db = SweepFiles(sweep_dir).db
@@ -576,14 +626,14 @@ def open_store_checked(
     except sqlite3.DatabaseError as e:
         aside = _set_aside_db(db)
         log(f"{db} is damaged ({e}); moved it to {aside.name} and rebuilt it from the run directories")
-        return rebuild_store(sweep_dir, log=log, analyses=analyses)
+        return rebuild_store(sweep_dir, log=log, analyses=analyses, note=note)
     try:
-        sync_store(store, sweep_dir, log=log)
+        sync_store(store, sweep_dir, log=log, note=note)
     except sqlite3.DatabaseError as e:
         store.close()
         aside = _set_aside_db(db)
         log(f"{db} is damaged ({e}); moved it to {aside.name} and rebuilt it from the run directories")
-        return rebuild_store(sweep_dir, log=log, analyses=analyses)
+        return rebuild_store(sweep_dir, log=log, analyses=analyses, note=note)
     return store
 
 
@@ -591,6 +641,7 @@ def rebuild_store(
     sweep_dir: str | os.PathLike,
     log: Callable[[str], None] = _stderr,
     analyses: Iterable[AnalysisTables] = (),
+    note: Callable[[str], None] | None = None,
 ) -> ResultsStore:
     """Recreate the sweep's database from its run directories.
 
@@ -600,8 +651,10 @@ def rebuild_store(
     sweep_dir = Path(sweep_dir)
     db = SweepFiles(sweep_dir).db
     analyses = tuple(analyses)
-    tmp = db.with_name(f".{DB_NAME}.rebuild-{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=db.parent, prefix=f".{DB_NAME}.rebuild-", suffix=".tmp")
+    os.close(fd)  # an empty file is an empty database to SQLite
+    tmp = Path(name)
     try:
         new = ResultsStore(tmp, wal=False, analyses=analyses)
         try:
@@ -615,7 +668,7 @@ def rebuild_store(
                     wall_seconds=_wall_seconds(SweepFiles(sweep_dir).run(name).root),
                 )
             for spec in new.analyses:
-                sync_analysis(new, spec, sweep_dir, [name for name, *_ in scanned], log)
+                sync_analysis(new, spec, sweep_dir, [name for name, *_ in scanned], note or log)
         finally:
             new.close()
         # Stale WAL files of the old database must not be applied to the new one.
@@ -632,6 +685,7 @@ def open_store(
     sweep_dir: str | os.PathLike,
     log: Callable[[str], None] = _stderr,
     analyses: Iterable[AnalysisTables] = (),
+    note: Callable[[str], None] | None = None,
 ) -> ResultsStore:
     """Open the sweep's database, syncing it with the run directories first.
 
@@ -640,4 +694,4 @@ def open_store(
     :func:`~selectivity.sweep.store.open_store_checked`). ``analyses``: the tables of
     per-run analyses to hold and sync as well.
     """
-    return open_store_checked(sweep_dir, log=log, analyses=analyses)
+    return open_store_checked(sweep_dir, log=log, analyses=analyses, note=note)
