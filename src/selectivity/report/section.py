@@ -198,7 +198,7 @@ def small_sample_note(counts) -> str | None:
     Parameters
     ----------
     counts : array_like of int
-        Number of runs in each group (e.g. per alpha); empty groups are ignored.
+        Number of runs of each alpha (per setting); empty groups are ignored.
     """
     n = [int(c) for c in counts if int(c) > 0]
     small = sorted({c for c in n if c < MIN_RUNS_FOR_INFERENCE})
@@ -206,7 +206,7 @@ def small_sample_note(counts) -> str | None:
         return None
     which = " or ".join(str(c) for c in small)
     return (
-        f"Some groups have only {which} run(s) (fewer than {MIN_RUNS_FOR_INFERENCE}): their 95% CIs (a "
+        f"Some α have only {which} run(s) (fewer than {MIN_RUNS_FOR_INFERENCE}): their 95% CIs (a "
         "percentile bootstrap over the runs; with 2 runs, about their range) and the tests on them are not "
         "meaningful. Read them as descriptive, and run more seeds for inference."
     )
