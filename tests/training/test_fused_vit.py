@@ -24,7 +24,10 @@ def _vit(seed):
 def _batches(seed, steps, b=6):
     g = torch.Generator().manual_seed(seed)
     return [
-        (torch.rand(b, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, CLASSES, (b,), generator=g))
+        (
+            torch.rand(b, 3, 8, 8, generator=g, dtype=torch.float64),
+            torch.randint(0, CLASSES, (b,), generator=g),
+        )
         for _ in range(steps)
     ]
 
