@@ -9,7 +9,13 @@ from torch import nn
 from helpers import RUN_A
 from selectivity import measure_selectivity
 from selectivity.cli import main
-from selectivity.evaluate.units import gallery_units, top_frame, unit_frame, write_unit_records
+from selectivity.evaluate.units import (
+    gallery_images,
+    gallery_units,
+    top_frame,
+    unit_frame,
+    write_unit_records,
+)
 
 # Identity -> ReLU: the units' responses are the inputs themselves (x >= 0).
 X = torch.tensor([[2.0, 0.0, 1.0], [4.0, 1.0, 1.0], [0.0, 3.0, 1.0], [1.0, 1.0, 1.0]])
@@ -91,3 +97,18 @@ def test_cli_measure_writes_unit_records(tiny_sweep, tiny_data, tmp_path):
     assert {"mean_airplane", "mean_truck", "preferred_name", "precision"} <= set(units.columns)
     # top samples are indices into the 80 measured test images
     assert top["sample"].between(0, 79).all()
+
+
+def test_gallery_images_and_plot(report):
+    from selectivity.data import ImageDataset
+    from selectivity.plots.units import draw_unit_gallery
+
+    images = torch.arange(4, dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
+    ds = ImageDataset(images, Y.clone(), ["cat", "dog"], "toy")  # sample i is filled with value i
+    data = gallery_images(gallery_units(report, n=1, k=2), ds)["1"]
+    assert data["images"].shape == (2, 2, 3, 2, 2)
+    assert data["images"][0, :, 0, 0, 0].tolist() == [1, 0]  # unit 0's top samples 1, 0
+    assert data["tile_labels"][0] == ["cat", "cat"] and "-> cat" in data["row_labels"][0]
+    ax = draw_unit_gallery(data["images"], data["row_labels"], data["tile_labels"], title="layer 1")
+    assert [t.get_text() for t in ax.get_yticklabels()] == data["row_labels"]
+    assert len(ax.texts) == 4 and ax.get_title() == "layer 1"

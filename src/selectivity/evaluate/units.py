@@ -6,7 +6,9 @@ dead, mean response per class); :func:`top_frame` one row per unit and rank of i
 :func:`selectivity.core.measure.measure_selectivity` with ``top_k``, ``O(units x k)``
 memory). :func:`write_unit_records` writes both as Parquet (with ``pyarrow``) or CSV.
 :func:`gallery_units` picks, per chosen layer, the most and least selective units with
-their top images, the data of the report's unit gallery.
+their top images, and :func:`gallery_images` gathers those images and their classes from
+the measured data set: the data that :func:`selectivity.plots.units.draw_unit_gallery`
+draws.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "TOP_SAMPLES",
     "UNITS",
     "GalleryUnit",
+    "gallery_images",
     "gallery_units",
     "top_frame",
     "unit_frame",
@@ -213,3 +216,44 @@ def _unit(layer: LayerReport, i: int, k: int) -> GalleryUnit:
         [int(s) for s in layer.top_samples[:k, i]],
         [float(v) for v in layer.top_values[:k, i]],
     )
+
+
+def gallery_images(gallery: dict, dataset) -> dict[str, dict]:
+    """The images and labels of :func:`gallery_units`' choice, ready for the gallery plot.
+
+    Parameters
+    ----------
+    gallery : dict
+        :func:`gallery_units`' result, measured on ``dataset`` in its order (no shuffling).
+    dataset : ImageDataset
+        The measured images: ``images`` ``(N, 3, H, W)`` uint8, ``labels`` ``(N,)``,
+        ``classes`` names.
+
+    Returns
+    -------
+    dict
+        ``{layer: {"images": (R, K, 3, H, W) uint8, "row_labels": [R str],
+        "tile_labels": [R x K class names], "units": [GalleryUnit]}}``, most selective
+        units first, then the least selective.
+    """
+    out: dict[str, dict] = {}
+    n = len(dataset.labels)
+    for layer, ends in gallery.items():
+        units = [*ends["most"], *ends["least"]]
+        if any(s >= n for u in units for s in u.samples):
+            raise ValueError("the gallery's sample indices exceed the data set: measure it on this data set")
+        idx = torch.tensor([u.samples for u in units], dtype=torch.long)  # (R, K)
+        images = dataset.images[idx.reshape(-1)].reshape(*idx.shape, *dataset.images.shape[1:])
+        labels = dataset.labels[idx]  # (R, K)
+        rows = [
+            f"{'most' if i < len(ends['most']) else 'least'}: unit {u.unit}  SI {u.selectivity:.2f}"
+            + (f"  -> {dataset.classes[u.preferred_class]}" if u.preferred_class >= 0 else "")
+            for i, u in enumerate(units)
+        ]
+        out[layer] = {
+            "images": images.numpy(),
+            "row_labels": rows,
+            "tile_labels": [[dataset.classes[int(c)] for c in row] for row in labels],
+            "units": units,
+        }
+    return out
