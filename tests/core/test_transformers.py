@@ -288,3 +288,17 @@ def test_streaming_memory_does_not_grow_with_n(which):
     # would need at least 36 * units * 4 bytes more (float32), far above the 64-byte slack.
     assert large <= small + 64, (small, large)
     assert 36 * units * 4 > 64
+
+
+def test_timm_presets_name_the_same_sites_as_the_built_in_models():
+    from selectivity import family_preset
+    from selectivity.core.hooks import resolve_sites
+    from selectivity.models import create
+
+    vit = create("vit_tiny")
+    got = resolve_sites(vit, **family_preset("timm-vit"))
+    assert [s.name for s in got] == vit.default_selectivity_layers()
+    assert {s.layout for s in got} == {"tokens"}
+    resnet = create("resnet18")  # timm's ResNet names its activations the same way
+    got = resolve_sites(resnet, **family_preset("timm-resnet"))
+    assert [s.name for s in got] == resnet.default_selectivity_layers()
