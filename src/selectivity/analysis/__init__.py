@@ -37,6 +37,7 @@ from .stats import (
     normalise_alpha,
     paired_test,
     rank_sum_promote_vs_penalise,
+    spearman_ci,
     summarize,
     ttests_against_baseline,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "normalise_alpha",
     "paired_test",
     "rank_sum_promote_vs_penalise",
+    "spearman_ci",
     "summarize",
     "ttests_against_baseline",
     "CovarianceAccumulator",
