@@ -3,7 +3,8 @@
 PWCCA (representation similarity, :mod:`.pwcca`), the statistics over a sweep's
 replicates (:mod:`.stats`), dimensionality of representations and of perturbation-
 induced change (:mod:`.geometry`) and input-unit gradient variability
-(:mod:`.gradients`). Nothing here reads files, trains or loads data: the sweep-level
+(:mod:`.gradients`), and summaries of robustness curves, corruption errors and
+gradient-masking checks (:mod:`.robustness`). Nothing here reads files, trains or loads data: the sweep-level
 analyses that need checkpoints and data live in :mod:`selectivity.evaluate`
 (import-linter enforces it, see ``[tool.importlinter]`` in pyproject.toml).
 """
@@ -27,6 +28,20 @@ from .pwcca import (
     pwcca,
     pwcca_distance,
     pwcca_similarity,
+)
+from .robustness import (
+    CORRUPTION_FAMILIES,
+    CORRUPTION_FAMILY_NAMES,
+    EXTRA_CORRUPTIONS,
+    STANDARD_CORRUPTIONS,
+    CorruptionError,
+    RobustnessAUC,
+    SanityCheck,
+    corruption_error,
+    family_means,
+    gradient_masking_checks,
+    relative_corruption_error,
+    robustness_auc,
 )
 from .stats import (
     ALPHA_DECIMALS,
@@ -70,4 +85,16 @@ __all__ = [
     "GradientVariability",
     "gradient_variability",
     "input_unit_gradients",
+    "CORRUPTION_FAMILIES",
+    "CORRUPTION_FAMILY_NAMES",
+    "EXTRA_CORRUPTIONS",
+    "STANDARD_CORRUPTIONS",
+    "CorruptionError",
+    "RobustnessAUC",
+    "SanityCheck",
+    "corruption_error",
+    "family_means",
+    "gradient_masking_checks",
+    "relative_corruption_error",
+    "robustness_auc",
 ]
