@@ -1,10 +1,10 @@
 """Pure transforms of input batches (tensors in, tensors out): corruptions, attacks.
 
 The 15 common corruptions (CIFAR-10-C, Tiny ImageNet-C parameters) and white-box
-gradient attacks (FGSM, PGD, APGD-CE, APGD-T and their AutoAttack-style ensemble). Like :mod:`selectivity.analysis`, nothing here imports
-training, sweeps, data loading, evaluation, the report or the CLI (checked by
-import-linter): only torch, numpy, scipy, Pillow and other ``selectivity.perturb``
-modules.
+gradient attacks (FGSM, PGD, APGD-CE, APGD-T and their AutoAttack-style ensemble). Like
+:mod:`selectivity.analysis`, nothing here imports training, sweeps, data loading,
+evaluation, the report or the CLI (checked by import-linter): only torch, numpy, scipy,
+Pillow and other ``selectivity.perturb`` modules.
 """
 
 from .attacks import (
