@@ -8,11 +8,11 @@ lines; its area by the trapezoid rule is
 
     AUC = sum_i (eps_{i+1} - eps_i) (a_i + a_{i+1}) / 2         (units: accuracy x epsilon)
 
-and the **relative AUC** is ``AUC / (a_clean * eps_max)``: the area of a model whose
-accuracy never falls below its clean accuracy is ``a_clean * eps_max``, so such a model
-scores 1, one whose accuracy drops to 0 at once scores 0 (and one whose accuracy rose
-above clean would score above 1). It compares robustness across models of different
-clean accuracy; the absolute AUC mixes the two.
+and the **relative AUC** is ``AUC / (a_clean * eps_max)``: a model whose accuracy stays
+at its clean value over the whole range has area ``a_clean * eps_max`` and scores 1; the
+score tends to 0 for one whose accuracy falls to 0 right after epsilon 0 (a curve that
+rose above clean accuracy would score above 1). It compares robustness across models of
+different clean accuracy; the absolute AUC mixes the two.
 
 **Corruption error (CE), in the style of Hendrycks & Dietterich 2019 (mCE).** With the
 error ``E = 1 - accuracy`` of the model ``f`` and of the baseline ``b`` (here the alpha =
