@@ -26,7 +26,7 @@ from selectivity.analysis.geometry import (
     layer_units,
 )
 from selectivity.analysis.gradients import gradient_variability
-from selectivity.hooks import ActivationCapture
+from selectivity.core.hooks import ActivationCapture
 from selectivity.models import create
 
 

@@ -6,7 +6,7 @@ Measured in one run on one device:
    ``batch_selectivity``, with its per-step host reads and Python loop over layers, is
    kept below for the comparison): forward + regulariser + backward + SGD step.
 2. Images per second *per run* for a single run (a plain model) and for fused groups of
-   R runs (:class:`selectivity.fused.FusedRuns`), eager vs ``torch.compile`` and fp32 vs
+   R runs (:class:`selectivity.training.fused.FusedRuns`), eager vs ``torch.compile`` and fp32 vs
    bf16 autocast, and the fused cost ratio ``t(R) / (R * t(single))`` against the
    criterion ``<= 1.05``.
 3. Projected device-hours of the paper's grids (ResNet20 and VGG16: 25 alphas x 20 seeds,
@@ -31,13 +31,14 @@ import torch
 import torch.nn.functional as F
 
 from benchutil import add_device, add_threads, make_parser, sync
+from selectivity.core.hooks import ActivationCapture
+from selectivity.core.metrics import NEGATIVE_RULES
+from selectivity.core.regularizer import SelectivityRegularizer, batch_selectivity
 from selectivity.data import ImageDataset
 from selectivity.data.loader import BatchLoader, GroupBatchLoader
-from selectivity.fused import FusedRuns, autocast, keep_freed_memory
-from selectivity.hooks import ActivationCapture
-from selectivity.metrics import NEGATIVE_RULES
 from selectivity.models import create
-from selectivity.regularizer import SelectivityRegularizer, batch_selectivity
+from selectivity.training.fused import FusedRuns
+from selectivity.training.runtime import autocast, keep_freed_memory
 
 GRID_RUNS = 25 * 20  # alphas x seeds per model (paper 1)
 GRID_IMAGES = 200 * 45_000  # epochs x training images per run
@@ -196,7 +197,7 @@ def fused_step(
 
 def compiled_single_step(model_name: str, batch: int, device: torch.device, amp: bool, alpha: float = -1.0):
     """One model, its forward + loss compiled (fallback to eager on failure)."""
-    from selectivity.fused import compile_with_fallback
+    from selectivity.training.runtime import compile_with_fallback
 
     torch.manual_seed(0)
     model = create(model_name).to(device).train()

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from benchutil import make_parser
-from selectivity.config import make_config
+from selectivity.core.regularizer import SelectivityRegularizer
 from selectivity.data import BatchLoader, load_cifar10
 from selectivity.models import create
-from selectivity.regularizer import SelectivityRegularizer
-from selectivity.train import subset, train_epoch
+from selectivity.run.config import make_config
+from selectivity.training.single import subset, train_epoch
 
 
 def main():

@@ -16,7 +16,7 @@ import torch
 
 from benchutil import make_parser
 from selectivity.analysis import flatten_conv_activations, pwcca_similarity
-from selectivity.metrics import layer_mean, precision
+from selectivity.core.metrics import layer_mean, precision
 from selectivity.models import create
 
 

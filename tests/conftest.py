@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import N_TEST, TinySweep, tiny_spec, write_tiny_cifar
 from selectivity.sweep import run_sweep
-from tiny_sweep import N_TEST, TinySweep, tiny_spec, write_tiny_cifar
 
 
 @pytest.fixture(scope="session")

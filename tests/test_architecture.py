@@ -1,12 +1,19 @@
-"""Architecture rules that import-linter does not check: no private name crosses a module border.
+"""Architecture rules that import-linter does not check.
 
-A name starting with one underscore belongs to its module. This test parses every
-module of the package and fails on ``from selectivity.x import _name`` (absolute or
-relative) and on ``x._name`` where ``x`` is a selectivity module bound by an import.
+* The folder tree is the architecture: the package's top level holds only
+  ``__init__.py``, ``version.py`` and ``__main__.py``; every other module sits in a
+  package named after its layer.
+* The import graph of the modules is acyclic (import-linter checks the direction between
+  the layers; this checks that no two modules reach each other, inside a layer too).
+* No private name crosses a module border: a name starting with one underscore belongs to
+  its module. Every module is parsed; ``from selectivity.x import _name`` (absolute or
+  relative) and ``x._name`` where ``x`` is a selectivity module bound by an import fail.
 """
 
 import ast
 from pathlib import Path
+
+import grimp
 
 import selectivity
 
@@ -78,10 +85,10 @@ def test_the_checker_catches_each_form(tmp_path):
     """The checker itself: each forbidden form is reported, public ones are not."""
     probe = tmp_path / "probe.py"
     probe.write_text(
-        "from ..rundir import _json_default\n"
-        "from selectivity.metrics import _check_num_classes, check_num_classes\n"
+        "from ..run.files import _json_default\n"
+        "from selectivity.core.metrics import _check_num_classes, check_num_classes\n"
         "from .. import plots\n"
-        "import selectivity.summary as summ\n"
+        "import selectivity.analysis.summary as summ\n"
         "x = plots._describe\n"
         "y = summ._check_columns\n"
         "z = plots.save_figure\n"
@@ -90,8 +97,63 @@ def test_the_checker_catches_each_form(tmp_path):
     )
     found = violations(probe, module="selectivity.analysis.probe")
     assert [f.split(": ", 1)[1] for f in found] == [
-        "from selectivity.rundir import _json_default",
-        "from selectivity.metrics import _check_num_classes",
+        "from selectivity.run.files import _json_default",
+        "from selectivity.core.metrics import _check_num_classes",
         "plots._describe",
         "summ._check_columns",
     ]
+
+
+TOP_LEVEL_ALLOWED = {"__init__.py", "version.py", "__main__.py"}
+
+
+def test_top_level_holds_only_the_facade():
+    loose = sorted(p.name for p in SRC.glob("*.py") if p.name not in TOP_LEVEL_ALLOWED)
+    assert not loose, f"modules outside a layer package: {loose}"
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (a list of nodes, first == last), or None."""
+    state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m) :] + [m]
+            if m not in state and (found := visit(m)) is not None:
+                return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n)) is not None:
+            return found
+    return None
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_import_graph_is_acyclic():
+    """Module-level imports, function-local ones included (grimp, import-linter's engine).
+
+    A package's ``__init__`` re-exporting its own submodules is not a dependency of the
+    package on itself, so edges from a package to its own submodules are left out.
+    """
+    g = grimp.build_graph("selectivity", cache_dir=None)
+    edges: dict[str, set[str]] = {}
+    for m in g.modules:
+        edges[m] = {
+            d
+            for d in g.find_modules_directly_imported_by(m)
+            if d.startswith("selectivity") and not d.startswith(m + ".")
+        }
+    assert len(edges) > 60
+    cycle = _cycle(edges)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selectivity.config import ConfigError, TrainConfig, make_config, parse_overrides
 from selectivity.data import DatasetFormatError, read_cifar10_batch, restricted_unpickle
+from selectivity.run.config import ConfigError, TrainConfig, make_config, parse_overrides
 from selectivity.sweep import SweepSpec, parse_floats, parse_grid, parse_seeds
 
 #: Examples per property (reported in the helper's closing note).

@@ -24,32 +24,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from helpers import N_TEST, RUN_A, RUN_B, TINY, tiny_spec, write_image_folder, write_tiny_cifar
 from selectivity.cli import main
 from selectivity.data import CIFAR10_CLASSES
-from selectivity.health import inspect_run_dir
-from selectivity.rundir import RunFiles, read_json, run_lock, write_json
+from selectivity.run.files import RunFiles, read_json, run_lock, write_json
+from selectivity.run.health import inspect_run_dir
 from selectivity.sweep import open_store, rebuild_store, run_sweep
-from tiny_sweep import N_TEST, RUN_A, RUN_B, TINY, tiny_spec, write_tiny_cifar
 
 TINY_SETS = [x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]
 METRICS = ["test_accuracy", "best_val_accuracy", "best_epoch", "mean_selectivity", "mean_precision"]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def write_image_folder(
-    root: Path, names: list[str], size: int, train_per_class: int, test_per_class: int = 2
-) -> Path:
-    """An image-folder tree ``train/<class>/*.png``, ``test/<class>/*.png`` of random images."""
-    from PIL import Image
-
-    rng = np.random.default_rng(1)
-    for split, n in (("train", train_per_class), ("test", test_per_class)):
-        for name in names:
-            d = root / split / name
-            d.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
 
 
 def _quiet(_msg: str) -> None:
@@ -402,7 +386,7 @@ def test_a_copied_run_directory_is_counted_once(sweep_copy):
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_files_follow_the_umask(tmp_path, umask, mode):
-    from selectivity.rundir import atomic_torch_save
+    from selectivity.run.files import atomic_torch_save
 
     old = os.umask(umask)
     try:

@@ -9,9 +9,9 @@ Public API (see the README for a tour):
 * :mod:`selectivity.models` for the papers' networks
 """
 
-from .hooks import ActivationCapture, resolve_layers
-from .measure import LayerReport, SelectivityReport, measure_selectivity
-from .metrics import (
+from .core.hooks import ActivationCapture, resolve_layers
+from .core.measure import LayerReport, SelectivityReport, measure_selectivity
+from .core.metrics import (
     AccumulatorResult,
     SelectivityAccumulator,
     class_means,
@@ -22,7 +22,7 @@ from .metrics import (
     precision,
     selectivity_from_class_means,
 )
-from .regularizer import SelectivityRegularizer, batch_selectivity
+from .core.regularizer import SelectivityRegularizer, batch_selectivity
 from .version import __version__
 
 __all__ = [

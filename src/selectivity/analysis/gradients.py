@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from selectivity.evalmode import frozen_eval
+from selectivity.core.evalmode import frozen_eval
 
 __all__ = [
     "GradientVariability",

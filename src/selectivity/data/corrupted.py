@@ -407,7 +407,7 @@ def contact_sheet_images(
     Returns
     -------
     images : numpy.ndarray
-        ``(C, 5, H, W, 3)`` uint8, for :func:`selectivity.plots_perturb.draw_corruption_grid`.
+        ``(C, 5, H, W, 3)`` uint8, for :func:`selectivity.plots.perturb.draw_corruption_grid`.
     names : list of str
         The C corruptions.
     """

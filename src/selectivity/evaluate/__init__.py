@@ -3,7 +3,7 @@
 * :mod:`.cca`: PWCCA distances within and between alphas (paper 1, section 4.2).
 * :mod:`.geometry`: dimensionality (clean, perturbed, change) and gradient variability (paper 2).
 
-Each module loads trained runs (:func:`selectivity.checkpoint.load_run`), computes with
+Each module loads trained runs (:func:`selectivity.run.checkpoint.load_run`), computes with
 the pure functions of :mod:`selectivity.analysis`, and writes its tables under
 ``SWEEP/analysis/``.
 """

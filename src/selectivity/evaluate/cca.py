@@ -60,11 +60,11 @@ import torch
 
 from ..analysis.pwcca import flatten_conv_activations, pwcca_distance
 from ..analysis.stats import bonferroni, normalise_alpha, paired_test
-from ..checkpoint import load_run
+from ..core.hooks import ActivationCapture
 from ..data import BatchLoader, locate_dataset, stratified_split
-from ..hooks import ActivationCapture
-from ..rundir import SweepFiles
-from ..sweep import open_store
+from ..run.checkpoint import load_run
+from ..run.files import SweepFiles
+from ..sweep.store import open_store
 
 __all__ = [
     "select_images",
@@ -604,7 +604,7 @@ def cca_summary(
     ratio : pandas.DataFrame
         Per (setting, alpha != baseline, seed of alpha): mean over layers of
         ``mean(between) / mean(within)`` (the seed's pairs only), plus the two mean
-        distances and ``n_layers`` (the input of :func:`selectivity.plots.plot_cca_ratio`).
+        distances and ``n_layers`` (the input of :func:`selectivity.plots.selectivity.plot_cca_ratio`).
     tests : pandas.DataFrame
         Per (setting, alpha != baseline): paired test of the per-layer mean between vs
         within distances (paired by layer), ``n`` layers, ``mean_between``,
@@ -711,7 +711,7 @@ def cca_summary(
 
 
 def cca_plot_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Pair-level frame for :func:`selectivity.plots.plot_cca_distance_by_layer`.
+    """Pair-level frame for :func:`selectivity.plots.selectivity.plot_cca_distance_by_layer`.
 
     One row per (pair, layer) with ``distance_within`` set for within pairs and
     ``distance_between`` for between pairs (the other NaN), so the plot's 95% CI bands

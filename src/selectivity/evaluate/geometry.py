@@ -57,13 +57,12 @@ from ..analysis.geometry import (
     required_samples,
 )
 from ..analysis.gradients import gradient_variability
-from ..checkpoint import load_run
-from ..hooks import ActivationCapture
+from ..core.hooks import ActivationCapture
 from ..perturb.attacks import pgd
 from ..perturb.corruptions import CORRUPTIONS, corrupt
-from ..rundir import SweepFiles, read_json, write_json
-from ..sweep import open_store
-from ..sweep.store import GEOMETRY_NAME
+from ..run.checkpoint import load_run
+from ..run.files import SweepFiles, read_json, write_json
+from ..sweep.store import GEOMETRY_NAME, open_store
 from .cca import select_images
 
 __all__ = [

@@ -51,12 +51,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..checkpoint import load_run
 from ..data import find_corrupted, load_cifar10_c, load_tiny_imagenet_c
 from ..perturb import ATTACKS, CORRUPTIONS, NORMS, accuracy_under_attack, corrupt, to_uint8
-from ..rundir import DamagedFileError, RunFiles, SweepFiles, read_json, write_json
-from ..sweep import open_store
-from ..sweep.store import ROBUSTNESS_NAME
+from ..run.checkpoint import load_run
+from ..run.files import DamagedFileError, RunFiles, SweepFiles, read_json, write_json
+from ..sweep.store import ROBUSTNESS_NAME, open_store
 from .cca import select_images
 
 __all__ = [

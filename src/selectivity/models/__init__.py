@@ -8,8 +8,8 @@ Use :func:`create` to build a model by name and :func:`list_models` to see the n
 ['act1', 'layer1.0.act1', 'layer1.0.act2']
 
 Built-in names: ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``
-(CIFAR, 10 classes by default), ``vgg16`` (CIFAR, 10 classes) and ``resnet18``
-(64x64 Tiny ImageNet, 200 classes). Every built-in model has a
+(CIFAR, 10 classes by default), ``vgg16`` (CIFAR, 10 classes), ``resnet18`` and
+``resnet50`` (64x64 Tiny ImageNet, 200 classes). Every built-in model has a
 ``default_selectivity_layers()`` method naming the activation modules whose outputs
 are the units for class selectivity.
 """
@@ -27,13 +27,14 @@ from .resnet_cifar import (
     resnet56,
     resnet110,
 )
-from .resnet_imagenet import BasicBlock, ResNet, resnet18
+from .resnet_imagenet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
 from .vgg import VGG, VGG16_CONFIG, vgg16
 
 __all__ = [
     "ALLOWED_ACTIVATIONS",
     "BasicBlock",
     "BasicBlockA",
+    "Bottleneck",
     "CifarResNet",
     "ResNet",
     "ShortcutA",
@@ -47,6 +48,7 @@ __all__ = [
     "resnet20",
     "resnet32",
     "resnet44",
+    "resnet50",
     "resnet56",
     "resnet110",
     "vgg16",

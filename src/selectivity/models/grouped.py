@@ -24,7 +24,7 @@ ones at no cost (:func:`wide_shape`).
 Why this form: on a GPU one grouped kernel for R small networks fills the device where
 R separate launches leave it idle (see ``benchmarks/bench_gpu.py``). Any module type
 not listed above raises, because its arithmetic might mix runs: use the ``vmap`` or
-``loop`` backend of :class:`selectivity.fused.FusedRuns` for such models.
+``loop`` backend of :class:`selectivity.training.fused.FusedRuns` for such models.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selectivity.evalmode import frozen_eval
+from selectivity.core.evalmode import frozen_eval
 
 __all__ = [
     "ATTACKS",

@@ -5,7 +5,7 @@ inline CSS, no script and no external resource, so it opens offline and can be m
 as one file), every figure as ``OUT/figures/*.png`` and every table as
 ``OUT/tables/*.csv``. The package's modules are its steps:
 
-1. :mod:`.model`: :func:`collect` reads the sweep's stored records only (database
+1. :mod:`.collect`: :func:`collect` reads the sweep's stored records only (database
    synced from the run directories, ``sweep.json``, each run's ``meta.json``);
    :func:`settings_of` splits the runs into settings (one model with one activation
    function and leaky-ReLU slope; settings are never pooled).
@@ -13,13 +13,13 @@ as one file), every figure as ``OUT/figures/*.png`` and every table as
    :func:`make_tables` builds the summary, test, per-layer, configuration and
    provenance tables from it.
 3. :mod:`.figures`: :func:`make_figures` draws the paper's figures with
-   :mod:`selectivity.plots`, passing the same test results for the significance marks;
+   :mod:`selectivity.plots.selectivity`, passing the same test results for the significance marks;
    :mod:`.robustness` (paper 2) and :mod:`.mechanisms` make the tables and figures of the
    Robustness and Mechanisms sections from the sweep's stored results.
 4. :mod:`.html`: :func:`render_html` fills a Jinja2 template with autoescaping on; every
    section is made of the same plain table and figure items, none of HTML.
 
-:mod:`.summarize` writes the lighter sweep summary (``summary.csv``/``.txt`` and four
+:mod:`.summary` writes the lighter sweep summary (``summary.csv``/``.txt`` and four
 figures) that ``selectivity sweep`` and ``selectivity summarize`` produce.
 
 The CCA analysis (paper Fig. 3) is the one part that needs the data and the
@@ -38,12 +38,12 @@ from pathlib import Path
 
 from ..analysis.stats import Family
 from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, sweep_cca
+from .collect import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
 from .figures import make_figures
 from .html import render_html
 from .mechanisms import mechanism_items
-from .model import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
 from .robustness import robustness_items
-from .summarize import summarize_sweep
+from .summary import summarize_sweep
 from .tables import ReportStats, compute_statistics, make_tables
 
 __all__ = [

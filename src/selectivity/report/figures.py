@@ -1,4 +1,4 @@
-"""The report's figures: one :class:`~selectivity.plots.FigureSpec` list per section.
+"""The report's figures: one :class:`FigureSpec` list per section, and the sweep summary's set.
 
 Per setting the paper's Figs. 1, 2, 5, A7 and A9; per setting with CCA distances
 Fig. 3; across settings Figs. A10 and A12. Significance stars come from the
@@ -11,6 +11,7 @@ import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +19,51 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .. import plots
-from ..analysis.stats import is_baseline
+from ..analysis.stats import is_baseline, normalise_alpha
 from ..evaluate.cca import CCADistances, cca_plot_frame
-from ..plots import FigureSpec, has_both_signs
-from .model import FigureItem, ReportData, Setting, match_setting, slug
+from ..plots import selectivity as plots
+from ..plots.selectivity import (
+    plot_accuracy_vs_alpha,
+    plot_layer_selectivity,
+    plot_promote_vs_penalise,
+    plot_selectivity_vs_alpha,
+)
+from ..plots.style import PANEL_SIZE, completed_runs, describe, facets, panel_figure, save_figure
+from .collect import FigureItem, ReportData, Setting, match_setting, slug
 from .tables import CCAStats, ReportStats, SettingStats, compute_statistics
 
-__all__ = ["make_figures", "setting_figure_specs", "cca_figure_specs", "global_figure_specs", "render_spec"]
+__all__ = [
+    "FigureSpec",
+    "cca_figure_specs",
+    "global_figure_specs",
+    "has_both_signs",
+    "make_figures",
+    "render_spec",
+    "setting_figure_specs",
+    "sweep_figure_specs",
+    "sweep_figures",
+]
 
-_PANEL = plots.PANEL_SIZE
+_PANEL = PANEL_SIZE
 #: Per-layer figures: many x labels, so they span the whole row.
 _WIDE = {"fig1a", "fig3a"}
+
+
+@dataclass
+class FigureSpec:
+    """One figure of a set: its key, labels, and how to draw it (or why it is missing).
+
+    ``draw`` returns a new :class:`~matplotlib.figure.Figure`; None means the figure
+    is not drawn and ``note`` says why. The sweep summary and the report both compose
+    lists of these.
+    """
+
+    key: str
+    title: str
+    draw: Callable[[], Figure] | None
+    paper: str = ""
+    caption: str = ""
+    note: str | None = None
 
 
 def _panels(n: int, size: tuple[float, float] = _PANEL) -> tuple[Figure, list[Axes]]:
@@ -385,7 +419,7 @@ def render_spec(
             fig = spec.draw()
         # Multi-panel and per-layer figures (many x labels) span the whole row.
         item.wide = fig.get_figwidth() > 1.5 * _PANEL[0] or spec.key in _WIDE
-        item.path = plots.save_figure(fig, fig_dir / f"{fid}.png", dpi=dpi)
+        item.path = save_figure(fig, fig_dir / f"{fid}.png", dpi=dpi)
     except Exception as e:
         item.note = f"This figure could not be drawn: {type(e).__name__}: {e}"
         log(f"figure {fid}: {item.note}")
@@ -428,3 +462,123 @@ def make_figures(
         render_spec(sp, "", fig_dir, dpi, log) for sp in global_figure_specs(data, settings, n_resamples)
     ]
     return out
+
+
+def has_both_signs(runs: pd.DataFrame) -> bool:
+    """Whether some ``|alpha|`` was run with both signs (Fig. 5 has something to compare)."""
+    a = normalise_alpha(runs["alpha"].to_numpy(float)) if "alpha" in runs.columns else np.array([])
+    a = a[np.isfinite(a)]
+    return bool(np.intersect1d(np.abs(a[a > 0]), np.abs(a[a < 0])).size)
+
+
+def sweep_figure_specs(
+    runs: pd.DataFrame,
+    layers: pd.DataFrame | None = None,
+    *,
+    n_resamples: int = 2000,
+) -> list[FigureSpec]:
+    """The standard figures of a sweep, one panel per model (see :func:`sweep_figures`)."""
+    done = completed_runs(runs)
+    by_model = facets(done)
+
+    def faceted(
+        suptitle: str, draw_one: Callable[[pd.DataFrame, Axes], object], sets: list, panel=PANEL_SIZE
+    ) -> Callable[[], Figure]:
+        def draw() -> Figure:
+            fig, axes = panel_figure(len(sets), panel=panel)
+            for (_, sub), ax in zip(sets, axes):
+                draw_one(sub, ax)
+            fig.suptitle(suptitle)
+            return fig
+
+        return draw
+
+    nr = n_resamples
+    specs = [
+        FigureSpec(
+            "selectivity_vs_alpha",
+            "Mean class selectivity vs regularisation scale",
+            faceted(
+                "Mean class selectivity vs regularisation scale",
+                lambda d, ax: plot_selectivity_vs_alpha(d, ax, n_resamples=nr, title=facet_title(d)),
+                by_model,
+            ),
+            paper="Fig. 1b",
+        ),
+        FigureSpec(
+            "accuracy_vs_alpha",
+            "Test accuracy vs regularisation scale",
+            faceted(
+                "Test accuracy vs regularisation scale",
+                lambda d, ax: plot_accuracy_vs_alpha(d, ax, n_resamples=nr, title=facet_title(d)),
+                by_model,
+            ),
+            paper="Fig. 2a",
+        ),
+    ]
+    if has_both_signs(done):
+        specs.append(
+            FigureSpec(
+                "promote_vs_penalise",
+                "Promoting vs penalising class selectivity",
+                faceted(
+                    "Promoting vs penalising class selectivity",
+                    lambda d, ax: plot_promote_vs_penalise(d, ax, n_resamples=nr, title=facet_title(d)),
+                    by_model,
+                ),
+                paper="Fig. 5a",
+            )
+        )
+    if layers is not None:
+        title = "Mean class selectivity by layer (95% CI over seeds)"
+        specs.append(
+            FigureSpec(
+                "layer_selectivity",
+                title,
+                faceted(
+                    title,
+                    lambda d, ax: plot_layer_selectivity(d, ax, n_resamples=nr, title=facet_title(d)),
+                    facets(layers),
+                    panel=(7.5, 4.8),
+                ),
+                paper="Fig. 1a",
+            )
+        )
+    return specs
+
+
+def sweep_figures(
+    runs: pd.DataFrame,
+    layers: pd.DataFrame | None = None,
+    *,
+    n_resamples: int = 2000,
+) -> dict[str, Figure]:
+    """The standard figures of a sweep, one panel per model.
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame
+        Runs frame (all statuses; completed runs are plotted).
+    layers : pandas.DataFrame, optional
+        Layers frame; adds ``"layer_selectivity"``.
+    n_resamples : int, default 2000
+        Bootstrap resamples for every CI.
+
+    Returns
+    -------
+    dict of str to matplotlib.figure.Figure
+        ``"selectivity_vs_alpha"`` (Fig. 1b), ``"accuracy_vs_alpha"`` (Fig. 2a/4a),
+        ``"promote_vs_penalise"`` (Fig. 5a; only when some ``|alpha|`` was run with
+        both signs), ``"layer_selectivity"`` (Fig. 1a; only with ``layers``). Each
+        figure has one panel per model (and per activation setting when several are
+        present), at most three per row. Nothing is saved: see :func:`save_figure`.
+    """
+    return {
+        spec.key: spec.draw()
+        for spec in sweep_figure_specs(runs, layers, n_resamples=n_resamples)
+        if spec.draw is not None
+    }
+
+
+def facet_title(df: pd.DataFrame) -> str:
+    return describe(df) or "all runs"

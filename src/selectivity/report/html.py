@@ -19,7 +19,7 @@ import jinja2
 import numpy as np
 
 from ..evaluate.cca import CCADistances
-from .model import TITLE, FigureItem, ReportData, Setting, TableItem
+from .collect import TITLE, FigureItem, ReportData, Setting, TableItem
 
 __all__ = ["render_html", "template_environment"]
 

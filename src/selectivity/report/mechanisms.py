@@ -2,7 +2,7 @@
 
 Reads the sweep's ``geometry`` table (written by ``selectivity geometry``); with no
 geometry results the section is left out. Statistics are computed here and passed to
-the plot functions of :mod:`selectivity.plots_geometry`, which only draw.
+the plot functions of :mod:`selectivity.plots.geometry`, which only draw.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..evaluate.geometry import geometry_frame
-from ..plots_geometry import (
+from ..plots.geometry import (
     plot_change_dimensionality,
     plot_dimensionality_by_layer,
     plot_dimensionality_vs_selectivity,
     plot_gradient_variability,
 )
-from .model import FigureItem, TableItem
+from .collect import FigureItem, TableItem
 
 __all__ = ["spearman_ci", "early_layer_indices", "mechanism_items"]
 

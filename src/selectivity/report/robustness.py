@@ -1,9 +1,9 @@
 """The report's "Robustness" section (paper 2): tables, statistics and figures.
 
 Statistics are computed here and passed to the plot functions of
-:mod:`selectivity.plots_robustness`, which only draw. The section is plain data
-(:class:`~selectivity.report.model.TableItem` and
-:class:`~selectivity.report.model.FigureItem`, as for the Mechanisms section) that the
+:mod:`selectivity.plots.robustness`, which only draw. The section is plain data
+(:class:`~selectivity.report.collect.TableItem` and
+:class:`~selectivity.report.collect.FigureItem`, as for the Mechanisms section) that the
 report's Jinja2 template renders with autoescaping; no HTML is made here.
 """
 
@@ -20,8 +20,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ..analysis.stats import ttests_against_baseline
-from ..sweep import open_store
-from .model import FigureItem, TableItem, slug
+from ..sweep.store import open_store
+from .collect import FigureItem, TableItem, slug
 
 __all__ = ["spearman_with_ci", "robustness_statistics", "robustness_items"]
 
@@ -95,7 +95,7 @@ def _figure(
     """Draw and save one figure; a failure becomes the item's note (never an exception)."""
     import matplotlib.pyplot as plt
 
-    from ..plots import save_figure
+    from ..plots.style import save_figure
 
     item = FigureItem(id=fid, paper="Paper 2", title=title, caption=caption)
     try:
@@ -159,7 +159,7 @@ def robustness_items(
 
     matplotlib.use("Agg")
 
-    from ..plots_robustness import (
+    from ..plots.robustness import (
         plot_accuracy_vs_severity,
         plot_attack_accuracy_vs_epsilon,
         plot_corruption_accuracy_vs_alpha,

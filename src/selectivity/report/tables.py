@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.stats import Family, is_baseline, rank_sum_promote_vs_penalise, ttests_against_baseline
+from ..analysis.summary import layer_table, summary_table
 from ..evaluate.cca import CCADistances, cca_summary
-from ..summary import layer_table, summary_table
-from .model import META_FIELDS, ReportData, Setting, TableItem, match_setting
+from .collect import META_FIELDS, ReportData, Setting, TableItem, match_setting
 
 __all__ = [
     "METRICS",

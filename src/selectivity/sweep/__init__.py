@@ -5,7 +5,8 @@ The grid (:mod:`.spec`), the results database (:mod:`.store`), the executors
 those read the database from above (:mod:`selectivity.report`).
 """
 
-from .driver import FINAL_STATUSES, SweepMismatchError, open_store, run_sweep
+from ..run.files import FINAL_STATUSES
+from .driver import SweepMismatchError, run_sweep
 from .executors import EXECUTORS, GroupTask, Task, execute_run, exit_with_parent, make_executor, pack_tasks
 from .spec import (
     PAPER_ALPHAS,
@@ -19,7 +20,7 @@ from .spec import (
     register_sweep_preset,
     run_id,
 )
-from .store import ResultsStore, rebuild_store
+from .store import ResultsStore, open_store, rebuild_store
 
 __all__ = [
     "FINAL_STATUSES",

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import ConfigError, complete_config
-from ..health import RunHealth, inspect_run_dir
-from ..rundir import (
+from ..run.config import ConfigError, complete_config
+from ..run.files import (
     FINAL_STATUSES,
     DamagedFileError,
     RunFiles,
@@ -29,15 +28,15 @@ from ..rundir import (
     set_aside,
     write_json,
 )
+from ..run.health import RunHealth, inspect_run_dir
 from .executors import Task, make_executor, pack_tasks
 from .spec import SweepSpec
-from .store import RUNS_DIR, ResultsStore, open_store_checked, write_sweep_record
+from .store import RUNS_DIR, ResultsStore, open_store, write_sweep_record
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# FINAL_STATUSES is defined in selectivity.rundir (re-exported here).
-__all__ = ["run_sweep", "open_store", "FINAL_STATUSES", "SweepMismatchError"]
+__all__ = ["run_sweep", "SweepMismatchError"]
 
 
 class SweepMismatchError(ConfigError):
@@ -46,16 +45,6 @@ class SweepMismatchError(ConfigError):
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
-
-
-def open_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr) -> ResultsStore:
-    """Open the sweep's database, syncing it with the run directories first.
-
-    A damaged database is set aside and rebuilt from the run directories; damaged run
-    directories and copies of a run are reported through ``log`` (see
-    :func:`~selectivity.sweep.store.open_store_checked`).
-    """
-    return open_store_checked(sweep_dir, log=log)
 
 
 def _config_diff(old: dict, new: dict) -> dict[str, tuple]:
@@ -116,7 +105,7 @@ def _write_sweep_json(
 
 def _auto_fuse(cfgs: list, log: Callable[[str], None]) -> int:
     """``--fuse auto``: the smallest group size that fits, over the sweep's kinds of run."""
-    from ..train_fused import auto_group_size, fuse_key
+    from ..training.group import auto_group_size, fuse_key
 
     firsts = {fuse_key(c): c for c in reversed(cfgs)}  # one config per kind of run
     return min((auto_group_size(c, log=log) for c in firsts.values()), default=1)
@@ -149,15 +138,15 @@ def run_sweep(
     :class:`SweepMismatchError` before anything is trained or ``sweep.json`` is written,
     unless ``archive_mismatched`` moves those runs to ``<sweep_dir>/archive/<time>/``.
     Damaged run files are moved to ``<run>/damaged/<time>/`` and the run resumes or
-    restarts (see :meth:`selectivity.health.RunHealth.files_to_set_aside`).
+    restarts (see :meth:`selectivity.run.health.RunHealth.files_to_set_aside`).
 
     ``fuse`` > 1 packs the runs to train into groups of at most ``fuse`` runs that differ
     only in seed and alpha (:func:`~selectivity.sweep.executors.pack_tasks`, in spec
     order); each group is one task of the executor (one process, one Ray task), trained
-    as one fused model (:func:`selectivity.train_fused.train_group`). Every run still
+    as one fused model (:func:`selectivity.training.group.train_group`). Every run still
     has its own directory and database row, and a rerun resumes each run. ``fuse="auto"``
     measures on this process's device how many runs fit in memory
-    (:func:`selectivity.train_fused.auto_group_size`; 1 on a CPU).
+    (:func:`selectivity.training.group.auto_group_size`; 1 on a CPU).
     """
     if summarize:
         raise ValueError(

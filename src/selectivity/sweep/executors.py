@@ -91,7 +91,7 @@ class Task:
 
 @dataclass(frozen=True)
 class GroupTask:
-    """Runs to train together as one fused model (:func:`selectivity.train_fused.train_group`)."""
+    """Runs to train together as one fused model (:func:`selectivity.training.group.train_group`)."""
 
     tasks: tuple[Task, ...]
 
@@ -109,7 +109,7 @@ def members(unit: Task | GroupTask) -> tuple[Task, ...]:
 def pack_tasks(tasks: Sequence[Task], fuse: int) -> list[Task | GroupTask]:
     """Pack runs that can be fused into groups of at most ``fuse`` runs, in task order.
 
-    Runs are fusable when their configs have one :func:`selectivity.train_fused.fuse_key`
+    Runs are fusable when their configs have one :func:`selectivity.training.group.fuse_key`
     (they differ only in seed and alpha). Each group takes the next fusable runs in the
     order given (the spec's order); a group of one run stays a plain :class:`Task`.
     The result is ordered by each group's first run.
@@ -123,8 +123,8 @@ def pack_tasks(tasks: Sequence[Task], fuse: int) -> list[Task | GroupTask]:
         raise ValueError(f"fuse must be an integer >= 1, got {fuse}")
     if fuse == 1:
         return list(tasks)
-    from ..config import TrainConfig
-    from ..train_fused import fuse_key
+    from ..run.config import TrainConfig
+    from ..training.group import fuse_key
 
     open_groups: dict[tuple, list[Task]] = {}
     groups: list[list[Task]] = []
@@ -152,7 +152,7 @@ def _failure(task: Task, e: BaseException) -> dict:
 
 def _write_failure(task: Task, result: dict) -> None:
     """Record a failed run in its directory (best effort)."""
-    from ..rundir import RunFiles, write_json
+    from ..run.files import RunFiles, write_json
 
     files = RunFiles(task.run_dir)
     try:
@@ -171,9 +171,9 @@ def execute_run(task: Task, progress: bool = False) -> dict:
     """
     import torch
 
-    from ..config import TrainConfig
-    from ..rundir import RunFiles, run_lock
-    from ..train import train_run
+    from ..run.config import TrainConfig
+    from ..run.files import RunFiles, run_lock
+    from ..training.single import train_run
 
     files = RunFiles(task.run_dir)
     files.root.mkdir(parents=True, exist_ok=True)
@@ -214,9 +214,9 @@ def execute_group(group: GroupTask, progress: bool = False) -> list[dict]:
     """
     import torch
 
-    from ..config import TrainConfig
-    from ..rundir import FINAL_STATUSES, DamagedFileError, RunFiles, read_json, run_lock
-    from ..train_fused import train_group
+    from ..run.config import TrainConfig
+    from ..run.files import FINAL_STATUSES, DamagedFileError, RunFiles, read_json, run_lock
+    from ..training.group import train_group
 
     tasks = group.tasks
     files = [RunFiles(t.run_dir) for t in tasks]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import MAX_SEED, ConfigError, TrainConfig, make_config
+from ..run.config import MAX_SEED, ConfigError, TrainConfig, make_config
 
 __all__ = [
     "SweepSpec",

@@ -21,10 +21,11 @@ from typing import Any
 import pandas as pd
 
 from ..analysis.stats import normalise_alpha
-from ..health import inspect_run_dir
-from ..rundir import DB_NAME, RUNS_DIR, DamagedFileError, RunFiles, read_json, write_json
+from ..run.files import DB_NAME, FINAL_STATUSES, RUNS_DIR, DamagedFileError, RunFiles, read_json, write_json
+from ..run.health import inspect_run_dir
 
 __all__ = [
+    "open_store",
     "ResultsStore",
     "rebuild_store",
     "scan_run_dir",
@@ -40,7 +41,7 @@ __all__ = [
     "read_geometry_rows",
 ]
 
-# DB_NAME and RUNS_DIR are defined in selectivity.rundir (re-exported here).
+# DB_NAME and RUNS_DIR are defined in selectivity.run.files (re-exported here).
 #: Per-run file with what only the driver knows (its wall-clock time of the run).
 RECORD_NAME = "sweep_record.json"
 #: Per-run robustness results (written by selectivity.evaluate.robustness).
@@ -59,7 +60,7 @@ RUN_COLUMNS = [
     ("activation", "TEXT"),
     ("negative_slope", "REAL"),
     ("epochs", "INTEGER"),
-    ("status", "TEXT"),  # one of selectivity.rundir.RUN_STATUSES
+    ("status", "TEXT"),  # one of selectivity.run.files.RUN_STATUSES
     ("message", "TEXT"),
     ("test_accuracy", "REAL"),
     ("best_val_accuracy", "REAL"),
@@ -456,7 +457,7 @@ def _scan_all(sweep_dir: Path, log: Callable[[str], None]) -> list[tuple[str, di
     count twice in every statistic: of runs with equal configs, the one whose name is the
     id the sweep gives that config is kept, the others are reported and left out.
     """
-    from ..config import ConfigError, TrainConfig
+    from ..run.config import ConfigError, TrainConfig
     from .spec import run_id
 
     keys = _grid_keys(sweep_dir)
@@ -493,8 +494,6 @@ def sync_store(
     store: ResultsStore, sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr
 ) -> None:
     """Bring the database in line with the run directories (the source of truth)."""
-    from .driver import FINAL_STATUSES
-
     sweep_dir = Path(sweep_dir)
     known = store.statuses()
     scanned = _scan_all(sweep_dir, log)
@@ -581,3 +580,13 @@ def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _st
         tmp.unlink(missing_ok=True)
         raise
     return ResultsStore(db)
+
+
+def open_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr) -> ResultsStore:
+    """Open the sweep's database, syncing it with the run directories first.
+
+    A damaged database is set aside and rebuilt from the run directories; damaged run
+    directories and copies of a run are reported through ``log`` (see
+    :func:`~selectivity.sweep.store.open_store_checked`).
+    """
+    return open_store_checked(sweep_dir, log=log)

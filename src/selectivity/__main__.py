@@ -1,0 +1,5 @@
+"""``python -m selectivity``: the ``selectivity`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m selectivity.cli``: the ``selectivity`` command."""
+
+from . import main
+
+main()

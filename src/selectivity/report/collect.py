@@ -1,0 +1,238 @@
+"""The report's data model: what is read from a sweep, split into settings.
+
+:func:`collect` reads the sweep's stored records only (database synced from the run
+directories, ``sweep.json``, each run's ``meta.json``); nothing is trained or measured.
+:func:`settings_of` splits the runs into settings (model x activation x slope), which
+are never pooled. :class:`TableItem` and :class:`FigureItem` are what the other
+modules of the package produce and :mod:`.html` renders.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..run.files import SweepFiles, provenance, read_json
+from ..sweep.store import open_store
+
+__all__ = [
+    "TITLE",
+    "META_FIELDS",
+    "ReportData",
+    "Setting",
+    "FigureItem",
+    "TableItem",
+    "collect",
+    "settings_of",
+    "slug",
+    "match_setting",
+]
+
+#: Title of the HTML page (also its first heading).
+TITLE = "Class selectivity sweep report"
+#: Fields of each run's meta.json summarised under "Provenance".
+META_FIELDS = (
+    "package_version",
+    "git_revision",
+    "torch_version",
+    "python_version",
+    "hostname",
+    "platform",
+    "device",
+    "cuda_available",
+)
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows that comes from stored records.
+
+    Attributes
+    ----------
+    sweep_dir : Path
+    runs : pandas.DataFrame
+        The store's runs frame (every status; ``config`` JSON kept).
+    layers : pandas.DataFrame
+        The store's layers frame.
+    sweep : dict
+        Content of ``sweep.json`` (``{}`` when missing).
+    meta : pandas.DataFrame
+        One row per run directory with a ``meta.json``: ``run_id`` + :data:`META_FIELDS`.
+    generated : str
+        Generation time, UTC, ISO 8601.
+    generator : dict
+        Provenance of the code writing the report.
+    """
+
+    sweep_dir: Path
+    runs: pd.DataFrame
+    layers: pd.DataFrame
+    sweep: dict
+    meta: pd.DataFrame
+    generated: str
+    generator: dict
+
+
+@dataclass
+class Setting:
+    """Runs of one model with one activation setting (never pooled with others)."""
+
+    key: str  # file- and id-safe slug
+    label: str  # human-readable, e.g. "resnet20" or "resnet20, leaky_relu slope 0.1"
+    model: str
+    runs: pd.DataFrame  # every status
+    layers: pd.DataFrame  # completed runs only
+
+    @property
+    def done(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == "completed"]
+
+
+@dataclass
+class FigureItem:
+    """One figure: its file and caption, or a note saying why it is missing."""
+
+    id: str
+    paper: str  # e.g. "Fig. 1b"
+    title: str
+    caption: str = ""
+    path: Path | None = None
+    note: str | None = None
+    wide: bool = False  # multi-panel: spans the whole row of the figure grid
+
+
+@dataclass
+class TableItem:
+    """One table: the raw frame (written as CSV) and a display frame (shown in HTML)."""
+
+    id: str
+    title: str
+    data: pd.DataFrame
+    display: pd.DataFrame | None = None
+    caption: str = ""
+    path: Path | None = None
+    note: str | None = None
+    show: bool = True  # False: CSV only (listed, not rendered)
+
+
+# --------------------------------------------------------------------------- collect
+def collect(sweep_dir: str | os.PathLike) -> ReportData:
+    """Read a sweep's stored records (database, ``sweep.json``, ``meta.json`` files).
+
+    Parameters
+    ----------
+    sweep_dir : path
+        Sweep directory.
+
+    Returns
+    -------
+    ReportData
+    """
+    sweep_dir = Path(sweep_dir)
+    files = SweepFiles(sweep_dir)
+    with open_store(sweep_dir) as store:  # alphas come back normalised
+        runs = store.runs_df()
+        layers = store.layers_df()
+    sweep: dict[str, Any] = {}
+    if files.spec.exists():
+        try:
+            sweep = read_json(files.spec)
+        except (OSError, ValueError) as e:
+            sweep = {"error": f"cannot read sweep.json: {e}"}
+    metas = []
+    for rid in runs["run_id"] if not runs.empty else []:
+        p = files.run(rid).meta
+        try:
+            m = read_json(p) if p.exists() else {}
+        except (OSError, ValueError):
+            m = {}
+        metas.append({"run_id": rid, **{k: m.get(k) for k in META_FIELDS}})
+    meta = pd.DataFrame(metas, columns=["run_id", *META_FIELDS])
+    gen = provenance()
+    return ReportData(
+        sweep_dir=sweep_dir,
+        runs=runs,
+        layers=layers,
+        sweep=sweep,
+        meta=meta,
+        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        generator={k: gen.get(k) for k in ("package_version", "git_revision", "torch_version", "hostname")},
+    )
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "all"
+
+
+def _same(col: pd.Series, value: Any) -> np.ndarray:
+    """Element-wise equality that treats NaN as equal to NaN."""
+    if pd.isna(value):
+        return col.isna().to_numpy()
+    return (col == value).to_numpy()
+
+
+def settings_of(data: ReportData) -> list[Setting]:
+    """Split the runs into settings: model x activation (x slope for leaky ReLU)."""
+    runs = data.runs
+    if runs.empty:
+        return []
+    cols = ["model", "activation", "negative_slope"]
+    many_acts = runs["activation"].nunique(dropna=False) > 1
+    out = []
+    # Per model: plain ReLU first, then other activations by slope.
+    keys = sorted(
+        runs.groupby(cols, sort=False, dropna=False).groups,
+        key=lambda k: (str(k[0]), k[1] != "relu", str(k[1]), float(k[2]) if pd.notna(k[2]) else -1.0),
+    )
+    for key in keys:
+        model, act, slope = key
+        sub = runs[
+            (runs["model"] == model)
+            & (runs["activation"].astype(str) == str(act))
+            & _same(runs["negative_slope"], slope)
+        ]
+        label = str(model)
+        if act == "leaky_relu":
+            label += f", leaky_relu slope {float(slope):g}"
+        elif many_acts or (act not in ("relu", None) and not pd.isna(act)):
+            label += f", {act}"
+        lay = data.layers
+        if not lay.empty:
+            lay = lay[lay["run_id"].isin(sub["run_id"]) & (lay["status"] == "completed")]
+        out.append(
+            Setting(
+                key=slug(label),
+                label=label,
+                model=str(model),
+                runs=sub.reset_index(drop=True),
+                layers=lay.reset_index(drop=True),
+            )
+        )
+    # Labels could collide for odd grids (e.g. relu runs with different ignored slopes).
+    seen: dict[str, int] = {}
+    for s in out:
+        n = seen.get(s.key, 0)
+        seen[s.key] = n + 1
+        if n:
+            s.key, s.label = f"{s.key}-{n}", f"{s.label} (#{n + 1})"
+    return out
+
+
+def match_setting(df: pd.DataFrame, s: Setting) -> pd.DataFrame:
+    """Rows of a CCA frame belonging to setting ``s`` (same model, activation, slope)."""
+    if df.empty:
+        return df
+    r = s.runs.iloc[0]
+    m = (df["model"] == r["model"]) & (df["activation"].astype(str) == str(r["activation"]))
+    m &= np.isclose(
+        pd.to_numeric(df["negative_slope"], errors="coerce").fillna(-1).to_numpy(float),
+        float(r["negative_slope"]) if pd.notna(r["negative_slope"]) else -1,
+    )
+    return df[m]

@@ -1,0 +1,191 @@
+"""The sweep summary: ``summary.csv``/``summary.txt`` and the standard figures as PNG.
+
+The table itself is :func:`selectivity.analysis.summary.summary_table` (pure); this
+module renders it as text and writes the files.
+
+Written by ``selectivity summarize`` and, after the runs, by ``selectivity sweep``.
+Reads only the run records (the database, synced from the run directories); the
+figure set is :func:`selectivity.report.figures.sweep_figure_specs`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.summary import summary_table
+from ..plots.style import save_figure
+from ..run.files import SweepFiles
+from ..sweep.store import open_store
+from .figures import sweep_figure_specs
+
+__all__ = ["format_summary", "summarize_sweep", "write_summary"]
+
+
+def summarize_sweep(
+    sweep_dir: str | os.PathLike, log: Callable[[str], None] = print, figures: bool = True
+) -> dict[str, Path]:
+    """Write the summary table (CSV, text) and the first figures (PNG) of a sweep.
+
+    Parameters
+    ----------
+    sweep_dir : path
+        Sweep directory.
+    log : callable, default print
+        Receives the formatted table and one-line messages.
+    figures : bool, default True
+        Also draw ``SWEEP/figures/<key>.png``.
+
+    Returns
+    -------
+    dict of str to Path
+        ``"csv"``, ``"txt"`` and one entry per figure key; empty when no run is recorded.
+    """
+    files = SweepFiles(sweep_dir)
+    with open_store(files.root) as store:
+        runs = store.runs_df()
+        layers = store.layers_df()
+    out: dict[str, Path] = {}
+    if runs.empty:
+        log("no runs recorded yet")
+        return out
+    out.update(write_summary(runs, files.root))
+    log(format_summary(summary_table(runs)))
+    if figures:
+        completed = layers[layers.status == "completed"] if not layers.empty else None
+        for spec in sweep_figure_specs(runs, completed):
+            if spec.draw is not None:
+                out[spec.key] = save_figure(spec.draw(), files.figures / f"{spec.key}.png")
+        log(f"figures in {files.figures}")
+    return out
+
+
+def _fmt_alpha(a) -> str:
+    try:
+        return f"{float(a):g}"
+    except (TypeError, ValueError):
+        return str(a)
+
+
+def _fmt_ci(mean, low, high, n, scale: float, digits: int, suffix: str) -> str:
+    """``"91.23% [90.9, 91.5]"`` (or without the bracket when there is no CI)."""
+    if n == 0 or not np.isfinite(mean):
+        return "-"
+    text = f"{mean * scale:.{digits}f}{suffix}"
+    if np.isfinite(low) and np.isfinite(high):
+        ci_digits = max(digits - 1, 1) if suffix == "%" else digits
+        text += f" [{low * scale:.{ci_digits}f}, {high * scale:.{ci_digits}f}]"
+    return text
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    """Fixed-width text rendering of :func:`summary_table`.
+
+    Accuracy is shown as a percentage with its CI (``"91.23% [90.9, 91.5]"``), mean
+    class selectivity to three decimals (``"0.221 [0.215, 0.228]"``), in the spirit of
+    airbench's ``"94.01% (n=200)"`` reporting. Groups with one completed run show no
+    CI; groups with none show ``-``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Output of :func:`summary_table`.
+
+    Returns
+    -------
+    str
+        Header line, separator, one line per group, and a footnote saying what ``n``
+        and the CI are. Ends without a newline.
+    """
+    conf = table.attrs.get("confidence", 0.95)
+    ci_name = f"{conf * 100:g}% CI"
+    group_cols = table.attrs.get("group_cols") or [
+        c for c in ("model", "activation", "negative_slope", "alpha") if c in table.columns
+    ]
+    headers: list[str] = []
+    cells: list[list[str]] = [[] for _ in range(len(table))]
+    right: list[bool] = []
+
+    def add(header: str, values, align_right: bool) -> None:
+        headers.append(header)
+        right.append(align_right)
+        for i, v in enumerate(values):
+            cells[i].append(v)
+
+    for c in group_cols:
+        if c == "alpha":
+            add("alpha", [_fmt_alpha(v) for v in table[c]], True)
+        elif c == "negative_slope":
+            add("slope", [_fmt_alpha(v) for v in table[c]], True)
+        else:
+            add(c, [str(v) for v in table[c]], False)
+    add("n", [str(int(v)) for v in table["n"]], True)
+    known = {
+        "test_accuracy": (f"test acc ({ci_name})", 100.0, 2, "%"),
+        "best_val_accuracy": (f"val acc ({ci_name})", 100.0, 2, "%"),
+        "mean_selectivity": (f"SI ({ci_name})", 1.0, 3, ""),
+        "mean_selectivity_live": (f"SI live ({ci_name})", 1.0, 3, ""),
+        "mean_precision": (f"precision ({ci_name})", 1.0, 3, ""),
+        "dead_fraction": (f"dead ({ci_name})", 1.0, 3, ""),
+    }
+    metrics = table.attrs.get("metrics") or [c[: -len("_mean")] for c in table.columns if c.endswith("_mean")]
+    for m in metrics:
+        header, scale, digits, suffix = known.get(m, (f"{m} ({ci_name})", 1.0, 3, ""))
+        add(
+            header,
+            [
+                _fmt_ci(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r["n"], scale, digits, suffix)
+                for _, r in table.iterrows()
+            ],
+            False,
+        )
+    for col, header in (("n_failed", "failed"), ("n_diverged", "diverged"), ("n_unfinished", "unfinished")):
+        # Only show the unfinished column when something is still pending: less noise.
+        if col in table.columns and (col != "n_unfinished" or table[col].sum() > 0):
+            add(header, [str(int(v)) for v in table[col]], True)
+
+    widths = [max([len(h), *(len(row[j]) for row in cells)]) for j, h in enumerate(headers)]
+
+    def line(values) -> str:
+        return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
+
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    if cells:
+        out += [line(row) for row in cells]
+    else:
+        out.append("(no runs)")
+    out.append(
+        f"n = completed runs; {ci_name} = bootstrap (percentile) CI of the mean over seeds; "
+        "failed/diverged runs are counted, not averaged."
+    )
+    return "\n".join(out)
+
+
+def write_summary(runs: pd.DataFrame, out_dir, **kwargs) -> dict[str, Path]:
+    """Write ``summary.csv`` (full table) and ``summary.txt`` (formatted) to ``out_dir``.
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame
+        The sweep's runs frame.
+    out_dir : str or path-like
+        Directory; created if missing.
+    **kwargs
+        Passed to :func:`summary_table`.
+
+    Returns
+    -------
+    dict
+        ``{"csv": Path, "txt": Path}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = summary_table(runs, **kwargs)
+    paths = {"csv": out / "summary.csv", "txt": out / "summary.txt"}
+    table.to_csv(paths["csv"], index=False)
+    paths["txt"].write_text(format_summary(table) + "\n", encoding="utf-8")
+    return paths

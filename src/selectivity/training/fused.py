@@ -1,0 +1,612 @@
+"""Train R runs of one architecture as one model: stacked parameters under ``torch.func.vmap``.
+
+A fused group holds the parameters and buffers of R models of the same class stacked
+along a new leading dimension (:func:`torch.func.stack_module_state`) and runs the
+model once per step with :func:`torch.func.vmap` over
+:func:`torch.func.functional_call`. Every run keeps its own minibatch (inputs
+``(R, B, C, H, W)``, labels ``(R, B)``), its own batch-norm statistics, its own
+regulariser strength ``alpha`` and its own SGD momentum, so a run in a group follows
+the same arithmetic as the run trained alone (the tests check this to 1e-9 in float64).
+
+Three backends compute the R forward passes (:func:`pick_backend`); all follow the
+arithmetic of separate runs and differ only in speed:
+
+- ``grouped``: one wide model (:func:`selectivity.models.grouped.group_model`) whose
+  convolutions are grouped convolutions over the R runs and whose batch norms run over
+  ``R * C`` channels; the stacked parameters are viewed in the wide shapes at no cost.
+  One kernel per layer for R small networks is what fills a GPU.
+- ``loop``: the single-run model called once per run on views of the stacked
+  parameters, forward and backward one run at a time, then one optimizer step over the
+  stacks. On a CPU a single convolution already keeps the cores busy and a grouped one
+  is slower than R plain ones, so this is the CPU default: it costs R single steps.
+- ``vmap``: :func:`torch.func.vmap` over :func:`torch.func.functional_call`, for any
+  model the grouped form cannot widen (batch norm under ``vmap`` is slow on CPU).
+
+Batch-norm running statistics are stacked buffers; every backend updates each run's
+slice in place (checked by the tests against separate runs).
+
+Assumptions of a group: same model class and shapes, same learning-rate schedule,
+momentum and weight decay (SGD's update is elementwise, so one optimizer over the
+stacked leaves equals R optimizers as long as these hyperparameters are shared), same
+batch size and number of steps per epoch. Seeds, alphas and data orders differ freely.
+
+Nothing in a step reads a value back from the device; divergence is checked by the
+caller every K steps with :meth:`FusedRuns.nonfinite_runs`, and a diverged run is
+removed with :meth:`FusedRuns.drop` (the stack is rebuilt; the other runs go on with
+unchanged values).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from ..core.hooks import LayerSpec, PerLayer, Site, attach_site_hooks, never_ran_error, resolve_sites
+from ..core.regularizer import DEAD_RULES, layer_ids, masked_selectivity
+from ..models.grouped import group_model, groupable, wide_shape
+from .runtime import autocast, compile_with_fallback
+
+__all__ = [
+    "BACKENDS",
+    "FusedRuns",
+    "FusedStep",
+    "pick_backend",
+]
+
+#: How a group computes its R forward passes (see :func:`pick_backend`).
+BACKENDS: tuple[str, ...] = ("auto", "grouped", "loop", "vmap")
+
+
+def pick_backend(backend: str, model: nn.Module, device: torch.device | str) -> str:
+    """The backend a group uses: ``backend`` itself, or for ``"auto"`` the fastest that applies.
+
+    - ``"grouped"``: one wide model (:func:`selectivity.models.grouped.group_model`), each
+      convolution one grouped kernel over the R runs. Fastest on a GPU, where one kernel
+      for R small networks fills the device; needs every module to be supported.
+    - ``"loop"``: the single-run model called R times per step on views of the stacked
+      parameters, then one optimizer step over the stacks. On a CPU, where a
+      convolution already uses the cores fully, this costs R single steps and no more
+      (grouped convolutions are slower there than R plain ones).
+    - ``"vmap"``: :func:`torch.func.vmap` over :func:`torch.func.functional_call`; any
+      model, no conversion (batch norm under ``vmap`` is slow on CPU).
+
+    ``"auto"`` picks ``"loop"`` on the CPU, else ``"grouped"`` when the model can be
+    widened, else ``"vmap"``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown fused backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        if backend == "grouped" and not groupable(model):
+            raise ValueError(
+                f"backend 'grouped' cannot widen a {type(model).__name__} (see group_model); use 'loop' or 'vmap'"
+            )
+        return backend
+    if torch.device(device).type == "cpu":
+        return "loop"
+    return "grouped" if groupable(model) else "vmap"
+
+
+@dataclass
+class FusedStep:
+    """Per-run results of one fused step (detached, on the group's device; no sync).
+
+    Attributes
+    ----------
+    loss, ce, selectivity : torch.Tensor
+        ``(R,)`` total loss ``ce - alpha * selectivity``, cross-entropy, minibatch SI.
+    correct : torch.Tensor
+        ``(R,)`` int64 correct predictions in the minibatch.
+    """
+
+    loss: torch.Tensor
+    ce: torch.Tensor
+    selectivity: torch.Tensor
+    correct: torch.Tensor
+
+
+# --------------------------------------------------------------------------- fused group
+class _Sink:
+    """Receives the selectivity sites' outputs from forward hooks on the template model."""
+
+    def __init__(self) -> None:
+        self.acts: list[torch.Tensor] = []
+
+
+def _float32(a: torch.Tensor) -> torch.Tensor:
+    """Half-precision site responses (autocast) as float32; selectivity means stay float32."""
+    return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
+
+
+class FusedRuns:
+    """R runs of one architecture trained together as one stacked model.
+
+    Parameters
+    ----------
+    models : sequence of nn.Module
+        R initialised models of the same class and shapes (e.g. built with different
+        seeds, or loaded from R checkpoints to resume). They are copied; the originals
+        are not changed.
+    alphas : sequence of float
+        Regulariser strength of each run (``loss = CE - alpha * SI``).
+    num_classes : int
+        Number of classes.
+    lr, momentum, weight_decay : float
+        SGD hyperparameters shared by the group (``lr`` changes with :meth:`set_lr`).
+    layers : LayerSpec, optional
+        Selectivity sites, as for :class:`~selectivity.core.regularizer.SelectivityRegularizer`.
+    layouts, sites, pooling
+        Per-layer layout, site kind and token pooling, as for the regulariser (the
+        one reduction rule of :mod:`selectivity.core.responses`).
+    eps, negative, dead
+        Regulariser options (see :mod:`selectivity.core.regularizer`).
+    run_ids : sequence, optional
+        A name per run (default ``0..R-1``); kept in step with :meth:`drop`.
+    amp : bool
+        bf16 autocast for the forward pass (CPU or CUDA).
+    optimizer_states : sequence of dict, optional
+        Per-run ``SGD.state_dict()`` of single runs (resume from checkpoints).
+    backend : {"auto", "grouped", "loop", "vmap"}
+        How the R forward passes are computed (:func:`pick_backend`). Every backend
+        gives the same arithmetic as separate runs; they differ only in speed.
+
+    Examples
+    --------
+    >>> group = FusedRuns(models, alphas=[-1.0, 0.0, 2.0], num_classes=10, lr=0.1)  # doctest: +SKIP
+    >>> for x, y in group_loader:  # x (R, B, C, H, W), y (R, B)
+    ...     out = group.step(x, y)
+    >>> torch.save({"model": group.state_dict(0)}, "run0.pt")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        alphas: Sequence[float],
+        num_classes: int,
+        *,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        layers: LayerSpec = None,
+        layouts: PerLayer = None,
+        sites: PerLayer = None,
+        pooling: str = "mean",
+        eps: float = 1e-6,
+        negative: str = "shift",
+        dead: str = "exclude",
+        run_ids: Sequence[Any] | None = None,
+        amp: bool = False,
+        optimizer_states: Sequence[dict] | None = None,
+        backend: str = "auto",
+    ) -> None:
+        models = list(models)
+        if not models:
+            raise ValueError("models is empty: a fused group needs at least one run")
+        if len(alphas) != len(models):
+            raise ValueError(f"need one alpha per model: {len(models)} models, {len(alphas)} alphas")
+        if dead not in DEAD_RULES:
+            raise ValueError(f"dead must be one of {DEAD_RULES}, got {dead!r}")
+        first = models[0]
+        shapes = {k: (tuple(v.shape), v.dtype) for k, v in first.state_dict().items()}
+        for i, m in enumerate(models[1:], start=1):
+            if type(m) is not type(first):
+                raise ValueError(
+                    f"all models of a group must share a class: model 0 is {type(first).__name__}, "
+                    f"model {i} is {type(m).__name__}"
+                )
+            other = {k: (tuple(v.shape), v.dtype) for k, v in m.state_dict().items()}
+            if other != shapes:
+                raise ValueError(f"model {i} has other parameter names, shapes or dtypes than model 0")
+        self.num_classes = int(num_classes)
+        self.eps, self.negative, self.dead = float(eps), negative, dead
+        self.amp = bool(amp)
+        self.run_ids = list(run_ids) if run_ids is not None else list(range(len(models)))
+        if len(self.run_ids) != len(models):
+            raise ValueError(f"need one run id per model, got {len(self.run_ids)} for {len(models)}")
+        self._keys = list(shapes)  # state_dict order of a single model
+        self._template = copy.deepcopy(first).cpu()  # materialises single models on request
+        # The module whose code runs under vmap: parameters come from the stacks.
+        self._base = copy.deepcopy(first).to("meta")
+        self.sites = resolve_sites(self._base, layers, layouts, sites)
+        self.layer_names = [s.name for s in self.sites]
+        self.pooling = pooling
+        self._sink = _Sink()
+        attach_site_hooks(self._base, self.sites, self._record)  # lives as long as the copy
+        params, buffers = stack_module_state(models)  # name -> (R, ...) leaves, detached copies
+        self.params: dict[str, torch.Tensor] = dict(params)
+        self.buffers: dict[str, torch.Tensor] = dict(buffers)
+        self.device = next(iter(self.params.values())).device
+        self.backend = pick_backend(backend, first, self.device)
+        self._wide: nn.Module | None = None
+        self._build_wide()
+        self._loop_modules: list[nn.Module] = []
+        self.alphas = torch.tensor(
+            [float(a) for a in alphas], dtype=next(iter(self.params.values())).dtype, device=self.device
+        )
+        self._alphas_list = [float(a) for a in alphas]
+        self._momentum_wd = (float(momentum), float(weight_decay))
+        self.opt = self._make_optimizer(float(lr))
+        if optimizer_states is not None:
+            self._load_momentum(optimizer_states)
+        self._loss_fn: Callable[..., Any] = self._losses
+        self._bind_loop()
+        self._ids: torch.Tensor | None = None
+        self.compile_error: str | None = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_runs(self) -> int:
+        """R, the number of runs in the group now."""
+        return len(self.run_ids)
+
+    def set_lr(self, lr: float) -> None:
+        """Learning rate of the next steps (shared by every run of the group)."""
+        for g in self.opt.param_groups:
+            g["lr"] = float(lr)
+
+    # ------------------------------------------------------------------ forward
+    def _record(self, site: Site, t: torch.Tensor) -> None:
+        # The one reduction rule (core.responses), as in the regulariser's capture.
+        self._sink.acts.append(site.reduce(t, self.pooling))
+
+    def _one(self, p: dict, b: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run's forward (vmapped): logits (B, K) and site responses (B, U)."""
+        out = functional_call(self._base, (p, b), (x,))
+        acts = self._sink.acts
+        r = torch.cat([_float32(a) for a in acts], dim=1)
+        acts.clear()  # emptied inside the traced region, so torch.compile keeps no batched tensor
+        return out, r
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(R, B, K)`` and site responses ``(R, B, U)`` for inputs ``(R, B, C, H, W)``.
+
+        Uses the group's current mode (:meth:`train` or :meth:`eval`): in train mode
+        batch-norm running statistics are updated per run.
+        """
+        if x.dim() < 2 or x.shape[0] != self.num_runs:
+            raise ValueError(f"inputs must be (R={self.num_runs}, B, ...), got {tuple(x.shape)}")
+        self._sink.acts.clear()
+        if self.backend == "grouped":
+            return self._forward_grouped(x)
+        if self.backend == "loop":
+            return self._forward_loop(x, range(self.num_runs))
+        return vmap(self._one, in_dims=(0, 0, 0))(self.params, self.buffers, x)
+
+    def _forward_loop(self, x: torch.Tensor, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run ``positions[j]``'s own module on ``x[j]``: modules that share the stacks' storage."""
+        outs, resps = [], []
+        acts = self._sink.acts
+        for j, i in enumerate(positions):
+            acts.clear()
+            outs.append(self._loop_modules[i](x[j]))
+            resps.append(torch.cat([_float32(a) for a in acts], dim=1))
+        acts.clear()
+        return torch.stack(outs), torch.stack(resps)  # (R', B, K), (R', B, U)
+
+    def _bind_loop(self) -> None:
+        """(Re)build the loop backend's R modules on the stacks' storage, and their gradients.
+
+        Run ``i``'s module has real ``nn.Parameter`` leaves that are views of slice ``i``
+        of the stacked leaves, and buffers that are views of the stacked buffers. So a
+        forward is the plain single-run module (no ``functional_call``, no ``select`` in
+        the graph), batch norm updates the stacks in place, and the optimizer's in-place
+        update of the stacks is what every run's module sees.
+        """
+        if self.backend != "loop":
+            return
+        modules: list[nn.Module] = []
+        for i in range(self.num_runs):
+            m = copy.deepcopy(self._template)
+            subs = dict(m.named_modules())
+            for k, v in self.params.items():
+                owner, _, attr = k.rpartition(".")
+                setattr(subs[owner], attr, nn.Parameter(v.detach()[i], requires_grad=v.requires_grad))
+            for k, v in self.buffers.items():
+                owner, _, attr = k.rpartition(".")
+                subs[owner]._buffers[attr] = v[i]
+            attach_site_hooks(m, self.sites, self._record)
+            m.train(self._base.training)
+            modules.append(m)
+        self._loop_modules = modules
+        self._bind_loop_grads()
+
+    def _bind_loop_grads(self) -> None:
+        """Every stacked leaf gets a zero gradient whose slices are its runs' gradients.
+
+        Backward then accumulates each run's gradient in place into its slice (a
+        defined ``.grad`` is added to, not replaced), which is the stacked gradient the
+        optimizer reads.
+        """
+        for v in self.params.values():
+            if v.grad is None:
+                v.grad = torch.zeros_like(v)
+        for i, m in enumerate(self._loop_modules):
+            for k, p in m.named_parameters():
+                p.grad = self.params[k].grad[i]  # type: ignore[index]  # allocated just above
+
+    def _forward_grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One wide model: every run's channels side by side, grouped convolutions."""
+        assert self._wide is not None
+        nr, b = x.shape[:2]
+        xw = x.transpose(0, 1).reshape(b, nr * x.shape[2], *x.shape[3:])  # (R, B, C, ...) -> (B, R*C, ...)
+        tensors: dict[str, torch.Tensor] = {}
+        for k, v in self.params.items():
+            tensors[k] = v.view(wide_shape(v.shape[1:], nr))  # (R, *s) -> (R*s0, *s[1:]), no copy
+        counters = []
+        for k, v in self.buffers.items():
+            if v.dim() == 1:  # num_batches_tracked: (R,) -> one counter, copied to all runs below
+                tensors[k] = v[0]
+                counters.append(v)
+            else:
+                tensors[k] = v.view(wide_shape(v.shape[1:], nr))  # in-place BN updates reach the stacks
+        out = functional_call(self._wide, tensors, (xw,))  # (B, R*K)
+        if self._wide.training:
+            for v in counters:
+                if nr > 1:
+                    v[1:].copy_(v[0].expand(nr - 1))
+        acts = self._sink.acts
+        # each (B, R*U_l) -> (B, R, U_l); sites side by side -> (B, R, U) -> (R, B, U)
+        r = torch.cat(
+            [_float32(a).view(b, nr, -1) for a in acts],
+            dim=2,
+        ).transpose(0, 1)
+        acts.clear()
+        return out.view(b, nr, -1).transpose(0, 1), r  # (B, R*K) -> (R, B, K)
+
+    def _build_wide(self) -> None:
+        """(Re)build the wide model for the current R (grouped backend only)."""
+        if self.backend != "grouped":
+            return
+        wide = group_model(self._base, self.num_runs)
+        attach_site_hooks(wide, self.sites, self._record)
+        wide.train(self._base.training)
+        self._wide = wide
+
+    def train(self) -> FusedRuns:
+        for m in (self._base, self._wide, *self._loop_modules):
+            if m is not None:
+                m.train()
+        return self
+
+    def eval(self) -> FusedRuns:
+        for m in (self._base, self._wide, *self._loop_modules):
+            if m is not None:
+                m.eval()
+        return self
+
+    def _losses(
+        self, x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor, run: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, per-run loss (R,), ce (R,), si (R,), correct (R,)) of one minibatch per run.
+
+        With ``run`` (loop backend), ``x``, ``y``, ``alphas`` hold that one run only (R = 1).
+        """
+        if run is None:
+            logits, r = self.forward(x)  # (R, B, K), (R, B, U)
+        else:
+            self._sink.acts.clear()
+            logits, r = self._forward_loop(x, (run,))  # (1, B, K), (1, B, U)
+        nr, b = y.shape
+        ce = F.cross_entropy(logits.reshape(nr * b, -1), y.reshape(-1), reduction="none")
+        ce = ce.view(nr, b).mean(dim=1)  # (R,)
+        if self._needs_si:
+            assert self._ids is not None
+            si, _ = masked_selectivity(
+                r,
+                y,
+                self._ids,
+                len(self._sizes),
+                self.num_classes,
+                self.eps,
+                self.negative,
+                self.dead,
+            )  # (R,)
+            loss = ce - alphas.to(ce.dtype) * si.to(ce.dtype)
+        else:
+            si = torch.zeros_like(ce)
+            loss = ce
+        correct = (logits.detach().argmax(dim=-1) == y).sum(dim=1)
+        return loss.sum(), loss.detach(), ce.detach(), si.detach(), correct
+
+    @property
+    def _needs_si(self) -> bool:
+        return any(a != 0.0 for a in self._alphas_list)
+
+    def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if y.dim() != 2 or y.shape[0] != self.num_runs or x.shape[:2] != y.shape:
+            raise ValueError(
+                f"inputs must be (R, B, ...) and labels (R, B) with R={self.num_runs}, "
+                f"got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if self._ids is None or self._ids.device != x.device:
+            # Site sizes from one eager forward on the meta template (no data, no compute).
+            self._sink.acts.clear()
+            ran: set[str] = set()
+            handles = attach_site_hooks(self._base, self.sites, lambda site, _t: ran.add(site.name))
+            try:
+                with torch.no_grad():
+                    self._base(torch.empty(x.shape[1:], device="meta", dtype=x.dtype))
+            finally:
+                for h in handles:
+                    h.remove()
+            missing = [n for n in self.layer_names if n not in ran]
+            if missing:
+                raise never_ran_error(missing)
+            self._sizes = [a.shape[1] for a in self._sink.acts]
+            self._sink.acts.clear()
+            self._ids = layer_ids(self._sizes, self.device)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> FusedStep:
+        """One SGD step of every run on its own minibatch; nothing is read back to the host.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(R, B, C, H, W)`` inputs, run ``r``'s minibatch in ``x[r]``.
+        y : torch.Tensor
+            ``(R, B)`` int64 labels, already checked to lie in ``[0, num_classes)``.
+        """
+        self._prepare(x, y)
+        self.train()
+        # loop: zero in place, so the runs' modules keep their gradients as slices of the stacks'
+        self.opt.zero_grad(set_to_none=self.backend != "loop")
+        if self.backend == "loop":
+            # Forward and backward one run at a time: the activations of one run only are
+            # alive at once, as in a single run (R runs' would not stay in the CPU caches).
+            parts = []
+            for i in range(self.num_runs):
+                with autocast(self.device, self.amp):
+                    total, *per_run = self._loss_fn(x[i : i + 1], y[i : i + 1], self.alphas[i : i + 1], i)
+                total.backward()
+                parts.append(per_run)
+            loss, ce, si, correct = (torch.cat(t) for t in zip(*parts))
+        else:
+            with autocast(self.device, self.amp):
+                total, loss, ce, si, correct = self._loss_fn(x, y, self.alphas)
+            total.backward()
+        self.opt.step()
+        return FusedStep(loss, ce, si, correct)
+
+    # ------------------------------------------------------------------ compile
+    def enable_compile(self, x: torch.Tensor, y: torch.Tensor, **compile_kwargs: Any) -> bool:
+        """Compile the forward + loss with ``torch.compile``; fall back to eager on failure.
+
+        One trial step on ``(x, y)`` is run and undone (parameters, buffers, momentum are
+        restored), so the group's state is unchanged either way. The reason of a failure
+        is kept in :attr:`compile_error`.
+
+        Returns
+        -------
+        bool
+            True if the compiled function is used from now on.
+        """
+        self._prepare(x, y)
+        compiled, err = compile_with_fallback(
+            self._losses,
+            trial=lambda fn: self._trial(fn, x, y),
+            snapshot=self._snapshot,
+            restore=self._restore,
+            **compile_kwargs,
+        )
+        self._loss_fn, self.compile_error = compiled, err
+        return err is None
+
+    def _trial(self, fn: Callable[..., Any], x: torch.Tensor, y: torch.Tensor) -> None:
+        saved, self._loss_fn = self._loss_fn, fn
+        try:
+            self.step(x, y)
+        finally:
+            self._loss_fn = saved
+
+    def _snapshot(self) -> dict:
+        return {
+            "params": {k: v.detach().clone() for k, v in self.params.items()},
+            "buffers": {k: v.clone() for k, v in self.buffers.items()},
+            "momentum": [self._momentum(p) for p in self.params.values()],
+        }
+
+    def _restore(self, saved: dict) -> None:
+        with torch.no_grad():
+            for k, v in self.params.items():
+                v.copy_(saved["params"][k])
+                v.grad = None
+            for k, v in self.buffers.items():
+                v.copy_(saved["buffers"][k])
+        for p, buf in zip(self.params.values(), saved["momentum"]):
+            if buf is None:
+                self.opt.state.pop(p, None)
+            else:
+                self.opt.state[p]["momentum_buffer"] = buf
+        if self.backend == "loop":
+            self._bind_loop_grads()
+
+    def _make_optimizer(self, lr: float) -> torch.optim.SGD:
+        momentum, wd = self._momentum_wd
+        return torch.optim.SGD(list(self.params.values()), lr=lr, momentum=momentum, weight_decay=wd)
+
+    def _momentum(self, p: torch.Tensor) -> torch.Tensor | None:
+        buf = self.opt.state.get(p, {}).get("momentum_buffer")
+        return None if buf is None else buf.clone()
+
+    # ------------------------------------------------------------------ one run's state
+    def _index(self, run: int) -> int:
+        if not -self.num_runs <= run < self.num_runs:
+            raise IndexError(f"run position {run} out of range for a group of {self.num_runs}")
+        return run % self.num_runs
+
+    def state_dict(self, run: int) -> OrderedDict[str, torch.Tensor]:
+        """Run ``run``'s (position) state, same keys and format as ``model.state_dict()``."""
+        i = self._index(run)
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for k in self._keys:
+            src = self.params[k] if k in self.params else self.buffers[k]
+            out[k] = src.detach()[i].clone()
+        return out
+
+    def optimizer_state_dict(self, run: int) -> dict:
+        """Run ``run``'s SGD state in the format of ``SGD(model.parameters()).state_dict()``."""
+        i = self._index(run)
+        full = self.opt.state_dict()
+        state = {
+            j: {k: (v[i].clone() if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
+            for j, s in full["state"].items()
+        }
+        return {"state": state, "param_groups": copy.deepcopy(full["param_groups"])}
+
+    def model(self, run: int) -> nn.Module:
+        """A stand-alone copy of run ``run`` (for evaluation, measurement, checkpoints)."""
+        m = copy.deepcopy(self._template)
+        m.load_state_dict(self.state_dict(run))
+        return m.to(self.device)
+
+    def _load_momentum(self, states: Sequence[dict]) -> None:
+        if len(states) != self.num_runs:
+            raise ValueError(f"need one optimizer state per run, got {len(states)} for {self.num_runs}")
+        for j, p in enumerate(self.params.values()):
+            bufs = [s.get("state", {}).get(j, {}).get("momentum_buffer") for s in states]
+            if all(b is None for b in bufs):
+                continue
+            if any(b is None for b in bufs):
+                raise ValueError(f"optimizer states disagree: momentum of parameter {j} missing in some runs")
+            self.opt.state[p]["momentum_buffer"] = torch.stack([b.to(p) for b in bufs])
+
+    # ------------------------------------------------------------------ divergence
+    @staticmethod
+    def nonfinite_runs(values: torch.Tensor) -> list[int]:
+        """Positions whose accumulated value is NaN or infinite (one host sync; call every K steps)."""
+        return torch.nonzero(~torch.isfinite(values)).flatten().tolist()
+
+    def drop(self, runs: Sequence[int]) -> None:
+        """Remove runs (positions) from the group; the others keep their exact state.
+
+        The stacks, the momentum buffers and the alphas are rebuilt without the dropped
+        slices, and a new optimizer is made over the new leaves.
+        """
+        drop = {self._index(r) for r in runs}
+        keep = [i for i in range(self.num_runs) if i not in drop]
+        if not keep:
+            raise ValueError("cannot drop every run of a group")
+        idx = torch.tensor(keep, device=self.device)
+        momentum = [self._momentum(p) for p in self.params.values()]
+        lr = self.opt.param_groups[0]["lr"]
+        self.params = {
+            k: v.detach().index_select(0, idx).clone().requires_grad_(v.requires_grad)
+            for k, v in self.params.items()
+        }
+        self.buffers = {k: v.index_select(0, idx).clone() for k, v in self.buffers.items()}
+        self.opt = self._make_optimizer(lr)
+        for p, buf in zip(self.params.values(), momentum):
+            if buf is not None:
+                self.opt.state[p]["momentum_buffer"] = buf.index_select(0, idx)
+        self.alphas = self.alphas.index_select(0, idx)
+        self._alphas_list = [self._alphas_list[i] for i in keep]
+        self.run_ids = [self.run_ids[i] for i in keep]
+        self._build_wide()
+        self._bind_loop()

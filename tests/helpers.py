@@ -1,0 +1,78 @@
+"""Shared tiny-data builders for the tests: a random CIFAR-10 copy, a random image-folder tree,
+and the two-run sweep trained on the former.
+
+The fixtures built from these (``tiny_data``, ``tiny_sweep``) live in ``conftest.py``; the
+names here are imported by test files that need the same settings (e.g. to rerun the sweep
+with an unchanged configuration). No test module imports another test module: shared
+builders live here.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from selectivity.data import CIFAR10_CLASSES
+from selectivity.sweep import SweepSpec
+
+# Training overrides of the shared sweep: two epochs on 120 training images, 30 validation.
+TINY = dict(epochs=2, batch_size=32, val_size=30, top_n=3, num_threads=1, eval_batch_size=64)
+# Test images of the shared data: the geometry needs at least 65 (64 channels + 1).
+N_TEST = 80
+RUN_A = "resnet20_alpha-1_seed0"
+RUN_B = "resnet20_alpha+1_seed0"
+
+
+class TinySweep(NamedTuple):
+    """A finished sweep: its directory and the table ``run_sweep`` returned, indexed by run id."""
+
+    path: Path
+    runs: pd.DataFrame
+
+
+def write_tiny_cifar(root: Path, per_batch: int = 30, n_test: int = 60, seed: int = 0) -> Path:
+    """A CIFAR-10 python release of random images: 5 x ``per_batch`` training, ``n_test`` test."""
+    rng = np.random.default_rng(seed)
+    py = root / "cifar-10-batches-py"
+    py.mkdir(parents=True)
+
+    def dump(name: str, obj: dict) -> None:
+        (py / name).write_bytes(pickle.dumps(obj, protocol=2))
+
+    for b in range(5):
+        labels = rng.permutation(np.arange(per_batch) % 10)
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        dump(f"data_batch_{b + 1}", {b"labels": [int(x) for x in labels], b"data": data})
+    labels = rng.permutation(np.arange(n_test) % 10)
+    test = {b"labels": [int(x) for x in labels], b"data": rng.integers(0, 256, (n_test, 3072), np.uint8)}
+    dump("test_batch", test)
+    dump("batches.meta", {b"label_names": [c.encode() for c in CIFAR10_CLASSES]})
+    return root
+
+
+def tiny_spec(**kw) -> SweepSpec:
+    """The shared sweep's spec (ResNet20, alpha -1 and +1, seed 0, ``TINY``), fields replaced by ``kw``."""
+    spec = SweepSpec(models=["resnet20"], alphas=[-1.0, 1.0], seeds=[0], preset="paper", overrides=dict(TINY))
+    for k, v in kw.items():
+        setattr(spec, k, v)
+    return spec
+
+
+def write_image_folder(
+    root: Path, names: list[str], size: int, train_per_class: int, test_per_class: int = 2
+) -> Path:
+    """An image-folder tree ``train/<class>/*.png``, ``test/<class>/*.png`` of random images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for name in names:
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
