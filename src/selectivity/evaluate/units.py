@@ -24,7 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core.measure import LayerReport, SelectivityReport
+from ..core.measure import LayerReport, SelectivityReport, measure_selectivity
+from ..data import BatchLoader
+from ..run.checkpoint import load_run
+from ..training.single import subset
 
 __all__ = [
     "RECORD_FORMATS",
@@ -33,6 +36,7 @@ __all__ = [
     "GalleryUnit",
     "gallery_images",
     "gallery_units",
+    "run_gallery",
     "top_frame",
     "unit_frame",
     "write_unit_records",
@@ -257,3 +261,44 @@ def gallery_images(gallery: dict, dataset) -> dict[str, dict]:
             "units": units,
         }
     return out
+
+
+def run_gallery(
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    layers: Sequence[str] | None = None,
+    n: int = 3,
+    k: int = 9,
+    device: str = "cpu",
+    batch_size: int = 500,
+) -> dict[str, dict]:
+    """The unit gallery of one run: measure its test images, pick units, gather their images.
+
+    The run's best checkpoint is measured on the test images its test accuracy used (the
+    stratified ``eval_subset`` of its config, else the whole test split), keeping each
+    unit's ``k`` most-activating images (``O(units x k)`` memory).
+
+    Returns
+    -------
+    dict
+        :func:`gallery_images`' result for the chosen layers (default: the first, the
+        middle and the last measured layer).
+    """
+    run = load_run(run_dir, data, device)
+    cfg = run.config
+    test = subset(run.splits.test, cfg.eval_subset, cfg.split_seed)
+    loader = BatchLoader(test, batch_size, mean=run.splits.mean, std=run.splits.std, device=run.device)
+    rep = measure_selectivity(
+        run.model,
+        loader,
+        run.splits.num_classes,
+        layers=cfg.selectivity_layers or None,
+        top_n=None,
+        negative=cfg.negative_rule,
+        device=run.device,
+        pooling=cfg.token_pooling,
+        top_k=k,
+    )
+    names = [l.name for l in rep.layers]
+    chosen = list(layers) if layers else list(dict.fromkeys([names[0], names[len(names) // 2], names[-1]]))
+    return gallery_images(gallery_units(rep, chosen, n=n, k=k), test)
