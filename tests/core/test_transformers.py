@@ -302,3 +302,29 @@ def test_timm_presets_name_the_same_sites_as_the_built_in_models():
     resnet = create("resnet18")  # timm's ResNet names its activations the same way
     got = resolve_sites(resnet, **family_preset("timm-resnet"))
     assert [s.name for s in got] == resnet.default_selectivity_layers()
+
+
+def test_regulariser_ignores_padding_under_the_mask():
+    torch.manual_seed(2)
+    net = HandTransformer().double()  # attention output 0: no token sees another
+    net.block.mlp.act = nn.GELU()
+    for p in net.block.mlp.fc1.parameters():
+        p.data.add_(0.3 * torch.randn_like(p))
+    ids, y = _samples(n_per_class=2, seed=5)
+    pad = torch.full((len(y), 2), 1)  # a class token: it would change every pooled response
+    padded = torch.cat([ids, pad], dim=1)
+    mask = torch.cat([torch.ones_like(ids), torch.zeros_like(pad)], dim=1)
+    with SelectivityRegularizer(net, alpha=1.0, num_classes=C, layers=SITE, layouts=TOKENS) as reg:
+        net(ids)
+        plain = reg.selectivity(y)
+        net(padded, attention_mask=mask)  # the mask found in the forward's keyword arguments
+        by_kwarg = reg.selectivity(y)
+        reg.mask = mask  # or set explicitly
+        net(padded)
+        by_attr = reg.selectivity(y)
+        reg.mask = None
+        net(padded)
+        unmasked = reg.selectivity(y)
+    torch.testing.assert_close(by_kwarg, plain, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(by_attr, plain, rtol=1e-12, atol=1e-14)
+    assert abs(float((unmasked - plain).detach())) > 1e-6
