@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ..core.hooks import LayerSpec, resolve_layers
+from ..core.hooks import LayerSpec, PerLayer, Site, attach_site_hooks, never_ran_error, resolve_sites
 from ..core.regularizer import DEAD_RULES, layer_ids, masked_selectivity
 from ..models.grouped import group_model, groupable, wide_shape
 from .runtime import autocast, compile_with_fallback
@@ -120,27 +120,20 @@ class FusedStep:
 
 # --------------------------------------------------------------------------- fused group
 class _Sink:
-    """Receives the selectivity sites' outputs, as ``(B, units)``, from forward hooks."""
+    """Receives the selectivity sites' responses, as ``(B, units)``, from the site hooks."""
 
-    def __init__(self) -> None:
+    def __init__(self, pooling: str) -> None:
         self.acts: list[torch.Tensor] = []
+        self.pooling = pooling
 
-    def hook(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        self.acts.append(_site_response(output))
+    def record(self, site: Site, t: torch.Tensor) -> None:
+        # The one reduction rule (core.responses), as in the regulariser's capture.
+        self.acts.append(site.reduce(t, self.pooling))
 
 
 def _float32(a: torch.Tensor) -> torch.Tensor:
     """Half-precision site responses (autocast) as float32; selectivity means stay float32."""
     return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
-
-
-def _site_response(t: torch.Tensor) -> torch.Tensor:
-    # Same arithmetic as the regulariser's capture: spatial mean as sum * (1/HW).
-    if t.dim() == 4:
-        return t.sum(dim=(2, 3)) * (1.0 / (t.shape[2] * t.shape[3]))  # (B, C, H, W) -> (B, C)
-    if t.dim() == 2:
-        return t
-    raise ValueError(f"cannot reduce a selectivity site output of shape {tuple(t.shape)} to (B, units)")
 
 
 # --------------------------------------------------------------------------- backends
@@ -161,10 +154,10 @@ class _Backend:
         its ``training`` flag is the group's mode.
     template : nn.Module
         The single-run model on the CPU (real storage), copied by backends that need one.
-    sites : sequence of str
-        Names of the selectivity sites.
+    sites : sequence of Site
+        The selectivity sites (:func:`selectivity.core.hooks.resolve_sites`).
     sink : _Sink
-        Where the hooks put the sites' responses.
+        Where the site hooks put the sites' responses.
     """
 
     name: ClassVar[str] = ""
@@ -172,7 +165,7 @@ class _Backend:
     #: None), because the backend's modules hold slices of them.
     keeps_grads: ClassVar[bool] = False
 
-    def __init__(self, base: nn.Module, template: nn.Module, sites: Sequence[str], sink: _Sink) -> None:
+    def __init__(self, base: nn.Module, template: nn.Module, sites: Sequence[Site], sink: _Sink) -> None:
         self.base, self.template, self.sites, self.sink = base, template, list(sites), sink
 
     def bind(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], runs: int) -> None:
@@ -245,15 +238,13 @@ class _GroupedBackend(_Backend):
 
     name = "grouped"
 
-    def __init__(self, base: nn.Module, template: nn.Module, sites: Sequence[str], sink: _Sink) -> None:
+    def __init__(self, base: nn.Module, template: nn.Module, sites: Sequence[Site], sink: _Sink) -> None:
         super().__init__(base, template, sites, sink)
         self.wide: nn.Module | None = None
 
     def bind(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], runs: int) -> None:
         wide = group_model(self.base, runs)
-        mods = dict(wide.named_modules())
-        for name in self.sites:
-            mods[name].register_forward_hook(self.sink.hook)
+        attach_site_hooks(wide, self.sites, self.sink.record)
         wide.train(self.base.training)
         self.wide = wide
 
@@ -301,7 +292,7 @@ class _LoopBackend(_Backend):
     name = "loop"
     keeps_grads = True
 
-    def __init__(self, base: nn.Module, template: nn.Module, sites: Sequence[str], sink: _Sink) -> None:
+    def __init__(self, base: nn.Module, template: nn.Module, sites: Sequence[Site], sink: _Sink) -> None:
         super().__init__(base, template, sites, sink)
         self.runs: list[nn.Module] = []
 
@@ -324,8 +315,7 @@ class _LoopBackend(_Backend):
             for k, v in buffers.items():
                 owner, _, attr = k.rpartition(".")
                 subs[owner]._buffers[attr] = v[i]
-            for name in self.sites:
-                subs[name].register_forward_hook(self.sink.hook)
+            attach_site_hooks(m, self.sites, self.sink.record)
             m.train(self.base.training)
             modules.append(m)
         self.runs = modules
@@ -407,6 +397,9 @@ class FusedRuns:
         SGD hyperparameters shared by the group (``lr`` changes with :meth:`set_lr`).
     layers : LayerSpec, optional
         Selectivity sites, as for :class:`~selectivity.core.regularizer.SelectivityRegularizer`.
+    layouts, sites, pooling
+        Per-layer layout, site kind and token pooling, as for the regulariser (the
+        one reduction rule of :mod:`selectivity.core.responses`).
     eps, negative, dead
         Regulariser options (see :mod:`selectivity.core.regularizer`).
     run_ids : sequence, optional
@@ -437,6 +430,9 @@ class FusedRuns:
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         layers: LayerSpec = None,
+        layouts: PerLayer = None,
+        sites: PerLayer = None,
+        pooling: str = "mean",
         eps: float = 1e-6,
         negative: str = "shift",
         dead: str = "exclude",
@@ -473,17 +469,17 @@ class FusedRuns:
         self._template = copy.deepcopy(first).cpu()  # materialises single models on request
         # The module whose code runs under vmap: parameters come from the stacks.
         self._base = copy.deepcopy(first).to("meta")
-        self.layer_names = resolve_layers(self._base, layers)
-        self._sink = _Sink()
-        mods = dict(self._base.named_modules())
-        for name in self.layer_names:
-            mods[name].register_forward_hook(self._sink.hook)
+        self.sites = resolve_sites(self._base, layers, layouts, sites)
+        self.layer_names = [s.name for s in self.sites]
+        self.pooling = pooling
+        self._sink = _Sink(pooling)
+        attach_site_hooks(self._base, self.sites, self._sink.record)  # lives as long as the copy
         params, buffers = stack_module_state(models)  # name -> (R, ...) leaves, detached copies
         self.params: dict[str, torch.Tensor] = dict(params)
         self.buffers: dict[str, torch.Tensor] = dict(buffers)
         self.device = next(iter(self.params.values())).device
         impl = _BACKEND_CLASSES[pick_backend(backend, first, self.device)]
-        self._impl: _Backend = impl(self._base, self._template, self.layer_names, self._sink)
+        self._impl: _Backend = impl(self._base, self._template, self.sites, self._sink)
         self.alphas = torch.tensor(
             [float(a) for a in alphas], dtype=next(iter(self.params.values())).dtype, device=self.device
         )
@@ -580,8 +576,17 @@ class FusedRuns:
         if self._ids is None or self._ids.device != x.device:
             # Site sizes from one eager forward on the meta template (no data, no compute).
             self._sink.acts.clear()
-            with torch.no_grad():
-                self._base(torch.empty(x.shape[1:], device="meta", dtype=x.dtype))
+            ran: set[str] = set()
+            handles = attach_site_hooks(self._base, self.sites, lambda site, _t: ran.add(site.name))
+            try:
+                with torch.no_grad():
+                    self._base(torch.empty(x.shape[1:], device="meta", dtype=x.dtype))
+            finally:
+                for h in handles:
+                    h.remove()
+            missing = [n for n in self.layer_names if n not in ran]
+            if missing:
+                raise never_ran_error(missing)
             self._sizes = [a.shape[1] for a in self._sink.acts]
             self._sink.acts.clear()
             self._ids = layer_ids(self._sizes, self.device)
