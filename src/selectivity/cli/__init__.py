@@ -1013,16 +1013,10 @@ def corrupt(data, out, params, seed, images, corruptions, quiet):
         if bar is not None:
             bar.close()
     from ..plots.perturb import draw_corruption_grid
+    from ..plots.style import save_figure
 
     sheet, sheet_names = contact_sheet_images(path, 0, list(names))
-    ax = draw_corruption_grid(sheet, sheet_names)
-    png = Path(out) / "contact_sheet.png"
-    from matplotlib.figure import Figure
-
-    fig = ax.get_figure()
-    if not isinstance(fig, Figure):  # draw_corruption_grid makes its own top-level figure
-        raise RuntimeError("the contact sheet was drawn into a subfigure")
-    fig.savefig(png, dpi=120, bbox_inches="tight")
+    png = save_figure(draw_corruption_grid(sheet, sheet_names), Path(out) / "contact_sheet.png", dpi=120)
     click.echo(f"wrote {path} ({len(names)} corruptions x 5 severities, {imgs.shape[0]} images) and {png}")
 
 

@@ -120,14 +120,17 @@ class FusedStep:
 
 # --------------------------------------------------------------------------- fused group
 class _Sink:
-    """Receives the selectivity sites' responses, as ``(B, units)``, from the site hooks."""
+    """Receives the selectivity sites' tensors from hooks, reduced to ``(B, units)``.
 
-    def __init__(self, pooling: str) -> None:
+    The one reduction rule (:mod:`selectivity.core.responses`), as in the regulariser's
+    capture, with the group's token pooling.
+    """
+
+    def __init__(self, pooling: str = "mean") -> None:
         self.acts: list[torch.Tensor] = []
         self.pooling = pooling
 
     def record(self, site: Site, t: torch.Tensor) -> None:
-        # The one reduction rule (core.responses), as in the regulariser's capture.
         self.acts.append(site.reduce(t, self.pooling))
 
 
@@ -244,7 +247,7 @@ class _GroupedBackend(_Backend):
 
     def bind(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], runs: int) -> None:
         wide = group_model(self.base, runs)
-        attach_site_hooks(wide, self.sites, self.sink.record)
+        attach_site_hooks(wide, self.sites, self.sink.record)  # live as long as the wide model
         wide.train(self.base.training)
         self.wide = wide
 
