@@ -20,7 +20,9 @@ as one file), every figure as ``OUT/figures/*.png`` and every table as
    section is made of the same plain table and figure items, none of HTML.
 
 :mod:`.summary` writes the lighter sweep summary (``summary.csv``/``.txt`` and four
-figures) that ``selectivity sweep`` and ``selectivity summarize`` produce.
+figures) that ``selectivity sweep`` and ``selectivity summarize`` produce;
+:func:`run_experiment` (:mod:`.experiment`) is ``selectivity sweep`` as one call: train,
+robustness, summary.
 
 The CCA analysis (paper Fig. 3) is the one part that needs the data and the
 checkpoints (:func:`selectivity.evaluate.cca.sweep_cca`); it runs only with
@@ -39,6 +41,7 @@ from pathlib import Path
 from ..analysis.stats import Family
 from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, sweep_cca
 from .collect import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
+from .experiment import ExperimentResult, robustness_settings, run_experiment
 from .figures import make_figures
 from .html import render_html
 from .mechanisms import mechanism_items
@@ -63,6 +66,9 @@ __all__ = [
     "render_html",
     "build_report",
     "summarize_sweep",
+    "ExperimentResult",
+    "robustness_settings",
+    "run_experiment",
 ]
 
 
