@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ..core.hooks import LayerSpec, resolve_layers
+from ..core.hooks import LayerSpec, PerLayer, Site, attach_site_hooks, never_ran_error, resolve_sites
 from ..core.regularizer import DEAD_RULES, layer_ids, masked_selectivity
 from ..models.grouped import group_model, groupable, wide_shape
 from .runtime import autocast, compile_with_fallback
@@ -125,15 +125,6 @@ def _float32(a: torch.Tensor) -> torch.Tensor:
     return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
 
 
-def _site_response(t: torch.Tensor) -> torch.Tensor:
-    # Same arithmetic as the regulariser's capture: spatial mean as sum * (1/HW).
-    if t.dim() == 4:
-        return t.sum(dim=(2, 3)) * (1.0 / (t.shape[2] * t.shape[3]))  # (B, C, H, W) -> (B, C)
-    if t.dim() == 2:
-        return t
-    raise ValueError(f"cannot reduce a selectivity site output of shape {tuple(t.shape)} to (B, units)")
-
-
 class FusedRuns:
     """R runs of one architecture trained together as one stacked model.
 
@@ -151,6 +142,9 @@ class FusedRuns:
         SGD hyperparameters shared by the group (``lr`` changes with :meth:`set_lr`).
     layers : LayerSpec, optional
         Selectivity sites, as for :class:`~selectivity.core.regularizer.SelectivityRegularizer`.
+    layouts, sites, pooling
+        Per-layer layout, site kind and token pooling, as for the regulariser (the
+        one reduction rule of :mod:`selectivity.core.responses`).
     eps, negative, dead
         Regulariser options (see :mod:`selectivity.core.regularizer`).
     run_ids : sequence, optional
@@ -181,6 +175,9 @@ class FusedRuns:
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         layers: LayerSpec = None,
+        layouts: PerLayer = None,
+        sites: PerLayer = None,
+        pooling: str = "mean",
         eps: float = 1e-6,
         negative: str = "shift",
         dead: str = "exclude",
@@ -217,11 +214,11 @@ class FusedRuns:
         self._template = copy.deepcopy(first).cpu()  # materialises single models on request
         # The module whose code runs under vmap: parameters come from the stacks.
         self._base = copy.deepcopy(first).to("meta")
-        self.layer_names = resolve_layers(self._base, layers)
+        self.sites = resolve_sites(self._base, layers, layouts, sites)
+        self.layer_names = [s.name for s in self.sites]
+        self.pooling = pooling
         self._sink = _Sink()
-        mods = dict(self._base.named_modules())
-        for name in self.layer_names:
-            mods[name].register_forward_hook(self._hook)
+        attach_site_hooks(self._base, self.sites, self._record)  # lives as long as the copy
         params, buffers = stack_module_state(models)  # name -> (R, ...) leaves, detached copies
         self.params: dict[str, torch.Tensor] = dict(params)
         self.buffers: dict[str, torch.Tensor] = dict(buffers)
@@ -255,8 +252,9 @@ class FusedRuns:
             g["lr"] = float(lr)
 
     # ------------------------------------------------------------------ forward
-    def _hook(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        self._sink.acts.append(_site_response(output))
+    def _record(self, site: Site, t: torch.Tensor) -> None:
+        # The one reduction rule (core.responses), as in the regulariser's capture.
+        self._sink.acts.append(site.reduce(t, self.pooling))
 
     def _one(self, p: dict, b: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One run's forward (vmapped): logits (B, K) and site responses (B, U)."""
@@ -313,8 +311,7 @@ class FusedRuns:
             for k, v in self.buffers.items():
                 owner, _, attr = k.rpartition(".")
                 subs[owner]._buffers[attr] = v[i]
-            for name in self.layer_names:
-                subs[name].register_forward_hook(self._hook)
+            attach_site_hooks(m, self.sites, self._record)
             m.train(self._base.training)
             modules.append(m)
         self._loop_modules = modules
@@ -368,9 +365,7 @@ class FusedRuns:
         if self.backend != "grouped":
             return
         wide = group_model(self._base, self.num_runs)
-        mods = dict(wide.named_modules())
-        for name in self.layer_names:
-            mods[name].register_forward_hook(self._hook)
+        attach_site_hooks(wide, self.sites, self._record)
         wide.train(self._base.training)
         self._wide = wide
 
@@ -433,8 +428,17 @@ class FusedRuns:
         if self._ids is None or self._ids.device != x.device:
             # Site sizes from one eager forward on the meta template (no data, no compute).
             self._sink.acts.clear()
-            with torch.no_grad():
-                self._base(torch.empty(x.shape[1:], device="meta", dtype=x.dtype))
+            ran: set[str] = set()
+            handles = attach_site_hooks(self._base, self.sites, lambda site, _t: ran.add(site.name))
+            try:
+                with torch.no_grad():
+                    self._base(torch.empty(x.shape[1:], device="meta", dtype=x.dtype))
+            finally:
+                for h in handles:
+                    h.remove()
+            missing = [n for n in self.layer_names if n not in ran]
+            if missing:
+                raise never_ran_error(missing)
             self._sizes = [a.shape[1] for a in self._sink.acts]
             self._sink.acts.clear()
             self._ids = layer_ids(self._sizes, self.device)
