@@ -48,10 +48,12 @@ Table cells that are numbers go through :mod:`.format` (``format_ci``, ``format_
 ``format_percent``, ``yes_no``), like every table of the report.
 
 :mod:`.summary` writes the lighter sweep summary (``summary.csv``/``.txt`` and four
-figures) that ``selectivity sweep`` and ``selectivity summarize`` produce.
+figures) that ``selectivity sweep`` and ``selectivity summarize`` produce;
+:func:`run_experiment` (:mod:`.experiment`) is ``selectivity sweep`` as one call: train,
+robustness, summary.
 
 The CCA analysis (paper Fig. 3) is the one part that needs the data and the
-checkpoints (:func:`selectivity.evaluate.cca.sweep_cca`); it runs only with
+checkpoints (:func:`selectivity.evaluate.cca.cca_or_note`); it runs only with
 ``cca=True`` and is replaced by a note when the data, the checkpoints or the alpha = 0
 runs are missing. Any missing piece (one alpha, no baseline, every run of an alpha
 failed, a figure that cannot be drawn) becomes a short note in its section, never an
@@ -65,8 +67,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..analysis.stats import Family
-from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, sweep_cca
+from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, cca_or_note
 from .collect import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
+from .experiment import ExperimentResult, robustness_settings, run_experiment
 from .html import render_html
 from .registry import SECTIONS
 from .section import ReportContext, Section, SectionSpec, build_sections, figure_item, walk
@@ -94,6 +97,9 @@ __all__ = [
     "render_html",
     "build_report",
     "summarize_sweep",
+    "ExperimentResult",
+    "robustness_settings",
+    "run_experiment",
 ]
 
 
@@ -113,22 +119,13 @@ def run_cca(
 
     Reuses ``SWEEP/analysis/cca_distances.csv`` when it was computed with the same
     settings on the same pairs of runs (e.g. by ``selectivity cca``); see
-    :func:`selectivity.evaluate.cca.sweep_cca`. The dataset defaults to the one
+    :func:`selectivity.evaluate.cca.cca_or_note`. The dataset defaults to the one
     recorded in ``sweep.json``.
     """
     dataset = dataset if dataset is not None else data.sweep.get("data")
-    return sweep_cca(
-        data.sweep_dir,
-        data.runs,
-        dataset,
-        n_images,
-        mode,
-        device,
-        max_pairs,
-        min_ratio,
-        progress,
-        log,
-        method,
+    settings = dict(n_images=n_images, mode=mode, max_pairs=max_pairs, min_ratio=min_ratio, method=method)
+    return cca_or_note(
+        data.sweep_dir, data.runs, settings, dataset, device=device, progress=progress, log=log
     )
 
 
@@ -161,6 +158,8 @@ def build_report(
     dpi: int = 120,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    gallery: bool = False,
+    gallery_layers: Sequence[str] | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained), ``figures/*.png`` and ``tables/*.csv``.
 
@@ -176,7 +175,7 @@ def build_report(
         Dataset location for the CCA (default: the one in ``sweep.json``, then
         ``$SELECTIVITY_DATA`` / the cache; never downloaded here).
     cca_images, cca_mode, cca_max_pairs, cca_min_ratio, cca_method
-        See :func:`selectivity.evaluate.cca.cca_distances`.
+        See :class:`selectivity.evaluate.cca.CCASettings`.
     family : {"sign", "all"}, default "sign"
         Bonferroni family of the t-tests against alpha = 0 (see
         :func:`selectivity.analysis.stats.ttests_against_baseline`).
@@ -192,6 +191,12 @@ def build_report(
         Progress bar for the CCA pairs.
     log : callable, optional
         Receives one-line messages.
+    gallery : bool, default False
+        Add the unit gallery: one run's most and least selective units with their top 9
+        test images (needs the data and the checkpoint; the run is the first completed
+        run at alpha = 0, else the first completed run).
+    gallery_layers : sequence of str, optional
+        The gallery's layers (default: first, middle and last site).
 
     Returns
     -------
@@ -210,6 +215,9 @@ def build_report(
         )
         if cca_res.note:
             log(cca_res.note)
+    gallery_data, gallery_run = (None, None)
+    if gallery:
+        gallery_data, gallery_run = _gallery(rd, data, gallery_layers, device, log)
     # once: every section's tables and figures read it
     stats = compute_statistics(settings, cca_res, family=family, equal_var=not welch, n_resamples=n_resamples)
     ctx = ReportContext(
@@ -222,6 +230,8 @@ def build_report(
         n_resamples=n_resamples,
         dpi=dpi,
         log=log,
+        gallery=gallery_data,
+        gallery_run=gallery_run,
     )
     sections = build_sections(ctx, SECTIONS)
     _write_tables(sections, out_dir)
@@ -230,3 +240,29 @@ def build_report(
     path.write_text(page, encoding="utf-8")
     log(f"wrote {path}")
     return path
+
+
+def _gallery(
+    rd: ReportData,
+    data: str | os.PathLike | None,
+    layers: Sequence[str] | None,
+    device: str,
+    log: Callable[[str], None],
+) -> tuple[dict | None, str | None]:
+    """The gallery's run (first completed at alpha = 0, else first completed) and its data."""
+    from ..evaluate.units import run_gallery
+    from ..run.files import SweepFiles
+
+    runs = rd.runs
+    done = runs[runs.status == "completed"] if "status" in runs else runs.iloc[0:0]
+    if done.empty:
+        log("unit gallery: no completed run")
+        return None, None
+    base = done[done.alpha == 0.0] if "alpha" in done else done.iloc[0:0]
+    run_id = str((base if not base.empty else done).sort_values("run_id").run_id.iloc[0])
+    data = data or rd.sweep.get("data")
+    try:
+        return run_gallery(SweepFiles(rd.sweep_dir).run(run_id).root, data, layers, device=device), run_id
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        log(f"unit gallery left out: {e}")
+        return None, None

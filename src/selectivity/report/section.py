@@ -109,6 +109,9 @@ class ReportContext:
     n_resamples: int = 2000
     dpi: int = 120
     log: Callable[[str], None] = lambda _m: None
+    #: Unit gallery data (:func:`selectivity.evaluate.units.run_gallery`) and its run, when asked for.
+    gallery: dict | None = None
+    gallery_run: str | None = None
 
     @property
     def figures_dir(self) -> Path:
