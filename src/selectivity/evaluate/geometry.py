@@ -100,6 +100,7 @@ __all__ = [
     "evaluate_run",
     "sweep_geometry",
     "geometry_frame",
+    "pick_settings",
 ]
 
 #: Per-run result file (relative to the run directory).
@@ -555,12 +556,20 @@ def sweep_geometry(
 def geometry_frame(sweep_dir: str | os.PathLike, key: str | None = None) -> pd.DataFrame:
     """The sweep's geometry rows of one settings (database, synced with the run directories), with run columns.
 
-    ``key``: which stored settings; default: those measured on the most runs, then with
-    the most rows (measures), then the smallest key. ``attrs``: ``settings_key``,
-    ``default_because`` and ``others`` (how many other settings have results).
+    ``key``: which stored settings; default: see :func:`pick_settings`.
     """
     with open_store(Path(sweep_dir), log=lambda _m: None, note=_stderr, analyses=[GEOMETRY_TABLES]) as store:
         df = store.frame(GEOMETRY_TABLES, "rows")
+    return pick_settings(df, key)
+
+
+def pick_settings(df: pd.DataFrame, key: str | None = None) -> pd.DataFrame:
+    """The rows of one settings of the store's geometry frame (every settings side by side).
+
+    ``key``: which settings; default: those measured on the most runs, then with the most
+    rows (measures) per run, then the smallest key. ``attrs``: ``settings_key``,
+    ``default_because`` and ``others`` (how many other settings have results).
+    """
     why = "asked for"
     if key is None:
         per = df.groupby("settings_key").agg(runs=("run_id", "nunique"), rows=("run_id", "size"))

@@ -121,6 +121,7 @@ __all__ = [
     "parse_epsilons",
     "robustness_frame",
     "robustness_frames",
+    "pick_settings",
     "sweep_robustness",
 ]
 
@@ -843,15 +844,27 @@ def robustness_frames(sweep_dir: str | os.PathLike, key: str | None = None) -> d
     sweep_dir = Path(sweep_dir)
     with open_store(sweep_dir, log=lambda _m: None, note=_stderr, analyses=[ROBUSTNESS_TABLES]) as store:
         frames = {k: store.frame(ROBUSTNESS_TABLES, k) for k in ROBUSTNESS_TABLES.tables}
+    return pick_settings(frames, sweep_dir, key)
+
+
+def pick_settings(
+    frames: Mapping[str, pd.DataFrame], sweep_dir: str | os.PathLike, key: str | None = None
+) -> dict[str, pd.DataFrame]:
+    """The rows of one settings of the store's robustness frames (every settings side by side).
+
+    ``key``: which settings; default: the sweep's (see :func:`robustness_frame`). Each frame
+    gets ``attrs``: ``settings_key``, ``settings``, ``default_because``, ``others``.
+    """
     summary = frames["summary"]
     why = "asked for"
     if key is None:
-        key, why = _default(sweep_dir, summary, frames["attacks"])
-    keys = set(summary["settings_key"])
+        key, why = _default(Path(sweep_dir), summary, frames["attacks"])
+    keys = set(summary["settings_key"]) if "settings_key" in summary.columns else set()
     out = {}
     for kind, df in frames.items():
-        df = df[df["settings_key"] == key].reset_index(drop=True)
-        settings = summary.loc[summary["settings_key"] == key, "settings"]
+        if "settings_key" in df.columns:
+            df = df[df["settings_key"] == key].reset_index(drop=True)
+        settings = summary.loc[summary["settings_key"] == key, "settings"] if keys else summary.iloc[:0]
         df.attrs.update(
             settings_key=key,
             settings=str(settings.iloc[0]) if len(settings) else None,
