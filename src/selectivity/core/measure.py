@@ -180,7 +180,7 @@ def measure_selectivity(
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(batches, desc="measure", unit="batch", leave=False)
+        it = tqdm(batches, desc="measure", unit="batch", leave=False, disable=None)
     try:
         with ActivationCapture(
             model, layers, detach=True, layouts=layouts, sites=sites, pooling=pooling

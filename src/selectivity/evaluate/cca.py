@@ -521,7 +521,7 @@ def cca_distances(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pairs), desc="CCA pairs", unit="pair", dynamic_ncols=True)
+        bar = tqdm(total=len(pairs), desc="CCA pairs", unit="pair", dynamic_ncols=True, disable=None)
     rows = []
     base = normalise_alpha(baseline)
     try:

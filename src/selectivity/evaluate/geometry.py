@@ -454,7 +454,7 @@ def sweep_geometry(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(runs) * batches, desc="geometry", unit="batch", dynamic_ncols=True)
+        bar = tqdm(total=len(runs) * batches, desc="geometry", unit="batch", dynamic_ncols=True, disable=None)
     reused = 0
     try:
         for run_id in runs["run_id"]:
