@@ -105,3 +105,35 @@ def test_sweep_summary_has_the_robustness_headline(tiny_sweep_copy, tiny_data):
         assert f"{100 * row['clean_accuracy']:.1f}%" in line
         assert f"{100 * row['mean_corruption_accuracy']:.1f}%" in line
         assert f"{row['relative_corruption_accuracy']:.2f}" in line
+
+
+def test_geometry_reports_progress_in_images_within_a_run(tiny_sweep, tiny_data):
+    """Inside one run the work advances in images (clean, each perturbation, probe, gradients)."""
+    from selectivity.evaluate.geometry import GeometrySettings, run_geometry
+
+    settings = GeometrySettings(
+        n_images=40,
+        layers=("act1",),
+        corruptions=("gaussian_noise",),
+        epsilons=(4 / 255,),
+        match_l2=True,
+        attack_steps=1,
+        gradient_images=8,
+        gradient_layers=("act1",),
+        batch_size=20,
+    )
+    calls = []
+    res = run_geometry(
+        tiny_sweep.path / "runs" / RUN_A,
+        settings,
+        tiny_data,
+        force=True,
+        on_images=lambda done, total: calls.append((done, total)),
+    )
+    assert not res["reused"]
+    # 40 images: clean + 3 perturbations (noise, L-inf PGD, matched L2 PGD) + the noise probe;
+    # 8 gradient images for one layer
+    total = 40 * (1 + 3 + 1) + 8 * 1
+    assert {t for _, t in calls} == {total} and calls[-1][0] == total
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(done) == 2 * 1 + 2 * (3 + 1) + 1  # per batch and step
