@@ -109,7 +109,7 @@ def test_sweep_summary_has_the_robustness_headline(tiny_sweep_copy, tiny_data):
 
 def test_geometry_reports_progress_in_images_within_a_run(tiny_sweep, tiny_data):
     """Inside one run the work advances in images (clean, each perturbation, probe, gradients)."""
-    from selectivity.evaluate.geometry import GeometrySettings, run_geometry
+    from selectivity.evaluate.geometry import GeometrySettings, evaluate_run
 
     settings = GeometrySettings(
         n_images=40,
@@ -123,7 +123,7 @@ def test_geometry_reports_progress_in_images_within_a_run(tiny_sweep, tiny_data)
         batch_size=20,
     )
     calls = []
-    res = run_geometry(
+    res = evaluate_run(
         tiny_sweep.path / "runs" / RUN_A,
         settings,
         tiny_data,
@@ -137,3 +137,15 @@ def test_geometry_reports_progress_in_images_within_a_run(tiny_sweep, tiny_data)
     assert {t for _, t in calls} == {total} and calls[-1][0] == total
     done = [d for d, _ in calls]
     assert done == sorted(done) and len(done) == 2 * 1 + 2 * (3 + 1) + 1  # per batch and step
+
+
+def test_report_says_each_step_and_quiet_silences_it(tiny_sweep_copy, tmp_path):
+    args = ["report", str(tiny_sweep_copy), "--resamples", "20"]
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    steps = ["reading the sweep's records", "2 runs in 1 setting", "statistics", "section ", "wrote "]
+    at = [next(i for i, ln in enumerate(lines) if s in ln) for s in steps]
+    assert at == sorted(at), lines  # in the order they happen, the page last
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b"), "--quiet"])
+    assert r.exit_code == 0 and r.stderr == "" and r.stdout.strip().endswith("report.html")

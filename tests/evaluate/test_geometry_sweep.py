@@ -12,13 +12,12 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from selectivity.cli import main
-from selectivity.evaluate.geometry import GeometrySettings, run_geometry, sweep_geometry
+from selectivity.evaluate.geometry import GEOMETRY_TABLES, GeometrySettings, evaluate_run, sweep_geometry
 from selectivity.run.files import read_json
 from selectivity.sweep import rebuild_store
 
@@ -98,14 +97,14 @@ def test_results_in_run_dirs_and_database(measured):
 def test_resume_reuses_and_changed_settings_recompute(measured, tiny_data, tmp_path):
     run = measured / "runs" / "resnet20_alpha-1_seed0"
     before = (run / "geometry.json").stat().st_mtime_ns
-    res = run_geometry(run, SETTINGS, tiny_data)
+    res = evaluate_run(run, SETTINGS, tiny_data)
     assert res["reused"] and (run / "geometry.json").stat().st_mtime_ns == before
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     other = GeometrySettings(
         **{**SETTINGS.__dict__, "share": 0.9, "gradient_images": 0, "epsilons": (), "match_l2": False}
     )
-    res2 = run_geometry(copy, other, tiny_data)
+    res2 = evaluate_run(copy, other, tiny_data)
     assert not res2["reused"] and res2["settings"]["share"] == 0.9
     assert not any(r["measure"].startswith("grad_") for r in res2["rows"])
     assert {r["perturbation"] for r in res2["rows"]} == {"clean", "gaussian_noise-3"}
@@ -123,8 +122,8 @@ def test_rebuild_recreates_the_geometry_table(measured, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(measured, copy)
     (copy / "results.sqlite").unlink()
-    with rebuild_store(copy, log=lambda _m: None) as store:
-        df = store.geometry_df()
+    with rebuild_store(copy, log=lambda _m: None, analyses=[GEOMETRY_TABLES]) as store:
+        df = store.frame(GEOMETRY_TABLES, "rows")
     assert set(df["run_id"]) == {"resnet20_alpha-1_seed0", "resnet20_alpha+1_seed0"}
     r = CliRunner().invoke(main, ["results", str(copy), "--geometry", "--format", "csv"])
     assert r.exit_code == 0, r.output
@@ -170,22 +169,15 @@ def test_report_has_the_mechanisms_section(measured, tmp_path):
 
 
 def test_report_without_geometry_has_no_mechanisms_section(measured, tmp_path):
-    from selectivity.report.mechanisms import mechanism_items
+    from selectivity.report import ReportContext, ReportStats, collect
+    from selectivity.report.mechanisms import mechanism_sections
 
     copy = tmp_path / "sweep"
     shutil.copytree(measured, copy)
     for f in (copy / "runs").glob("*/geometry.json"):
         f.unlink()
     (copy / "results.sqlite").unlink()
-    assert mechanism_items(copy, tmp_path / "report") == ([], [])
-
-
-def test_spearman_ci_of_a_monotone_relation():
-    from selectivity.report.mechanisms import spearman_ci
-
-    x = np.arange(8.0)
-    st = spearman_ci(x, x**3, n_resamples=200)  # monotone: rho = 1 in every resample
-    assert st["rho"] == pytest.approx(1.0) and st["low"] == pytest.approx(1.0) and st["n"] == 8
-    st = spearman_ci(x, -x, n_resamples=200)
-    assert st["rho"] == pytest.approx(-1.0) and st["high"] == pytest.approx(-1.0)
-    assert np.isnan(spearman_ci(x, np.ones(8))["rho"])  # constant: undefined
+    data = collect(copy)
+    assert data.geometry.empty and not data.runs.empty
+    ctx = ReportContext(data=data, settings=[], stats=ReportStats(settings={}), out_dir=tmp_path / "report")
+    assert mechanism_sections(ctx) == []
