@@ -87,7 +87,7 @@ def test_summary_warns_when_groups_have_fewer_than_three_runs():
 
 
 def test_sweep_summary_has_the_robustness_headline(tiny_sweep_copy, tiny_data):
-    from selectivity.sweep import open_store
+    from selectivity.evaluate.robustness import robustness_frame
 
     args = ["robustness", str(tiny_sweep_copy), "--data", str(tiny_data), "--images", str(N_TEST // 2)]
     args += ["--corruptions", "fog,contrast", "--severities", "1", "--attacks", "fgsm", "--epsilons", "2/255"]
@@ -95,8 +95,7 @@ def test_sweep_summary_has_the_robustness_headline(tiny_sweep_copy, tiny_data):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["summarize", str(tiny_sweep_copy), "--no-figures"])
     assert r.exit_code == 0, r.output
-    with open_store(tiny_sweep_copy) as store:
-        rob = store.robustness_df("summary")
+    rob = robustness_frame(tiny_sweep_copy, "summary")
     lines = r.stdout.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.startswith("robustness"))
     assert "2 runs" in lines[head] and f"{N_TEST // 2} test images" in lines[head]
