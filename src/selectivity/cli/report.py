@@ -61,6 +61,17 @@ __all__ = ["report"]
     show_default=True,
     help="Bootstrap resamples per confidence interval.",
 )
+@click.option(
+    "--gallery",
+    is_flag=True,
+    help="Add the unit gallery: the most and least selective units of one run (alpha = 0 if there "
+    "is one) with their top 9 test images; needs the data and the checkpoint.",
+)
+@click.option(
+    "--gallery-layers",
+    default=None,
+    help="Comma-separated layers of the gallery (default: the first, middle and last site).",
+)
 @quiet_option("No step messages or progress bar.")
 def report(
     sweep_dir,
@@ -75,6 +86,8 @@ def report(
     welch,
     device,
     resamples,
+    gallery,
+    gallery_layers,
     quiet,
 ):
     """Self-contained HTML report of a sweep (tables, statistics, every paper figure)."""
@@ -95,5 +108,9 @@ def report(
         n_resamples=resamples,
         progress=cca and not quiet,
         log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
+        gallery=gallery,
+        gallery_layers=[x.strip() for x in gallery_layers.split(",") if x.strip()]
+        if gallery_layers
+        else None,
     )
     click.echo(str(path))
