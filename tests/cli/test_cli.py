@@ -48,13 +48,27 @@ def run_dir(cifar_data, tmp_path_factory):
     return out
 
 
+def test_measure_uses_the_runs_own_images_by_default(run_dir, cifar_data):
+    stored = json.loads((run_dir / "result.json").read_text())
+    r = CliRunner().invoke(main, ["measure", str(run_dir), "--data", str(cifar_data), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["images"] == "eval_subset" and d["num_samples"] == stored["test_samples"] == 100
+    assert d["accuracy"] == pytest.approx(stored["test_accuracy"], abs=1e-9)
+    assert d["mean_selectivity"] == pytest.approx(stored["mean_selectivity"], rel=1e-4)
+    assert d["mean_precision"] == pytest.approx(stored["mean_precision"], rel=1e-4)
+    r = CliRunner().invoke(main, ["measure", str(run_dir), "--data", str(cifar_data), "--quiet"])
+    assert "the run's evaluation subset: 100 of 10000 test images" in r.stdout
+
+
 def test_measure_table_and_json(run_dir, cifar_data):
     r = CliRunner().invoke(
-        main, ["measure", str(run_dir), "--data", str(cifar_data), "--json", "--top-n", "50"]
+        main, ["measure", str(run_dir), "--data", str(cifar_data), "--json", "--top-n", "50", "--all-images"]
     )
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["num_samples"] == 10000 and d["top_n"] == 50 and len(d["layers"]) == 19
+    assert d["images"] == "all"
     assert {"layer", "units", "selectivity", "dead_fraction", "precision"} <= set(d["layers"][0])
     # measuring the checkpoint file directly gives the same numbers
     r2 = CliRunner().invoke(
@@ -67,6 +81,7 @@ def test_measure_table_and_json(run_dir, cifar_data):
             "--json",
             "--top-n",
             "50",
+            "--all-images",
         ],
     )
     assert json.loads(r2.output)["mean_selectivity"] == d["mean_selectivity"]

@@ -49,7 +49,7 @@ CLI_ARGS = [
     "gaussian_noise",
     "--epsilons",
     "4/255",
-    "--attack-steps",
+    "--pgd-steps",
     "2",
     "--gradient-images",
     "8",

@@ -232,16 +232,16 @@ def test_cli_bad_cifar10_c_dir(sweep, tiny_data, tmp_path):
     ]
     for run in _runs(sweep):
         result_path(run).unlink()
-    r = CliRunner().invoke(main, [*base, "--corruptions", "fog", "--cifar10-c", str(bad)])
+    r = CliRunner().invoke(main, [*base, "--corruptions", "fog", "--corrupted", str(bad)])
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
     assert "expected (5 * N, H, W, 3) uint8" in r.output
-    r = CliRunner().invoke(main, [*base, "--corruptions", "frost", "--cifar10-c", str(bad)])
+    r = CliRunner().invoke(main, [*base, "--corruptions", "frost", "--corrupted", str(bad)])
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
     assert "no frost.npy" in r.output and "expected one of fog" in r.output
     # A well-formed directory with the wrong number of images (20 < N_TEST test images).
     np.save(bad / "fog.npy", np.zeros((5 * 20, 32, 32, 3), np.uint8))
     np.save(bad / "labels.npy", np.zeros(5 * 20, np.uint8))
-    r = CliRunner().invoke(main, [*base, "--corruptions", "fog", "--cifar10-c", str(bad)])
+    r = CliRunner().invoke(main, [*base, "--corruptions", "fog", "--corrupted", str(bad)])
     assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1
     assert "expected the whole test split" in r.output
 
@@ -256,7 +256,7 @@ def test_cli_reads_cifar10_c_directory(sweep, tiny_data, tmp_path):
     for run in _runs(sweep):
         result_path(run).unlink()
     args = ["robustness", str(sweep), "--quiet", "--data", str(tiny_data), "--images", "40"]
-    r = CliRunner().invoke(main, [*args, "--attacks", "none", "--corruptions", "fog", "--cifar10-c", str(d)])
+    r = CliRunner().invoke(main, [*args, "--attacks", "none", "--corruptions", "fog", "--corrupted", str(d)])
     assert r.exit_code == 0, r.output
     for run in _runs(sweep):
         res = read_json(result_path(run))

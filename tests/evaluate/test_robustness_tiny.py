@@ -242,12 +242,12 @@ def test_directories_that_do_not_fit_the_run(sweep, tiny_data, test_split, tmp_p
     r = _robustness(sweep, tiny_data, "--corruptions", "fog,snow", "--corrupted", str(full))
     _one_line_error(r, "no snow/1/ under")
     assert "with a corruption among fog" in r.output
-    # a CIFAR-10-C directory (32 pixels) given to a 64-pixel run, through the older option name
+    # a CIFAR-10-C directory (32 pixels) given to a 64-pixel run
     c10 = tmp_path / "c10c"
     c10.mkdir()
     np.save(c10 / "labels.npy", np.zeros(5 * 12, np.uint8))
     np.save(c10 / "fog.npy", np.zeros((5 * 12, 32, 32, 3), np.uint8))
-    r = _robustness(sweep, tiny_data, "--corruptions", "fog", "--cifar10-c", str(c10))
+    r = _robustness(sweep, tiny_data, "--corruptions", "fog", "--corrupted", str(c10))
     _one_line_error(r, "holds images of shape (3, 32, 32): expected (3, 64, 64), the shape of the run's")
     # the failed attempts evaluated nothing: the earlier result stands, no partial file
     assert read_json(_result(sweep))["settings"]["source"] == "generated (auto, seed 0)"

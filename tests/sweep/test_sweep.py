@@ -306,7 +306,7 @@ def test_results_cli_exports_csv_and_json(reference_sweep):
     assert r.exit_code == 0, r.output
     df = pd.read_csv(io.StringIO(r.output))
     assert len(df) == 4 and set(METRICS) <= set(df.columns)
-    r = CliRunner().invoke(main, ["results", str(out), "--format", "json", "--layers"])
+    r = CliRunner().invoke(main, ["results", str(out), "--format", "json", "--per-layer"])
     assert r.exit_code == 0 and len(json.loads(r.output)) == 4 * 19
     r = CliRunner().invoke(main, ["results", str(out)])
     assert r.exit_code == 0 and "resnet20_alpha-1_seed0" in r.output

@@ -22,7 +22,7 @@ from .report import report
 from .sweep import results, summarize, sweep
 from .train import measure, train
 
-__all__ = ["main", "user_error"]
+__all__ = ["RESUMABLE", "main", "user_error"]
 
 
 class OneLineError(click.ClickException):
@@ -60,12 +60,29 @@ def _debug(ctx: click.Context) -> bool:
     return bool(ctx.params.get("debug")) or os.environ.get("SELECTIVITY_DEBUG", "") not in ("", "0")
 
 
+#: Commands that continue where they stopped when run again.
+RESUMABLE = {"train", "sweep", "robustness", "geometry"}
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: one line saying what to do next, exit status 130 (as a shell reports SIGINT)."""
+
+    exit_code = 130
+
+    def show(self, file=None) -> None:
+        click.echo(f"Interrupted: {self.message}", err=True)
+
+
 class Main(click.Group):
     """The command group: every error leaves it as one line and an exit status."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            if ctx.invoked_subcommand in RESUMABLE:
+                raise Interrupted("finished work is kept; rerun the same command to resume") from None
+            raise Interrupted("rerun the command to start it again") from None
         except click.UsageError as e:  # click's own checks and the commands': one line, status 2
             msg = e.format_message()
             if isinstance(e, click.BadParameter) or e.ctx is None:
@@ -100,6 +117,8 @@ def main(debug: bool) -> None:
          `sweep`: some runs failed)
       2  a mistake on the command line, in a config or a preset (one `Error:` line)
       3  `train`: the run diverged
+    130  interrupted (Ctrl-C); train, sweep, robustness and geometry resume when
+         run again with the same options
     --debug (or SELECTIVITY_DEBUG=1) shows the traceback instead of the one line.
     """
 

@@ -7,7 +7,18 @@ from pathlib import Path
 import click
 
 from ..perturb import ATTACKS, CORRUPTIONS
-from .options import EpsilonList, IntList, NameList, SweepDir, data_option, pwcca_method_option, usage_errors
+from .options import (
+    Command,
+    EpsilonList,
+    IntList,
+    NameList,
+    SweepDir,
+    data_option,
+    device_option,
+    pwcca_method_option,
+    quiet_option,
+    usage_errors,
+)
 
 __all__ = ["cca", "robustness", "geometry", "corrupt"]
 
@@ -53,7 +64,7 @@ def _print_frame(df, float_format: str, index: bool = False) -> None:
     is_flag=True,
     help="Leave out between pairs of equal seeds (same initialisation and batch order).",
 )
-@click.option("--device", default="cpu", show_default=True, help="Device of the forward passes.")
+@device_option()
 @pwcca_method_option("--method")
 @click.option(
     "--order",
@@ -62,7 +73,7 @@ def _print_frame(df, float_format: str, index: bool = False) -> None:
     show_default=True,
     help="Network order of a between pair (paper 1, A.2: the alpha = 0 network first).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 def cca(
     sweep_dir,
     data,
@@ -110,7 +121,7 @@ def cca(
 
 
 # --------------------------------------------------------------------------- robustness (paper 2)
-@click.command()
+@click.command(cls=Command, renamed={"--seed": "--corruption-seed", "--cifar10-c": "--corrupted"})
 @click.argument("sweep_dir", type=SweepDir())
 @data_option()
 @click.option(
@@ -144,9 +155,16 @@ def cca(
     "--epsilons",
     type=EpsilonList(),
     default=None,
-    help="Comma-separated budgets in [0, 1] pixel units, fractions allowed (default: 0.25/255,0.5/255,1/255,2/255,4/255,8/255).",
+    help="Comma-separated budgets in [0, 1] pixel units, fractions allowed (default: "
+    "0.25/255,0.5/255,1/255,2/255,4/255,8/255); 'none' for none.",
 )
-@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option(
+    "--norm",
+    type=click.Choice(["linf", "l2"]),
+    default="linf",
+    show_default=True,
+    help="Norm of the attack budgets (L-infinity or L2).",
+)
 @click.option(
     "--pgd-steps",
     type=click.IntRange(min=1),
@@ -156,13 +174,11 @@ def cca(
 )
 @click.option(
     "--corrupted",
-    "--cifar10-c",
-    "corrupted",
     type=click.Path(),
     default=None,
     help="Read corrupted images from this directory instead of generating them: CIFAR-10-C format "
     "(labels.npy, <corruption>.npy) or Tiny ImageNet-C format (<corruption>/<severity>/<wnid>/*.JPEG), "
-    "holding the whole test split. --cifar10-c is the older name.",
+    "holding the whole test split.",
 )
 @click.option(
     "--params",
@@ -173,16 +189,22 @@ def cca(
     "CIFAR-10-C's otherwise.",
 )
 @click.option(
-    "--seed",
+    "--corruption-seed",
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
     help="Seed of the generated corruptions.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=250,
+    show_default=True,
+    help="Images per forward pass and attack batch (it orders the PGD random starts).",
+)
+@device_option()
 @click.option("--force", is_flag=True, help="Recompute runs that have results of these settings.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 def robustness(
     sweep_dir,
     data,
@@ -195,7 +217,7 @@ def robustness(
     pgd_steps,
     corrupted,
     params,
-    seed,
+    corruption_seed,
     batch_size,
     device,
     force,
@@ -218,7 +240,7 @@ def robustness(
             pgd_steps=pgd_steps,
             corrupted=corrupted,
             params=params,
-            corruption_seed=seed,
+            corruption_seed=corruption_seed,
             batch_size=batch_size,
             device=device,
         )
@@ -241,7 +263,7 @@ def robustness(
 
 
 # --------------------------------------------------------------------------- geometry
-@click.command()
+@click.command(cls=Command, renamed={"--attack-steps": "--pgd-steps", "--severity": "--severities"})
 @click.argument("sweep_dir", type=SweepDir())
 @data_option()
 @click.option(
@@ -279,7 +301,11 @@ def robustness(
     help="Comma-separated corruptions; 'none' for none.",
 )
 @click.option(
-    "--severity", type=click.IntRange(1, 5), default=3, show_default=True, help="Corruption severity."
+    "--severities",
+    type=IntList(),
+    default="3",
+    show_default=True,
+    help="Corruption severity in 1..5 (one: the geometry is measured at one severity).",
 )
 @click.option(
     "--epsilons",
@@ -294,7 +320,13 @@ def robustness(
     show_default=True,
     help="Also L2 PGD at each corruption's median input L2 distance.",
 )
-@click.option("--attack-steps", type=click.IntRange(1), default=10, show_default=True, help="PGD steps.")
+@click.option(
+    "--pgd-steps",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="PGD iterations of the L-inf and matched L2 attacks.",
+)
 @click.option(
     "--gradient-images",
     type=click.IntRange(min=0),
@@ -311,9 +343,9 @@ def robustness(
 @click.option(
     "--batch-size", type=click.IntRange(1), default=250, show_default=True, help="Images per forward pass."
 )
-@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option()
 @click.option("--force", is_flag=True, help="Recompute runs that have results of these settings.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option()
 def geometry(
     sweep_dir,
     data,
@@ -322,10 +354,10 @@ def geometry(
     share,
     units,
     corruptions,
-    severity,
+    severities,
     epsilons,
     match,
-    attack_steps,
+    pgd_steps,
     gradient_images,
     gradient_layers,
     batch_size,
@@ -340,6 +372,10 @@ def geometry(
     """
     from ..evaluate.geometry import GeometrySettings, sweep_geometry
 
+    if len(severities) != 1:
+        raise click.BadParameter(
+            f"geometry measures one severity at a time, got {len(severities)}", param_hint="'--severities'"
+        )
     with usage_errors():
         settings = GeometrySettings(
             n_images=images,
@@ -347,10 +383,10 @@ def geometry(
             share=share,
             units=units,
             corruptions=corruptions,
-            severity=severity,
+            severity=severities[0],
             epsilons=epsilons,
             match_l2=match,
-            attack_steps=attack_steps,
+            attack_steps=pgd_steps,
             gradient_images=gradient_images,
             gradient_layers=gradient_layers or None,
             batch_size=batch_size,
@@ -375,7 +411,7 @@ def geometry(
 
 
 # --------------------------------------------------------------------------- corrupt
-@click.command()
+@click.command(cls=Command, renamed={"--seed": "--corruption-seed"})
 @data_option()
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output CIFAR-10-C directory.")
 @click.option(
@@ -386,7 +422,7 @@ def geometry(
     help="Corruption parameters (CIFAR-10-C's for 32 px, Tiny ImageNet-C's for 64 px).",
 )
 @click.option(
-    "--seed",
+    "--corruption-seed",
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
@@ -401,8 +437,8 @@ def geometry(
     default=None,
     help="Comma-separated corruptions (default: all 15).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def corrupt(data, out, params, seed, images, corruptions, quiet):
+@quiet_option()
+def corrupt(data, out, params, corruption_seed, images, corruptions, quiet):
     """Write the CIFAR-10 test set corrupted in the CIFAR-10-C format, and a contact sheet PNG."""
     from ..data import contact_sheet_images, load_dataset, write_cifar_c
     from ..plots.perturb import draw_corruption_grid
@@ -417,7 +453,7 @@ def corrupt(data, out, params, seed, images, corruptions, quiet):
     if not quiet:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=5 * len(names), desc="corrupt", unit="cell", dynamic_ncols=True)
+        bar = tqdm(total=5 * len(names), desc="corrupt", unit="cell", dynamic_ncols=True, disable=None)
     try:
         path = write_cifar_c(
             out,
@@ -425,7 +461,7 @@ def corrupt(data, out, params, seed, images, corruptions, quiet):
             labels,
             names,
             params=params,
-            seed=seed,
+            seed=corruption_seed,
             progress=(lambda _n, _s: bar.update(1)) if bar else None,
         )
     finally:

@@ -20,15 +20,21 @@ import click
 
 __all__ = [
     "DATA_HELP",
+    "DEVICE_HELP",
     "NONE_WORD",
+    "Command",
     "EpsilonList",
     "FuseSize",
     "IntList",
     "NameList",
+    "PresetName",
     "SweepDir",
     "data_option",
+    "device_option",
     "did_you_mean",
+    "given",
     "pwcca_method_option",
+    "quiet_option",
     "split_names",
     "usage_errors",
 ]
@@ -39,15 +45,64 @@ DATA_HELP = (
     "per-user cache, then a download."
 )
 
+DEVICE_HELP = "auto (CUDA when available, else the CPU), cpu, cuda or cuda:N."
+
 #: The word that means "an empty list" in every list option (``--attacks none``).
 NONE_WORD = "none"
 
 F = Callable[..., Any]
 
 
+class Command(click.Command):
+    """A command that still takes its options' retired spellings, with a deprecation line.
+
+    Parameters
+    ----------
+    renamed : dict of str to str, optional
+        Retired spelling -> current spelling (``{"--attack-steps": "--pgd-steps"}``). The
+        retired one is not shown in ``--help``; given on the command line it is replaced
+        by the current one and a line on stderr says so (for one release).
+    """
+
+    def __init__(self, *args: Any, renamed: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.renamed = dict(renamed or {})
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out = []
+        for arg in args:
+            name, eq, value = arg.partition("=")
+            if name in self.renamed:
+                new = self.renamed[name]
+                click.echo(
+                    f"{name} is deprecated: use {new} (the old name goes in the next release)", err=True
+                )
+                arg = new + eq + value
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the option ``name`` was given (on the command line or in the environment)."""
+    return ctx.get_parameter_source(name) not in (
+        click.core.ParameterSource.DEFAULT,
+        click.core.ParameterSource.DEFAULT_MAP,
+    )
+
+
 def data_option(help: str = DATA_HELP) -> Callable[[F], F]:
     """``--data PATH`` (default None: the library's search)."""
     return click.option("--data", type=click.Path(), default=None, help=help)
+
+
+def device_option(help: str = DEVICE_HELP) -> Callable[[F], F]:
+    """``--device``, ``auto`` by default in every command."""
+    return click.option("--device", default="auto", show_default=True, help=help)
+
+
+def quiet_option(help: str = "No progress bars or progress lines.") -> Callable[[F], F]:
+    """``--quiet`` of every command that shows progress."""
+    return click.option("--quiet", is_flag=True, help=help)
 
 
 def pwcca_method_option(flag: str) -> Callable[[F], F]:
@@ -194,6 +249,54 @@ class EpsilonList(click.ParamType):
             return parse_epsilons(str(value))
         except ValueError as e:
             self.fail(str(e), param, ctx)
+
+
+class PresetName(click.ParamType):
+    """A training or sweep preset's name: refused with a did-you-mean, or a pointer to the other kind.
+
+    Parameters
+    ----------
+    kind : {"training", "sweep"}
+        The registry the name must be in.
+    label : str
+        What the name is called in messages (``"preset"``, ``"training preset"``).
+    other_kind_hint : str
+        How to use a name of the other kind, ``{name}`` filled in (``"use --train-preset {name}"``).
+    """
+
+    name = "preset"
+
+    def __init__(self, kind: str, label: str, other_kind_hint: str):
+        self.kind = kind
+        self.label = label
+        self.other_kind_hint = other_kind_hint
+
+    def _names(self) -> tuple[list[str], list[str]]:
+        from ..run.config import list_presets
+        from ..sweep import list_sweep_presets
+
+        training, sweeps = list(list_presets()), list(list_sweep_presets())
+        return (training, sweeps) if self.kind == "training" else (sweeps, training)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(self._names()[0]) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        own, other = self._names()
+        if value in own:
+            return value
+        other_kind = "sweep" if self.kind == "training" else "training"
+        close_other = difflib.get_close_matches(str(value), other, n=1, cutoff=0.6)
+        if value in other:
+            hint = f": {value!r} is a {other_kind} preset, {self.other_kind_hint.format(name=value)}"
+        elif did_you_mean(str(value), own) or not close_other:
+            hint = did_you_mean(str(value), own)
+        else:
+            name = close_other[0]
+            hint = (
+                f" (did you mean the {other_kind} preset {name!r}? {self.other_kind_hint.format(name=name)})"
+            )
+        self.fail(f"unknown {self.label} {value!r}{hint}; known: {', '.join(own)}", param, ctx)
 
 
 class SweepDir(click.Path):

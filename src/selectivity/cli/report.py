@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import SweepDir, data_option, pwcca_method_option
+from .options import SweepDir, data_option, device_option, pwcca_method_option, quiet_option
 
 __all__ = ["report"]
 
@@ -53,7 +53,7 @@ __all__ = ["report"]
     help="Bonferroni family of the t-tests vs alpha = 0: one per paper figure (alpha < 0, alpha > 0) or all alphas.",
 )
 @click.option("--welch", is_flag=True, help="Welch's t-test instead of Student's (the paper's 't-test').")
-@click.option("--device", default="cpu", show_default=True, help="Device of the CCA forward passes.")
+@device_option("Device of the CCA forward passes: auto (CUDA when available), cpu, cuda or cuda:N.")
 @click.option(
     "--resamples",
     type=click.IntRange(min=1),
@@ -72,6 +72,7 @@ __all__ = ["report"]
     default=None,
     help="Comma-separated layers of the gallery (default: the first, middle and last site).",
 )
+@quiet_option("No step messages or progress bar.")
 def report(
     sweep_dir,
     out,
@@ -87,6 +88,7 @@ def report(
     resamples,
     gallery,
     gallery_layers,
+    quiet,
 ):
     """Self-contained HTML report of a sweep (tables, statistics, every paper figure)."""
     from ..report import build_report
@@ -104,8 +106,8 @@ def report(
         welch=welch,
         device=device,
         n_resamples=resamples,
-        progress=cca,
-        log=lambda m: click.echo(m, err=True),
+        progress=cca and not quiet,
+        log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
         gallery=gallery,
         gallery_layers=[x.strip() for x in gallery_layers.split(",") if x.strip()]
         if gallery_layers

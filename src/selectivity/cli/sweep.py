@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from ..run.config import ConfigError, parse_overrides
-from .options import DATA_HELP, FuseSize, SweepDir, data_option
+from .options import (
+    DATA_HELP,
+    Command,
+    FuseSize,
+    PresetName,
+    SweepDir,
+    data_option,
+    quiet_option,
+)
 
 __all__ = ["sweep", "results", "summarize"]
 
@@ -77,8 +85,10 @@ def _dry_run(spec, out, executor: str, workers: int | None) -> None:
 @click.command()
 @click.option(
     "--preset",
+    type=PresetName("sweep", "sweep preset", "use --train-preset {name}"),
     default=None,
-    help="Sweep preset: quick (CPU, ~15 min) or paper (GPUs/cluster); see `selectivity presets`.",
+    help="Sweep preset, e.g. quick (CPU, ~15 min) or paper (GPUs/cluster); `selectivity presets` "
+    "describes each.",
 )
 @click.option("--models", default=None, help="Comma-separated model names, e.g. resnet20,vgg16.")
 @click.option(
@@ -89,6 +99,7 @@ def _dry_run(spec, out, executor: str, workers: int | None) -> None:
 @click.option("--seeds", default=None, help="A count (20 -> seeds 0..19), a list (0,4,9) or a range (10-19).")
 @click.option(
     "--train-preset",
+    type=PresetName("training", "training preset", "use --preset {name}"),
     default=None,
     help="Training preset of every run (default: the sweep preset's, else paper).",
 )
@@ -175,7 +186,7 @@ def _dry_run(spec, out, executor: str, workers: int | None) -> None:
     help="Move runs trained with another configuration to OUT/archive/ and train them again "
     "(without it such runs stop the sweep).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option()
 def sweep(
     preset,
     models,
@@ -242,7 +253,7 @@ def _print_table(df, columns=None, digits: str = ".4f") -> None:
         click.echo(shown.to_string(index=False, float_format=lambda v: f"{v:{digits}}"))
 
 
-@click.command()
+@click.command(cls=Command, renamed={"--layers": "--per-layer"})
 @click.argument("sweep_dir", type=SweepDir())
 @click.option(
     "--format",
@@ -252,7 +263,7 @@ def _print_table(df, columns=None, digits: str = ".4f") -> None:
     show_default=True,
     help="Output format (csv/json load straight into pandas).",
 )
-@click.option("--layers", is_flag=True, help="Per-layer rows instead of one row per run.")
+@click.option("--per-layer", "layers", is_flag=True, help="Per-layer rows instead of one row per run.")
 @click.option("--rebuild", is_flag=True, help="Recreate the database from the run directories first.")
 @click.option(
     "--robustness",

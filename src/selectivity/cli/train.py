@@ -9,7 +9,7 @@ import click
 
 from ..data import DATASETS
 from ..run.config import make_config, parse_overrides
-from .options import data_option
+from .options import DEVICE_HELP, PresetName, data_option, device_option, given, quiet_option
 
 __all__ = ["train", "measure"]
 
@@ -24,7 +24,11 @@ RESULT_KEYS = ("status", "test_accuracy", "best_val_accuracy", "best_epoch", "me
 )
 @click.option("--seed", type=int, default=None, help="Seed of initialisation, shuffling and augmentation.")
 @click.option(
-    "--preset", default="paper", show_default=True, help="Named preset (see `selectivity presets`)."
+    "--preset",
+    type=PresetName("training", "preset", "use `selectivity sweep --preset {name}`"),
+    default="paper",
+    show_default=True,
+    help="Training preset (see `selectivity presets`); without a GPU, cpu-short or smoke take minutes.",
 )
 @click.option(
     "--dataset",
@@ -43,7 +47,7 @@ RESULT_KEYS = ("status", "test_accuracy", "best_val_accuracy", "best_epoch", "me
 @click.option(
     "--train-subset", type=int, default=None, help="Train on a stratified subset of this many images."
 )
-@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
+@device_option(DEVICE_HELP + " Default: the config's device (auto).")
 @click.option(
     "--set",
     "sets",
@@ -51,8 +55,9 @@ RESULT_KEYS = ("status", "test_accuracy", "best_val_accuracy", "best_epoch", "me
     metavar="KEY=VALUE",
     help="Override any config field, e.g. --set lr=0.05 (repeatable).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
-def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, quiet):
+@quiet_option("No progress bars, per-epoch lines or time estimate.")
+@click.pass_context
+def train(ctx, model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, quiet):
     """Train one model with the selectivity regulariser into a run directory."""
     from ..run.files import RunFiles
     from ..run.health import inspect_run_dir
@@ -68,7 +73,7 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
                 "epochs": epochs,
                 "dataset": dataset,
                 "train_subset": train_subset,
-                "device": device,
+                "device": device if given(ctx, "device") else None,  # else the config's or --set's
                 "model": model,
             }.items()
             if v is not None
@@ -82,6 +87,8 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
                 f"damaged run directory: {h.describe()}; move the damaged files away (or delete {out}) "
                 "to train it again"
             )
+    if not quiet and not given(ctx, "preset"):
+        _say_what_the_default_preset_costs(cfg, preset)
     # train_run takes the run lock and checks device, data and checkpoint before it writes.
     result = train_run(
         cfg,
@@ -93,6 +100,25 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
     click.echo(json.dumps({k: result.get(k) for k in RESULT_KEYS}))
     if result.get("status") == "diverged":
         sys.exit(3)
+
+
+def _say_what_the_default_preset_costs(cfg, preset: str) -> None:
+    """Without a GPU and without --preset: the preset used and its training time here, measured."""
+    from ..run.config import resolve_device
+    from ..training.estimate import estimate_training
+
+    if resolve_device(cfg.device).type != "cpu":
+        return
+    est = estimate_training(cfg)
+    hours = est.seconds / 3600
+    took = f"about {hours:.1f} h" if hours >= 1 else f"about {est.seconds / 60:.0f} min"
+    click.echo(
+        f"no GPU: training with the default preset {preset!r} ({cfg.epochs} epochs of "
+        f"{est.steps_per_epoch} steps of {cfg.batch_size} images); one training step took "
+        f"{est.step_seconds:.2f} s here (measured), so {cfg.epochs} epochs take {took}. "
+        "For minutes, use --preset cpu-short (or smoke); `selectivity presets` lists them.",
+        err=True,
+    )
 
 
 @click.command()
@@ -114,7 +140,13 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Evaluation batch size."
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--all-images",
+    is_flag=True,
+    help="Measure every image of the split (default: the run's own evaluation subset, eval_subset, "
+    "which its stored numbers used).",
+)
+@device_option()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--units",
@@ -123,7 +155,8 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
     default=None,
     help="Also write per-unit records to this directory: units.parquet|csv (one row per unit: "
     "layer, unit, SI, precision, preferred class, dead, mean response per class) and "
-    "top_samples.parquet|csv (each unit's --top-k most-activating samples).",
+    "top_samples.parquet|csv (each unit's --top-k most-activating samples, as positions among the "
+    "measured images: the run's evaluation subset unless --all-images).",
 )
 @click.option(
     "--top-k",
@@ -140,18 +173,48 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
     show_default=True,
     help="Format of the --units records (auto: Parquet when pyarrow is installed, else CSV).",
 )
-def measure(checkpoint, data, split, top_n, batch_size, device, as_json, units_dir, top_k, record_format):
-    """Per-layer selectivity, dead units and precision of a checkpoint or run directory."""
+@quiet_option("No progress bar.")
+def measure(
+    checkpoint,
+    data,
+    split,
+    top_n,
+    batch_size,
+    all_images,
+    device,
+    as_json,
+    units_dir,
+    top_k,
+    record_format,
+    quiet,
+):
+    """Per-layer selectivity, dead units and precision of a checkpoint or run directory.
+
+    By default on the images the run itself was evaluated on (its eval_subset of the
+    split), so the numbers compare with the run's result.json; --all-images for the
+    whole split.
+    """
     from ..core.measure import measure_selectivity
     from ..data import BatchLoader, check_data_matches_checkpoint
     from ..run.checkpoint import load_data, load_model_from
     from ..run.config import resolve_device
+    from ..training.single import subset
 
     dev = resolve_device(device)  # a ValueError when the device is not here
     model, cfg, ckpt = load_model_from(checkpoint, dev)
     splits = load_data(cfg, data)
     check_data_matches_checkpoint(ckpt, splits, name=str(checkpoint))
-    ds = splits.test if split == "test" else splits.val
+    whole = splits.test if split == "test" else splits.val
+    ds = whole if all_images else subset(whole, cfg.eval_subset, cfg.split_seed)
+    if len(ds) == len(whole):
+        which = "all" if all_images or cfg.eval_subset is None else "eval_subset"
+        images = f"all {len(whole)} images of the {split} split"
+    else:
+        which = "eval_subset"
+        images = (
+            f"the run's evaluation subset: {len(ds)} of {len(whole)} {split} images "
+            f"(class-stratified, split seed {cfg.split_seed}; --all-images for every image)"
+        )
     loader = BatchLoader(ds, batch_size, mean=splits.mean, std=splits.std, device=dev)
     rep = measure_selectivity(
         model,
@@ -161,7 +224,7 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json, units_d
         top_n=top_n or cfg.top_n,
         negative=cfg.negative_rule,
         device=dev,
-        progress=not as_json,
+        progress=not (as_json or quiet),
         pooling=cfg.token_pooling,
         top_k=top_k if units_dir else None,
     )
@@ -171,12 +234,13 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json, units_d
         for path in write_unit_records(rep, units_dir, class_names=ds.classes, fmt=record_format).values():
             click.echo(f"wrote {path}", err=as_json)
     d = rep.to_dict()
-    d.update(checkpoint=str(checkpoint), split=split, model=cfg.model, alpha=cfg.alpha)
+    d.update(checkpoint=str(checkpoint), split=split, images=which, model=cfg.model, alpha=cfg.alpha)
     if as_json:
         from ..run.files import clean_json
 
         click.echo(json.dumps(clean_json(d), indent=2))
         return
+    click.echo(f"measured on {images}")
     click.echo(
         f"{cfg.model} alpha={cfg.alpha} on {split} ({rep.num_samples} samples): "
         f"accuracy {rep.accuracy:.4f}, mean selectivity {rep.mean_selectivity:.4f}, "

@@ -282,7 +282,7 @@ def measure_selectivity(
     if progress:
         from tqdm.auto import tqdm
 
-        stream = tqdm(stream, desc="measure", unit="batch", leave=False)
+        stream = tqdm(stream, desc="measure", unit="batch", leave=False, disable=None)
     try:
         with ActivationCapture(
             model, layers, detach=True, layouts=layouts, sites=sites, pooling=pooling, token_level=token_level

@@ -582,7 +582,7 @@ def sweep_cca(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(pairs), desc="CCA pairs", unit="pair", dynamic_ncols=True)
+        bar = tqdm(total=len(pairs), desc="CCA pairs", unit="pair", dynamic_ncols=True, disable=None)
     rows = []
     base = normalise_alpha(s.baseline)
     try:

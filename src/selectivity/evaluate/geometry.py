@@ -268,6 +268,7 @@ def evaluate_run(
     force: bool = False,
     on_batch: Callable[[], None] | None = None,
     log: Callable[[str], None] | None = None,
+    on_images: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Compute (or reuse) the geometry of one run and write ``RUN/geometry/<key>.json``.
 
@@ -285,6 +286,11 @@ def evaluate_run(
         Called after each image batch (progress bars).
     log : callable, optional
         Receives one-line notes (a damaged file set aside); default: stderr.
+    on_images : callable, optional
+        ``on_images(done, total)``: called as the work advances, in images passed through
+        the network: each batch once clean and once per perturbation (an attack's images
+        count when the attack is done), the corruption probe of the L2 matching, and the
+        gradient images once per gradient layer. ``total`` is the run's whole count.
 
     Returns
     -------
@@ -320,6 +326,18 @@ def evaluate_run(
 
     mean = torch.tensor(splits.mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
     std = torch.tensor(splits.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    n_probe = len(settings.corruptions) if settings.match_l2 else 0
+    n_perts = len(settings.corruptions) + len(settings.epsilons) + n_probe
+    n_grad = len(select_images(labels, settings.gradient_images, settings.image_seed)) if grad_layers else 0
+    n_grad *= len(grad_layers)
+    total = len(idx) * (1 + n_perts + n_probe) + n_grad
+    done = [0]
+
+    def advance(n: int) -> None:
+        done[0] += n
+        if on_images is not None:
+            on_images(done[0], total)
+
     images = splits.test.images[torch.as_tensor(idx)]  # (N, C, H, W) uint8
     targets = splits.test.labels[torch.as_tensor(idx)]
     params = params_for_dataset(cfg.dataset)
@@ -364,6 +382,7 @@ def evaluate_run(
             for c in settings.corruptions:
                 xc = corrupt(xb, c, settings.severity, params=params, generator=probe_gens[c])
                 norms[c].append(perturbation_norms(xb, xc, "l2").cpu())
+                advance(xb.shape[0])
         for c in settings.corruptions:
             label = perturbation_label("corruption", c, settings.severity)
             matched_eps[label] = float(torch.cat(norms[c]).median())
@@ -400,6 +419,7 @@ def evaluate_run(
                     std=splits.std,
                     generator=atk_gen,
                 )
+            advance(xb.shape[0])
         with torch.no_grad(), ActivationCapture(model, layers, reduce=lambda t: layer_units(t, units)) as cap:
             logits = model(_normalise(xb, mean, std))
             correct["clean"] += int((logits.argmax(1) == yb).sum())
@@ -415,6 +435,7 @@ def evaluate_run(
                     diff_acc[(label, n)].update(a[n], b[n])
                 l2[label].append(perturbation_norms(xb, xs[label], "l2").cpu())
                 linf[label].append(perturbation_norms(xb, xs[label], "linf").cpu())
+        advance(xb.shape[0])  # the clean pass and the captures of the perturbed ones
         if on_batch is not None:
             on_batch()
 
@@ -475,6 +496,7 @@ def evaluate_run(
             add(li, n, "clean", "clean", "grad_var_units", gv["across_units"])
             add(li, n, "clean", "clean", "grad_cv_samples", gv["norm_cv_samples"])
             add(li, n, "clean", "clean", "grad_cv_units", gv["norm_cv_units"])
+            advance(xg.shape[0])
 
     result = {
         "format": FORMAT,
@@ -520,14 +542,25 @@ def sweep_geometry(
     runs = completed_runs(sweep_dir, log=lambda _m: None, note=note)
     if runs.empty:
         raise ValueError(f"{sweep_dir} has no completed runs to measure")
-    batches = -(-settings.n_images // settings.batch_size)
-    bar = None
+    bar = inner = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(runs) * batches, desc="geometry", unit="batch", dynamic_ncols=True)
+        # runs outside, images inside: one run takes minutes, each image pass seconds
+        bar = tqdm(total=len(runs), desc="geometry", unit="run", dynamic_ncols=True, disable=None)
     reused = 0
     key = None
+
+    def on_images(done: int, total: int) -> None:
+        nonlocal inner
+        if bar is None:
+            return
+        if inner is None:
+            from tqdm.auto import tqdm
+
+            inner = tqdm(total=total, unit="image", leave=False, dynamic_ncols=True, disable=None)
+        inner.update(done - inner.n)
+
     try:
         for run_id in runs["run_id"]:
             if bar is not None:
@@ -538,17 +571,20 @@ def sweep_geometry(
                 data,
                 device,
                 force=force,
-                on_batch=(lambda: bar.update(1)) if bar is not None else None,
+                on_images=on_images,
                 log=note,
             )
             key = res["settings_key"]
-            if res["reused"]:
-                reused += 1
-                if bar is not None:
-                    bar.update(batches)
+            if inner is not None:
+                inner.close()
+                inner = None
+            reused += bool(res["reused"])
+            if bar is not None:
+                bar.update(1)
     finally:
-        if bar is not None:
-            bar.close()
+        for b in (inner, bar):
+            if b is not None:
+                b.close()
     log(f"geometry of {len(runs)} run(s): {len(runs) - reused} computed, {reused} reused")
     return geometry_frame(sweep_dir, key)
 

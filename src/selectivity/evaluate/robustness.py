@@ -721,7 +721,9 @@ def sweep_robustness(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=per_run * len(done), desc="robustness", unit="cell", dynamic_ncols=True)
+        bar = tqdm(
+            total=per_run * len(done), desc="robustness", unit="cell", dynamic_ncols=True, disable=None
+        )
     cells: CellSource | None = None
     t0 = time.perf_counter()
     reused = 0

@@ -206,10 +206,13 @@ def build_report(
     log = log or (lambda _m: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"report of {sweep_dir}: reading the sweep's records")
     rd = collect(sweep_dir)
     settings = settings_of(rd)
+    log(f"{len(rd.runs)} runs in {len(settings)} setting(s)")
     cca_res = None
     if cca:
+        log("CCA: activations of every completed run on the probe images (checkpoints and data)")
         cca_res = run_cca(
             rd, data, cca_images, cca_mode, device, cca_max_pairs, cca_min_ratio, progress, log, cca_method
         )
@@ -219,6 +222,7 @@ def build_report(
     if gallery:
         gallery_data, gallery_run = _gallery(rd, data, gallery_layers, device, log)
     # once: every section's tables and figures read it
+    log(f"statistics: tests against alpha = 0 and bootstrap CIs ({n_resamples} resamples)")
     stats = compute_statistics(settings, cca_res, family=family, equal_var=not welch, n_resamples=n_resamples)
     ctx = ReportContext(
         data=rd,
@@ -234,6 +238,7 @@ def build_report(
         gallery_run=gallery_run,
     )
     sections = build_sections(ctx, SECTIONS)
+    log("writing the tables and the page")
     _write_tables(sections, out_dir)
     page = render_html(rd, settings, sections, out_dir)
     path = out_dir / "report.html"

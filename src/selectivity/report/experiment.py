@@ -2,8 +2,8 @@
 
 :func:`run_experiment` is what ``selectivity sweep`` does, as one library call:
 
-1. check the grid and the preset's analysis settings (nothing is trained when a setting
-   is wrong);
+1. check the grid, the preset's analysis settings and the data (nothing is trained when
+   one is wrong);
 2. train (or resume) every run (:func:`selectivity.sweep.run_sweep`);
 3. evaluate the robustness of the completed runs when the sweep asks for it
    (:attr:`selectivity.sweep.SweepSpec.robustness`,
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data import find_corrupted
 from ..evaluate.robustness import RobustnessSettings, sweep_robustness
 from ..run.config import ConfigError
 from ..sweep import SweepSpec, run_sweep
@@ -56,8 +57,10 @@ class ExperimentResult:
         return int((self.runs["status"] == "failed").sum()) if not self.runs.empty else 0
 
 
-def robustness_settings(spec: SweepSpec) -> RobustnessSettings | None:
+def robustness_settings(spec: SweepSpec, device: str = "auto") -> RobustnessSettings | None:
     """The sweep's robustness settings, checked; None when the sweep asks for none.
+
+    ``device`` is used unless the settings name one.
 
     Raises
     ------
@@ -77,7 +80,7 @@ def robustness_settings(spec: SweepSpec) -> RobustnessSettings | None:
                 f"unknown robustness setting {key!r}{hint} in the sweep; known: {', '.join(known)}"
             )
     try:
-        return RobustnessSettings(**spec.robustness)
+        return RobustnessSettings(**{"device": device, **spec.robustness})
     except (TypeError, ValueError) as e:
         raise ConfigError(f"robustness settings of the sweep: {e}") from e
 
@@ -97,6 +100,7 @@ def run_experiment(
     gpus_per_run: float = 0,
     fuse: int | str = 1,
     archive_mismatched: bool = False,
+    device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> ExperimentResult:
@@ -121,6 +125,9 @@ def run_experiment(
         Parallel runs; default the spec's suggestion.
     address, cpus_per_run, gpus_per_run, fuse, archive_mismatched, progress, log
         See :func:`selectivity.sweep.run_sweep`.
+    device : str, default "auto"
+        Device of the robustness evaluation, unless ``spec.robustness`` names one (the
+        runs' training device is their config's).
 
     Returns
     -------
@@ -131,9 +138,14 @@ def run_experiment(
     ConfigError
         A bad grid or robustness setting (before any training), or runs in ``sweep_dir``
         trained with another configuration.
+    ValueError, OSError
+        Data that cannot be loaded, or a missing corrupted-images directory (before any
+        training).
     """
     spec.validate()
-    settings = robustness_settings(spec) if robustness else None
+    settings = robustness_settings(spec, device) if robustness else None
+    if settings is not None and settings.corrupted:
+        find_corrupted(settings.corrupted)  # a missing directory fails before any training
     runs = run_sweep(
         spec,
         sweep_dir,

@@ -179,6 +179,7 @@ def build_sections(ctx: ReportContext, specs: Sequence[SectionSpec]) -> list[Sec
     """Run every builder of ``specs`` in order; one that raises becomes a section with a note."""
     out: list[Section] = []
     for spec in specs:
+        ctx.log(f"section {spec.heading}")
         try:
             out.extend(spec.build(ctx))
         except Exception as e:  # one broken section must not take the report down

@@ -17,19 +17,31 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis.summary import summary_table
+from ..evaluate.robustness import robustness_frame
 from ..plots.style import save_figure
 from ..run.files import SweepFiles
 from ..sweep.store import open_store
 from .figures import sweep_figure_specs
 from .format import format_alpha, format_ci
 
-__all__ = ["format_summary", "summarize_sweep", "write_summary"]
+__all__ = ["format_robustness", "format_summary", "summarize_sweep", "write_summary"]
+
+#: Below this many runs per group a CI or a test says little (at n = 2 the percentile
+#: CI is the range of the two values).
+FEW_RUNS = 3
+FEW_RUNS_NOTE = (
+    f"fewer than {FEW_RUNS} runs in a group: its CI (at n = 2 the range of the two values) and "
+    "any test are not meaningful; add seeds for statistics."
+)
 
 
 def summarize_sweep(
     sweep_dir: str | os.PathLike, log: Callable[[str], None] = print, figures: bool = True
 ) -> dict[str, Path]:
     """Write the summary table (CSV, text) and the first figures (PNG) of a sweep.
+
+    The table goes to ``log`` too, followed by the robustness headline
+    (:func:`format_robustness`) when the sweep has robustness results.
 
     Parameters
     ----------
@@ -55,6 +67,10 @@ def summarize_sweep(
         return out
     out.update(write_summary(runs, files.root))
     log(format_summary(summary_table(runs)))
+    robustness = robustness_frame(files.root, "summary")
+    if not robustness.empty:
+        attacks = robustness_frame(files.root, "attacks")
+        log(format_robustness(robustness, attacks))
     if figures:
         completed = layers[layers.status == "completed"] if not layers.empty else None
         for spec in sweep_figure_specs(runs, completed):
@@ -145,6 +161,73 @@ def format_summary(table: pd.DataFrame) -> str:
         f"n = completed runs; {ci_name} = bootstrap (percentile) CI of the mean over seeds; "
         "failed/diverged runs are counted, not averaged."
     )
+    if len(table) and ((table["n"] > 1) & (table["n"] < FEW_RUNS)).any():
+        out.append(FEW_RUNS_NOTE)
+    return "\n".join(out)
+
+
+def _eps_label(eps: float) -> str:
+    return f"{round(float(eps) * 255, 3):g}/255"
+
+
+def format_robustness(summary: pd.DataFrame, attacks: pd.DataFrame | None = None) -> str:
+    """The robustness headline of a sweep: per model and alpha, mean over its runs.
+
+    Clean accuracy, mean corruption accuracy, relative corruption accuracy (corruption /
+    clean) and, per attack, the accuracy at its largest epsilon.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        One row per run: ``model, alpha, n_images, clean_accuracy,
+        mean_corruption_accuracy, relative_corruption_accuracy`` (the database's
+        robustness summary).
+    attacks : pandas.DataFrame, optional
+        Long rows ``run_id, model, alpha, attack, norm, epsilon, accuracy``.
+
+    Returns
+    -------
+    str
+        A title line, a header and one line per group (no trailing newline).
+    """
+    keys = [
+        k for k in ("model", "alpha") if k in summary.columns and (k == "alpha" or summary[k].nunique() > 1)
+    ]
+    g = summary.groupby(keys, sort=True)
+    table = g[["clean_accuracy", "mean_corruption_accuracy", "relative_corruption_accuracy"]].mean()
+    table["n"] = g.size()
+    headers = [*keys, "n", "clean", "corruptions", "relative"]
+    columns = {}
+    if attacks is not None and not attacks.empty:
+        for (atk, norm), rows in attacks.groupby(["attack", "norm"], sort=True):
+            eps = rows["epsilon"].max()
+            name = f"{atk} {_eps_label(eps) if norm == 'linf' else f'{eps:g}'}"
+            columns[name] = rows[rows["epsilon"] == eps].groupby(keys)["accuracy"].mean()
+            headers.append(name)
+
+    def pct(v) -> str:
+        return "-" if pd.isna(v) else f"{100 * v:.1f}%"
+
+    lines = []
+    for idx, r in table.iterrows():
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        cells = [f"{v:g}" if isinstance(v, float) else str(v) for v in idx]
+        cells += [str(int(r["n"])), pct(r["clean_accuracy"]), pct(r["mean_corruption_accuracy"])]
+        rel = r["relative_corruption_accuracy"]
+        cells.append("-" if pd.isna(rel) else f"{rel:.2f}")
+        cells += [pct(col.get(idx if len(idx) > 1 else idx[0])) for col in columns.values()]
+        lines.append(cells)
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(headers)]
+    n_img = sorted({int(v) for v in summary.get("n_images", pd.Series(dtype=float)).dropna()})
+    images = f", {'/'.join(map(str, n_img))} test images" if n_img else ""
+    out = [
+        f"robustness ({len(summary)} runs{images}; mean over the runs of each group; "
+        "relative = corruptions / clean; attacks at their largest epsilon):",
+        "  ".join(h.rjust(w) for h, w in zip(headers, widths)),
+    ]
+    out += ["  ".join(c.rjust(w) for c, w in zip(cells, widths)) for cells in lines]
+    if ((table["n"] > 1) & (table["n"] < FEW_RUNS)).any():
+        out.append(FEW_RUNS_NOTE)
     return "\n".join(out)
 
 

@@ -6,6 +6,8 @@ sweep are :func:`selectivity.report.summarize_sweep` (the CLI calls it after the
 Before anything is trained, every existing run directory of the grid is checked: a run
 trained with another configuration stops the sweep (nothing is counted as done that was
 not trained as asked), and a damaged run file is set aside so the run resumes or restarts.
+The data the runs still to train need are loaded once before any run starts, so a wrong
+data path stops the sweep with one error instead of failing every run.
 """
 
 from __future__ import annotations
@@ -89,7 +91,9 @@ def _write_sweep_json(
     try:
         old = read_json(path)
         history = list(old.get("history") or [])
-        if old.get("spec") is not None and old.get("spec") != spec.to_dict():
+        new = spec.to_dict()
+        # A record written before a field existed lacks its key: not a change of the sweep.
+        if old.get("spec") is not None and {**new, **old["spec"]} != new:
             history.append({k: old.get(k) for k in ("spec", "executor", "data")})
     except FileNotFoundError:
         pass
@@ -101,6 +105,25 @@ def _write_sweep_json(
     if history:
         record["history"] = history
     write_json(path, record)
+
+
+def _finished(h: RunHealth | None) -> bool:
+    """Whether a run directory holds a finished run (completed or diverged) in good order."""
+    return h is not None and h.ok and h.status in FINAL_STATUSES
+
+
+def _check_data(cfgs: list, data: str | None) -> None:
+    """Load every dataset the runs to train need, once, before any run starts.
+
+    A wrong ``data`` then stops the sweep with one error instead of failing every run
+    with it. The splits are not kept (runs in other processes load their own); a
+    download, if one is needed, happens here once.
+    """
+    from ..data import check_dataset, load_dataset
+
+    for cfg in {c.dataset: c for c in cfgs}.values():
+        splits = load_dataset(cfg.dataset, data, val_size=cfg.val_size, split_seed=cfg.split_seed)
+        check_dataset(cfg.dataset, splits)
 
 
 def _auto_fuse(cfgs: list, log: Callable[[str], None]) -> int:
@@ -159,8 +182,6 @@ def run_sweep(
     sweep_dir = Path(sweep_dir)
     sfiles = SweepFiles(sweep_dir)
     runs = spec.runs()
-    sfiles.runs.mkdir(parents=True, exist_ok=True)
-    store = open_store(sweep_dir, log=log)
     health: dict[str, RunHealth] = {}
     mismatched = []
     for r in runs:
@@ -173,13 +194,16 @@ def run_sweep(
         # A run written before a config field existed lacks its key: it used the default.
         if h.config is not None and complete_config(h.config) != want:
             mismatched.append((r.run_id, _config_diff(complete_config(h.config), want)))
+    if mismatched and not archive_mismatched:
+        raise SweepMismatchError(_mismatch_message(sweep_dir, mismatched))
+    for rid, _ in mismatched:
+        health.pop(rid, None)
+    if executor != "ray":  # Ray workers may see paths this machine does not
+        _check_data([r.config for r in runs if not _finished(health.get(r.run_id))], data)
+    sfiles.runs.mkdir(parents=True, exist_ok=True)
+    store = open_store(sweep_dir, log=log)
     if mismatched:
-        if not archive_mismatched:
-            store.close()
-            raise SweepMismatchError(_mismatch_message(sweep_dir, mismatched))
         _archive(sweep_dir, [rid for rid, _ in mismatched], store, log)
-        for rid, _ in mismatched:
-            health.pop(rid, None)
     if fuse == "auto":
         fuse = _auto_fuse([r.config for r in runs], log)
     assert isinstance(fuse, int)
@@ -194,7 +218,7 @@ def run_sweep(
             moved = set_aside(rdir, hr.files_to_set_aside())
             log(f"damaged run files set aside in {moved}, the run is trained again: {hr.describe()}")
             hr = inspect_run_dir(rdir)
-        if hr is not None and hr.ok and hr.status in FINAL_STATUSES:
+        if _finished(hr):
             skipped += 1
             continue
         cfgd = r.config.to_dict()
@@ -227,7 +251,15 @@ def run_sweep(
     if progress and tasks:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(runs), initial=skipped, desc="sweep", unit="run", dynamic_ncols=True, position=0)
+        bar = tqdm(
+            total=len(runs),
+            initial=skipped,
+            desc="sweep",
+            unit="run",
+            dynamic_ncols=True,
+            position=0,
+            disable=None,
+        )
 
     def refresh() -> None:
         if bar is None:

@@ -75,7 +75,8 @@ class SweepSpec:
     seeds : list of int
         Seeds; every (model, alpha, extra) cell is trained once per seed.
     preset : str
-        Training preset applied to every run (see ``selectivity presets``).
+        Training preset applied to every run (see ``selectivity presets``); not the
+        sweep preset, which is ``sweep_preset``.
     overrides : dict
         Config fields applied to every run after the preset (epochs, train_subset, ...).
     grid : dict
@@ -87,6 +88,9 @@ class SweepSpec:
         Settings of the paper 2 robustness evaluation (fields of
         ``selectivity.evaluate.robustness.RobustnessSettings``) that ``selectivity sweep``
         runs on the completed runs after training, before the summary; None: none.
+    sweep_preset : str, optional
+        Name of the sweep preset this grid started from (``quick``, ``paper``, ...; set by
+        :func:`get_sweep_preset`; options may have changed the grid since); None: none.
     """
 
     models: list[str]
@@ -98,6 +102,7 @@ class SweepSpec:
     executor: str | None = None
     workers: int | None = None
     robustness: dict[str, Any] | None = None
+    sweep_preset: str | None = None
 
     def validate(self) -> SweepSpec:
         if not self.models:
@@ -273,9 +278,22 @@ def list_sweep_presets() -> dict[str, str]:
 
 
 def get_sweep_preset(name: str) -> SweepSpec:
+    """A fresh spec of the sweep preset ``name``, its name recorded as ``sweep_preset``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name (with the closest known one).
+    """
     if name not in _SWEEP_PRESETS:
-        raise ConfigError(f"unknown sweep preset {name!r}; known: {', '.join(sorted(_SWEEP_PRESETS))}")
-    return _SWEEP_PRESETS[name]()
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_SWEEP_PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown sweep preset {name!r}{hint}; known: {', '.join(sorted(_SWEEP_PRESETS))}")
+    spec = _SWEEP_PRESETS[name]()
+    spec.sweep_preset = name
+    return spec
 
 
 @register_sweep_preset("quick")

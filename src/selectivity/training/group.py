@@ -403,6 +403,7 @@ def _group_epoch(
             unit="batch",
             leave=False,
             dynamic_ncols=True,
+            disable=None,  # a terminal only: no carriage returns in log files
         )
         it = bar
     for step, (x, y) in enumerate(it):

@@ -735,7 +735,12 @@ def train_epoch(
         from tqdm.auto import tqdm
 
         bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, dynamic_ncols=True
+            loader,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            leave=False,
+            dynamic_ncols=True,
+            disable=None,  # a terminal only: no carriage returns in log files
         )
         it = bar
     ctx = reg if use_reg else contextlib.nullcontext()
