@@ -7,7 +7,17 @@ run's best checkpoint (``checkpoints/best.pt``) and measures, on the same test i
 * the accuracy on every corruption x severity cell (15 x 5 = 75 by default), their mean
   (RobustBench's "mean corruption accuracy") and that mean divided by the clean accuracy;
 * the accuracy under every attack x epsilon (default FGSM and PGD-10, L-infinity, epsilon
-  0.25/255 ... 8/255 in [0, 1] pixel units; PGD step size ``2.5 * eps / steps``).
+  0.25/255 ... 8/255 in [0, 1] pixel units; PGD step size ``2.5 * eps / steps``);
+* the accuracy under the APGD attacks (Croce & Hein 2020; ``apgd-ce``, ``apgd-t``,
+  ``apgd-ensemble``) at :attr:`RobustnessSettings.apgd_epsilons` (default 8/255, the
+  RobustBench standard) with ``apgd_steps`` iterations, ``apgd_restarts`` random restarts
+  and ``apgd_target_classes`` targets. ``apgd-ensemble`` is the "AutoAttack-style" robust
+  accuracy: an image counts as robust only if APGD-CE and APGD-T both fail on it (the
+  per-sample minimum). APGD-CE runs once per epsilon: its own row and the ensemble's first
+  stage are the same attack; the ensemble's APGD-T stage attacks only the images APGD-CE
+  left correct (AutoAttack's order; a full ``apgd-t`` row, when asked for, attacks every
+  correctly classified image from its own generator, and the ensemble is then the
+  per-sample minimum of the two rows' verdicts).
 
 Choices (documented, configurable through :class:`RobustnessSettings`):
 
@@ -49,7 +59,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,14 +69,17 @@ import pandas as pd
 import torch
 
 from ..data import find_corrupted, load_cifar10_c, load_tiny_imagenet_c, params_for_dataset
-from ..perturb import ATTACKS, CORRUPTIONS, NORMS, accuracy_under_attack, corrupt, to_uint8
+from ..perturb import ATTACKS, CORRUPTIONS, NORMS, accuracy_under_attack, attack_outcome, corrupt, to_uint8
+from ..perturb.attacks import APGD_TARGET_CLASSES
 from ..run.checkpoint import load_run
 from ..run.files import DamagedFileError, RunFiles, SweepFiles, read_json, write_json
 from ..sweep.store import AnalysisTables, Table, open_store
 from .common import completed_runs, read_data_hint, select_images
 
 __all__ = [
+    "APGD_ATTACKS",
     "CHUNK",
+    "DEFAULT_APGD_EPSILONS",
     "DEFAULT_EPSILONS",
     "PARTIAL_NAME",
     "ROBUSTNESS_NAME",
@@ -76,6 +89,7 @@ __all__ = [
     "evaluate_run",
     "params_for_dataset",
     "parse_epsilons",
+    "apgd_accuracies",
     "robustness_frame",
     "robustness_frames",
     "sweep_robustness",
@@ -85,6 +99,10 @@ __all__ = [
 CHUNK = 1000
 #: Default epsilon grid in [0, 1] pixel units: 0.25/255 ... 8/255.
 DEFAULT_EPSILONS: tuple[float, ...] = tuple(e / 255 for e in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
+#: Default APGD budget: 8/255, the RobustBench L-inf standard for CIFAR-10.
+DEFAULT_APGD_EPSILONS: tuple[float, ...] = (8 / 255,)
+#: Attacks evaluated at :attr:`RobustnessSettings.apgd_epsilons` with the APGD settings.
+APGD_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t", "apgd-ensemble")
 #: Per-run result file (relative to the run directory).
 ROBUSTNESS_NAME = RunFiles.ROBUSTNESS
 #: Per-run file of finished cells while an evaluation is under way.
@@ -130,9 +148,10 @@ class RobustnessSettings:
     cifar10_c : str or None
         Older name of ``corrupted`` (either may be given).
     attacks : tuple of str
-        Keys of :data:`selectivity.perturb.ATTACKS` (empty: no attacks).
+        Keys of :data:`selectivity.perturb.ATTACKS` (empty: no attacks). FGSM and PGD run
+        at ``epsilons``, the APGD attacks (:data:`APGD_ATTACKS`) at ``apgd_epsilons``.
     epsilons : tuple of float
-        Attack budgets in [0, 1] pixel units, each >= 0.
+        Budgets of FGSM and PGD in [0, 1] pixel units, each >= 0.
     norm : str
         ``"linf"`` or ``"l2"``.
     pgd_steps : int
@@ -142,7 +161,16 @@ class RobustnessSettings:
     pgd_restarts : int
         PGD random restarts.
     attack_seed : int
-        Seed of the PGD random starts.
+        Seed of the random starts of PGD and APGD (one generator per attack and epsilon,
+        seeded with it: the same draws for every run).
+    apgd_epsilons : tuple of float or None
+        Budgets of the APGD attacks (default 8/255); None: ``epsilons``.
+    apgd_steps : int
+        APGD iterations per run (the reference's 100).
+    apgd_restarts : int
+        APGD random restarts (AutoAttack's standard version: 1).
+    apgd_target_classes : int
+        Target classes of APGD-T (AutoAttack's standard version: 9).
     batch_size : int
         Images per forward pass / attack batch (it orders the PGD random draws, so it is
         part of the settings).
@@ -158,13 +186,17 @@ class RobustnessSettings:
     corruption_seed: int = 0
     corrupted: str | None = None
     cifar10_c: str | None = None
-    attacks: tuple[str, ...] = ("fgsm", "pgd")
+    attacks: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce", "apgd-ensemble")
     epsilons: tuple[float, ...] = DEFAULT_EPSILONS
     norm: str = "linf"
     pgd_steps: int = 10
     pgd_step_factor: float = 2.5
     pgd_restarts: int = 1
     attack_seed: int = 0
+    apgd_epsilons: tuple[float, ...] | None = DEFAULT_APGD_EPSILONS
+    apgd_steps: int = 100
+    apgd_restarts: int = 1
+    apgd_target_classes: int = APGD_TARGET_CLASSES
     batch_size: int = 250
     device: str = "cpu"
 
@@ -174,6 +206,8 @@ class RobustnessSettings:
         put("severities", tuple(self.severities))
         put("attacks", tuple(self.attacks))
         put("epsilons", tuple(float(e) for e in self.epsilons))
+        if self.apgd_epsilons is not None:
+            put("apgd_epsilons", tuple(float(e) for e in self.apgd_epsilons))
         if self.cifar10_c is not None:
             if self.corrupted is not None and str(self.corrupted) != str(self.cifar10_c):
                 raise ValueError("corrupted and cifar10_c name different directories: expected one directory")
@@ -192,9 +226,17 @@ class RobustnessSettings:
         for a in self.attacks:
             if a not in ATTACKS:
                 raise ValueError(f"unknown attack {a!r}: expected one of {', '.join(ATTACKS)}")
-        for e in self.epsilons:
+        for e in (*self.epsilons, *(self.apgd_epsilons or ())):
             if not math.isfinite(e) or e < 0:
                 raise ValueError(f"epsilon must be a finite number >= 0 (pixel units in [0, 1]), got {e!r}")
+        for name in ("pgd_steps", "pgd_restarts", "apgd_steps", "apgd_restarts", "apgd_target_classes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("image_seed", "attack_seed", "corruption_seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.n_images is not None and self.n_images < 2:
@@ -209,8 +251,8 @@ class RobustnessSettings:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("corruptions", "severities", "attacks", "epsilons"):
-            d[k] = list(d[k])
+        for k in ("corruptions", "severities", "attacks", "epsilons", "apgd_epsilons"):
+            d[k] = None if d[k] is None else list(d[k])
         d["source"] = (
             f"{self._directory_format()} directory"
             if self.corrupted
@@ -242,6 +284,16 @@ class RobustnessSettings:
     def compared(self) -> dict[str, Any]:
         """The settings two results must share to be interchangeable."""
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_COMPARED}
+
+    def attack_epsilons(self, attack: str) -> tuple[float, ...]:
+        """The budgets ``attack`` is evaluated at (``apgd_epsilons`` for the APGD attacks)."""
+        if attack in APGD_ATTACKS and self.apgd_epsilons is not None:
+            return self.apgd_epsilons
+        return self.epsilons
+
+    def attack_cells(self) -> list[tuple[str, float]]:
+        """Every (attack, epsilon) evaluated, in the order of ``attacks``."""
+        return [(a, e) for a in self.attacks for e in self.attack_epsilons(a)]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RobustnessSettings:
@@ -481,6 +533,100 @@ def _read_result(path: Path) -> dict | None:
         return None
 
 
+def apgd_accuracies(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epsilon: float,
+    settings: RobustnessSettings,
+    attacks: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str,
+) -> dict[str, float]:
+    """Accuracy under the APGD attacks ``attacks`` at one epsilon, sharing the APGD-CE stage.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Classifier in eval mode, on ``device``.
+    images, labels : torch.Tensor
+        ``(N, C, H, W)`` uint8 images and ``(N,)`` labels.
+    epsilon : float
+        Budget in [0, 1] pixel units.
+    settings : RobustnessSettings
+        ``norm``, ``apgd_steps``, ``apgd_restarts``, ``apgd_target_classes``,
+        ``attack_seed`` and ``batch_size`` are used.
+    attacks : sequence of str
+        A subset of :data:`APGD_ATTACKS`.
+    mean, std : sequence of float
+        The normalisation the model expects.
+    device : torch.device or str
+
+    Returns
+    -------
+    dict of str to float
+        Attack -> accuracy for every name of ``attacks``. APGD-CE draws from a generator
+        seeded with ``attack_seed`` and the ensemble's APGD-T stage continues it on the
+        images APGD-CE left correct (as :func:`selectivity.perturb.apgd_ensemble` does
+        per batch); a full ``apgd-t`` draws from its own generator with the same seed,
+        and then the ensemble is the per-sample minimum of the two verdicts.
+    """
+    want = set(attacks)
+    kw: dict[str, Any] = dict(
+        norm=settings.norm,
+        steps=settings.apgd_steps,
+        restarts=settings.apgd_restarts,
+        mean=mean,
+        std=std,
+    )
+    g_ce = torch.Generator(device=device)
+    g_ce.manual_seed(int(settings.attack_seed))
+    g_t = torch.Generator(device=device)
+    g_t.manual_seed(int(settings.attack_seed))
+    correct = {a: 0 for a in want}
+    n = int(images.shape[0])
+    for s in range(0, n, settings.batch_size):
+        x = (images[s : s + settings.batch_size].to(device, torch.float32) / 255.0).contiguous()
+        y = labels[s : s + settings.batch_size].to(device)
+        ce = None
+        if want & {"apgd-ce", "apgd-ensemble"}:
+            ce = attack_outcome("apgd-ce", model, x, y, epsilon, generator=g_ce, **kw)
+            if "apgd-ce" in want:
+                correct["apgd-ce"] += int(ce.correct.sum())
+        t_full = None
+        if "apgd-t" in want:
+            t_full = attack_outcome(
+                "apgd-t",
+                model,
+                x,
+                y,
+                epsilon,
+                n_target_classes=settings.apgd_target_classes,
+                generator=g_t,
+                **kw,
+            )
+            correct["apgd-t"] += int(t_full.correct.sum())
+        if "apgd-ensemble" in want:
+            assert ce is not None
+            if t_full is not None:  # both verdicts are in hand: the per-sample minimum
+                robust = ce.correct & t_full.correct
+            else:  # AutoAttack's order: APGD-T on what APGD-CE left correct
+                robust = attack_outcome(
+                    "apgd-t",
+                    model,
+                    x,
+                    y,
+                    epsilon,
+                    n_target_classes=settings.apgd_target_classes,
+                    generator=g_ce,
+                    start=ce,
+                    **kw,
+                ).correct
+            correct["apgd-ensemble"] += int(robust.sum())
+    return {a: correct[a] / max(n, 1) for a in attacks}
+
+
 def evaluate_run(
     run_dir: str | os.PathLike,
     settings: RobustnessSettings,
@@ -520,11 +666,7 @@ def evaluate_run(
     out_path, part_path = RunFiles(run_dir).robustness, RunFiles(run_dir).robustness_partial
     want = settings.compared()
     old = _read_result(out_path)
-    n_cells = (
-        len(settings.corruptions) * len(settings.severities)
-        + len(settings.attacks) * len(settings.epsilons)
-        + 1
-    )
+    n_cells = len(settings.corruptions) * len(settings.severities) + len(settings.attack_cells()) + 1
     if old is not None and settings.matches(old.get("settings"), params):
         if tick:
             tick(n_cells)
@@ -570,10 +712,18 @@ def evaluate_run(
                 save()
             if tick:
                 tick(1)
-    for atk in settings.attacks:
-        for eps in settings.epsilons:
-            key = _attack_key(atk, settings.norm, eps)
-            if key not in part["attacks"]:
+    apgd_wanted = [a for a in settings.attacks if a in APGD_ATTACKS]
+    for atk, eps in settings.attack_cells():
+        key = _attack_key(atk, settings.norm, eps)
+        if key not in part["attacks"]:
+            if atk in APGD_ATTACKS:
+                # every APGD row of this epsilon at once: they share the APGD-CE stage
+                res_apgd = apgd_accuracies(
+                    model, clean, labels, eps, settings, apgd_wanted, splits.mean, splits.std, dev
+                )
+                for a, acc in res_apgd.items():
+                    part["attacks"][_attack_key(a, settings.norm, eps)] = acc
+            else:
                 kwargs: dict[str, Any] = {"norm": settings.norm}
                 if atk == "pgd":
                     g = torch.Generator(device=dev)
@@ -592,9 +742,9 @@ def evaluate_run(
                     model, batches, atk, [eps], mean=splits.mean, std=splits.std, device=dev, **kwargs
                 )
                 part["attacks"][key] = res[0].accuracy
-                save()
-            if tick:
-                tick(1)
+            save()
+        if tick:
+            tick(1)
     clean_acc = float(part["clean"])
     corr = [
         {"corruption": n, "severity": s, "accuracy": float(part["cells"][_cell_key(n, s)])}
@@ -618,8 +768,7 @@ def evaluate_run(
                 "epsilon": e,
                 "accuracy": float(part["attacks"][_attack_key(a, settings.norm, e)]),
             }
-            for a in settings.attacks
-            for e in settings.epsilons
+            for a, e in settings.attack_cells()
         ],
         "cell_sha1": dict(part["sha1"]),
         "image_indices_sha1": hashlib.sha1(idx.tobytes()).hexdigest(),
@@ -679,11 +828,7 @@ def sweep_robustness(
         find_corrupted(settings.corrupted)  # fail before any work if it is missing
     # "auto" corruption parameters: by the dataset of the first run (all must share it).
     params = settings.params_for(_run_dataset(SweepFiles(sweep_dir).run(done["run_id"].iloc[0]).root))
-    per_run = (
-        len(settings.corruptions) * len(settings.severities)
-        + len(settings.attacks) * len(settings.epsilons)
-        + 1
-    )
+    per_run = len(settings.corruptions) * len(settings.severities) + len(settings.attack_cells()) + 1
     bar = None
     if progress:
         from tqdm.auto import tqdm
