@@ -79,6 +79,7 @@ from .common import completed_runs, read_data_hint, select_images
 __all__ = [
     "APGD_ATTACKS",
     "CHUNK",
+    "CellSource",
     "DEFAULT_APGD_EPSILONS",
     "DEFAULT_EPSILONS",
     "PARTIAL_NAME",
@@ -369,7 +370,7 @@ def _digest(images: torch.Tensor) -> str:
     return hashlib.sha1(images.contiguous().numpy().tobytes()).hexdigest()
 
 
-class _CellSource:
+class CellSource:
     """Corrupted versions of the chosen test images, identical for every run of a sweep.
 
     ``test_labels`` and ``classes`` are the whole test split's labels and class names (a
@@ -630,7 +631,7 @@ def apgd_accuracies(
 def evaluate_run(
     run_dir: str | os.PathLike,
     settings: RobustnessSettings,
-    cells: _CellSource | None = None,
+    cells: CellSource | None = None,
     data: str | os.PathLike | None = None,
     *,
     sweep_dir: str | os.PathLike | None = None,
@@ -679,7 +680,7 @@ def evaluate_run(
     clean, labels = test.images[torch.as_tensor(idx)], test.labels[torch.as_tensor(idx)]
     if cells is None:
         root = Path(sweep_dir) if sweep_dir else run_dir.parent.parent
-        cells = _CellSource(root, settings, params, idx, clean, test.labels, list(test.classes))
+        cells = CellSource(root, settings, params, idx, clean, test.labels, list(test.classes))
     elif cells.params != params:
         raise ValueError(
             f"{run_dir} needs {params!r} corruptions but the sweep's first run "
@@ -834,7 +835,7 @@ def sweep_robustness(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=per_run * len(done), desc="robustness", unit="cell", dynamic_ncols=True)
-    cells: _CellSource | None = None
+    cells: CellSource | None = None
     t0 = time.perf_counter()
     try:
         for rid in done["run_id"]:
@@ -846,7 +847,7 @@ def sweep_robustness(
                 run = load_run(run_dir, data, "cpu")
                 test = run.splits.test
                 idx = select_images(test.labels.numpy(), settings.n_images, settings.image_seed)
-                cells = _CellSource(
+                cells = CellSource(
                     sweep_dir,
                     settings,
                     params,
