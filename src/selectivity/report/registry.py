@@ -18,6 +18,7 @@ from .paper1 import (
 from .robustness import robustness_sections
 from .robustness_summaries import summary_sections
 from .section import SectionSpec
+from .units import gallery_sections
 
 __all__ = ["SECTIONS"]
 
@@ -29,6 +30,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("robustness", "Robustness (paper 2)", robustness_sections),
     SectionSpec("robustness-summaries", "Robustness summaries (paper 2)", summary_sections),
     SectionSpec("mechanisms", "Mechanisms (dimensionality, gradient variability)", mechanism_sections),
+    SectionSpec("gallery", "Unit gallery", gallery_sections),
     SectionSpec("configuration", "Configuration", configuration_sections),
     SectionSpec("provenance", "Provenance", provenance_sections),
 )
