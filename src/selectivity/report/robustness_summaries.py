@@ -19,7 +19,7 @@ Every per-run measure gets the paper's statistics: per-alpha mean with a 95% per
 bootstrap CI, Student t-tests against alpha = 0 (Bonferroni within the penalising and
 within the promoting alphas) and the Spearman correlation with mean class selectivity
 (:func:`selectivity.analysis.stats.spearman_ci`). Plot functions
-(:mod:`selectivity.plots.robustness_summaries`) only draw.
+(:mod:`selectivity.plots.robustness`) only draw.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from ..analysis.robustness import (
 )
 from ..analysis.stats import is_baseline, spearman_ci, ttests_against_baseline
 from ..analysis.summary import group_summary
-from ..plots.robustness_summaries import plot_runs_by_alpha, plot_severity_curves
+from ..plots.robustness import plot_accuracy_vs_severity, plot_corruption_accuracy_vs_alpha
 from ..plots.style import panel_figure
 from .collect import FigureItem, TableItem
 from .format import format_alpha, format_ci, format_p
@@ -400,31 +400,27 @@ def _masking_view(checks: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- figures
 def _family_figure(summ: pd.DataFrame, names: list[str]):
-    fig, axes = panel_figure(len(names), panel=(4.2, 3.4))
+    fig, axes = panel_figure(len(names), panel=(4.4, 3.6))
     for i, (ax, c) in enumerate(zip(axes, names)):
         if i:
             ax.sharey(axes[0])
-        plot_severity_curves(
-            summ[summ["corruption"] == c],
-            ax,
-            ylabel="Accuracy (%)" if i == 0 else None,
-            title=c,
-            legend=i == 0,
+        plot_accuracy_vs_severity(
+            summ[summ["corruption"] == c], ax, ylabel="Accuracy (%)" if i == 0 else "", title=c
         )
     return fig
 
 
-def _alpha_figure(per_run: pd.DataFrame, by: pd.DataFrame, measures: list[str], labels: dict[str, str], ref):
-    fig, axes = panel_figure(len(measures), panel=(4.6, 3.6))
+def _alpha_figure(per_run: pd.DataFrame, by: pd.DataFrame, measures: list[str], labels: dict[str, str]):
+    fig, axes = panel_figure(len(measures), panel=(4.8, 3.8))
     for ax, m in zip(axes, measures):
         sc, _dig, _suf = _scale(m)
-        plot_runs_by_alpha(
-            per_run[["alpha", m]].rename(columns={m: "value"}),
+        plot_corruption_accuracy_vs_alpha(
+            per_run,
             by[by["measure"] == m],
+            m,
             ax,
             scale=sc,
             ylabel=labels[m] + (" (%)" if sc == 100 else ""),
-            reference=ref(m),
         )
     return fig
 
@@ -581,8 +577,8 @@ def summary_sections(ctx: ReportContext) -> list[Section]:
                 "robustness-auc-alpha",
                 "Paper 2",
                 "Relative area under accuracy vs ε by α",
-                "One point per run; line: per-α means with 95% bootstrap CIs.",
-                functools.partial(_alpha_figure, per_run, by, auc_ms, labels, lambda _m: None),
+                "One point per run; per-α means with 95% bootstrap CIs; dashed: the α = 0 mean.",
+                functools.partial(_alpha_figure, per_run, by, auc_ms, labels),
             )
         )
     ce_ms = [m for m in measures if m.startswith(("mce_", "rel_mce_"))]
@@ -593,8 +589,8 @@ def summary_sections(ctx: ReportContext) -> list[Section]:
                 "robustness-mce-alpha",
                 "Paper 2",
                 "Corruption error against α = 0 by α",
-                "One point per run; line: per-α means with 95% bootstrap CIs; dashed: the α = 0 level (1).",
-                functools.partial(_alpha_figure, per_run, by, ce_ms, labels, lambda _m: 1.0),
+                "One point per run; per-α means with 95% bootstrap CIs; dashed: the α = 0 mean, 1 by construction (the baseline is their mean).",
+                functools.partial(_alpha_figure, per_run, by, ce_ms, labels),
             )
         )
     worst = [m for m in measures if m.startswith("worst_")]
@@ -605,8 +601,8 @@ def summary_sections(ctx: ReportContext) -> list[Section]:
                 "robustness-worst-alpha",
                 "Paper 2",
                 "Worst-case accuracy by α",
-                "One point per run; line: per-α means with 95% bootstrap CIs.",
-                functools.partial(_alpha_figure, per_run, by, worst, labels, lambda _m: None),
+                "One point per run; per-α means with 95% bootstrap CIs; dashed: the α = 0 mean.",
+                functools.partial(_alpha_figure, per_run, by, worst, labels),
             )
         )
     return [
