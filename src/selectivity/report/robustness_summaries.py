@@ -439,7 +439,14 @@ def summary_sections(ctx: ReportContext) -> list[Section]:
     measures = [m for m in labels if m in per_run.columns and per_run[m].notna().any()]
     notes: list[str] = []
     if not corruptions.empty:
-        notes.append(corruption_source(settings))
+        sources = (
+            [str(v) for v in summary["corruption_source"].dropna().unique()]
+            if "corruption_source" in summary.columns
+            else []
+        )
+        notes.extend(f"Corrupted images: {v}." for v in sources)
+        if not sources:  # results written before they recorded their source
+            notes.append(corruption_source(settings))
     if "settings" in summary.columns and summary["settings"].nunique() > 1:
         notes.append("The runs were evaluated with different settings: their summaries are not comparable.")
     tables: list[TableItem] = []
