@@ -114,9 +114,11 @@ def test_geometry_reports_progress_in_images_within_a_run(tiny_sweep, tiny_data)
         n_images=40,
         layers=("act1",),
         corruptions=("gaussian_noise",),
+        severities=(3,),
+        attacks=("pgd",),
         epsilons=(4 / 255,),
         match_l2=True,
-        attack_steps=1,
+        pgd_steps=1,
         gradient_images=8,
         gradient_layers=("act1",),
         batch_size=20,
@@ -130,12 +132,13 @@ def test_geometry_reports_progress_in_images_within_a_run(tiny_sweep, tiny_data)
         on_images=lambda done, total: calls.append((done, total)),
     )
     assert not res["reused"]
-    # 40 images: clean + 3 perturbations (noise, L-inf PGD, matched L2 PGD) + the noise probe;
-    # 8 gradient images for one layer
-    total = 40 * (1 + 3 + 1) + 8 * 1
+    # 40 images: clean + 3 perturbations (noise, L-inf PGD, matched L2 PGD; the matched
+    # budget is the noise's median distance, measured in its own pass); 8 gradient images
+    # for one layer
+    total = 40 * (1 + 3) + 8 * 1
     assert {t for _, t in calls} == {total} and calls[-1][0] == total
     done = [d for d, _ in calls]
-    assert done == sorted(done) and len(done) == 2 * 1 + 2 * (3 + 1) + 1  # per batch and step
+    assert done == sorted(done) and len(done) == 2 * (1 + 3) + 1  # per batch and gradient layer
 
 
 def test_report_says_each_step_and_quiet_silences_it(tiny_sweep_copy, tmp_path):

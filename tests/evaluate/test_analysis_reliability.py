@@ -57,6 +57,8 @@ GEO = GeometrySettings(
     n_images=20,
     layers=("act1",),
     corruptions=("gaussian_noise",),
+    severities=(1,),  # the robustness step's one cell
+    attacks=("fgsm",),
     epsilons=(),
     match_l2=False,
     gradient_images=0,
@@ -69,6 +71,10 @@ GEO_ARGS = [
     "act1",
     "--corruptions",
     "gaussian_noise",
+    "--severities",
+    "1",
+    "--attacks",
+    "fgsm",
     "--epsilons",
     "",
     "--no-match",
@@ -335,6 +341,8 @@ def test_a_robustness_file_of_wrong_types_is_set_aside_and_the_run_evaluated_aga
     lines = [ln for ln in r.stderr.splitlines() if "damaged" in ln]
     assert all(len(ln) < 400 for ln in lines)
     # The next `robustness` evaluates the run again.
+    if not results_of(_run(sweep, RUN_A)):  # the last command set it aside (geometry reads its settings)
+        (_run(sweep, RUN_A) / "robustness.json").write_bytes(good_a)
     _damage(sweep, RUN_A, corruptions="many")
     r = cli("robustness", sweep, "--data", tiny_data, *ROB_ARGS)
     assert_clean(r)

@@ -1,9 +1,9 @@
-"""`selectivity geometry` on a tiny finished sweep (issue 11, parts 3-4).
+"""`selectivity geometry` on a tiny finished sweep.
 
 The session's tiny two-run ResNet20 sweep (``tiny_sweep`` in conftest.py: 2 epochs on 120
 random training images, 80 test images) is copied and its geometry computed once per module;
-the geometry uses 3 layers, 1 corruption, 1 L-inf budget plus the matched L2 attack, 2 PGD
-steps and 8 gradient images, so it stays cheap.
+the geometry uses 3 layers, 1 corruption at 1 severity, 1 L-inf PGD budget plus the matched
+L2 attack, 2 PGD steps and 8 gradient images, so it stays cheap.
 """
 
 from __future__ import annotations
@@ -19,26 +19,35 @@ from click.testing import CliRunner
 from selectivity.cli import main
 from selectivity.evaluate.geometry import (
     GEOMETRY_TABLES,
+    GRADIENT_MEASURES,
     GeometrySettings,
     evaluate_run,
     geometry_results,
     sweep_geometry,
 )
+from selectivity.evaluate.robustness import RobustnessSettings, robustness_frame, sweep_robustness
 from selectivity.run.files import read_json
 from selectivity.sweep import rebuild_store
 
 pytestmark = pytest.mark.slow  # measures the geometry of two tiny runs once per module
 
 LAYERS = ("act1", "layer1.0.act1", "layer3.2.act2")  # 16, 16, 64 channels
-SETTINGS = GeometrySettings(
+# The robustness step these geometry settings match: one corruption cell, PGD-2 at 4/255.
+ROBUSTNESS = RobustnessSettings(
     n_images=70,
-    layers=LAYERS,
     corruptions=("gaussian_noise",),
+    severities=(3,),
+    attacks=("pgd",),
     epsilons=(4 / 255,),
-    attack_steps=2,
+    pgd_steps=2,
+    batch_size=70,
+)
+SETTINGS = GeometrySettings.matching(
+    ROBUSTNESS,
+    layers=LAYERS,
+    match_l2=True,
     gradient_images=8,
     gradient_layers=("act1",),
-    batch_size=70,
 )
 CLI_ARGS = [
     "--images",
@@ -47,10 +56,15 @@ CLI_ARGS = [
     ",".join(LAYERS),
     "--corruptions",
     "gaussian_noise",
+    "--severities",
+    "3",
+    "--attacks",
+    "pgd",
     "--epsilons",
     "4/255",
     "--pgd-steps",
     "2",
+    "--match",
     "--gradient-images",
     "8",
     "--gradient-layers",
@@ -59,6 +73,7 @@ CLI_ARGS = [
     "70",
     "--quiet",
 ]
+PERTURBATIONS = ("gaussian_noise-3", "pgd-linf-4/255", "pgd-l2-match-gaussian_noise-3")
 
 
 @pytest.fixture(scope="module")
@@ -80,30 +95,87 @@ def result_path(run: Path) -> Path:
     return path
 
 
+def _rows(run: Path) -> dict:
+    saved = read_json(result_path(run))
+    return {(r["layer"], r["perturbation"], r["measure"]): r["value"] for r in saved["rows"]}
+
+
 def test_results_in_run_dirs_and_database(measured):
     runs = sorted((measured / "runs").iterdir())
     assert len(runs) == 2
     for run in runs:
         saved = read_json(result_path(run))
         assert saved["settings"]["layers"] == list(LAYERS) and saved["settings"]["images_used"] == 70
-        rows = {(r["layer"], r["perturbation"], r["measure"]): r["value"] for r in saved["rows"]}
+        kinds = {r["perturbation"]: r["kind"] for r in saved["rows"]}
+        assert (
+            kinds["pgd-l2-match-gaussian_noise-3"] == "matched-l2"
+            and kinds["pgd-linf-4/255"] == "adversarial"
+        )
+        rows = _rows(run)
         for layer in LAYERS:
             units = 64 if layer.startswith("layer3") else 16
             assert rows[(layer, "clean", "units")] == units
             assert 1 <= rows[(layer, "clean", "pca")] <= units
             assert 1 <= rows[(layer, "clean", "participation_ratio")] <= units + 1e-9
-            for pert in ("gaussian_noise-3", "pgd-linf-4/255", "pgd-l2-match-gaussian_noise-3"):
+            for pert in PERTURBATIONS:
                 assert 1 <= rows[(layer, pert, "change_pca")] <= units
                 assert rows[(layer, pert, "change_sq_norm")] > 0
+                # the increase is the perturbed minus the clean dimensionality of the same images
+                for m in ("pca", "participation_ratio"):
+                    assert rows[(layer, pert, f"increase_{m}")] == pytest.approx(
+                        rows[(layer, pert, m)] - rows[(layer, "clean", m)], abs=1e-12
+                    )
+        # early layers: the first third of the 3 measured layers, the first one
+        assert [rows[(layer, "clean", "early")] for layer in LAYERS] == [1.0, 0.0, 0.0]
+        assert saved["settings"]["early_layer_names"] == ["act1"]
         # L-inf PGD stays in its ball; the matched L2 attack uses the corruption's median L2.
         assert rows[("input", "pgd-linf-4/255", "linf_mean")] <= 4 / 255 + 1e-6
         eps = rows[("input", "pgd-l2-match-gaussian_noise-3", "epsilon")]
         assert eps == pytest.approx(rows[("input", "gaussian_noise-3", "l2_median")], rel=1e-6)
         assert rows[("input", "pgd-l2-match-gaussian_noise-3", "l2_mean")] <= eps * (1 + 1e-5)
+        # every gradient measure, the zero gradients counted apart
+        for m in GRADIENT_MEASURES.values():
+            assert ("act1", "clean", m) in rows, m
         assert 0 <= rows[("act1", "clean", "grad_var_samples")] <= 2
+        assert 0 <= rows[("act1", "clean", "grad_zero_fraction")] <= 1
+        assert rows[("act1", "clean", "grad_elem_var_samples")] >= 0
     with sqlite3.connect(measured / "results.sqlite") as conn:
         n_db = conn.execute("SELECT COUNT(*) FROM geometry").fetchone()[0]
     assert n_db == sum(len(read_json(result_path(r))["rows"]) for r in runs)
+
+
+def test_the_perturbations_are_the_robustness_steps(measured, tiny_data, tmp_path):
+    """Same corrupted images and the same PGD examples: the accuracies agree exactly."""
+    copy = Path(shutil.copytree(measured, tmp_path / "sweep"))
+    sweep_robustness(copy, ROBUSTNESS, str(tiny_data), progress=False)
+    cells = robustness_frame(copy, "corruptions").set_index("run_id")
+    attacks = robustness_frame(copy, "attacks").set_index("run_id")
+    summary = robustness_frame(copy, "summary").set_index("run_id")
+    for run in sorted((copy / "runs").iterdir()):
+        rows = _rows(run)
+        assert rows[("output", "clean", "accuracy")] == summary.loc[run.name, "clean_accuracy"]
+        assert rows[("output", "gaussian_noise-3", "accuracy")] == cells.loc[run.name, "accuracy"]
+        assert rows[("output", "pgd-linf-4/255", "accuracy")] == attacks.loc[run.name, "accuracy"]
+
+
+def test_flattened_estimator_with_spatial_subsampling(measured, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(measured / "runs" / "resnet20_alpha-1_seed0", run)
+    s = GeometrySettings.matching(
+        ROBUSTNESS,
+        layers=("act1", "layer3.2.act2"),
+        units="flatten",
+        positions=4,
+        attacks=(),
+        gradient_images=0,
+    )
+    res = evaluate_run(run, s, tiny_data)
+    rows = {(r["layer"], r["perturbation"], r["measure"]): r["value"] for r in res["rows"]}
+    # 4 positions of every channel: 16 x 4 and 64 x 4 units; at most N - 1 = 69 dimensions
+    assert rows[("act1", "clean", "units")] == 64 and rows[("layer3.2.act2", "clean", "units")] == 256
+    for layer in ("act1", "layer3.2.act2"):
+        for pert in ("clean", "gaussian_noise-3"):
+            assert 1 <= rows[(layer, pert, "pca")] <= min(69, rows[(layer, "clean", "units")])
 
 
 def test_resume_reuses_and_changed_settings_recompute(measured, tiny_data, tmp_path):
@@ -158,6 +230,10 @@ def test_cli_reuses(measured):
         (["--layers", "act1,nope"], 1, "layer 'nope' does not exist in resnet20"),
         (["--images", "30"], 1, "needs at least 65 images, got 30"),
         (["--corruptions", "rain"], 2, "unknown corruption"),
+        (["--early-layers", "0"], 2, "a count must be >= 1"),
+        (["--early-layers", "nope"], 1, "early layer 'nope' is not a measured layer"),
+        (["--positions", "4"], 2, "applies to units='flatten' only"),
+        (["--attacks", "apgd-ce"], 2, "unknown attack 'apgd-ce'"),
     ],
 )
 def test_bad_input_is_one_line(measured, extra, code, text):
@@ -174,7 +250,13 @@ def test_report_has_the_mechanisms_section(measured, tmp_path):
 
     page = build_report(measured, tmp_path / "report", n_resamples=50).read_text()
     assert 'id="mechanisms"' in page and "Mechanisms (dimensionality, gradient variability)" in page
-    for fid in ("mech-clean-dim", "mech-change-dim", "mech-dim-vs-selectivity", "mech-grad-var"):
+    for fid in (
+        "mech-clean-dim",
+        "mech-increase-dim",
+        "mech-change-dim",
+        "mech-dim-vs-selectivity",
+        "mech-grad-var",
+    ):
         assert f'id="{fid}"' in page
         assert (tmp_path / "report" / "figures" / f"{fid}.png").stat().st_size > 0
     assert (tmp_path / "report" / "tables" / "mechanisms-spearman.csv").exists()

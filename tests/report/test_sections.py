@@ -235,7 +235,7 @@ def test_mechanisms_figures_are_guarded(sweep, tmp_path, monkeypatch):
     assert (
         row["rho"] == pytest.approx(1.0)
         and row["n"] == 6
-        and list(table.data.columns[-3:]) == ["ci_low", "ci_high", "n"]
+        and list(table.data.columns[-4:]) == ["ci_low", "ci_high", "n", "sign"]
     )
 
 

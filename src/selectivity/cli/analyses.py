@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..analysis.robustness import EXTRA_CORRUPTIONS
 from ..perturb import ATTACKS, CORRUPTIONS
 from .options import (
     Command,
@@ -121,6 +122,104 @@ def cca(
 
 
 # --------------------------------------------------------------------------- robustness (paper 2)
+#: Corruption names the commands accept: the 15 generated types and the release's 4 extra ones.
+RELEASE_CORRUPTIONS = (*CORRUPTIONS, *EXTRA_CORRUPTIONS)
+_CORRUPTIONS_HELP = (
+    "Comma-separated corruptions; 'none' for none. The 4 extra types of the CIFAR-10-C release "
+    f"({', '.join(EXTRA_CORRUPTIONS)}) are read from --corrupted only."
+)
+
+
+def _corruption_names(names: tuple[str, ...] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """``None`` -> ``default``; ``("all",)`` -> the 19 types of the release."""
+    if names is None:
+        return default
+    return RELEASE_CORRUPTIONS if names == ("all",) else names
+
+
+def _perturbation_options(f):
+    """Options shared by `robustness` and `geometry`: corruptions and the FGSM/PGD attacks."""
+    options = [
+        click.option(
+            "--corruptions",
+            type=NameList("corruption", (*RELEASE_CORRUPTIONS, "all")),
+            default=None,
+            help=_CORRUPTIONS_HELP + " 'all': the 19 types of the release.",
+        ),
+        click.option(
+            "--severities", type=IntList(), default=None, help="Comma-separated severities in 1..5."
+        ),
+        click.option(
+            "--params",
+            type=click.Choice(["auto", "cifar10", "tinyimagenet"]),
+            default=None,
+            help="Parameters of the generated corruptions; auto: Tiny ImageNet-C's for tiny-imagenet "
+            "runs, CIFAR-10-C's otherwise.",
+        ),
+        click.option(
+            "--corruption-seed",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Seed of the generated corruptions.",
+        ),
+        click.option(
+            "--corrupted",
+            type=click.Path(),
+            default=None,
+            help="Read corrupted images from this directory instead of generating them: CIFAR-10-C format "
+            "(labels.npy, <corruption>.npy; the release's 19 types) or Tiny ImageNet-C format "
+            "(<corruption>/<severity>/<wnid>/*.JPEG), holding the whole test split.",
+        ),
+        click.option(
+            "--epsilons",
+            type=EpsilonList(),
+            default=None,
+            help="FGSM and PGD budgets in [0, 1] pixel units, comma-separated, fractions allowed "
+            "(e.g. 1/255,8/255); 'none' for none.",
+        ),
+        click.option(
+            "--norm",
+            type=click.Choice(["linf", "l2"]),
+            default=None,
+            help="Norm of the attack budgets (L-infinity or L2).",
+        ),
+        click.option("--pgd-steps", type=click.IntRange(min=1), default=None, help="PGD iterations."),
+        click.option(
+            "--pgd-step-factor",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="PGD step size = factor * epsilon / steps (Madry et al.: 2.5).",
+        ),
+        click.option("--pgd-restarts", type=click.IntRange(min=1), default=None, help="PGD random restarts."),
+        click.option(
+            "--attack-seed",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Seed of the attacks' random starts (one generator per attack and epsilon).",
+        ),
+        click.option(
+            "--image-seed",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Seed of the class-stratified image subset.",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Images per forward pass and attack batch (it orders the attacks' random draws).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _given(**kw):
+    """The options given on the command line (None: not given)."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
 @click.command(cls=Command, renamed={"--seed": "--corruption-seed", "--cifar10-c": "--corrupted"})
 @click.argument("sweep_dir", type=SweepDir())
 @data_option()
@@ -131,76 +230,33 @@ def cca(
     show_default=True,
     help="Test images (a class-stratified subset, the same for every run); 0: the whole test split.",
 )
-@click.option(
-    "--corruptions",
-    type=NameList("corruption", CORRUPTIONS),
-    default=None,
-    help="Comma-separated corruptions (default: all 15); 'none' for none.",
-)
-@click.option(
-    "--severities",
-    type=IntList(),
-    default="1,2,3,4,5",
-    show_default=True,
-    help="Comma-separated severities in 1..5.",
-)
+@_perturbation_options
 @click.option(
     "--attacks",
     type=NameList("attack", tuple(ATTACKS)),
-    default="fgsm,pgd",
+    default="fgsm,pgd,apgd-ce,apgd-ensemble",
     show_default=True,
-    help="Comma-separated attacks; 'none' for none.",
+    help="Comma-separated attacks; 'none' for none. apgd-ensemble is the AutoAttack-style accuracy "
+    "(robust only if APGD-CE and APGD-T both fail).",
 )
 @click.option(
-    "--epsilons",
-    type=EpsilonList(),
+    "--apgd-epsilons",
+    type=EpsilonList(allow_none=False),
     default=None,
-    help="Comma-separated budgets in [0, 1] pixel units, fractions allowed (default: "
-    "0.25/255,0.5/255,1/255,2/255,4/255,8/255); 'none' for none.",
+    help="Budgets of the APGD attacks (default 8/255, RobustBench's L-inf standard).",
 )
 @click.option(
-    "--norm",
-    type=click.Choice(["linf", "l2"]),
-    default="linf",
-    show_default=True,
-    help="Norm of the attack budgets (L-infinity or L2).",
+    "--apgd-steps", type=click.IntRange(min=1), default=100, show_default=True, help="APGD iterations."
 )
 @click.option(
-    "--pgd-steps",
+    "--apgd-restarts", type=click.IntRange(min=1), default=1, show_default=True, help="APGD random restarts."
+)
+@click.option(
+    "--apgd-target-classes",
     type=click.IntRange(min=1),
-    default=10,
+    default=9,
     show_default=True,
-    help="PGD iterations (step 2.5*eps/steps).",
-)
-@click.option(
-    "--corrupted",
-    type=click.Path(),
-    default=None,
-    help="Read corrupted images from this directory instead of generating them: CIFAR-10-C format "
-    "(labels.npy, <corruption>.npy) or Tiny ImageNet-C format (<corruption>/<severity>/<wnid>/*.JPEG), "
-    "holding the whole test split.",
-)
-@click.option(
-    "--params",
-    type=click.Choice(["auto", "cifar10", "tinyimagenet"]),
-    default="auto",
-    show_default=True,
-    help="Parameters of the generated corruptions; auto: Tiny ImageNet-C's for tiny-imagenet runs, "
-    "CIFAR-10-C's otherwise.",
-)
-@click.option(
-    "--corruption-seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Seed of the generated corruptions.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=250,
-    show_default=True,
-    help="Images per forward pass and attack batch (it orders the PGD random starts).",
+    help="Target classes of APGD-T (AutoAttack's standard version: 9).",
 )
 @device_option()
 @click.option("--force", is_flag=True, help="Recompute runs that have results of these settings.")
@@ -211,14 +267,22 @@ def robustness(
     images,
     corruptions,
     severities,
-    attacks,
+    params,
+    corruption_seed,
+    corrupted,
     epsilons,
     norm,
     pgd_steps,
-    corrupted,
-    params,
-    corruption_seed,
+    pgd_step_factor,
+    pgd_restarts,
+    attack_seed,
+    image_seed,
     batch_size,
+    attacks,
+    apgd_epsilons,
+    apgd_steps,
+    apgd_restarts,
+    apgd_target_classes,
     device,
     force,
     quiet,
@@ -226,23 +290,35 @@ def robustness(
     """Corruption and adversarial accuracy of every completed run (paper 2) -> RUN/robustness/<key>.json.
 
     Results of other settings are kept beside them; the same settings are reused.
+    Defaults: the 15 corruptions at severities 1..5, FGSM and PGD-10 at 0.25/255 ... 8/255,
+    APGD-CE and the AutoAttack-style ensemble at 8/255 (100 iterations).
     """
     from ..evaluate.robustness import RobustnessSettings, sweep_robustness
 
     with usage_errors():
         settings = RobustnessSettings(
             n_images=images or None,
-            corruptions=corruptions if corruptions is not None else RobustnessSettings.corruptions,
-            severities=severities,
             attacks=attacks,
-            epsilons=epsilons if epsilons is not None else RobustnessSettings.epsilons,
-            norm=norm,
-            pgd_steps=pgd_steps,
-            corrupted=corrupted,
-            params=params,
-            corruption_seed=corruption_seed,
-            batch_size=batch_size,
+            apgd_steps=apgd_steps,
+            apgd_restarts=apgd_restarts,
+            apgd_target_classes=apgd_target_classes,
             device=device,
+            **_given(
+                corruptions=_corruption_names(corruptions, RobustnessSettings.corruptions),
+                severities=severities,
+                params=params,
+                corruption_seed=corruption_seed,
+                corrupted=corrupted,
+                epsilons=epsilons,
+                norm=norm,
+                pgd_steps=pgd_steps,
+                pgd_step_factor=pgd_step_factor,
+                pgd_restarts=pgd_restarts,
+                attack_seed=attack_seed,
+                image_seed=image_seed,
+                batch_size=batch_size,
+                apgd_epsilons=apgd_epsilons,
+            ),
         )
     df = sweep_robustness(
         sweep_dir, settings, data, progress=not quiet, force=force, log=lambda m: click.echo(m, err=True)
@@ -263,21 +339,46 @@ def robustness(
 
 
 # --------------------------------------------------------------------------- geometry
+class EarlyLayers(click.ParamType):
+    """``--early-layers``: a count, a fraction or layer names (the library's parser)."""
+
+    name = "early-layers"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "K|F|A,B,..."
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        from ..evaluate.geometry import parse_early_layers
+
+        try:
+            return parse_early_layers(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
 @click.command(cls=Command, renamed={"--attack-steps": "--pgd-steps", "--severity": "--severities"})
 @click.argument("sweep_dir", type=SweepDir())
 @data_option()
 @click.option(
     "--images",
     type=click.IntRange(min=2),
-    default=2000,
-    show_default=True,
-    help="Stratified test images (same for every run).",
+    default=None,
+    help="Stratified test images, the same for every run (default: the robustness step's, 2000 without one).",
 )
 @click.option(
     "--layers",
     type=NameList("layer", allow_none=False),
     default=None,
     help="Comma-separated layers (default: the run's selectivity layers).",
+)
+@click.option(
+    "--early-layers",
+    type=EarlyLayers(),
+    default="1/3",
+    show_default=True,
+    help="Which measured layers count as early: a count (3), a fraction (1/3, 0.5) or names (a,b).",
 )
 @click.option(
     "--share",
@@ -291,41 +392,41 @@ def robustness(
     type=click.Choice(["channels", "flatten"]),
     default="channels",
     show_default=True,
-    help="Units: channels (spatial mean) or every channel x position.",
+    help="Estimator: channel means (streamed covariance) or flattened maps, every channel x position "
+    "(spectrum of the N x N Gram matrix).",
 )
 @click.option(
-    "--corruptions",
-    type=NameList("corruption", CORRUPTIONS),
-    default="gaussian_noise,contrast,fog",
-    show_default=True,
-    help="Comma-separated corruptions; 'none' for none.",
+    "--positions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --units flatten: random spatial positions kept per map (default: all).",
 )
 @click.option(
-    "--severities",
-    type=IntList(),
-    default="3",
+    "--min-ratio",
+    type=click.FloatRange(min=0),
+    default=1.0,
     show_default=True,
-    help="Corruption severity in 1..5 (one: the geometry is measured at one severity).",
+    help="Images per unit required with --units channels (N >= ceil(ratio * U) + 1).",
 )
+@_perturbation_options
 @click.option(
-    "--epsilons",
-    type=EpsilonList(),
-    default="1/255,4/255",
-    show_default=True,
-    help="L-inf PGD budgets (pixel scale; fractions allowed); 'none' for none.",
+    "--attacks",
+    type=NameList("attack", ("fgsm", "pgd")),
+    default=None,
+    help="Attacks (fgsm, pgd); 'none' for none (default: those of the robustness step).",
 )
 @click.option(
     "--match/--no-match",
-    default=True,
+    default=False,
     show_default=True,
-    help="Also L2 PGD at each corruption's median input L2 distance.",
+    help="Sensitivity analysis: also L2 PGD at each corruption's median input L2 distance.",
 )
 @click.option(
-    "--pgd-steps",
-    type=click.IntRange(min=1),
-    default=10,
+    "--match-severity",
+    type=click.IntRange(1, 5),
+    default=3,
     show_default=True,
-    help="PGD iterations of the L-inf and matched L2 attacks.",
+    help="The severity whose median distances the matched attacks take.",
 )
 @click.option(
     "--gradient-images",
@@ -340,9 +441,6 @@ def robustness(
     default=None,
     help="Layers for the gradient variability (default: all).",
 )
-@click.option(
-    "--batch-size", type=click.IntRange(1), default=250, show_default=True, help="Images per forward pass."
-)
 @device_option()
 @click.option("--force", is_flag=True, help="Recompute runs that have results of these settings.")
 @quiet_option()
@@ -351,45 +449,77 @@ def geometry(
     data,
     images,
     layers,
+    early_layers,
     share,
     units,
+    positions,
+    min_ratio,
     corruptions,
     severities,
+    params,
+    corruption_seed,
+    corrupted,
     epsilons,
-    match,
+    norm,
     pgd_steps,
+    pgd_step_factor,
+    pgd_restarts,
+    attack_seed,
+    image_seed,
+    batch_size,
+    attacks,
+    match,
+    match_severity,
     gradient_images,
     gradient_layers,
-    batch_size,
     device,
     force,
     quiet,
 ):
-    """Dimensionality (clean, perturbed, change) and gradient variability of every completed run.
+    """Dimensionality (clean, perturbed, increase, change) and gradient variability of every completed run.
 
-    Results: runs/<id>/geometry/<key>.json (other settings kept beside them) and the
-    `geometry` table (`selectivity results --geometry`).
+    The perturbations default to those of the robustness step: the settings stored with the
+    sweep's robustness results, else its sweep.json's, else the robustness defaults (every
+    corruption at every severity, FGSM and PGD at its epsilons); options given here replace them.
+    Results: runs/<id>/geometry/<key>.json (other settings kept beside them) and the `geometry` table (`selectivity results --geometry`).
     """
     from ..evaluate.geometry import GeometrySettings, sweep_geometry
+    from ..evaluate.robustness import sweep_robustness_settings
 
-    if len(severities) != 1:
-        raise click.BadParameter(
-            f"geometry measures one severity at a time, got {len(severities)}", param_hint="'--severities'"
-        )
+    base, where = sweep_robustness_settings(sweep_dir)
+    click.echo(f"perturbations: those of the robustness step ({where}), options given here on top", err=True)
     with usage_errors():
-        settings = GeometrySettings(
-            n_images=images,
+        settings = GeometrySettings.matching(
+            base,
             layers=layers or None,
+            early_layers=early_layers,
             share=share,
             units=units,
-            corruptions=corruptions,
-            severity=severities[0],
-            epsilons=epsilons,
+            positions=positions,
+            min_ratio=min_ratio,
             match_l2=match,
-            attack_steps=pgd_steps,
+            match_severity=match_severity,
             gradient_images=gradient_images,
             gradient_layers=gradient_layers or None,
-            batch_size=batch_size,
+            **_given(
+                n_images=images,
+                corruptions=_corruption_names(corruptions, base.corruptions)
+                if corruptions is not None
+                else None,
+                severities=severities,
+                params=params,
+                corruption_seed=corruption_seed,
+                corrupted=corrupted,
+                attacks=attacks,
+                epsilons=epsilons,
+                norm=norm,
+                pgd_steps=pgd_steps,
+                pgd_step_factor=pgd_step_factor,
+                pgd_restarts=pgd_restarts,
+                attack_seed=attack_seed,
+                image_seed=image_seed,
+                batch_size=batch_size,
+            ),
         )
     df = sweep_geometry(
         sweep_dir,

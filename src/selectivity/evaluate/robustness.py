@@ -7,7 +7,17 @@ run's best checkpoint (``checkpoints/best.pt``) and measures, on the same test i
 * the accuracy on every corruption x severity cell (15 x 5 = 75 by default), their mean
   (RobustBench's "mean corruption accuracy") and that mean divided by the clean accuracy;
 * the accuracy under every attack x epsilon (default FGSM and PGD-10, L-infinity, epsilon
-  0.25/255 ... 8/255 in [0, 1] pixel units; PGD step size ``2.5 * eps / steps``).
+  0.25/255 ... 8/255 in [0, 1] pixel units; PGD step size ``2.5 * eps / steps``);
+* the accuracy under the APGD attacks (Croce & Hein 2020; ``apgd-ce``, ``apgd-t``,
+  ``apgd-ensemble``) at :attr:`RobustnessSettings.apgd_epsilons` (default 8/255, the
+  RobustBench standard) with ``apgd_steps`` iterations, ``apgd_restarts`` random restarts
+  and ``apgd_target_classes`` targets. ``apgd-ensemble`` is the "AutoAttack-style" robust
+  accuracy: an image counts as robust only if APGD-CE and APGD-T both fail on it (the
+  per-sample minimum). APGD-CE runs once per epsilon: its own row and the ensemble's first
+  stage are the same attack; the ensemble's APGD-T stage attacks only the images APGD-CE
+  left correct (AutoAttack's order; a full ``apgd-t`` row, when asked for, attacks every
+  correctly classified image from its own generator, and the ensemble is then the
+  per-sample minimum of the two rows' verdicts).
 
 Choices (documented, configurable through :class:`RobustnessSettings`):
 
@@ -15,7 +25,12 @@ Choices (documented, configurable through :class:`RobustnessSettings`):
   with ``image_seed`` (``n_images=None``: the whole test split).
 * Corrupted images (:mod:`selectivity.evaluate.cells`) are either read from a directory
   (``corrupted``) or generated. A CIFAR-10-C directory (the released one, or one written
-  by ``selectivity corrupt``) has its rows matched to the test split (below). A Tiny ImageNet-C directory
+  by ``selectivity corrupt``) has its rows matched to the test split (below); from the release all 19 types can be read (the 15
+  standard ones and speckle_noise, gaussian_blur, spatter, saturate), while the
+  generator makes the 15 standard types. Each result says where its images came from
+  (``corruption_source``) and gives the mean over the 15 standard types (RobustBench's,
+  ``mean_corruption_accuracy_15``) and, when all 19 were evaluated, over the 19
+  (``mean_corruption_accuracy_19``). A Tiny ImageNet-C directory
   (``<corruption>/<severity>/<wnid>/*``) is mapped to the run's labels by wnid (the
   dataset's ``wnids.txt`` order) and put in the test split's order (by label, then by
   file name, as the released files keep the val images' names); it must hold the whole
@@ -73,7 +88,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -82,8 +97,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..analysis.robustness import EXTRA_CORRUPTIONS, STANDARD_CORRUPTIONS
 from ..data import find_corrupted, params_for_dataset
-from ..perturb import ATTACKS, CORRUPTIONS, NORMS, accuracy_under_attack
+from ..perturb import ATTACKS, CORRUPTIONS, NORMS, accuracy_under_attack, attack_outcome
+from ..perturb.attacks import APGD_TARGET_CLASSES
 from ..run.checkpoint import load_run
 from ..run.files import DamagedFileError, RunFiles, SweepFiles, read_json, write_json
 from ..sweep.store import AnalysisTables, Table, open_store
@@ -104,7 +121,10 @@ from .common import (
 )
 
 __all__ = [
+    "APGD_ATTACKS",
     "CHUNK",
+    "CellSource",
+    "DEFAULT_APGD_EPSILONS",
     "DEFAULT_EPSILONS",
     "PARTIAL_NAME",
     "ROBUSTNESS_NAME",
@@ -119,14 +139,20 @@ __all__ = [
     "robustness_results",
     "params_for_dataset",
     "parse_epsilons",
+    "apgd_accuracies",
     "robustness_frame",
     "robustness_frames",
     "pick_settings",
     "sweep_robustness",
+    "sweep_robustness_settings",
 ]
 
 #: Default epsilon grid in [0, 1] pixel units: 0.25/255 ... 8/255.
 DEFAULT_EPSILONS: tuple[float, ...] = tuple(e / 255 for e in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
+#: Default APGD budget: 8/255, the RobustBench L-inf standard for CIFAR-10.
+DEFAULT_APGD_EPSILONS: tuple[float, ...] = (8 / 255,)
+#: Attacks evaluated at :attr:`RobustnessSettings.apgd_epsilons` with the APGD settings.
+APGD_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t", "apgd-ensemble")
 #: Per-run result file (relative to the run directory).
 ROBUSTNESS_NAME = RunFiles.ROBUSTNESS
 #: Per-run file of finished cells while an evaluation is under way.
@@ -172,9 +198,10 @@ class RobustnessSettings:
     cifar10_c : str or None
         Older name of ``corrupted`` (either may be given).
     attacks : tuple of str
-        Keys of :data:`selectivity.perturb.ATTACKS` (empty: no attacks).
+        Keys of :data:`selectivity.perturb.ATTACKS` (empty: no attacks). FGSM and PGD run
+        at ``epsilons``, the APGD attacks (:data:`APGD_ATTACKS`) at ``apgd_epsilons``.
     epsilons : tuple of float
-        Attack budgets in [0, 1] pixel units, each >= 0.
+        Budgets of FGSM and PGD in [0, 1] pixel units, each >= 0.
     norm : str
         ``"linf"`` or ``"l2"``.
     pgd_steps : int
@@ -184,7 +211,16 @@ class RobustnessSettings:
     pgd_restarts : int
         PGD random restarts.
     attack_seed : int
-        Seed of the PGD random starts.
+        Seed of the random starts of PGD and APGD (one generator per attack and epsilon,
+        seeded with it: the same draws for every run).
+    apgd_epsilons : tuple of float or None
+        Budgets of the APGD attacks (default 8/255); None: ``epsilons``.
+    apgd_steps : int
+        APGD iterations per run (the reference's 100).
+    apgd_restarts : int
+        APGD random restarts (AutoAttack's standard version: 1).
+    apgd_target_classes : int
+        Target classes of APGD-T (AutoAttack's standard version: 9).
     batch_size : int
         Images per forward pass / attack batch (it orders the PGD random draws, so it is
         part of the settings).
@@ -200,13 +236,17 @@ class RobustnessSettings:
     corruption_seed: int = 0
     corrupted: str | None = None
     cifar10_c: str | None = None
-    attacks: tuple[str, ...] = ("fgsm", "pgd")
+    attacks: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce", "apgd-ensemble")
     epsilons: tuple[float, ...] = DEFAULT_EPSILONS
     norm: str = "linf"
     pgd_steps: int = 10
     pgd_step_factor: float = 2.5
     pgd_restarts: int = 1
     attack_seed: int = 0
+    apgd_epsilons: tuple[float, ...] | None = DEFAULT_APGD_EPSILONS
+    apgd_steps: int = 100
+    apgd_restarts: int = 1
+    apgd_target_classes: int = APGD_TARGET_CLASSES
     batch_size: int = 250
     device: str = "cpu"
 
@@ -216,6 +256,8 @@ class RobustnessSettings:
         put("severities", tuple(self.severities))
         put("attacks", tuple(self.attacks))
         put("epsilons", tuple(float(e) for e in self.epsilons))
+        if self.apgd_epsilons is not None:
+            put("apgd_epsilons", tuple(float(e) for e in self.apgd_epsilons))
         if self.cifar10_c is not None:
             if self.corrupted is not None and str(self.corrupted) != str(self.cifar10_c):
                 raise ValueError("corrupted and cifar10_c name different directories: expected one directory")
@@ -226,17 +268,32 @@ class RobustnessSettings:
     def validate(self) -> RobustnessSettings:
         """Raise ``ValueError`` (one line, naming what was expected) on bad settings."""
         for name in self.corruptions:
-            if name not in CORRUPTIONS:
-                raise ValueError(f"unknown corruption {name!r}: expected one of {', '.join(CORRUPTIONS)}")
+            if name in EXTRA_CORRUPTIONS and not self.corrupted:
+                raise ValueError(
+                    f"corruption {name!r} is one of the 4 extra types of the CIFAR-10-C release: it is read "
+                    "from a directory (corrupted), not generated (the generator has the 15 standard types)"
+                )
+            if name not in CORRUPTIONS and name not in EXTRA_CORRUPTIONS:
+                raise ValueError(
+                    f"unknown corruption {name!r}: expected one of {', '.join((*CORRUPTIONS, *EXTRA_CORRUPTIONS))}"
+                )
         for s in self.severities:
             if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 5:
                 raise ValueError(f"severity must be an integer in 1..5, got {s!r}")
         for a in self.attacks:
             if a not in ATTACKS:
                 raise ValueError(f"unknown attack {a!r}: expected one of {', '.join(ATTACKS)}")
-        for e in self.epsilons:
+        for e in (*self.epsilons, *(self.apgd_epsilons or ())):
             if not math.isfinite(e) or e < 0:
                 raise ValueError(f"epsilon must be a finite number >= 0 (pixel units in [0, 1]), got {e!r}")
+        for name in ("pgd_steps", "pgd_restarts", "apgd_steps", "apgd_restarts", "apgd_target_classes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("image_seed", "attack_seed", "corruption_seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.n_images is not None and (not _is_int(self.n_images) or self.n_images < 2):
@@ -258,14 +315,26 @@ class RobustnessSettings:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("corruptions", "severities", "attacks", "epsilons"):
-            d[k] = list(d[k])
+        for k in ("corruptions", "severities", "attacks", "epsilons", "apgd_epsilons"):
+            d[k] = None if d[k] is None else list(d[k])
         d["source"] = (
             f"{self._directory_format()} directory"
             if self.corrupted
             else f"generated ({self.params}, seed {self.corruption_seed})"
         )
         return d
+
+    def source_text(self, params: str) -> str:
+        """Where the corrupted images of a result come from, and with which parameters (one line).
+
+        ``params`` is the parameter set generated (``"auto"`` resolved); unused for a directory.
+        """
+        if self.corrupted:
+            return f"read from a {self._directory_format()} directory: {self.corrupted}"
+        return (
+            f"generated by our batched re-implementation (procedural frost texture): {params} parameters, "
+            f"seed {self.corruption_seed}, quantised to uint8"
+        )
 
     def _directory_format(self) -> str:
         """``cifar10-c`` or ``tiny-imagenet-c`` (``corrupted`` when it cannot be read now)."""
@@ -299,6 +368,16 @@ class RobustnessSettings:
         if self.corrupted:
             d["corrupted_sha1"] = fingerprint
         return d
+
+    def attack_epsilons(self, attack: str) -> tuple[float, ...]:
+        """The budgets ``attack`` is evaluated at (``apgd_epsilons`` for the APGD attacks)."""
+        if attack in APGD_ATTACKS and self.apgd_epsilons is not None:
+            return self.apgd_epsilons
+        return self.epsilons
+
+    def attack_cells(self) -> list[tuple[str, float]]:
+        """Every (attack, epsilon) evaluated, in the order of ``attacks``."""
+        return [(a, e) for a in self.attacks for e in self.attack_epsilons(a)]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RobustnessSettings:
@@ -461,6 +540,102 @@ def _cells(
 
 
 # --------------------------------------------------------------------------- the result of one run
+
+
+def apgd_accuracies(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epsilon: float,
+    settings: RobustnessSettings,
+    attacks: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str,
+) -> dict[str, float]:
+    """Accuracy under the APGD attacks ``attacks`` at one epsilon, sharing the APGD-CE stage.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Classifier in eval mode, on ``device``.
+    images, labels : torch.Tensor
+        ``(N, C, H, W)`` uint8 images and ``(N,)`` labels.
+    epsilon : float
+        Budget in [0, 1] pixel units.
+    settings : RobustnessSettings
+        ``norm``, ``apgd_steps``, ``apgd_restarts``, ``apgd_target_classes``,
+        ``attack_seed`` and ``batch_size`` are used.
+    attacks : sequence of str
+        A subset of :data:`APGD_ATTACKS`.
+    mean, std : sequence of float
+        The normalisation the model expects.
+    device : torch.device or str
+
+    Returns
+    -------
+    dict of str to float
+        Attack -> accuracy for every name of ``attacks``. APGD-CE draws from a generator
+        seeded with ``attack_seed`` and the ensemble's APGD-T stage continues it on the
+        images APGD-CE left correct (as :func:`selectivity.perturb.apgd_ensemble` does
+        per batch); a full ``apgd-t`` draws from its own generator with the same seed,
+        and then the ensemble is the per-sample minimum of the two verdicts.
+    """
+    want = set(attacks)
+    kw: dict[str, Any] = dict(
+        norm=settings.norm,
+        steps=settings.apgd_steps,
+        restarts=settings.apgd_restarts,
+        mean=mean,
+        std=std,
+    )
+    g_ce = torch.Generator(device=device)
+    g_ce.manual_seed(int(settings.attack_seed))
+    g_t = torch.Generator(device=device)
+    g_t.manual_seed(int(settings.attack_seed))
+    correct = {a: 0 for a in want}
+    n = int(images.shape[0])
+    for s in range(0, n, settings.batch_size):
+        x = (images[s : s + settings.batch_size].to(device, torch.float32) / 255.0).contiguous()
+        y = labels[s : s + settings.batch_size].to(device)
+        ce = None
+        if want & {"apgd-ce", "apgd-ensemble"}:
+            ce = attack_outcome("apgd-ce", model, x, y, epsilon, generator=g_ce, **kw)
+            if "apgd-ce" in want:
+                correct["apgd-ce"] += int(ce.correct.sum())
+        t_full = None
+        if "apgd-t" in want:
+            t_full = attack_outcome(
+                "apgd-t",
+                model,
+                x,
+                y,
+                epsilon,
+                n_target_classes=settings.apgd_target_classes,
+                generator=g_t,
+                **kw,
+            )
+            correct["apgd-t"] += int(t_full.correct.sum())
+        if "apgd-ensemble" in want:
+            assert ce is not None
+            if t_full is not None:  # both verdicts are in hand: the per-sample minimum
+                robust = ce.correct & t_full.correct
+            else:  # AutoAttack's order: APGD-T on what APGD-CE left correct
+                robust = attack_outcome(
+                    "apgd-t",
+                    model,
+                    x,
+                    y,
+                    epsilon,
+                    n_target_classes=settings.apgd_target_classes,
+                    generator=g_ce,
+                    start=ce,
+                    **kw,
+                ).correct
+            correct["apgd-ensemble"] += int(robust.sum())
+    return {a: correct[a] / max(n, 1) for a in attacks}
+
+
 def evaluate_run(
     run_dir: str | os.PathLike,
     settings: RobustnessSettings,
@@ -502,7 +677,9 @@ def evaluate_run(
         for a directory), ``settings_key``, ``corruption_params`` (the parameter set
         generated; None when read from a directory), ``n_images``, ``clean_accuracy``,
         ``corruptions`` (list of ``corruption, severity, accuracy``),
-        ``mean_corruption_accuracy``, ``relative_corruption_accuracy``, ``attacks`` (list
+        ``mean_corruption_accuracy``, ``relative_corruption_accuracy``,
+        ``mean_corruption_accuracy_15``, ``mean_corruption_accuracy_19``,
+        ``corruption_source``, ``attacks`` (list
         of ``attack, norm, epsilon, accuracy``), ``cell_sha1``, ``seconds``, ``device``;
         ``corrupted_rows`` says how a directory's rows were matched to the test split.
     """
@@ -520,11 +697,7 @@ def evaluate_run(
         run.keyed(RunFiles.ROBUSTNESS_DIR, key),
         run.keyed(RunFiles.ROBUSTNESS_DIR, key, True),
     )
-    n_cells = (
-        len(settings.corruptions) * len(settings.severities)
-        + len(settings.attacks) * len(settings.epsilons)
-        + 1
-    )
+    n_cells = len(settings.corruptions) * len(settings.severities) + len(settings.attack_cells()) + 1
     if not force:
         old = _find(run, key, log)
         if old is not None:
@@ -574,10 +747,18 @@ def evaluate_run(
                 part["sha1"][ckey] = images_sha1(cells.get(name, sev))
             if tick:
                 tick(1)
-    for atk in settings.attacks:
-        for eps in settings.epsilons:
-            akey = _attack_key(atk, settings.norm, eps)
-            if akey not in part["attacks"]:
+    apgd_wanted = [a for a in settings.attacks if a in APGD_ATTACKS]
+    for atk, eps in settings.attack_cells():
+        akey = _attack_key(atk, settings.norm, eps)
+        if akey not in part["attacks"]:
+            if atk in APGD_ATTACKS:
+                # every APGD row of this epsilon at once: they share the APGD-CE stage
+                res_apgd = apgd_accuracies(
+                    model, clean, labels, eps, settings, apgd_wanted, splits.mean, splits.std, dev
+                )
+                for a, acc in res_apgd.items():
+                    part["attacks"][_attack_key(a, settings.norm, eps)] = acc
+            else:
                 kwargs: dict[str, Any] = {"norm": settings.norm}
                 if atk == "pgd":
                     g = torch.Generator(device=dev)
@@ -596,16 +777,18 @@ def evaluate_run(
                     model, batches, atk, [eps], mean=splits.mean, std=splits.std, device=dev, **kwargs
                 )
                 part["attacks"][akey] = res[0].accuracy
-                save()
-            if tick:
-                tick(1)
+            save()
+        if tick:
+            tick(1)
     clean_acc = float(part["clean"])
-    corr = [
+    corr: list[dict[str, Any]] = [
         {"corruption": n, "severity": s, "accuracy": float(part["cells"][_cell_key(n, s)])}
         for n in settings.corruptions
         for s in settings.severities
     ]
     mean_c = float(np.mean([c["accuracy"] for c in corr])) if corr else math.nan
+    std_acc = [c["accuracy"] for c in corr if c["corruption"] in STANDARD_CORRUPTIONS]
+    all19 = set(STANDARD_CORRUPTIONS) | set(EXTRA_CORRUPTIONS) <= {c["corruption"] for c in corr}
     result = {
         "settings": want,
         "settings_key": key,
@@ -616,6 +799,10 @@ def evaluate_run(
         "n_corruption_cells": len(corr),
         "mean_corruption_accuracy": mean_c,
         "relative_corruption_accuracy": mean_c / clean_acc if clean_acc > 0 and corr else math.nan,
+        # RobustBench's average (the 15 standard types) and, with the release's 4 extra types, all 19
+        "mean_corruption_accuracy_15": float(np.mean(std_acc)) if std_acc else math.nan,
+        "mean_corruption_accuracy_19": mean_c if all19 else math.nan,
+        "corruption_source": settings.source_text(params) if corr else None,
         "attacks": [
             {
                 "attack": a,
@@ -623,8 +810,7 @@ def evaluate_run(
                 "epsilon": e,
                 "accuracy": float(part["attacks"][_attack_key(a, settings.norm, e)]),
             }
-            for a in settings.attacks
-            for e in settings.epsilons
+            for a, e in settings.attack_cells()
         ],
         "cell_sha1": {
             _cell_key(n, s): part["sha1"][_cell_key(n, s)]
@@ -658,6 +844,41 @@ def _drop_older_layout(run: RunFiles, key: str, params: str | None) -> None:
         used = rec["corruption_params"] if "corruption_params" in rec else params
         if result_key(rec["settings"], used) == key:
             path.unlink(missing_ok=True)
+
+
+def sweep_robustness_settings(sweep_dir: str | os.PathLike) -> tuple[RobustnessSettings, str]:
+    """The robustness settings a sweep was (or is to be) evaluated with, and where they came from.
+
+    In this order: the settings stored with the sweep's robustness results (those of most
+    runs), the ``robustness`` section of its ``sweep.json`` (the preset's), the defaults.
+    A stored result does not keep the path of a corrupted directory (``corrupted``):
+    give it again.
+
+    Returns
+    -------
+    (RobustnessSettings, str)
+        The settings and ``"results"``, ``"sweep.json"`` or ``"defaults"``.
+    """
+    sweep_dir = Path(sweep_dir)
+    try:
+        summary = robustness_frame(sweep_dir, "summary")
+    except Exception:  # no database or no table yet: fall through to the spec
+        summary = pd.DataFrame()
+    if not summary.empty and "settings" in summary.columns:
+        text = summary["settings"].dropna().value_counts().index
+        for t in text:
+            try:
+                return RobustnessSettings.from_dict(json.loads(t)), "results"
+            except (TypeError, ValueError):
+                continue
+    try:
+        spec = read_json(SweepFiles(sweep_dir).spec).get("spec") or {}
+        rob = spec.get("robustness")
+        if isinstance(rob, dict):
+            return RobustnessSettings(**rob), "sweep.json"
+    except (FileNotFoundError, DamagedFileError, TypeError, ValueError, AttributeError):
+        pass
+    return RobustnessSettings(), "defaults"
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -712,11 +933,7 @@ def sweep_robustness(
     # "auto" corruption parameters: by the dataset of the first run (all must share it).
     params = settings.params_for(_run_dataset(SweepFiles(sweep_dir).run(done["run_id"].iloc[0]).root))
     key = result_key(settings.stored(fingerprint), None if settings.corrupted else params)
-    per_run = (
-        len(settings.corruptions) * len(settings.severities)
-        + len(settings.attacks) * len(settings.epsilons)
-        + 1
-    )
+    per_run = len(settings.corruptions) * len(settings.severities) + len(settings.attack_cells()) + 1
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -914,6 +1131,11 @@ def check_result(obj: Any, where: Path) -> dict:
     out["relative_corruption_accuracy"] = expect_number(
         d.get("relative_corruption_accuracy"), where, "relative_corruption_accuracy", 0, math.inf, none=True
     )
+    for name in ("mean_corruption_accuracy_15", "mean_corruption_accuracy_19"):
+        if name in d:
+            out[name] = expect_number(d[name], where, name, 0, 1, none=True)
+    if d.get("corruption_source") is not None:
+        out["corruption_source"] = expect_str(d["corruption_source"], where, "corruption_source")
     attacks = []
     for i, a in enumerate(expect_list(d.get("attacks"), where, "attacks")):
         a = expect_dict(a, where, f"attacks[{i}]")
@@ -960,7 +1182,10 @@ def _robustness_rows(res: dict) -> dict[str, list[dict[str, Any]]]:
         "clean_accuracy": res.get("clean_accuracy"),
         "mean_corruption_accuracy": res.get("mean_corruption_accuracy"),
         "relative_corruption_accuracy": res.get("relative_corruption_accuracy"),
+        "mean_corruption_accuracy_15": res.get("mean_corruption_accuracy_15"),
+        "mean_corruption_accuracy_19": res.get("mean_corruption_accuracy_19"),
         "n_corruption_cells": res.get("n_corruption_cells"),
+        "corruption_source": res.get("corruption_source"),
         "settings": json.dumps(res.get("settings"), sort_keys=True),
         "settings_key": key,
     }
@@ -987,7 +1212,10 @@ ROBUSTNESS_TABLES = AnalysisTables(
                 ("clean_accuracy", "REAL"),
                 ("mean_corruption_accuracy", "REAL"),
                 ("relative_corruption_accuracy", "REAL"),
+                ("mean_corruption_accuracy_15", "REAL"),  # the 15 standard types (RobustBench's mean)
+                ("mean_corruption_accuracy_19", "REAL"),  # all 19 types of the release, when evaluated
                 ("n_corruption_cells", "INTEGER"),
+                ("corruption_source", "TEXT"),  # generated (how) or read from a directory (which)
                 ("settings", "TEXT"),  # JSON
                 ("settings_key", "TEXT"),
             ),

@@ -68,8 +68,9 @@ def plot_change_dimensionality(
     ylabel: str | None = "dimensionality of the change",
     title: str | None = None,
     legend: bool = True,
+    reference: float | None = None,
 ) -> Axes:
-    """Change dimensionality per layer by alpha (one panel: corruptions or adversarial).
+    """A per-layer measure by alpha (one panel: e.g. change or increase of dimensionality).
 
     Parameters
     ----------
@@ -83,12 +84,16 @@ def plot_change_dimensionality(
         Panel title (e.g. "corruptions").
     legend : bool, default True
         Draw the alpha legend.
+    reference : float, optional
+        Draw a dashed horizontal line at this value (e.g. 0 for an increase).
 
     Returns
     -------
     matplotlib.axes.Axes
     """
     ax = new_ax(ax, figsize=(5, 4))
+    if reference is not None:
+        ax.axhline(reference, color="0.5", lw=0.8, ls="--", zorder=0)
     _lines_by_alpha(ax, df, alpha_palette(df["alpha"]))
     _layer_names(ax, df)
     if title:
@@ -144,7 +149,11 @@ def plot_dimensionality_vs_selectivity(
 
 
 def plot_gradient_variability(
-    df: pd.DataFrame, ax: Axes | None = None, ylabel: str = "gradient variability across samples"
+    df: pd.DataFrame,
+    ax: Axes | None = None,
+    ylabel: str = "gradient variability across samples",
+    title: str | None = None,
+    legend: bool = True,
 ) -> Axes:
     """Input-unit gradient variability by alpha: one point per run, line through the means.
 
@@ -154,6 +163,10 @@ def plot_gradient_variability(
         One row per run: ``alpha, value``.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on (default: a new figure).
+    ylabel : str
+    title : str, optional
+        Panel title (e.g. the caller's correlation statistics).
+    legend : bool, default True
 
     Returns
     -------
@@ -162,10 +175,13 @@ def plot_gradient_variability(
     ax = new_ax(ax, figsize=(5.5, 4))
     colors = alpha_palette(df["alpha"])
     alpha_axis(ax, df["alpha"])
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.scatter(df["alpha"], df["value"], s=14, c=[colors[float(a)] for a in df["alpha"]], label="runs")
     m = df.groupby("alpha")["value"].mean()
     ax.plot(m.index, m.values, "-", color="0.45", lw=1, zorder=1, label="mean")
     ax.set_xlabel("α (regularisation of class selectivity)")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+    if legend:
+        ax.legend(fontsize=7)
     return ax

@@ -2,20 +2,29 @@
 
 Reads the geometry frame collected once (``ctx.data.geometry``, the results of
 ``selectivity geometry``); without geometry results the section is left out. Statistics
-(Spearman correlations, :func:`selectivity.analysis.stats.spearman_ci`) are computed here
+(per-alpha means with bootstrap CIs, :func:`selectivity.analysis.summary.group_summary`;
+Spearman correlations, :func:`selectivity.analysis.stats.spearman_ci`) are computed here
 once and passed to the plot functions of :mod:`selectivity.plots.geometry`, which only
 draw; every figure goes through :func:`~.section.figure_item`, so one that cannot be drawn
 becomes a note.
+
+Perturbation groups (rows' ``kind``): ``corruption`` (every corruption x severity the
+geometry step measured), ``adversarial`` (FGSM and PGD at its epsilons) and, when
+present, ``matched-l2`` (L2 PGD at each corruption's median input distance: a sensitivity
+analysis of ours, always shown apart). Early layers are the layers the geometry step
+marked (``measure == "early"``); results without that mark use the first third.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from ..analysis.stats import spearman_ci
+from ..analysis.stats import spearman_ci, summarize
+from ..analysis.summary import group_summary
 from ..plots.geometry import (
     plot_change_dimensionality,
     plot_dimensionality_by_layer,
@@ -24,49 +33,205 @@ from ..plots.geometry import (
 )
 from ..plots.style import panel_figure
 from .collect import FigureItem, TableItem
-from .format import format_ci, format_p
+from .format import format_alpha, format_ci, format_p
 from .section import ReportContext, Section, figure_item
 
-__all__ = ["early_layer_indices", "mechanism_items", "mechanism_sections"]
+__all__ = [
+    "GRADIENT_LABELS",
+    "PERTURBATION_GROUPS",
+    "early_layer_indices",
+    "mechanism_items",
+    "mechanism_sections",
+]
 
 _CAPTION = (
-    "From `selectivity geometry`: dimensionality of the layers' representations and of the change caused "
-    "by corruptions and adversarial examples, and the variability of input-unit gradients (definitions: "
-    "docs/geometry.md)."
+    "From `selectivity geometry`: dimensionality of the layers' representations, its increase under "
+    "corruptions and adversarial examples (perturbed minus clean dimensionality of the same images), the "
+    "dimensionality of the change a(x') - a(x), and the variability of input-unit gradients (definitions: "
+    "docs/geometry.md). The perturbations are those of the robustness step unless the geometry settings "
+    "say otherwise."
+)
+
+#: Perturbation groups: page label -> row ``kind``.
+PERTURBATION_GROUPS: dict[str, str] = {
+    "corruptions": "corruption",
+    "adversarial (FGSM, PGD)": "adversarial",
+    "matched L2 PGD (sensitivity analysis)": "matched-l2",
+}
+#: Gradient measures (row ``measure``) -> page label.
+GRADIENT_LABELS: dict[str, str] = {
+    "grad_var_samples": "1 - mean cosine, across samples",
+    "grad_var_units": "1 - mean cosine, across units",
+    "grad_cv_samples": "CV of gradient norms, across samples",
+    "grad_cv_units": "CV of gradient norms, across units",
+    "grad_cv_samples_nonzero": "CV of norms without zero gradients, across samples",
+    "grad_cv_units_nonzero": "CV of norms without zero gradients, across units",
+    "grad_elem_var_samples": "element-wise variance, across samples",
+    "grad_elem_var_units": "element-wise variance, across units",
+    "grad_zero_fraction": "share of zero gradients (inactive units)",
+}
+_DIM_LABELS = {
+    "pca": "PCA dimensionality (95%)",
+    "participation_ratio": "participation ratio",
+    "increase_pca": "increase of PCA dimensionality",
+    "increase_participation_ratio": "increase of participation ratio",
+    "change_pca": "PCA dimensionality of the change",
+}
+_FORMULA_NOTE = (
+    "Paper 2 says the input-unit gradient is more variable across samples and units in networks of high "
+    "class selectivity, but does not give its formula; we do not know it. Every measure we compute is "
+    "therefore shown, each with the sign of its correlation with class selectivity. Units whose gradient is "
+    "exactly zero for an image (inactive ReLU units) are counted apart (share of zero gradients): they "
+    "inflate the CVs of the norms, and the 'without zero gradients' CVs leave them out."
+)
+_MATCHED_NOTE = (
+    "Matched L2 PGD (an L2 attack with the budget of each corruption's median input L2 distance) is a "
+    "sensitivity analysis of ours, not the paper's comparison: shown apart, it does not enter the "
+    "corruption-vs-adversarial rows."
 )
 
 
 def early_layer_indices(df: pd.DataFrame, fraction: float = 1 / 3) -> list[int]:
-    """Positions of the first ``fraction`` of the measured layers (at least one)."""
+    """Positions of the early layers: those marked ``early`` by the geometry step, else the first ``fraction``."""
+    marked = df[(df["measure"] == "early") & (df["layer_index"] >= 0)]
+    if not marked.empty:
+        return sorted(int(i) for i in marked.loc[marked["value"] > 0.5, "layer_index"].unique())
     idx = sorted(int(i) for i in df.loc[df["layer_index"] >= 0, "layer_index"].unique())
     return idx[: max(1, int(np.ceil(len(idx) * fraction)))] if idx else []
 
 
-def _change_figure(frame: pd.DataFrame):
-    panels = list(dict.fromkeys(frame["panel"]))
-    fig, axes = panel_figure(len(panels), panel=(5.0, 4.0))
-    for i, (ax, panel) in enumerate(zip(axes, panels)):
-        if i:
-            ax.sharey(axes[0])
-        plot_change_dimensionality(
-            frame[frame["panel"] == panel],
-            ax,
-            ylabel="dimensionality of the change" if i == 0 else None,
-            title=panel,
-            legend=i == 0,
-        )
+def _kind_rows(layered: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Rows of one perturbation group; older results named the matched attacks ``adversarial``."""
+    matched = layered["perturbation"].astype(str).str.startswith("pgd-l2-match-")
+    if kind == "matched-l2":
+        return layered[(layered["kind"] == "matched-l2") | ((layered["kind"] == "adversarial") & matched)]
+    if kind == "adversarial":
+        return layered[(layered["kind"] == "adversarial") & ~matched]
+    return layered[layered["kind"] == kind]
+
+
+def _per_run(rows: pd.DataFrame, measure: str, layers: list[int] | None) -> pd.Series:
+    """Per run: the mean of ``measure`` over the given layers (None: all) and perturbations."""
+    sub = rows[rows["measure"] == measure]
+    if layers is not None:
+        sub = sub[sub["layer_index"].isin(layers)]
+    return sub.groupby("run_id")["value"].mean()
+
+
+def _summaries(values: pd.DataFrame, value: str, n_resamples: int) -> pd.DataFrame:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        d = values[np.isfinite(values[value].to_numpy(dtype=float))]
+        return group_summary(d, ["alpha"], value, n_resamples=n_resamples)
+
+
+def _by_alpha_table(
+    runs: pd.DataFrame, columns: dict[str, pd.Series], n_resamples: int, digits: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per alpha, mean [95% CI] of each per-run column: (long data, display)."""
+    long, display = [], {}
+    for label, series in columns.items():
+        j = runs.join(series.rename("value"), how="inner")
+        if j.empty:
+            continue
+        s = _summaries(j, "value", n_resamples).assign(measure=label)
+        long.append(s)
+        display[label] = {
+            r.alpha: format_ci(r.mean, r.ci_low, r.ci_high, r.n, 1.0, digits)
+            for r in s.itertuples(index=False)
+        }
+    data = pd.concat(long, ignore_index=True) if long else pd.DataFrame()
+    if data.empty:
+        return data, pd.DataFrame()
+    alphas = sorted(data["alpha"].unique())
+    counts = data.groupby("alpha")["n"].max()
+    view = pd.DataFrame(
+        {"α": [format_alpha(a) for a in alphas], "n (runs)": [int(counts[a]) for a in alphas]}
+    )
+    for label, by in display.items():
+        view[label] = [by.get(a, "-") for a in alphas]
+    return data, view
+
+
+def _sign(rho: float, low: float, high: float) -> str:
+    """``+`` / ``-`` by the sign of rho; ``(CI excludes 0)`` when the CI does."""
+    if not np.isfinite(rho):
+        return "-"
+    s = "+" if rho > 0 else "-" if rho < 0 else "0"
+    if np.isfinite(low) and np.isfinite(high) and (low > 0 or high < 0):
+        s += " (CI excludes 0)"
+    return s
+
+
+def _profile_figure(frames: list[tuple[str, pd.DataFrame]], ylabels: list[str], reference: float | None):
+    """Rows = measures, columns = perturbation groups; each panel a per-layer profile by alpha."""
+    n_cols = len(frames[0][1]) if frames else 1
+    fig, axes = panel_figure(len(frames) * n_cols, panel=(5.0, 4.0))
+    k = 0
+    for r, (_measure, panels) in enumerate(frames):
+        for c, (title, frame) in enumerate(panels):
+            ax = axes[k]
+            k += 1
+            if c:
+                ax.sharey(axes[k - 1 - c])
+            plot_change_dimensionality(
+                frame,
+                ax,
+                ylabel=ylabels[r] if c == 0 else None,
+                title=title,
+                legend=(r == 0 and c == 0),
+                reference=reference,
+            )
     return fig
 
 
-def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureItem]]:
-    """Tables and figures of the Mechanisms section; ``([], [])`` without geometry results."""
+def _group_profiles(layered: pd.DataFrame, measure: str) -> list[tuple[str, pd.DataFrame]]:
+    """Per perturbation group: per run and layer, the mean of ``measure`` over the group's perturbations."""
+    out = []
+    for label, kind in PERTURBATION_GROUPS.items():
+        rows = _kind_rows(layered, kind)
+        rows = rows[rows["measure"] == measure]
+        if rows.empty:
+            continue
+        prof = rows.groupby(["run_id", "alpha", "layer_index", "layer"], as_index=False)["value"].mean()
+        out.append((label, prof))
+    return out
+
+
+def _gradient_figure(values: dict[str, pd.DataFrame], stats: dict[str, dict]):
+    fig, axes = panel_figure(len(values), panel=(4.4, 3.6))
+    for i, (ax, (measure, df)) in enumerate(zip(axes, values.items())):
+        st = stats[measure]
+        title = (
+            f"ρ = {st['rho']:.2f} [{st['ci_low']:.2f}, {st['ci_high']:.2f}]"
+            if np.isfinite(st["rho"])
+            else "ρ undefined"
+        )
+        plot_gradient_variability(df, ax, ylabel=GRADIENT_LABELS[measure], title=title, legend=i == 0)
+    return fig
+
+
+def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureItem], list[str]]:
+    """Tables, figures and notes of the Mechanisms section; empty without geometry results."""
     df = ctx.data.geometry
     if df.empty:
-        return [], []
+        return [], [], []
     layered = df[df["layer_index"] >= 0]
     early = early_layer_indices(df)
+    early_names = (
+        layered[layered["layer_index"].isin(early)]
+        .drop_duplicates("layer_index")
+        .sort_values("layer_index")["layer"]
+        .tolist()
+    )
+    early_text = f"early layers = {', '.join(early_names)}" if early_names else "no early layers"
     figs: list[FigureItem] = []
     tables: list[TableItem] = []
+    notes: list[str] = []
+    runs = df.drop_duplicates("run_id").set_index("run_id")[["alpha", "mean_selectivity"]]
+    has_matched = not _kind_rows(layered, "matched-l2").empty
+    if has_matched:
+        notes.append(_MATCHED_NOTE)
 
     clean = layered[(layered["kind"] == "clean") & (layered["measure"] == "pca")]
     if not clean.empty:
@@ -83,85 +248,189 @@ def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureIte
             )
         )
 
-    change = layered[layered["measure"] == "change_pca"].copy()
-    if not change.empty:
-        matched = change["perturbation"].str.startswith("pgd-l2-match-")
-        adv = change[(change["kind"] == "adversarial") & (matched if matched.any() else True)]
-        corr = change[change["kind"] == "corruption"]
-        adv_label = "adversarial (L2 PGD at matched input distance)" if matched.any() else "adversarial"
-        frame = pd.concat([corr.assign(panel="corruptions"), adv.assign(panel=adv_label)])
-        frame = frame.groupby(["panel", "run_id", "alpha", "layer_index", "layer"], as_index=False)[
-            "value"
-        ].mean()
+    # Increase: perturbed minus clean dimensionality of the same images, per layer.
+    inc = [(m, _group_profiles(layered, m)) for m in ("increase_pca", "increase_participation_ratio")]
+    inc = [(m, p) for m, p in inc if p]
+    if inc:
+        figs.append(
+            figure_item(
+                ctx,
+                "mech-increase-dim",
+                "Mechanisms (a)",
+                "Increase of dimensionality caused by a perturbation",
+                "Perturbed minus clean dimensionality of the same images per layer (top: PCA components for 95% "
+                "of the variance; bottom: participation ratio), averaged over the group's perturbations: every "
+                "corruption x severity (left), FGSM and PGD at every ε (middle)"
+                + (
+                    ", L2 PGD at each corruption's matched distance (right, sensitivity analysis)"
+                    if has_matched
+                    else ""
+                )
+                + "; mean over runs per α, band ±1 SD; dashed: no change.",
+                lambda: _profile_figure(inc, [_DIM_LABELS[m] for m, _ in inc], 0.0),
+                wide=True,
+            )
+        )
+
+    change = _group_profiles(layered, "change_pca")
+    if change:
         figs.append(
             figure_item(
                 ctx,
                 "mech-change-dim",
                 "Mechanisms (a)",
                 "Dimensionality of the change caused by a perturbation",
-                "PCA dimensionality (95%) of a(x') - a(x) per layer, averaged over the corruptions (left) and "
-                "over the L2 attacks matched to each corruption's median input L2 distance (right).",
-                lambda: _change_figure(frame),
+                "PCA dimensionality (95%) of a(x') - a(x) per layer, averaged over the group's perturbations "
+                "(corruptions; FGSM and PGD"
+                + ("; matched L2 PGD, sensitivity analysis" if has_matched else "")
+                + "); mean over runs per α, band ±1 SD.",
+                lambda: _profile_figure([("change_pca", change)], [_DIM_LABELS["change_pca"]], None),
                 wide=True,
             )
         )
 
-    # Per run: early-layer means vs mean selectivity, Spearman with bootstrap CI.
-    runs = df.drop_duplicates("run_id").set_index("run_id")[["alpha", "mean_selectivity"]]
-    rows = []
-    specs = [
-        ("clean PCA dimensionality", "clean", "pca"),
-        ("clean participation ratio", "clean", "participation_ratio"),
-        ("change PCA dimensionality, corruptions", "corruption", "change_pca"),
-        ("change PCA dimensionality, adversarial", "adversarial", "change_pca"),
-        ("gradient variability across samples", "clean", "grad_var_samples"),
-    ]
-    for label, kind, measure in specs:
-        sub = layered[(layered["kind"] == kind) & (layered["measure"] == measure)]
-        if measure != "grad_var_samples":
-            sub = sub[sub["layer_index"].isin(early)]
-        per_run = sub.groupby("run_id")["value"].mean()
-        if per_run.empty:
-            continue
-        j = runs.join(per_run.rename("value"), how="inner")
-        st = spearman_ci(j["mean_selectivity"], j["value"], ctx.n_resamples)
-        rows.append({"measure": label, **st})
-        if measure == "pca" and kind == "clean":
-            points = j.rename(columns={"mean_selectivity": "selectivity", "value": "dimensionality"})
-            figs.append(
-                figure_item(
-                    ctx,
-                    "mech-dim-vs-selectivity",
-                    "Mechanisms (a)",
-                    "Early-layer dimensionality against class selectivity",
-                    f"One point per run: mean clean PCA dimensionality of the first {len(early)} measured layers "
-                    "against the run's mean class selectivity; Spearman ρ with a 95% bootstrap CI over runs.",
-                    functools.partial(
-                        plot_dimensionality_vs_selectivity,
-                        points,
-                        st["rho"],
-                        (st["ci_low"], st["ci_high"]),
-                        st["p"],
-                    ),
-                    wide=False,
+    # Early-layer increase per alpha: corruptions, adversarial, and their difference per run.
+    per_run: dict[str, pd.Series] = {}
+    for measure in ("increase_pca", "increase_participation_ratio"):
+        short = "PCA" if measure == "increase_pca" else "PR"
+        c = _per_run(_kind_rows(layered, "corruption"), measure, early)
+        a = _per_run(_kind_rows(layered, "adversarial"), measure, early)
+        if not c.empty:
+            per_run[f"{short} increase, corruptions"] = c
+        if not a.empty:
+            per_run[f"{short} increase, adversarial"] = a
+        if not c.empty and not a.empty:
+            per_run[f"{short}: adversarial - corruptions"] = (a - c).dropna()
+        if has_matched:
+            m = _per_run(_kind_rows(layered, "matched-l2"), measure, early)
+            if not m.empty:
+                per_run[f"{short} increase, matched L2 (sensitivity)"] = m
+    if per_run:
+        data, view = _by_alpha_table(runs, per_run, ctx.n_resamples, 2)
+        all_runs = []
+        for s in per_run.values():
+            v = s.to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            sm = summarize(v, n_resamples=ctx.n_resamples) if v.size else {"n": 0}
+            all_runs.append(
+                format_ci(sm.get("mean"), sm.get("ci_low"), sm.get("ci_high"), sm.get("n", 0), 1.0, 2)
+            )
+        if not view.empty:
+            view = pd.concat(
+                [view, pd.DataFrame([["all runs", len(runs), *all_runs]], columns=view.columns)],
+                ignore_index=True,
+            )
+            tables.append(
+                TableItem(
+                    "mechanisms-increase",
+                    "Early-layer dimensionality increase by α (mean and 95% CI over runs)",
+                    data,
+                    display=view,
+                    caption=f"Per run, the mean over the early layers ({early_text}) and over the group's "
+                    "perturbations of the perturbed minus clean dimensionality (PCA components for 95% of the "
+                    "variance; participation ratio, PR). 'adversarial - corruptions' is each run's difference: "
+                    "above 0, adversarial examples raise early-layer dimensionality more than corruptions (the "
+                    "paper's claim). 95% percentile bootstrap CI over runs.",
                 )
             )
-        if measure == "grad_var_samples":
-            values = j.reset_index()[["alpha", "value"]]
-            figs.append(
-                figure_item(
-                    ctx,
-                    "mech-grad-var",
-                    "Mechanisms (b)",
-                    "Input-unit gradient variability by α",
-                    "1 - mean pairwise cosine of the input gradients of a unit across images, averaged over "
-                    "units and the measured layers; one point per run.",
-                    functools.partial(plot_gradient_variability, values),
-                    wide=False,
+
+    # Spearman correlation of every per-run measure with mean class selectivity.
+    rows = []
+    specs: list[tuple[str, pd.Series, str]] = [
+        ("clean PCA dimensionality", _per_run(layered[layered["kind"] == "clean"], "pca", early), "early"),
+        (
+            "clean participation ratio",
+            _per_run(layered[layered["kind"] == "clean"], "participation_ratio", early),
+            "early",
+        ),
+    ]
+    for label, s in per_run.items():
+        specs.append((label, s, "early"))
+    for group, kind in PERTURBATION_GROUPS.items():
+        s = _per_run(_kind_rows(layered, kind), "change_pca", early)
+        if not s.empty:
+            specs.append((f"change PCA dimensionality, {group}", s, "early"))
+    grad_values: dict[str, pd.DataFrame] = {}
+    grad_stats: dict[str, dict] = {}
+    grad_runs: dict[str, pd.Series] = {}
+    for measure in GRADIENT_LABELS:
+        s = _per_run(layered[layered["kind"] == "clean"], measure, None)
+        if s.empty:
+            continue
+        grad_runs[GRADIENT_LABELS[measure]] = s
+        specs.append((f"gradient: {GRADIENT_LABELS[measure]}", s, "gradient layers"))
+    first_points = None
+    for label, s, layers_used in specs:
+        if s.empty:
+            continue
+        j = runs.join(s.rename("value"), how="inner")
+        st = spearman_ci(j["mean_selectivity"], j["value"], ctx.n_resamples)
+        rows.append(
+            {
+                "measure": label,
+                "layers": layers_used,
+                **st,
+                "sign": _sign(st["rho"], st["ci_low"], st["ci_high"]),
+            }
+        )
+        if label == "clean PCA dimensionality":
+            first_points = (j, st)
+        for measure, glabel in GRADIENT_LABELS.items():
+            if label == f"gradient: {glabel}":
+                grad_values[measure] = j.reset_index()[["alpha", "value"]]
+                grad_stats[measure] = st
+    if first_points is not None:
+        j, st = first_points
+        points = j.rename(columns={"mean_selectivity": "selectivity", "value": "dimensionality"})
+        figs.append(
+            figure_item(
+                ctx,
+                "mech-dim-vs-selectivity",
+                "Mechanisms (a)",
+                "Early-layer dimensionality against class selectivity",
+                f"One point per run: mean clean PCA dimensionality of the early layers ({early_text}) "
+                "against the run's mean class selectivity; Spearman ρ with a 95% bootstrap CI over runs.",
+                functools.partial(
+                    plot_dimensionality_vs_selectivity,
+                    points,
+                    st["rho"],
+                    (st["ci_low"], st["ci_high"]),
+                    st["p"],
+                ),
+                wide=False,
+            )
+        )
+    if grad_values:
+        notes.append(_FORMULA_NOTE)
+        figs.append(
+            figure_item(
+                ctx,
+                "mech-grad-var",
+                "Mechanisms (b)",
+                "Input-unit gradient variability by α, every measure",
+                "Each panel one measure (layer means over the units or images, then over the layers it was "
+                "computed on); one point per run, line through the per-α means; title: Spearman ρ with mean "
+                "class selectivity and its 95% bootstrap CI over runs. The paper's formula is unknown: compare "
+                "the signs.",
+                functools.partial(_gradient_figure, grad_values, grad_stats),
+                wide=True,
+            )
+        )
+        gdata, gview = _by_alpha_table(runs, grad_runs, ctx.n_resamples, 4)
+        if not gview.empty:
+            tables.append(
+                TableItem(
+                    "mechanisms-gradients",
+                    "Input-unit gradient measures by α (mean and 95% CI over runs)",
+                    gdata,
+                    display=gview,
+                    caption="Per run, the layer means of each measure averaged over the layers it was computed "
+                    "on (definitions: docs/geometry.md). The cosine measures and the 'without zero gradients' "
+                    "CVs leave zero gradients out; the share of zero gradients counts them.",
                 )
             )
     if rows:
-        corr = pd.DataFrame(rows, columns=["measure", "rho", "p", "ci_low", "ci_high", "n"])
+        corr = pd.DataFrame(rows, columns=["measure", "layers", "rho", "p", "ci_low", "ci_high", "n", "sign"])
         tables.append(
             TableItem(
                 "mechanisms-spearman",
@@ -170,24 +439,27 @@ def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureIte
                 display=pd.DataFrame(
                     {
                         "measure": corr["measure"],
+                        "layers": corr["layers"],
                         "n (runs)": corr["n"].astype(int),
                         "Spearman ρ (95% CI)": [
                             format_ci(r.rho, r.ci_low, r.ci_high, r.n, 1.0, 2)
                             for r in corr.itertuples(index=False)
                         ],
                         "p": [format_p(p) for p in corr["p"]],
+                        "sign": corr["sign"],
                     }
                 ),
-                caption=f"Early layers = the first {len(early)} measured layers (the gradient measure: all layers "
-                "it was computed on). 95% percentile bootstrap CI over runs.",
+                caption=f"Across runs of all α; {early_text}; the gradient measures: all layers they were "
+                "computed on. 95% percentile bootstrap CI over runs; sign: of ρ, '(CI excludes 0)' when the CI "
+                "does.",
             )
         )
-    return tables, figs
+    return tables, figs, notes
 
 
 def mechanism_sections(ctx: ReportContext) -> list[Section]:
     """The Mechanisms section; none without geometry results."""
-    tables, figures = mechanism_items(ctx)
+    tables, figures, notes = mechanism_items(ctx)
     if not tables and not figures:
         return []
     return [
@@ -195,6 +467,7 @@ def mechanism_sections(ctx: ReportContext) -> list[Section]:
             id="mechanisms",
             heading="Mechanisms (dimensionality, gradient variability)",
             caption=_CAPTION,
+            notes=notes,
             tables=tables,
             figures=figures,
         )

@@ -16,6 +16,7 @@ from .paper1 import (
     setting_sections,
 )
 from .robustness import robustness_sections
+from .robustness_summaries import summary_sections
 from .section import SectionSpec
 from .units import gallery_sections
 
@@ -27,6 +28,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("across", "Across settings", across_sections),
     SectionSpec("cca", "Representation similarity (CCA, paper Fig. 3)", cca_sections),
     SectionSpec("robustness", "Robustness (paper 2)", robustness_sections),
+    SectionSpec("robustness-summaries", "Robustness summaries (paper 2)", summary_sections),
     SectionSpec("mechanisms", "Mechanisms (dimensionality, gradient variability)", mechanism_sections),
     SectionSpec("gallery", "Unit gallery", gallery_sections),
     SectionSpec("configuration", "Configuration", configuration_sections),

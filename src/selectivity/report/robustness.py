@@ -61,8 +61,12 @@ def _attack_column(attack: str, eps: float) -> str:
     return f"{attack}_{eps * 255:g}/255"
 
 
+#: Page names of attacks whose upper-cased key would not say what they are.
+ATTACK_NAMES = {"apgd-ensemble": "AutoAttack-style (APGD-CE + APGD-T)"}
+
+
 def _attack_label(attack: str, eps: float) -> str:
-    return f"{attack.upper()} ε = {eps * 255:g}/255"
+    return f"{ATTACK_NAMES.get(attack, attack.upper())} ε = {eps * 255:g}/255"
 
 
 @dataclass
@@ -524,7 +528,7 @@ def robustness_items(
         figs.append(
             fig(
                 f"robustness-{key}",
-                f"Accuracy under {atk.upper()} vs ε",
+                f"Accuracy under {ATTACK_NAMES.get(atk, atk.upper())} vs ε",
                 f"ε in units of 1/255 of the [0, 1] pixel range (linear axis); mean over the runs of each α, {n_text}.",
                 functools.partial(_attack_figure, st, atk),
             )

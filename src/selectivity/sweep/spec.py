@@ -316,12 +316,13 @@ def _quick() -> SweepSpec:
         executor="process",
         workers=2,  # two single-threaded runs at once use a 2-core CPU better than one 2-thread run
         # Paper 2 on the quick networks, sized for minutes on 2 cores: 500 test images, the 15
-        # corruptions at severities 1, 3, 5, FGSM and PGD-5 at 1/255 and 4/255.
+        # corruptions at severities 1, 3, 5, FGSM and PGD-5 at 0.25/255 ... 8/255 (the curve
+        # under the AUC) and APGD-CE-100 with the AutoAttack-style ensemble at 8/255.
         robustness=dict(
             n_images=500,
             severities=[1, 3, 5],
-            attacks=["fgsm", "pgd"],
-            epsilons=[1 / 255, 4 / 255],
+            attacks=["fgsm", "pgd", "apgd-ce", "apgd-ensemble"],
+            epsilons=[e / 255 for e in (0.25, 0.5, 1, 2, 4, 8)],
             pgd_steps=5,
         ),
     )
