@@ -7,6 +7,8 @@ Public API (see the README for a tour):
 * :class:`SelectivityRegularizer` for ``loss = CE - alpha * mean_SI``
 * :func:`measure_selectivity` for a model over a dataset, streaming
 * :mod:`selectivity.models` for the papers' networks
+* :func:`open_sweep` (a sweep's results as pandas frames, read-only) and :func:`open_run`
+  (a trained run's model, config and data), loaded on first use
 """
 
 from .core.hooks import ActivationCapture, resolve_layers
@@ -43,4 +45,16 @@ __all__ = [
     "SelectivityRegularizer",
     "batch_selectivity",
     "__version__",
+    "open_sweep",
+    "open_run",
 ]
+
+
+def __getattr__(name: str):
+    # open_sweep / open_run live in the report layer, which imports pandas and matplotlib:
+    # loaded on first use, so `import selectivity` stays light.
+    if name in ("open_sweep", "open_run"):
+        from .report import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

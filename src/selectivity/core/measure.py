@@ -100,6 +100,43 @@ class SelectivityReport:
             for l in self.layers
         ]
 
+    def to_frame(self, class_names: list[str] | None = None):
+        """One row per unit of every layer, as a pandas DataFrame.
+
+        Columns: ``layer``, ``unit`` (index in the layer), ``selectivity`` (NaN for dead
+        units), ``precision`` (NaN when not measured), ``dead``, and, when class means
+        were kept, ``preferred_class`` (index of the largest class mean),
+        ``preferred_name`` and ``mean_<class>`` (mean response per class; class names
+        from ``class_names``, else ``0, 1, ...``).
+        """
+        import numpy as np
+        import pandas as pd
+
+        parts = []
+        for l in self.layers:
+            u = l.num_units
+            cols: dict[str, object] = {
+                "layer": [l.name] * u,
+                "unit": np.arange(u),
+                "selectivity": l.selectivity.numpy(),
+                "precision": l.precision.numpy() if l.precision is not None else np.full(u, np.nan),
+                "dead": l.dead.numpy(),
+            }
+            if l.class_means is not None:
+                c = l.class_means.shape[0]
+                names = (
+                    [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(c)]
+                )
+                if len(names) != c:
+                    raise ValueError(f"{len(names)} class names for {c} classes")
+                pref = l.class_means.argmax(dim=0).numpy()
+                cols["preferred_class"] = pref
+                cols["preferred_name"] = [names[i] for i in pref]
+                for i, name in enumerate(names):
+                    cols[f"mean_{name}"] = l.class_means[i].numpy()
+            parts.append(pd.DataFrame(cols))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
     def to_dict(self) -> dict:
         return {
             "num_samples": self.num_samples,
