@@ -29,6 +29,7 @@ from ..run.files import (
     write_json,
 )
 from ..run.health import RunHealth, inspect_run_dir
+from ..training.tracking import missing_tracker_package
 from .executors import Task, make_executor, pack_tasks
 from .spec import SweepSpec
 from .store import RUNS_DIR, ResultsStore, open_store, write_sweep_record
@@ -125,6 +126,7 @@ def run_sweep(
     log: Callable[[str], None] = print,
     archive_mismatched: bool = False,
     fuse: int | str = 1,
+    tracker: str | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) a sweep into ``sweep_dir`` and return its runs table.
 
@@ -147,6 +149,11 @@ def run_sweep(
     has its own directory and database row, and a rerun resumes each run. ``fuse="auto"``
     measures on this process's device how many runs fit in memory
     (:func:`selectivity.training.group.auto_group_size`; 1 on a CPU).
+
+    ``tracker`` (``"tensorboard"``, ``"mlflow"`` or ``"wandb"``) logs every run to that
+    experiment tracker, one tracked run per run, fused or not
+    (:mod:`selectivity.training.tracking`); a missing package is reported once here,
+    before any training, and the sweep runs without it.
     """
     if summarize:
         raise ValueError(
@@ -156,6 +163,10 @@ def run_sweep(
     spec.validate()
     if fuse != "auto" and (isinstance(fuse, bool) or not isinstance(fuse, int) or fuse < 1):
         raise ValueError(f"fuse must be an integer >= 1 or 'auto', got {fuse!r}")
+    missing = missing_tracker_package(tracker)  # ValueError for an unknown name
+    if missing is not None:
+        log(f"warning: {missing}; the sweep runs without it")
+        tracker = None
     sweep_dir = Path(sweep_dir)
     sfiles = SweepFiles(sweep_dir)
     runs = spec.runs()
@@ -203,7 +214,8 @@ def run_sweep(
         else:
             store.record(r.run_id, cfgd, None, status="pending")
         threads = None if cfgd.get("num_threads") else max(1, int(cpus_per_run))
-        tasks.append(Task(r.run_id, cfgd, str(rdir), data, threads if executor != "inprocess" else None))
+        threads = threads if executor != "inprocess" else None
+        tasks.append(Task(r.run_id, cfgd, str(rdir), data, threads, tracker))
     units = pack_tasks(tasks, fuse)
     fused = f", {len(units)} tasks of at most {fuse} fused runs" if fuse > 1 else ""
     log(

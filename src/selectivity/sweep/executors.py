@@ -87,6 +87,7 @@ class Task:
     run_dir: str
     data: str | None = None
     threads: int | None = None  # torch CPU threads in the worker
+    tracker: str | None = None  # experiment tracker (selectivity.training.tracking.TRACKERS)
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,15 @@ def execute_run(task: Task, progress: bool = False) -> dict:
                     logf.flush()
 
                 # lock=False: this process holds the run's lock (a second one would never be granted).
-                result = train_run(cfg, files.root, data=task.data, progress=progress, log=log, lock=False)
+                result = train_run(
+                    cfg,
+                    files.root,
+                    data=task.data,
+                    progress=progress,
+                    log=log,
+                    lock=False,
+                    tracker=task.tracker,
+                )
         except Exception as e:  # recorded, not raised: one bad run must not stop a sweep
             result = _failure(task, e)
             _write_failure(task, result)
@@ -254,6 +263,7 @@ def execute_group(group: GroupTask, progress: bool = False) -> list[dict]:
                 log=log_all,
                 lock=False,  # held above
                 run_logs=run_logs,
+                tracker=tasks[0].tracker,
             )
         except Exception as e:  # recorded, not raised: one bad group must not stop a sweep
             failure = _failure(tasks[0], e)
