@@ -127,6 +127,7 @@ def run_sweep(
     archive_mismatched: bool = False,
     fuse: int | str = 1,
     tracker: str | None = None,
+    executor_options: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) a sweep into ``sweep_dir`` and return its runs table.
 
@@ -154,6 +155,10 @@ def run_sweep(
     experiment tracker, one tracked run per run, fused or not
     (:mod:`selectivity.training.tracking`); a missing package is reported once here,
     before any training, and the sweep runs without it.
+
+    ``executor_options`` go to the executor as keywords (``slurm``: ``partition``,
+    ``time_min``, ``mem_gb``, ``additional``; see
+    :class:`~selectivity.sweep.executors.SlurmExecutor`).
     """
     if summarize:
         raise ValueError(
@@ -230,6 +235,8 @@ def run_sweep(
         cpus_per_run=cpus_per_run,
         gpus_per_run=gpus_per_run,
         progress=progress,
+        sweep_dir=sweep_dir,
+        **(executor_options or {}),
     )
     started: dict[str, float] = {}
     finished: set[str] = set()
