@@ -141,8 +141,8 @@ def test_cli_reuses(measured):
 @pytest.mark.parametrize(
     "extra, code, text",
     [
-        (["--share", "1.5"], 2, "--share must be in (0, 1]"),
-        (["--share", "0"], 2, "--share must be in (0, 1]"),
+        (["--share", "1.5"], 2, "'--share': 1.5 is not in the range 0<x<=1"),
+        (["--share", "0"], 2, "'--share': 0.0 is not in the range 0<x<=1"),
         (["--layers", "act1,nope"], 1, "layer 'nope' does not exist in resnet20"),
         (["--images", "30"], 1, "needs at least 65 images, got 30"),
         (["--corruptions", "rain"], 2, "unknown corruption"),

@@ -48,7 +48,9 @@ Table cells that are numbers go through :mod:`.format` (``format_ci``, ``format_
 ``format_percent``, ``yes_no``), like every table of the report.
 
 :mod:`.summary` writes the lighter sweep summary (``summary.csv``/``.txt`` and four
-figures) that ``selectivity sweep`` and ``selectivity summarize`` produce.
+figures) that ``selectivity sweep`` and ``selectivity summarize`` produce;
+:func:`run_experiment` (:mod:`.experiment`) is ``selectivity sweep`` as one call: train,
+robustness, summary.
 
 The CCA analysis (paper Fig. 3) is the one part that needs the data and the
 checkpoints (:func:`selectivity.evaluate.cca.sweep_cca`); it runs only with
@@ -67,6 +69,7 @@ from pathlib import Path
 from ..analysis.stats import Family
 from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, sweep_cca
 from .collect import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
+from .experiment import ExperimentResult, robustness_settings, run_experiment
 from .html import render_html
 from .registry import SECTIONS
 from .section import ReportContext, Section, SectionSpec, build_sections, figure_item, walk
@@ -94,6 +97,9 @@ __all__ = [
     "render_html",
     "build_report",
     "summarize_sweep",
+    "ExperimentResult",
+    "robustness_settings",
+    "run_experiment",
 ]
 
 
