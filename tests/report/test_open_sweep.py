@@ -140,6 +140,31 @@ def test_a_notebook_reads_the_same_tables_as_the_cli_and_writes_nothing(sweep, t
     assert snapshot(sweep) == before  # no file added, removed or touched
 
 
+def test_results_exports_parquet_equal_to_the_frames(tiny_sweep_copy, tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow", reason="the parquet extra: pip install 'selectivity[parquet]'")
+    sweep = tiny_sweep_copy
+    sw = selectivity.open_sweep(sweep)
+    for args, frame in (([], sw.runs), (["--layers"], sw.layers)):
+        out = tmp_path / f"table{len(args)}.parquet"
+        r = CliRunner().invoke(main, ["results", str(sweep), *args, "--format", "parquet", "-o", str(out)])
+        assert r.exit_code == 0 and r.output == "", r.output
+        pd.testing.assert_frame_equal(pd.read_parquet(out), frame)
+    # To standard output (a pipe), as bytes: the same table.
+    r = CliRunner().invoke(main, ["results", str(sweep), "--format", "parquet"])
+    assert r.exit_code == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(r.stdout_bytes)), sw.runs)
+    # Without pyarrow: one line naming the extra.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a)
+    )
+    r = CliRunner().invoke(main, ["results", str(sweep), "--format", "parquet", "-o", str(tmp_path / "x")])
+    assert r.exit_code == 1
+    assert r.output.strip() == "Error: --format parquet needs pyarrow: pip install 'selectivity[parquet]'"
+
+
 def test_open_run_gives_model_config_and_data(tiny_sweep, tiny_data):
     before = snapshot(tiny_sweep.path)
     model, config, data = selectivity.open_run(tiny_sweep.path / "runs" / RUN_B, data=tiny_data)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import RUN_A, RUN_B, tiny_spec
-from selectivity.run.files import read_json
+from selectivity.run.files import read_json, read_jsonl
 from selectivity.sweep import run_sweep
 from selectivity.sweep.executors import SlurmExecutor
 
@@ -48,8 +48,11 @@ def test_slurm_jobs_give_the_in_process_results_and_resume(tiny_sweep, tiny_data
     assert again.set_index("run_id").loc[[RUN_A, RUN_B], METRICS].equals(got.loc[[RUN_A, RUN_B], METRICS])
 
 
-def test_a_fused_group_is_one_job(tiny_data, tmp_path):
+def test_a_fused_group_is_one_job_and_each_run_is_tracked(tiny_data, tmp_path):
     pytest.importorskip("submitit", reason="the slurm extra: pip install 'selectivity[slurm]'")
+    pytest.importorskip("tensorboard", reason="the tensorboard extra: pip install 'selectivity[tensorboard]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     out = tmp_path / "sweep"
     df = run_sweep(
         tiny_spec(),
@@ -60,10 +63,36 @@ def test_a_fused_group_is_one_job(tiny_data, tmp_path):
         progress=False,
         log=lambda _m: None,
         executor_options=LOCAL,
+        tracker="tensorboard",
     )
     assert (df.status == "completed").all() and len(df) == 2
     assert len(jobs(out)) == 1
     assert read_json(out / "runs" / RUN_A / "meta.json")["fused_group"] == [RUN_A, RUN_B]
+    for rid in (RUN_A, RUN_B):  # the job told the tracker about each member run, in its own directory
+        ea = EventAccumulator(str(out / "runs" / rid / "tensorboard"))
+        ea.Reload()
+        rows = read_jsonl(out / "runs" / rid / "metrics.jsonl")
+        logged = {e.step: e.value for e in ea.Scalars("val_accuracy")}
+        assert logged == pytest.approx({r["epoch"]: r["val_accuracy"] for r in rows})
+        assert ea.Scalars("test_accuracy")[0].value == pytest.approx(
+            df.set_index("run_id").test_accuracy[rid]
+        )
+
+
+def test_the_command_line_checks_slurm_before_writing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from selectivity.cli import main
+
+    out = tmp_path / "sweep"
+    args = ["sweep", "--models", "resnet20", "--alphas=1", "--seeds", "1", "--out", str(out), "--quiet"]
+    r = CliRunner().invoke(main, [*args, "--executor", "slurm", "--slurm-set", "account"])
+    assert r.exit_code == 2 and "--slurm-set takes KEY=VALUE, got 'account'" in r.output
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    r = CliRunner().invoke(main, [*args, "--executor", "slurm", "--slurm-partition", "gpu"])
+    assert r.exit_code == 1 and ("sbatch" in r.output or "needs submitit" in r.output), r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not out.exists()  # nothing written
 
 
 def test_slurm_options_are_checked(tmp_path):

@@ -28,6 +28,7 @@ __all__ = [
     "SweepDir",
     "data_option",
     "did_you_mean",
+    "log_option",
     "pwcca_method_option",
     "split_names",
     "usage_errors",
@@ -48,6 +49,20 @@ F = Callable[..., Any]
 def data_option(help: str = DATA_HELP) -> Callable[[F], F]:
     """``--data PATH`` (default None: the library's search)."""
     return click.option("--data", type=click.Path(), default=None, help=help)
+
+
+def log_option() -> Callable[[F], F]:
+    """``--log tensorboard|mlflow|wandb``: the experiment tracker of every run (default none)."""
+    from ..training.tracking import TRACKERS
+
+    return click.option(
+        "--log",
+        type=click.Choice(list(TRACKERS)),
+        default=None,
+        help="Also log each run (config, per-epoch metrics, final result, per-layer SI) to this "
+        "experiment tracker: pip install 'selectivity[NAME]'. TensorBoard writes RUN/tensorboard/; "
+        "MLflow $MLFLOW_TRACKING_URI (default sqlite:///SWEEP/mlflow.db); W&B project $WANDB_PROJECT.",
+    )
 
 
 def pwcca_method_option(flag: str) -> Callable[[F], F]:

@@ -9,7 +9,7 @@ import click
 
 from ..data import DATASETS
 from ..run.config import make_config, parse_overrides
-from .options import data_option
+from .options import data_option, log_option
 
 __all__ = ["train", "measure"]
 
@@ -51,8 +51,9 @@ RESULT_KEYS = ("status", "test_accuracy", "best_val_accuracy", "best_epoch", "me
     metavar="KEY=VALUE",
     help="Override any config field, e.g. --set lr=0.05 (repeatable).",
 )
+@log_option()
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
-def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, quiet):
+def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, log, quiet):
     """Train one model with the selectivity regulariser into a run directory."""
     from ..run.files import RunFiles
     from ..run.health import inspect_run_dir
@@ -82,14 +83,13 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
                 f"damaged run directory: {h.describe()}; move the damaged files away (or delete {out}) "
                 "to train it again"
             )
+
     # train_run takes the run lock and checks device, data and checkpoint before it writes.
-    result = train_run(
-        cfg,
-        out,
-        data=data,
-        progress=not quiet,
-        log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
-    )
+    def echo(msg: str) -> None:  # --quiet keeps the warnings (a tracker that fails)
+        if not quiet or msg.startswith("warning:"):
+            click.echo(msg, err=True)
+
+    result = train_run(cfg, out, data=data, progress=not quiet, log=echo, tracker=log)
     click.echo(json.dumps({k: result.get(k) for k in RESULT_KEYS}))
     if result.get("status") == "diverged":
         sys.exit(3)

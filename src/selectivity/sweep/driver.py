@@ -173,6 +173,17 @@ def run_sweep(
         log(f"warning: {missing}; the sweep runs without it")
         tracker = None
     sweep_dir = Path(sweep_dir)
+    # The executor checks what it needs (Ray, submitit and sbatch, GPU counts) before anything is written.
+    ex = make_executor(
+        executor,
+        workers=workers,
+        address=address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        progress=progress,
+        sweep_dir=sweep_dir,
+        **(executor_options or {}),
+    )
     sfiles = SweepFiles(sweep_dir)
     runs = spec.runs()
     sfiles.runs.mkdir(parents=True, exist_ok=True)
@@ -228,16 +239,6 @@ def run_sweep(
         f"({executor} executor{fused})"
     )
 
-    ex = make_executor(
-        executor,
-        workers=workers,
-        address=address,
-        cpus_per_run=cpus_per_run,
-        gpus_per_run=gpus_per_run,
-        progress=progress,
-        sweep_dir=sweep_dir,
-        **(executor_options or {}),
-    )
     started: dict[str, float] = {}
     finished: set[str] = set()
     counts = {"done": skipped, "failed": 0, "diverged": 0}
