@@ -157,10 +157,10 @@ class _Backend:
         its ``training`` flag is the group's mode.
     template : nn.Module
         The single-run model on the CPU (real storage), copied by backends that need one.
-    sites : sequence of str
-        Names of the selectivity sites.
+    sites : sequence of Site
+        The selectivity sites (:func:`selectivity.core.hooks.resolve_sites`).
     sink : _Sink
-        Where the hooks put the sites' responses.
+        Where the site hooks put the sites' responses.
     """
 
     name: ClassVar[str] = ""
