@@ -98,6 +98,53 @@ def test_mlflow_file_store_holds_one_run_per_member_of_a_fused_group(tmp_path, t
         check_logged(d, epochs, r.data.metrics)
 
 
+def test_mlflow_default_store_is_the_sweeps_database_and_a_resumed_run_goes_on(tmp_path, monkeypatch):
+    """No training here: the tracker is told by hand what the trainer would tell it."""
+    pytest.importorskip("mlflow", reason="the mlflow extra: pip install 'selectivity[mlflow]'")
+    pytest.importorskip("sqlalchemy", reason="MLflow's SQLite store comes with the full mlflow package")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    sweep = tmp_path / "mysweep"
+    run_dir = sweep / "runs" / "r0"
+    run_dir.mkdir(parents=True)
+
+    def no_warning(msg: str) -> None:
+        pytest.fail(msg)
+
+    assert tracking.prepare_tracker("mlflow", sweep, log=no_warning) == "mlflow"  # the driver, once
+    config = {"alpha": -1.0, "model": "resnet20", "lr_milestones": [0.5, 0.75], "eval_subset": None}
+    rows = [
+        {"epoch": 1, "lr": 0.1, "train_loss": 2.5, "val_accuracy": 0.25, "train_batch_selectivity": None},
+        {"epoch": 2, "lr": 0.1, "train_loss": 2.0, "val_accuracy": 0.375, "train_batch_selectivity": None},
+    ]
+    first = tracking.open_tracker("mlflow", run_dir, "r0", config, log=no_warning)
+    first.log_epoch(rows[0])
+    first.close()  # interrupted after epoch 1
+    again = tracking.open_tracker("mlflow", run_dir, "r0", config, log=no_warning)  # resumed
+    again.log_epoch(rows[1])
+    result = {
+        "status": "completed",
+        "test_accuracy": 0.5,
+        "epochs_completed": 2,
+        "mean_selectivity": float("nan"),
+    }
+    again.finish({**result, "layers": [{"layer": "layer1.0.relu1", "selectivity": 0.125}]})
+    again.close()
+
+    client = MlflowClient(f"sqlite:///{sweep / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mysweep").experiment_id])
+    assert run.info.run_name == "r0" and run.info.status == "FINISHED"
+    assert run.data.params["lr_milestones"] == "[0.5, 0.75]" and run.data.params["eval_subset"] == "null"
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")}
+    assert history == {1: 0.25, 2: 0.375}
+    assert (
+        run.data.metrics["test_accuracy"] == 0.5 and run.data.metrics["selectivity/layer1.0.relu1"] == 0.125
+    )
+    assert "train_batch_selectivity" not in run.data.metrics and "mean_selectivity" not in run.data.metrics
+
+
 def read_wandb_log(path: Path) -> list:
     """The protobuf records of a W&B transaction log (``run-<id>.wandb``: a LevelDB-style log,
     32 KiB blocks of records with a CRC32, a length and a type: full, first, middle, last)."""
@@ -185,3 +232,20 @@ def test_a_failing_or_missing_tracker_costs_one_line_and_not_the_run(tmp_path, t
     assert len(warn) == 1 and warn[0] < first_epoch
     with pytest.raises(ValueError, match="unknown tracker 'tensorbord'"):
         tracking.missing_tracker_package("tensorbord")
+
+
+def test_a_sweep_reports_a_missing_tracker_once_before_training(tiny_sweep_copy, tiny_data, monkeypatch):
+    from helpers import tiny_spec
+    from selectivity.sweep import run_sweep
+
+    real = tracking.importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda m: None if m == "wandb" else real(m))
+    lines: list[str] = []
+    run_sweep(
+        tiny_spec(), tiny_sweep_copy, data=str(tiny_data), progress=False, log=lines.append, tracker="wandb"
+    )
+    assert (
+        lines[0]
+        == "warning: --log wandb needs wandb: pip install 'selectivity[wandb]'; the sweep runs without it"
+    )
+    assert sum("wandb" in l for l in lines) == 1

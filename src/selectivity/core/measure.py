@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .hooks import ActivationCapture, LayerSpec, PerLayer
 from .metrics import SelectivityAccumulator, layer_mean
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LayerReport", "SelectivityReport", "measure_selectivity"]
 
@@ -100,7 +104,7 @@ class SelectivityReport:
             for l in self.layers
         ]
 
-    def to_frame(self, class_names: list[str] | None = None):
+    def to_frame(self, class_names: list[str] | None = None) -> pd.DataFrame:
         """One row per unit of every layer, as a pandas DataFrame.
 
         Columns: ``layer``, ``unit`` (index in the layer), ``selectivity`` (NaN for dead

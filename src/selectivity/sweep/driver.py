@@ -29,7 +29,7 @@ from ..run.files import (
     write_json,
 )
 from ..run.health import RunHealth, inspect_run_dir
-from ..training.tracking import missing_tracker_package
+from ..training.tracking import missing_tracker_package, prepare_tracker
 from .executors import Task, make_executor, pack_tasks
 from .spec import SweepSpec
 from .store import RUNS_DIR, ResultsStore, open_store, write_sweep_record
@@ -166,12 +166,9 @@ def run_sweep(
             "selectivity.report.summarize_sweep(sweep_dir) after it"
         )
     spec.validate()
+    missing_tracker_package(tracker)  # a ValueError for an unknown name, before anything is written
     if fuse != "auto" and (isinstance(fuse, bool) or not isinstance(fuse, int) or fuse < 1):
         raise ValueError(f"fuse must be an integer >= 1 or 'auto', got {fuse!r}")
-    missing = missing_tracker_package(tracker)  # ValueError for an unknown name
-    if missing is not None:
-        log(f"warning: {missing}; the sweep runs without it")
-        tracker = None
     sweep_dir = Path(sweep_dir)
     # The executor checks what it needs (Ray, submitit and sbatch, GPU counts) before anything is written.
     ex = make_executor(
@@ -207,6 +204,7 @@ def run_sweep(
         _archive(sweep_dir, [rid for rid, _ in mismatched], store, log)
         for rid, _ in mismatched:
             health.pop(rid, None)
+    tracker = prepare_tracker(tracker, sweep_dir, log)  # once, before any run trains
     if fuse == "auto":
         fuse = _auto_fuse([r.config for r in runs], log)
     assert isinstance(fuse, int)

@@ -46,6 +46,7 @@ __all__ = [
     "WandbTracker",
     "SafeTracker",
     "missing_tracker_package",
+    "prepare_tracker",
     "open_tracker",
     "result_metrics",
 ]
@@ -183,18 +184,37 @@ class MLflowTracker:
         from mlflow.tracking import MlflowClient
 
         sweep = _sweep_name(run_dir)
-        home = run_dir.parent.parent if sweep is not None else run_dir
-        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.resolve() / 'mlflow.db'}"
-        self.experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or sweep or "selectivity"
+        self.uri, self.experiment = self.store_of(
+            run_dir.parent.parent if sweep is not None else run_dir, sweep
+        )
         self.client = MlflowClient(tracking_uri=self.uri)
         self.run_dir = str(run_dir.resolve())
         self.run_id: str | None = None
 
+    @staticmethod
+    def store_of(home: Path, sweep: str | None) -> tuple[str, str]:
+        """Tracking URI and experiment name: the environment's, else ``home/mlflow.db`` and the sweep's name."""
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home.resolve() / 'mlflow.db'}"
+        return uri, os.environ.get("MLFLOW_EXPERIMENT_NAME") or sweep or "selectivity"
+
+    @classmethod
+    def prepare(cls, sweep_dir: Path) -> str:
+        """Create the sweep's store and experiment once, from the driver (workers then only add
+        runs: parallel workers never race to create the database); returns the experiment's id."""
+        from mlflow.tracking import MlflowClient
+
+        uri, name = cls.store_of(sweep_dir, sweep_dir.name)
+        return cls.experiment_id(MlflowClient(tracking_uri=uri), name)
+
+    @staticmethod
+    def experiment_id(client: Any, name: str) -> str:
+        exp = client.get_experiment_by_name(name)
+        return exp.experiment_id if exp is not None else client.create_experiment(name)
+
     def start(self, name: str, config: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        exp = self.client.get_experiment_by_name(self.experiment)
-        eid = exp.experiment_id if exp is not None else self.client.create_experiment(self.experiment)
+        eid = self.experiment_id(self.client, self.experiment)
         quoted = self.run_dir.replace("'", "\\'")
         old = self.client.search_runs(
             [eid], filter_string=f"tags.`{self.TAG}` = '{quoted}' and attributes.status != 'FINISHED'"
@@ -337,6 +357,34 @@ def missing_tracker_package(kind: str | None) -> str | None:
     if importlib.util.find_spec(module) is None:
         return f"--log {kind} needs {module}: pip install 'selectivity[{extra}]'"
     return None
+
+
+def prepare_tracker(
+    kind: str | None, sweep_dir: str | os.PathLike, log: Callable[[str], None] = print
+) -> str | None:
+    """Check tracker ``kind`` once for a whole sweep, before any run trains; the kind to use, or None.
+
+    A missing package, or an MLflow store that cannot be opened (its database and
+    experiment are created here, once), is one warning line and the sweep runs without
+    the tracker.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is not a tracker name.
+    """
+    missing = missing_tracker_package(kind)
+    if missing is not None:
+        log(f"warning: {missing}; the sweep runs without it")
+        return None
+    if kind == "mlflow":
+        try:
+            MLflowTracker.prepare(Path(sweep_dir))
+        except Exception as e:  # a server down, a store that cannot be written
+            msg = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+            log(f"warning: --log mlflow cannot open its store ({msg}); the sweep runs without it")
+            return None
+    return kind
 
 
 def open_tracker(
