@@ -241,6 +241,12 @@ def test_a_database_in_use_or_missing_is_read_without_writing(tiny_sweep_copy):
     assert snapshot(sweep) == before
 
 
+def test_report_writes_the_html_report(tiny_sweep_copy, tmp_path):
+    sw = selectivity.open_sweep(tiny_sweep_copy)
+    path = sw.report(tmp_path / "report")
+    assert path == tmp_path / "report" / "report.html" and "resnet20" in path.read_text()
+
+
 def test_errors_explain_what_is_missing(tiny_sweep, tmp_path):
     sw = selectivity.open_sweep(tiny_sweep.path)
     with pytest.raises(FileNotFoundError, match="selectivity cca"):
