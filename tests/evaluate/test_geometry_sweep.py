@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from selectivity.cli import main
-from selectivity.evaluate.geometry import GeometrySettings, run_geometry, sweep_geometry
+from selectivity.evaluate.geometry import GEOMETRY_TABLES, GeometrySettings, evaluate_run, sweep_geometry
 from selectivity.run.files import read_json
 from selectivity.sweep import rebuild_store
 
@@ -97,14 +97,14 @@ def test_results_in_run_dirs_and_database(measured):
 def test_resume_reuses_and_changed_settings_recompute(measured, tiny_data, tmp_path):
     run = measured / "runs" / "resnet20_alpha-1_seed0"
     before = (run / "geometry.json").stat().st_mtime_ns
-    res = run_geometry(run, SETTINGS, tiny_data)
+    res = evaluate_run(run, SETTINGS, tiny_data)
     assert res["reused"] and (run / "geometry.json").stat().st_mtime_ns == before
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     other = GeometrySettings(
         **{**SETTINGS.__dict__, "share": 0.9, "gradient_images": 0, "epsilons": (), "match_l2": False}
     )
-    res2 = run_geometry(copy, other, tiny_data)
+    res2 = evaluate_run(copy, other, tiny_data)
     assert not res2["reused"] and res2["settings"]["share"] == 0.9
     assert not any(r["measure"].startswith("grad_") for r in res2["rows"])
     assert {r["perturbation"] for r in res2["rows"]} == {"clean", "gaussian_noise-3"}
@@ -122,8 +122,8 @@ def test_rebuild_recreates_the_geometry_table(measured, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(measured, copy)
     (copy / "results.sqlite").unlink()
-    with rebuild_store(copy, log=lambda _m: None) as store:
-        df = store.geometry_df()
+    with rebuild_store(copy, log=lambda _m: None, analyses=[GEOMETRY_TABLES]) as store:
+        df = store.frame(GEOMETRY_TABLES, "rows")
     assert set(df["run_id"]) == {"resnet20_alpha-1_seed0", "resnet20_alpha+1_seed0"}
     r = CliRunner().invoke(main, ["results", str(copy), "--geometry", "--format", "csv"])
     assert r.exit_code == 0, r.output

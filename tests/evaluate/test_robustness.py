@@ -23,6 +23,7 @@ from selectivity.cli import main
 from selectivity.evaluate.robustness import (
     PARTIAL_NAME,
     ROBUSTNESS_NAME,
+    ROBUSTNESS_TABLES,
     RobustnessSettings,
     corrupted_cell,
     parse_epsilons,
@@ -80,10 +81,10 @@ def test_results_in_run_dirs_and_database(sweep):
         # accuracies are counts over 40 images
         for a in [*accs, *atk.values(), res["clean_accuracy"]]:
             assert a * 40 == pytest.approx(round(a * 40))
-    with open_store(sweep) as store:
-        summary = store.robustness_df("summary")
-        corr = store.robustness_df("corruptions")
-        atk = store.robustness_df("attacks")
+    with open_store(sweep, analyses=[ROBUSTNESS_TABLES]) as store:
+        summary = store.frame(ROBUSTNESS_TABLES, "summary")
+        corr = store.frame(ROBUSTNESS_TABLES, "corruptions")
+        atk = store.frame(ROBUSTNESS_TABLES, "attacks")
     assert len(summary) == 2 and set(summary["alpha"]) == {-1.0, 1.0}
     assert len(corr) == 8 and set(corr["severity"]) == {1, 5}
     assert len(atk) == 8 and set(atk["norm"]) == {"linf"}
@@ -154,20 +155,20 @@ def test_resume_reuses_results_and_partial_cells(sweep, tiny_data):
 
 
 def test_rebuild_recreates_robustness_tables(sweep):
-    with open_store(sweep) as store:
-        want = {k: store.robustness_df(k) for k in ("summary", "corruptions", "attacks")}
+    with open_store(sweep, analyses=[ROBUSTNESS_TABLES]) as store:
+        want = {k: store.frame(ROBUSTNESS_TABLES, k) for k in ("summary", "corruptions", "attacks")}
     (sweep / DB_NAME).unlink()
     for suffix in ("-wal", "-shm"):
         Path(str(sweep / DB_NAME) + suffix).unlink(missing_ok=True)
-    with rebuild_store(sweep, log=lambda _m: None) as store:
+    with rebuild_store(sweep, log=lambda _m: None, analyses=[ROBUSTNESS_TABLES]) as store:
         for k, df in want.items():
-            got = store.robustness_df(k)
+            got = store.frame(ROBUSTNESS_TABLES, k)
             assert len(got) == len(df) > 0
             assert got.reset_index(drop=True).equals(df.reset_index(drop=True))
     # A deleted result disappears from the database at the next sync.
     (_runs(sweep)[0] / ROBUSTNESS_NAME).unlink()
-    with open_store(sweep, log=lambda _m: None) as store:
-        assert len(store.robustness_df("summary")) == 1
+    with open_store(sweep, log=lambda _m: None, analyses=[ROBUSTNESS_TABLES]) as store:
+        assert len(store.frame(ROBUSTNESS_TABLES, "summary")) == 1
 
 
 def test_results_export(sweep):
@@ -258,7 +259,7 @@ def test_parse_epsilons():
 def test_database_schema_has_robustness_tables(tmp_path):
     from selectivity.sweep import ResultsStore
 
-    with ResultsStore(tmp_path / DB_NAME):
+    with ResultsStore(tmp_path / DB_NAME, analyses=[ROBUSTNESS_TABLES]):
         pass
     con = sqlite3.connect(tmp_path / DB_NAME)
     names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}

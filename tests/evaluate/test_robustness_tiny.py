@@ -24,6 +24,7 @@ from selectivity.evaluate.cca import select_images
 from selectivity.evaluate.robustness import (
     PARTIAL_NAME,
     ROBUSTNESS_NAME,
+    ROBUSTNESS_TABLES,
     RobustnessSettings,
     corrupted_cell,
     params_for_dataset,
@@ -172,8 +173,8 @@ def test_generated_cells_use_tiny_imagenet_parameters(sweep, test_split):
         assert sha1(corrupted_cell(clean, name, 1, params="cifar10")) != want
     for c in res["corruptions"]:
         assert c["accuracy"] * N_IMAGES == pytest.approx(round(c["accuracy"] * N_IMAGES))
-    with open_store(sweep) as store:
-        summary = store.robustness_df("summary")
+    with open_store(sweep, analyses=[ROBUSTNESS_TABLES]) as store:
+        summary = store.frame(ROBUSTNESS_TABLES, "summary")
     assert len(summary) == 1 and summary["model"].iloc[0] == "resnet18"
     assert summary["mean_corruption_accuracy"].iloc[0] == pytest.approx(
         np.mean([c["accuracy"] for c in res["corruptions"]])
@@ -205,8 +206,8 @@ def test_tiny_imagenet_c_directory_matches_the_generated_cells(sweep, tiny_data,
     assert acc == {c["corruption"]: c["accuracy"] for c in generated["corruptions"]} | {"fog": 0.25}
     assert res["cell_sha1"]["fog/1"] == sha1(torch.zeros((N_IMAGES, 3, 64, 64), dtype=torch.uint8))
     assert res["clean_accuracy"] == generated["clean_accuracy"]
-    with open_store(sweep) as store:
-        rows = store.robustness_df("corruptions")
+    with open_store(sweep, analyses=[ROBUSTNESS_TABLES]) as store:
+        rows = store.frame(ROBUSTNESS_TABLES, "corruptions")
     assert dict(zip(rows["corruption"], rows["accuracy"])) == acc
 
 

@@ -20,7 +20,7 @@ from scipy import stats as sps
 from selectivity.cli import main
 from selectivity.evaluate.cca import (
     CCA_CSV,
-    cca_distances,
+    CCASettings,
     cca_plot_frame,
     cca_summary,
     check_datapoints,
@@ -28,6 +28,7 @@ from selectivity.evaluate.cca import (
     layer_distances,
     plan_pairs,
     select_images,
+    sweep_cca,
 )
 from selectivity.report import TITLE, build_report
 from selectivity.run.files import read_json, write_json
@@ -71,7 +72,7 @@ def sweep(cifar_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cca_df(sweep, cifar_data) -> pd.DataFrame:
-    return cca_distances(sweep, cifar_data, n_images=N_IMAGES, progress=False)
+    return sweep_cca(sweep, CCASettings(n_images=N_IMAGES), cifar_data, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -78,21 +78,25 @@ def cca(
     quiet,
 ):
     """PWCCA distances within and between alphas (paper section 4.2) -> SWEEP/analysis/cca_distances.csv."""
-    from ..evaluate.cca import cca_distances, cca_summary
+    from ..evaluate.cca import CCASettings, cca_summary, sweep_cca
 
-    df = cca_distances(
+    with usage_errors():
+        settings = CCASettings(
+            model=model,
+            n_images=images,
+            mode=mode,
+            max_pairs=max_pairs,
+            min_ratio=min_ratio,
+            exclude_same_seed=exclude_same_seed,
+            method=method,
+            order=order,
+        )
+    df = sweep_cca(
         sweep_dir,
+        settings,
         data,
-        model=model,
-        n_images=images,
-        mode=mode,
-        max_pairs=max_pairs,
         device=device,
         progress=not quiet,
-        min_ratio=min_ratio,
-        exclude_same_seed=exclude_same_seed,
-        method=method,
-        order=order,
         log=lambda m: click.echo(m, err=True),
     )
     _, _, tests = cca_summary(df)
@@ -322,24 +326,23 @@ def geometry(
 
     Results: runs/<id>/geometry.json and the `geometry` table (`selectivity results --geometry`).
     """
-    from ..evaluate.geometry import GeometrySettings, check_settings, sweep_geometry
+    from ..evaluate.geometry import GeometrySettings, sweep_geometry
 
-    settings = GeometrySettings(
-        n_images=images,
-        layers=layers or None,
-        share=share,
-        units=units,
-        corruptions=corruptions,
-        severity=severity,
-        epsilons=epsilons,
-        match_l2=match,
-        attack_steps=attack_steps,
-        gradient_images=gradient_images,
-        gradient_layers=gradient_layers or None,
-        batch_size=batch_size,
-    )
     with usage_errors():
-        check_settings(settings)
+        settings = GeometrySettings(
+            n_images=images,
+            layers=layers or None,
+            share=share,
+            units=units,
+            corruptions=corruptions,
+            severity=severity,
+            epsilons=epsilons,
+            match_l2=match,
+            attack_steps=attack_steps,
+            gradient_images=gradient_images,
+            gradient_layers=gradient_layers or None,
+            batch_size=batch_size,
+        )
     df = sweep_geometry(
         sweep_dir,
         settings,

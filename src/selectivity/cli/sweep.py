@@ -360,12 +360,15 @@ def results(sweep_dir, fmt, output, layers, rebuild, robustness, geometry_rows):
             raise click.UsageError("Parquet is binary: give --output FILE (or redirect the output)")
     store = rebuild_store(sweep_dir) if rebuild else open_store(sweep_dir)
     with store:
-        if robustness:
-            df = store.robustness_df(robustness)
-        elif geometry_rows:
-            df = store.geometry_df()
-        else:
-            df = store.layers_df() if layers else store.runs_df()
+        df = store.layers_df() if layers else store.runs_df()
+    if robustness:
+        from ..evaluate.robustness import robustness_frame
+
+        df = robustness_frame(sweep_dir, robustness)
+    elif geometry_rows:
+        from ..evaluate.geometry import geometry_frame
+
+        df = geometry_frame(sweep_dir)
     columns = None
     if geometry_rows:
         if fmt == "table" and df.empty:

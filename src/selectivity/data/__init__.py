@@ -42,7 +42,7 @@ from .locate import (
     find_tiny_imagenet,
     find_tiny_imagenet_c,
 )
-from .registry import DATASETS, DatasetInfo, dataset_info, load_dataset, locate_dataset
+from .registry import DATASETS, DatasetInfo, dataset_info, load_dataset, locate_dataset, params_for_dataset
 from .tinyimagenet import load_tiny_imagenet, read_tiny_imagenet
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "dataset_info",
     "load_dataset",
     "locate_dataset",
+    "params_for_dataset",
     "ArchiveError",
     "BatchLoader",
     "CACHE_ENV",

@@ -12,7 +12,7 @@ from .loader import DataSplits
 from .locate import find_cifar10, find_tiny_imagenet
 from .tinyimagenet import load_tiny_imagenet
 
-__all__ = ["DatasetInfo", "DATASETS", "dataset_info", "load_dataset", "locate_dataset"]
+__all__ = ["DatasetInfo", "DATASETS", "dataset_info", "load_dataset", "locate_dataset", "params_for_dataset"]
 
 PathArg = str | os.PathLike | None
 
@@ -27,6 +27,9 @@ class DatasetInfo:
     load: Callable[..., DataSplits]
     #: ``locate(data) -> Path``; raises FileNotFoundError, never downloads.
     locate: Callable[[PathArg], Path]
+    #: Corruption parameter set of :func:`selectivity.perturb.corrupt` for its image size
+    #: (``"cifar10"``: CIFAR-10-C's, 32 px; ``"tinyimagenet"``: Tiny ImageNet-C's, 64 px).
+    corruption_params: str = "cifar10"
 
 
 def _locate_cifar10(data: PathArg) -> Path:
@@ -37,7 +40,11 @@ def _locate_cifar10(data: PathArg) -> Path:
 DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo("cifar10", "CIFAR-10 (32x32, 10 classes)", load_cifar10, _locate_cifar10),
     "tiny-imagenet": DatasetInfo(
-        "tiny-imagenet", "Tiny ImageNet (64x64, 200 classes)", load_tiny_imagenet, find_tiny_imagenet
+        "tiny-imagenet",
+        "Tiny ImageNet (64x64, 200 classes)",
+        load_tiny_imagenet,
+        find_tiny_imagenet,
+        corruption_params="tinyimagenet",
     ),
 }
 
@@ -57,3 +64,16 @@ def load_dataset(name: str, data: PathArg = None, *, val_size: int = 5000, split
 def locate_dataset(name: str, data: PathArg = None) -> Path:
     """Where dataset ``name`` is on disk (never downloads); FileNotFoundError if absent."""
     return dataset_info(name).locate(data)
+
+
+def params_for_dataset(dataset: str) -> str:
+    """The corruption parameter set generated for runs of ``dataset``.
+
+    The registry's ``corruption_params`` (``"tinyimagenet"`` for ``tiny-imagenet``,
+    ``"cifar10"`` for CIFAR-10); a name not in the registry: ``"tinyimagenet"`` if it
+    starts with ``tiny``, else ``"cifar10"``.
+    """
+    info = DATASETS.get(str(dataset))
+    if info is not None:
+        return info.corruption_params
+    return "tinyimagenet" if str(dataset).startswith("tiny") else "cifar10"

@@ -15,7 +15,7 @@ If the regulariser only rotated selectivity into another basis, the between dist
 would match the within ones (CCA is invariant to invertible affine maps); the paper
 finds them larger, growing with ``|alpha|`` (Fig. 3).
 
-Choices (documented, configurable through the arguments):
+Choices (documented, configurable through :class:`CCASettings`):
 
 * Every network sees the SAME test images: a class-stratified subset of the test split
   drawn with ``image_seed`` (default 2000 images), so distances compare representations
@@ -40,6 +40,18 @@ Choices (documented, configurable through the arguments):
 * Too few datapoints for the widest layer (``datapoints < min_ratio * neurons``) is an
   error, raised before any distance is computed.
 * Only completed runs are used (a diverged network has no meaningful representation).
+
+The shape every per-run analysis of :mod:`selectivity.evaluate` shares, as far as a
+pairwise measure allows: the settings are one frozen, self-validating
+:class:`CCASettings`; the per-run step :func:`evaluate_run` gives what one run
+contributes (its activations on the chosen images); a distance needs two runs, so the
+step that makes a result is per pair, :func:`evaluate_pair` (one row per layer), and the
+pairs of one alpha are computed together so that the baseline networks' activations are
+gathered once; :func:`sweep_cca` does every pair of a sweep and writes
+``SWEEP/analysis/cca_distances.csv``; :func:`cca_frame` reads it back. The results are a
+sweep-level table (a pair spans two runs), not a per-run file, so no table of the
+results database holds them. The statistics of the table are pure and live in
+:mod:`selectivity.analysis.cca_stats`.
 """
 
 from __future__ import annotations
@@ -47,80 +59,139 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..analysis.cca_stats import GROUP_COLS, cca_plot_frame, cca_summary
 from ..analysis.pwcca import flatten_conv_activations, pwcca_distance
-from ..analysis.stats import bonferroni, normalise_alpha, paired_test
+from ..analysis.stats import normalise_alpha
 from ..core.hooks import ActivationCapture
-from ..data import BatchLoader, locate_dataset, stratified_split
+from ..data import BatchLoader, locate_dataset
 from ..run.checkpoint import load_run
 from ..run.files import SweepFiles
-from ..sweep.store import open_store
+from .common import completed_runs, read_data_hint, select_images
 
 __all__ = [
+    "CCASettings",
     "select_images",
+    "evaluate_run",
+    "evaluate_pair",
     "gather_activations",
     "check_datapoints",
     "layer_distances",
     "plan_pairs",
-    "cca_distances",
+    "sweep_cca",
+    "cca_frame",
     "cca_summary",
     "cca_plot_frame",
     "CCA_CSV",
     "CCA_SETTINGS_JSON",
     "PWCCA_METHODS",
     "PAIR_ORDERS",
+    "MODES",
     "CCADistances",
     "cached_cca",
-    "sweep_cca",
+    "cca_or_note",
 ]
 
-#: Where :func:`cca_distances` writes its table, relative to the sweep directory.
-CCA_CSV = Path("analysis") / "cca_distances.csv"
-#: The settings :func:`cca_distances` used, next to :data:`CCA_CSV`.
-CCA_SETTINGS_JSON = Path("analysis") / "cca_settings.json"
-#: Columns identifying one network configuration; pairs never cross them.
-GROUP_COLS = ("model", "activation", "negative_slope")
+#: Where :func:`sweep_cca` writes its table, relative to the sweep directory.
+CCA_CSV = Path(SweepFiles.CCA_CSV)
+#: The settings :func:`sweep_cca` used, next to :data:`CCA_CSV`.
+CCA_SETTINGS_JSON = Path(SweepFiles.CCA_SETTINGS)
 Mode = Literal["spatial_mean", "positions"]
+#: Flattenings of conv maps (see :func:`gather_activations`).
+MODES = ("spatial_mean", "positions")
+#: PWCCA computations (see :mod:`selectivity.analysis.pwcca`).
+PWCCA_METHODS = ("svcca", "textbook")
+PWCCAMethod = Literal["svcca", "textbook"]
+#: Order of the two networks of a between pair.
+PAIR_ORDERS = ("baseline-first", "alpha-first")
+PairOrder = Literal["baseline-first", "alpha-first"]
+
+
+@dataclass(frozen=True)
+class CCASettings:
+    """What :func:`sweep_cca` computes; validated on construction (``ValueError``, one line).
+
+    Attributes
+    ----------
+    n_images : int
+        Test images probed (a stratified subset, identical for every run), >= 2.
+    mode : {"spatial_mean", "positions"}
+        Conv-map flattening (see :func:`gather_activations`).
+    baseline : float
+        Alpha of the unregularised networks.
+    max_pairs : int or None
+        Cap on pairs per (setting, alpha, kind), for speed (paper: 190 within, 400
+        between for 20 seeds); None: every pair.
+    min_ratio : float or None
+        Minimum datapoints per neuron (see :func:`check_datapoints`); None or 0: no check.
+    symmetric : bool
+        Average the PWCCA of both orders of each pair.
+    method : {"svcca", "textbook"}
+        PWCCA computation: the reference implementation the paper used, or the
+        canonical-variate form.
+    order : {"baseline-first", "alpha-first"}
+        Order of the two networks of a between pair (paper 1, A.2: alpha = 0 first).
+    image_seed : int
+        Seed of the image subset, >= 0.
+    exclude_same_seed : bool
+        Leave out between pairs of equal seeds (same initialisation), see :func:`plan_pairs`.
+    model : str or None
+        Only this model's runs (None: every model, each against its own baseline).
+    """
+
+    n_images: int = 2000
+    mode: Mode = "spatial_mean"
+    baseline: float = 0.0
+    max_pairs: int | None = None
+    min_ratio: float | None = 5.0
+    symmetric: bool = False
+    method: PWCCAMethod = "svcca"
+    order: PairOrder = "baseline-first"
+    image_seed: int = 0
+    exclude_same_seed: bool = False
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        def integer(v: Any) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        if not integer(self.n_images) or self.n_images < 2:
+            raise ValueError(f"n_images must be an integer >= 2, got {self.n_images!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.max_pairs is not None and (not integer(self.max_pairs) or self.max_pairs < 1):
+            raise ValueError(f"max_pairs must be an integer >= 1 or None, got {self.max_pairs!r}")
+        if self.min_ratio is not None and not (
+            isinstance(self.min_ratio, (int, float)) and math.isfinite(self.min_ratio) and self.min_ratio >= 0
+        ):
+            raise ValueError(f"min_ratio must be a finite number >= 0 or None, got {self.min_ratio!r}")
+        if self.method not in PWCCA_METHODS:
+            raise ValueError(f"method must be one of {PWCCA_METHODS}, got {self.method!r}")
+        if self.order not in PAIR_ORDERS:
+            raise ValueError(f"order must be one of {PAIR_ORDERS}, got {self.order!r}")
+        if not integer(self.image_seed) or self.image_seed < 0:
+            raise ValueError(f"image_seed must be an integer >= 0, got {self.image_seed!r}")
+        if not (isinstance(self.baseline, (int, float)) and math.isfinite(self.baseline)):
+            raise ValueError(f"baseline must be a finite number, got {self.baseline!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings written beside the table (``cca_settings.json``), with the weights in words."""
+        d = asdict(self)
+        d.pop("model")
+        return {**d, "weights": _weights_description(self.method, self.order, self.symmetric)}
 
 
 # --------------------------------------------------------------------------- activations
-def select_images(labels, n_images: int | None, seed: int = 0) -> np.ndarray:
-    """Sorted indices of a class-stratified subset of ``n_images`` samples.
-
-    Parameters
-    ----------
-    labels : array-like of int, shape (N,)
-        Labels of the test split.
-    n_images : int or None
-        Subset size; ``None`` or ``>= N`` selects every sample.
-    seed : int, default 0
-        Seed of the stratified draw; the same labels and seed give the same subset, so
-        every run of a sweep is probed with identical images.
-
-    Returns
-    -------
-    numpy.ndarray
-        Sorted int64 indices.
-    """
-    labels = np.asarray(labels)
-    if n_images is None or n_images >= len(labels):
-        return np.arange(len(labels), dtype=np.int64)
-    if n_images < 2:
-        raise ValueError(f"n_images must be >= 2, got {n_images}")
-    _, keep = stratified_split(labels, val_size=int(n_images), seed=seed)
-    return np.sort(np.asarray(keep, dtype=np.int64))
-
-
 def gather_activations(
     run_dir: str | os.PathLike,
     images: int | Sequence[int] | np.ndarray = 2000,
@@ -278,14 +349,6 @@ def layer_distances(
         }
 
 
-#: PWCCA computations (see :mod:`selectivity.analysis.pwcca`).
-PWCCA_METHODS = ("svcca", "textbook")
-PWCCAMethod = Literal["svcca", "textbook"]
-#: Order of the two networks of a between pair.
-PAIR_ORDERS = ("baseline-first", "alpha-first")
-PairOrder = Literal["baseline-first", "alpha-first"]
-
-
 def _weights_description(method: str, order: str, symmetric: bool) -> str:
     """Which network gives the PWCCA projection weights, in words (for the report)."""
     if symmetric:
@@ -380,33 +443,77 @@ def plan_pairs(
     return pd.DataFrame(rows, columns=cols)
 
 
-def _read_data_hint(sweep_dir: Path) -> str | None:
-    p = SweepFiles(sweep_dir).spec
-    if p.exists():
-        try:
-            return json.loads(p.read_text()).get("data")
-        except (OSError, ValueError):
-            return None
-    return None
-
-
-def cca_distances(
-    sweep_dir: str | os.PathLike,
+# --------------------------------------------------------------------------- per run, per pair
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    settings: CCASettings,
     data: str | os.PathLike | None = None,
-    model: str | None = None,
-    n_images: int = 2000,
-    mode: Mode = "spatial_mean",
-    baseline: float = 0.0,
-    max_pairs: int | None = None,
-    device: str = "cpu",
-    progress: bool = True,
     *,
-    min_ratio: float | None = 5.0,
-    symmetric: bool = False,
-    method: PWCCAMethod = "svcca",
-    order: PairOrder = "baseline-first",
-    image_seed: int = 0,
-    exclude_same_seed: bool = False,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
+    """What one run contributes: its selectivity layers' activations on the settings' images.
+
+    Returns
+    -------
+    dict of str to Tensor
+        ``layer name -> (neurons, datapoints)`` float64 (see :func:`gather_activations`).
+    """
+    return gather_activations(
+        run_dir, settings.n_images, data, device=device, mode=settings.mode, image_seed=settings.image_seed
+    )
+
+
+def evaluate_pair(
+    pair: Mapping[str, Any],
+    acts_a: dict[str, torch.Tensor],
+    acts_b: dict[str, torch.Tensor],
+    settings: CCASettings,
+) -> list[dict[str, Any]]:
+    """PWCCA distance rows of one pair of runs, one per layer.
+
+    Parameters
+    ----------
+    pair : mapping
+        A row of :func:`plan_pairs` (``kind``, ``run_a`` the alpha run, ``run_b`` ...).
+    acts_a, acts_b : dict of str to Tensor
+        :func:`evaluate_run` of ``run_a`` and ``run_b``.
+    settings : CCASettings
+
+    Returns
+    -------
+    list of dict
+        The pair's columns plus ``layer_index, layer, neurons_a, neurons_b, datapoints,
+        distance``. A between pair is computed baseline first with ``order="baseline-first"``.
+    """
+    if pair["kind"] == "between" and settings.order == "baseline-first":
+        first, second = acts_b, acts_a  # run_b is the baseline network
+    else:
+        first, second = acts_a, acts_b
+    d = layer_distances(
+        first, second, min_ratio=settings.min_ratio, symmetric=settings.symmetric, method=settings.method
+    )
+    return [
+        {
+            **pair,
+            "layer_index": i,
+            "layer": name,
+            "neurons_a": int(acts_a[name].shape[0]),
+            "neurons_b": int(acts_b[name].shape[0]),
+            "datapoints": int(acts_a[name].shape[1]),
+            "distance": dist,
+        }
+        for i, (name, dist) in enumerate(d.items())
+    ]
+
+
+# --------------------------------------------------------------------------- the sweep
+def sweep_cca(
+    sweep_dir: str | os.PathLike,
+    settings: CCASettings | None = None,
+    data: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
     write: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
@@ -416,38 +523,15 @@ def cca_distances(
     ----------
     sweep_dir : path
         Sweep directory (``runs/``, ``results.sqlite``).
+    settings : CCASettings, optional
+        Default: :class:`CCASettings` ().
     data : path, optional
         Dataset location; default: the one recorded in ``sweep.json``, then the usual
         search (``$SELECTIVITY_DATA``, cache).
-    model : str, optional
-        Only this model's runs (default: every model, each against its own baseline).
-    n_images : int, default 2000
-        Test images probed (a stratified subset, identical for every run).
-    mode : {"spatial_mean", "positions"}, default "spatial_mean"
-        Conv-map flattening (see :func:`gather_activations`).
-    baseline : float, default 0.0
-        Alpha of the unregularised networks.
-    max_pairs : int, optional
-        Cap on pairs per (setting, alpha, kind), for speed (paper: 190 within, 400
-        between for 20 seeds).
     device : str, default "cpu"
         Device of the forward passes.
     progress : bool, default True
         Show a progress bar over pairs.
-    min_ratio : float or None, default 5
-        Minimum datapoints per neuron (see :func:`check_datapoints`).
-    symmetric : bool, default False
-        Average the PWCCA of both orders of each pair.
-    method : {"svcca", "textbook"}, default "svcca"
-        PWCCA computation: the reference implementation the paper used, or the
-        canonical-variate form.
-    order : {"baseline-first", "alpha-first"}, default "baseline-first"
-        Order of the two networks of a between pair (paper 1, A.2: alpha = 0 first).
-    image_seed : int, default 0
-        Seed of the image subset.
-    exclude_same_seed : bool, default False
-        Leave out between pairs of equal seeds (same initialisation), see
-        :func:`plan_pairs`.
     write : bool, default True
         Write ``SWEEP/analysis/cca_distances.csv`` (and ``cca_settings.json``).
     log : callable, optional
@@ -467,35 +551,19 @@ def cca_distances(
         distance is computed).
     """
     sweep_dir = Path(sweep_dir)
+    s = settings or CCASettings()
     log = log or (lambda _m: None)
-    with open_store(sweep_dir) as store:
-        runs = store.runs_df()
-    if model is not None:
-        runs = runs[runs["model"] == model]
-    pairs = plan_pairs(runs, baseline, max_pairs, exclude_same_seed=exclude_same_seed)
+    runs = completed_runs(sweep_dir)
+    if s.model is not None:
+        runs = runs[runs["model"] == s.model]
+    pairs = plan_pairs(runs, s.baseline, s.max_pairs, exclude_same_seed=s.exclude_same_seed)
     if pairs.empty:
         raise ValueError(
-            f"no pairs of completed runs in {sweep_dir}" + (f" for model {model!r}" if model else "")
+            f"no pairs of completed runs in {sweep_dir}" + (f" for model {s.model!r}" if s.model else "")
         )
     if data is None:
-        data = _read_data_hint(sweep_dir)
-    if method not in PWCCA_METHODS:
-        raise ValueError(f"method must be one of {PWCCA_METHODS}, got {method!r}")
-    if order not in PAIR_ORDERS:
-        raise ValueError(f"order must be one of {PAIR_ORDERS}, got {order!r}")
-    settings = dict(
-        n_images=n_images,
-        mode=mode,
-        baseline=baseline,
-        max_pairs=max_pairs,
-        min_ratio=min_ratio,
-        symmetric=symmetric,
-        method=method,
-        order=order,
-        image_seed=image_seed,
-        exclude_same_seed=exclude_same_seed,
-        weights=_weights_description(method, order, symmetric),
-    )
+        data = read_data_hint(sweep_dir)
+    recorded = s.to_dict()
 
     cache: dict[str, dict[str, torch.Tensor]] = {}
     checked = False
@@ -503,17 +571,10 @@ def cca_distances(
     def acts(run_id: str) -> dict[str, torch.Tensor]:
         nonlocal checked
         if run_id not in cache:
-            cache[run_id] = gather_activations(
-                SweepFiles(sweep_dir).run(run_id).root,
-                n_images,
-                data,
-                device=device,
-                mode=mode,
-                image_seed=image_seed,
-            )
+            cache[run_id] = evaluate_run(SweepFiles(sweep_dir).run(run_id).root, s, data, device=device)
             if not checked:
                 # Fail before hours of work, with the fix in the message.
-                check_datapoints(cache[run_id], min_ratio, mode, n_images)
+                check_datapoints(cache[run_id], s.min_ratio, s.mode, s.n_images)
                 checked = True
         return cache[run_id]
 
@@ -523,7 +584,7 @@ def cca_distances(
 
         bar = tqdm(total=len(pairs), desc="CCA pairs", unit="pair", dynamic_ncols=True)
     rows = []
-    base = normalise_alpha(baseline)
+    base = normalise_alpha(s.baseline)
     try:
         for _, grp in pairs.groupby(list(GROUP_COLS), sort=True, dropna=False):
             base_ids = set(grp.loc[grp["alpha"] == base, ["run_a", "run_b"]].to_numpy().ravel()) | set(
@@ -531,26 +592,7 @@ def cca_distances(
             )
             for _alpha, sub in grp.groupby("alpha", sort=True):
                 for p in sub.itertuples(index=False):
-                    a, b = acts(p.run_a), acts(p.run_b)
-                    if p.kind == "between" and order == "baseline-first":
-                        first, second = b, a  # run_b is the baseline network
-                    else:
-                        first, second = a, b
-                    d = layer_distances(
-                        first, second, min_ratio=min_ratio, symmetric=symmetric, method=method
-                    )
-                    for i, (name, dist) in enumerate(d.items()):
-                        rows.append(
-                            {
-                                **p._asdict(),
-                                "layer_index": i,
-                                "layer": name,
-                                "neurons_a": int(a[name].shape[0]),
-                                "neurons_b": int(b[name].shape[0]),
-                                "datapoints": int(a[name].shape[1]),
-                                "distance": dist,
-                            }
-                        )
+                    rows += evaluate_pair(p._asdict(), acts(p.run_a), acts(p.run_b), s)
                     if bar is not None:
                         bar.update(1)
                 # Keep only the baseline networks between alphas: bounded memory in "positions" mode.
@@ -561,167 +603,27 @@ def cca_distances(
         if bar is not None:
             bar.close()
     df = pd.DataFrame(rows)
-    df.attrs.update(settings)
+    df.attrs.update(recorded)
     if write:
         out = sweep_dir / CCA_CSV
         out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(out, index=False)
-        (sweep_dir / CCA_SETTINGS_JSON).write_text(json.dumps(settings, indent=2) + "\n")
+        (sweep_dir / CCA_SETTINGS_JSON).write_text(json.dumps(recorded, indent=2) + "\n")
         log(f"wrote {out} ({len(df)} rows, {len(pairs)} pairs)")
     return df
 
 
-# --------------------------------------------------------------------------- summaries
-def _group_keys(df: pd.DataFrame) -> list[str]:
-    return [c for c in GROUP_COLS if c in df.columns]
-
-
-def cca_summary(
-    df: pd.DataFrame,
-    baseline: float = 0.0,
-    method: Literal["ttest", "wilcoxon"] = "ttest",
-    significance: float = 0.05,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Per-layer means, per-replicate distance ratios and paired tests of a CCA table.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Output of :func:`cca_distances`.
-    baseline : float, default 0.0
-        Alpha of the unregularised networks (no ratio or test for it).
-    method : {"ttest", "wilcoxon"}, default "ttest"
-        Paired test (:func:`selectivity.analysis.stats.paired_test`; the paper's is the
-        paired t-test).
-    significance : float, default 0.05
-        Threshold on the Bonferroni-corrected p-value.
-
-    Returns
-    -------
-    by_layer : pandas.DataFrame
-        Per (setting, alpha, layer): ``distance_within`` / ``distance_between`` (means
-        over pairs), ``n_within``, ``n_between``.
-    ratio : pandas.DataFrame
-        Per (setting, alpha != baseline, seed of alpha): mean over layers of
-        ``mean(between) / mean(within)`` (the seed's pairs only), plus the two mean
-        distances and ``n_layers`` (the input of :func:`selectivity.plots.selectivity.plot_cca_ratio`).
-    tests : pandas.DataFrame
-        Per (setting, alpha != baseline): paired test of the per-layer mean between vs
-        within distances (paired by layer), ``n`` layers, ``mean_between``,
-        ``mean_within``, ``ratio``, ``statistic``, ``p``, ``p_bonferroni`` (over the
-        alphas of the setting), ``significant``, ``note`` (why a test is missing).
-    """
-    keys = _group_keys(df)
-    layer_keys = [*keys, "alpha", "layer_index", "layer"]
-    by_cols = [*layer_keys, "distance_within", "distance_between", "n_within", "n_between"]
-    ratio_cols = [*keys, "alpha", "seed", "ratio", "distance_between", "distance_within", "n_layers"]
-    test_cols = [
-        *keys,
-        "alpha",
-        "n",
-        "mean_between",
-        "mean_within",
-        "ratio",
-        "statistic",
-        "p",
-        "p_bonferroni",
-        "significant",
-        "method",
-        "note",
-    ]
-    if df is None or df.empty:
-        return (
-            pd.DataFrame(columns=by_cols),
-            pd.DataFrame(columns=ratio_cols),
-            pd.DataFrame(columns=test_cols),
-        )
-    d = df.assign(alpha=normalise_alpha(df["alpha"]))
-    base = normalise_alpha(baseline)
-
-    def mean_of(kind: str, name: str) -> pd.DataFrame:
-        s = d[d["kind"] == kind].groupby(layer_keys, dropna=False)["distance"]
-        return s.agg(["mean", "count"]).rename(columns={"mean": f"distance_{name}", "count": f"n_{name}"})
-
-    by_layer = mean_of("within", "within").join(mean_of("between", "between"), how="outer").reset_index()
-    for c in ("n_within", "n_between"):
-        by_layer[c] = by_layer[c].fillna(0).astype(int)
-    by_layer = (
-        by_layer[by_cols]
-        .sort_values([*keys, "alpha", "layer_index"], kind="mergesort")
-        .reset_index(drop=True)
-    )
-
-    # Per replicate s of alpha: its own between pairs vs the within pairs it belongs to.
-    ratio_rows = []
-    nonbase = d[d["alpha"] != base]
-    for key, sub in nonbase.groupby([*keys, "alpha"], sort=True, dropna=False):
-        w, b = sub[sub["kind"] == "within"], sub[sub["kind"] == "between"]
-        for s in sorted(set(b["seed_a"])):
-            bm = b[b["seed_a"] == s].groupby("layer_index")["distance"].mean()
-            wm = w[(w["seed_a"] == s) | (w["seed_b"] == s)].groupby("layer_index")["distance"].mean()
-            both = pd.concat([bm.rename("b"), wm.rename("w")], axis=1).dropna()
-            both = both[both["w"] > 0]  # a zero within distance has no finite ratio
-            r = (both["b"] / both["w"]).mean() if len(both) else np.nan
-            ratio_rows.append(
-                {
-                    **dict(zip([*keys, "alpha"], key)),
-                    "seed": int(s),
-                    "ratio": float(r),
-                    "distance_between": float(bm.mean()) if len(bm) else np.nan,
-                    "distance_within": float(wm.mean()) if len(wm) else np.nan,
-                    "n_layers": int(len(both)),
-                }
-            )
-    ratio = pd.DataFrame(ratio_rows, columns=ratio_cols)
-
-    test_frames = []
-    for key, sub in by_layer[by_layer["alpha"] != base].groupby(keys, sort=True, dropna=False):
-        rows = []
-        for alpha, s in sub.groupby("alpha", sort=True):
-            ok = s.dropna(subset=["distance_within", "distance_between"])
-            row = {
-                **dict(zip(keys, key if isinstance(key, tuple) else (key,))),
-                "alpha": alpha,
-                "n": len(ok),
-                "mean_between": ok["distance_between"].mean() if len(ok) else np.nan,
-                "mean_within": ok["distance_within"].mean() if len(ok) else np.nan,
-                "statistic": np.nan,
-                "p": np.nan,
-                "method": method,
-                "note": "",
-            }
-            row["ratio"] = row["mean_between"] / row["mean_within"] if row["mean_within"] else np.nan
-            if len(ok) < 2:
-                row["note"] = (
-                    "needs within and between distances in >= 2 layers "
-                    f"(within pairs {int(s['n_within'].max())}, between pairs {int(s['n_between'].max())})"
-                )
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # constant differences: NaN p
-                    t = paired_test(ok["distance_between"], ok["distance_within"], method=method)
-                row.update(statistic=t["statistic"], p=t["p"])
-            rows.append(row)
-        t = pd.DataFrame(rows)
-        t["p_bonferroni"] = bonferroni(t["p"].to_numpy(float))
-        t["significant"] = (t["p_bonferroni"] < significance).astype(bool)
-        test_frames.append(t)
-    tests = pd.concat(test_frames, ignore_index=True) if test_frames else pd.DataFrame(columns=test_cols)
-    return by_layer, ratio, tests[test_cols].reset_index(drop=True)
-
-
-def cca_plot_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Pair-level frame for :func:`selectivity.plots.selectivity.plot_cca_distance_by_layer`.
-
-    One row per (pair, layer) with ``distance_within`` set for within pairs and
-    ``distance_between`` for between pairs (the other NaN), so the plot's 95% CI bands
-    are over pairs rather than over a single per-layer mean.
-    """
-    keys = _group_keys(df)
-    d = df[[*keys, "alpha", "layer_index", "layer", "kind", "distance"]].copy()
-    d["distance_within"] = d["distance"].where(d["kind"] == "within")
-    d["distance_between"] = d["distance"].where(d["kind"] == "between")
-    return d.drop(columns=["kind", "distance"]).reset_index(drop=True)
+def cca_frame(sweep_dir: str | os.PathLike) -> pd.DataFrame:
+    """The sweep's table of :func:`sweep_cca` (``attrs``: its settings); empty if none or unreadable."""
+    files = SweepFiles(sweep_dir)
+    try:
+        df = pd.read_csv(files.cca_csv)
+        saved = json.loads(files.cca_settings.read_text()) if files.cca_settings.exists() else {}
+    except (OSError, ValueError):
+        return pd.DataFrame()
+    if isinstance(saved, dict):
+        df.attrs.update(saved)
+    return df
 
 
 # --------------------------------------------------------------------------- for the report
@@ -734,14 +636,18 @@ class CCADistances:
     settings: dict = field(default_factory=dict)
 
 
+#: Settings a cached table must share with the report's to be reused.
+_REPORT_KEYS = ("n_images", "mode", "max_pairs", "min_ratio", "method", "order")
+
+
 def cached_cca(sweep_dir: str | os.PathLike, settings: dict, pairs: pd.DataFrame) -> pd.DataFrame | None:
     """``SWEEP/analysis/cca_distances.csv`` if it was computed with ``settings`` on ``pairs``.
 
     Returns None when the file is missing, unreadable, symmetric, or made with other
     settings or other pairs of runs.
     """
-    sweep_dir = Path(sweep_dir)
-    csv, js = sweep_dir / CCA_CSV, sweep_dir / CCA_SETTINGS_JSON
+    files = SweepFiles(sweep_dir)
+    csv, js = files.cca_csv, files.cca_settings
     if not (csv.exists() and js.exists()):
         return None
     try:
@@ -749,7 +655,7 @@ def cached_cca(sweep_dir: str | os.PathLike, settings: dict, pairs: pd.DataFrame
         if any(saved.get(k) != v for k, v in settings.items()) or saved.get("symmetric"):
             return None
         df = pd.read_csv(csv)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return None
     have = set(map(tuple, df[["run_a", "run_b"]].drop_duplicates().to_numpy()))
     want = set(map(tuple, pairs[["run_a", "run_b"]].to_numpy()))
@@ -759,21 +665,17 @@ def cached_cca(sweep_dir: str | os.PathLike, settings: dict, pairs: pd.DataFrame
     return df
 
 
-def sweep_cca(
+def cca_or_note(
     sweep_dir: str | os.PathLike,
     runs: pd.DataFrame,
-    dataset: str | os.PathLike | None = None,
-    n_images: int = 2000,
-    mode: Mode = "spatial_mean",
+    settings: CCASettings | Mapping[str, Any] | None = None,
+    data: str | os.PathLike | None = None,
+    *,
     device: str = "cpu",
-    max_pairs: int | None = None,
-    min_ratio: float | None = 5.0,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
-    method: PWCCAMethod = "svcca",
-    order: PairOrder = "baseline-first",
 ) -> CCADistances:
-    """CCA distances of a sweep, or a note saying why they are missing (never raises).
+    """CCA distances of a sweep for the report, or a note saying why they are missing (never raises).
 
     Reuses ``SWEEP/analysis/cca_distances.csv`` when it was computed with the same
     settings on the same pairs of runs (e.g. by ``selectivity cca``).
@@ -784,13 +686,19 @@ def sweep_cca(
         Sweep directory.
     runs : pandas.DataFrame
         Its runs frame (``status``, ``alpha``, ``config`` JSON, ...).
-    dataset : path, optional
+    settings : CCASettings or mapping, optional
+        The settings, or their fields (bad fields become the note).
+    data : path, optional
         Dataset location (default: the one in ``sweep.json``, then the usual search;
         never downloaded).
-    n_images, mode, device, max_pairs, min_ratio, progress, log, method, order
-        See :func:`cca_distances`.
+    device, progress, log
+        See :func:`sweep_cca`.
     """
     log = log or (lambda _m: None)
+    try:
+        s = settings if isinstance(settings, CCASettings) else CCASettings(**dict(settings or {}))
+    except (TypeError, ValueError) as e:
+        return CCADistances(note=f"CCA not computed: {e}")
     done = runs[runs["status"] == "completed"] if not runs.empty else runs
     if done.empty:
         return CCADistances(note="CCA skipped: no completed runs.")
@@ -799,34 +707,20 @@ def sweep_cca(
             note="CCA skipped: no completed α = 0 runs, so there are no unregularised networks "
             "to compare with (the between-distances ρ(α, 0) need them)."
         )
-    if dataset is None:
-        dataset = _read_data_hint(Path(sweep_dir))
+    if data is None:
+        data = read_data_hint(sweep_dir)
     cfg = json.loads(done["config"].iloc[0]) if "config" in done.columns else {}
     try:
-        locate_dataset(cfg.get("dataset", "cifar10"), dataset)
+        locate_dataset(cfg.get("dataset", "cifar10"), data)
     except (FileNotFoundError, ValueError) as e:
         return CCADistances(note=f"CCA skipped: the dataset was not found ({e}). Pass --data PATH.")
-    settings = dict(
-        n_images=n_images, mode=mode, max_pairs=max_pairs, min_ratio=min_ratio, method=method, order=order
-    )
-    cached = cached_cca(sweep_dir, settings, plan_pairs(runs, 0.0, max_pairs))
+    wanted = {k: v for k, v in s.to_dict().items() if k in _REPORT_KEYS}
+    cached = cached_cca(sweep_dir, wanted, plan_pairs(runs, 0.0, s.max_pairs))
     if cached is not None:
         log(f"reusing {Path(sweep_dir) / CCA_CSV}")
-        return CCADistances(distances=cached, settings={**settings, **cached.attrs})
+        return CCADistances(distances=cached, settings={**wanted, **cached.attrs})
     try:
-        df = cca_distances(
-            sweep_dir,
-            dataset,
-            n_images=n_images,
-            mode=mode,
-            max_pairs=max_pairs,
-            device=device,
-            progress=progress,
-            min_ratio=min_ratio,
-            method=method,
-            order=order,
-            log=log,
-        )
+        df = sweep_cca(sweep_dir, s, data, device=device, progress=progress, log=log)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         return CCADistances(note=f"CCA not computed: {e}")
     return CCADistances(distances=df, settings=dict(df.attrs))

@@ -1,4 +1,4 @@
-"""Paper 2's mechanisms, measured on every completed run of a sweep (issue 11).
+"""Paper 2's mechanisms, measured on every completed run of a sweep.
 
 For each run (best-validation checkpoint, eval mode) and each selectivity layer, on the
 SAME class-stratified subset of test images for every run:
@@ -32,17 +32,21 @@ attacks add ``steps`` forward+backward passes each. Memory ``O(U^2)`` per layer 
 perturbation, whatever the number of images.
 
 Results are written to ``runs/<id>/geometry.json`` (settings + flat rows) and loaded
-into the ``geometry`` table of the sweep's database; a run whose file has the same
-settings is not recomputed.
+into the ``geometry`` table of the sweep's database (:data:`GEOMETRY_TABLES`); a run
+whose file has the same settings is not recomputed.
+
+The shape of every per-run analysis: :class:`GeometrySettings` (frozen, validated on
+construction), :func:`evaluate_run` (one run -> its record), :func:`sweep_geometry`
+(every completed run of a sweep) and :func:`geometry_frame` (the table, read back).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -58,23 +62,26 @@ from ..analysis.geometry import (
 )
 from ..analysis.gradients import gradient_variability
 from ..core.hooks import ActivationCapture
+from ..data import params_for_dataset
 from ..perturb.attacks import pgd
 from ..perturb.corruptions import CORRUPTIONS, corrupt
 from ..run.checkpoint import load_run
-from ..run.files import SweepFiles, read_json, write_json
-from ..sweep.store import GEOMETRY_NAME, open_store
-from .cca import select_images
+from ..run.files import DamagedFileError, RunFiles, SweepFiles, read_json, write_json
+from ..sweep.store import AnalysisTables, Table, open_store
+from .common import completed_runs, read_data_hint, select_images
 
 __all__ = [
     "GEOMETRY_NAME",
+    "GEOMETRY_TABLES",
     "GeometrySettings",
-    "check_settings",
     "perturbation_label",
-    "run_geometry",
+    "evaluate_run",
     "sweep_geometry",
     "geometry_frame",
 ]
 
+#: Per-run result file (relative to the run directory).
+GEOMETRY_NAME = RunFiles.GEOMETRY
 #: Default corruptions (one noise, one global photometric, one weather corruption).
 DEFAULT_CORRUPTIONS = ("gaussian_noise", "contrast", "fog")
 #: Default L-inf PGD budgets (pixel units, [0, 1] scale).
@@ -85,7 +92,9 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class GeometrySettings:
-    """What :func:`run_geometry` computes; stored with the results (a change recomputes).
+    """What :func:`evaluate_run` computes; stored with the results (a change recomputes).
+
+    Validated on construction (``ValueError``, one line, naming the setting).
 
     Attributes
     ----------
@@ -134,13 +143,20 @@ class GeometrySettings:
     gradient_layers: tuple[str, ...] | None = None
     batch_size: int = 250
 
+    def __post_init__(self) -> None:
+        for name in ("layers", "corruptions", "epsilons", "gradient_layers"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(v))
+        _check(self)
+
     def to_dict(self) -> dict:
         """JSON-ready settings (tuples as lists)."""
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def check_settings(s: GeometrySettings) -> None:
+def _check(s: GeometrySettings) -> None:
     """Raise ``ValueError`` (one line) for settings that cannot work."""
     if isinstance(s.share, bool) or not isinstance(s.share, (int, float)) or not 0 < s.share <= 1:
         raise ValueError(f"the variance share must be in (0, 1], got {s.share!r}")
@@ -200,7 +216,7 @@ def _read_cached(path: Path, settings: dict) -> dict | None:
     return saved
 
 
-def run_geometry(
+def evaluate_run(
     run_dir: str | os.PathLike,
     settings: GeometrySettings = GeometrySettings(),
     data: str | os.PathLike | None = None,
@@ -236,7 +252,6 @@ def run_geometry(
         Bad settings, a layer that does not exist, too few images for a layer's units
         (the message says how many are needed).
     """
-    check_settings(settings)
     run_dir = Path(run_dir)
     run = load_run(run_dir, data, device)
     model, cfg, splits, dev = run.model, run.config, run.splits, run.device
@@ -248,7 +263,7 @@ def run_geometry(
     idx = select_images(labels, settings.n_images, settings.image_seed)
     # Stored settings: what was asked plus what it resolved to, so a reuse is exact.
     stored = {**settings.to_dict(), "layers": layers, "gradient_layers": grad_layers, "images_used": len(idx)}
-    out = run_dir / GEOMETRY_NAME
+    out = RunFiles(run_dir).geometry
     if not force:
         cached = _read_cached(out, stored)
         if cached is not None:
@@ -258,7 +273,7 @@ def run_geometry(
     std = torch.tensor(splits.std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
     images = splits.test.images[torch.as_tensor(idx)]  # (N, C, H, W) uint8
     targets = splits.test.labels[torch.as_tensor(idx)]
-    params = "tinyimagenet" if str(cfg.dataset).startswith("tiny") else "cifar10"
+    params = params_for_dataset(cfg.dataset)
     units = settings.units
 
     # Probe the layer widths on 2 images: refuse too few images before any real work.
@@ -417,12 +432,6 @@ def run_geometry(
     return {**result, "reused": False}
 
 
-def _completed_runs(sweep_dir: Path) -> pd.DataFrame:
-    with open_store(sweep_dir, log=lambda _m: None) as store:
-        runs = store.runs_df()
-    return runs[runs["status"] == "completed"] if not runs.empty else runs
-
-
 def sweep_geometry(
     sweep_dir: str | os.PathLike,
     settings: GeometrySettings = GeometrySettings(),
@@ -439,14 +448,10 @@ def sweep_geometry(
     :func:`geometry_frame` of the sweep afterwards.
     """
     log = log or (lambda _m: None)
-    check_settings(settings)
     sweep_dir = Path(sweep_dir)
     if data is None:
-        try:
-            data = json.loads(SweepFiles(sweep_dir).spec.read_text()).get("data")
-        except (OSError, ValueError):
-            data = None
-    runs = _completed_runs(sweep_dir)
+        data = read_data_hint(sweep_dir)
+    runs = completed_runs(sweep_dir, log=lambda _m: None)
     if runs.empty:
         raise ValueError(f"{sweep_dir} has no completed runs to measure")
     batches = -(-settings.n_images // settings.batch_size)
@@ -460,7 +465,7 @@ def sweep_geometry(
         for run_id in runs["run_id"]:
             if bar is not None:
                 bar.set_postfix_str(str(run_id))
-            res = run_geometry(
+            res = evaluate_run(
                 SweepFiles(sweep_dir).run(run_id).root,
                 settings,
                 data,
@@ -481,5 +486,55 @@ def sweep_geometry(
 
 def geometry_frame(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """The sweep's geometry table (database, synced with the run directories), with run columns."""
-    with open_store(Path(sweep_dir), log=lambda _m: None) as store:
-        return store.geometry_df()
+    with open_store(Path(sweep_dir), log=lambda _m: None, analyses=[GEOMETRY_TABLES]) as store:
+        return store.frame(GEOMETRY_TABLES, "rows")
+
+
+# --------------------------------------------------------------------------- the store's table
+def _read_geometry(path: Path) -> dict:
+    """A ``geometry.json``; ``DamagedFileError`` unless its ``rows`` are a list of objects."""
+    saved = read_json(path)
+    rows = saved.get("rows")
+    if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+        raise DamagedFileError(f"{path} is damaged (expected 'rows', a list of objects)")
+    return saved
+
+
+def _geometry_rows(record: dict) -> dict[str, list[dict[str, Any]]]:
+    return {"rows": list(record["rows"])}
+
+
+#: The ``geometry`` table of the sweep's database, filled from ``RUN/geometry.json``.
+GEOMETRY_TABLES = AnalysisTables(
+    name="geometry",
+    tables={
+        "rows": Table(
+            "geometry",
+            (
+                ("run_id", "TEXT"),
+                ("layer_index", "INTEGER"),  # -1 for the input and the output, else the layer's position
+                ("layer", "TEXT"),  # a module name, "input" (pixel distances) or "output" (accuracy)
+                ("kind", "TEXT"),  # clean | corruption | adversarial
+                ("perturbation", "TEXT"),  # e.g. clean, gaussian_noise-3, pgd-linf-4/255, pgd-l2-match-fog-3
+                ("measure", "TEXT"),  # e.g. pca, participation_ratio, change_pca, l2_mean, grad_var_samples
+                ("value", "REAL"),
+            ),
+            key=("run_id", "layer", "perturbation", "measure"),
+            run_columns=(
+                "model",
+                "alpha",
+                "seed",
+                "activation",
+                "negative_slope",
+                "status",
+                "mean_selectivity",
+                "test_accuracy",
+            ),
+            run_columns_first=False,
+            order=("r.model", "r.alpha", "r.seed", "t.kind", "t.perturbation", "t.layer_index", "t.measure"),
+        )
+    },
+    files=lambda run: [run.geometry] if run.geometry.exists() else [],
+    read=_read_geometry,
+    rows=_geometry_rows,
+)

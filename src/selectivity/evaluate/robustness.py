@@ -34,11 +34,18 @@ Choices (documented, configurable through :class:`RobustnessSettings`):
 * Results go to ``RUN/robustness.json`` (atomically, with the settings); an existing
   result with the same settings is reused. While a run is evaluated, finished cells are
   kept in ``RUN/robustness.partial.json``, so a killed evaluation resumes.
+
+The shape of every per-run analysis: :class:`RobustnessSettings` (frozen, validated on
+construction), :func:`evaluate_run` (one run -> its record), :func:`sweep_robustness`
+(every completed run of a sweep) and :func:`robustness_frame` (a table, read back from
+the database, whose tables :data:`ROBUSTNESS_TABLES` describes).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import math
 import os
 import time
@@ -51,23 +58,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..data import find_corrupted, load_cifar10_c, load_tiny_imagenet_c
+from ..data import find_corrupted, load_cifar10_c, load_tiny_imagenet_c, params_for_dataset
 from ..perturb import ATTACKS, CORRUPTIONS, NORMS, accuracy_under_attack, corrupt, to_uint8
 from ..run.checkpoint import load_run
 from ..run.files import DamagedFileError, RunFiles, SweepFiles, read_json, write_json
-from ..sweep.store import ROBUSTNESS_NAME, open_store
-from .cca import select_images
+from ..sweep.store import AnalysisTables, Table, open_store
+from .common import completed_runs, read_data_hint, select_images
 
 __all__ = [
     "CHUNK",
     "DEFAULT_EPSILONS",
     "PARTIAL_NAME",
     "ROBUSTNESS_NAME",
+    "ROBUSTNESS_TABLES",
     "RobustnessSettings",
     "corrupted_cell",
     "evaluate_run",
     "params_for_dataset",
     "parse_epsilons",
+    "robustness_frame",
     "robustness_frames",
     "sweep_robustness",
 ]
@@ -76,21 +85,14 @@ __all__ = [
 CHUNK = 1000
 #: Default epsilon grid in [0, 1] pixel units: 0.25/255 ... 8/255.
 DEFAULT_EPSILONS: tuple[float, ...] = tuple(e / 255 for e in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
+#: Per-run result file (relative to the run directory).
+ROBUSTNESS_NAME = RunFiles.ROBUSTNESS
 #: Per-run file of finished cells while an evaluation is under way.
-PARTIAL_NAME = "robustness.partial.json"
+PARTIAL_NAME = RunFiles.ROBUSTNESS_PARTIAL
 #: Settings that do not change a result (left out of the comparison that reuses one).
 _NOT_COMPARED = ("device", "corrupted", "cifar10_c")
 #: Values of :attr:`RobustnessSettings.params`.
 PARAMS = ("auto", "cifar10", "tinyimagenet")
-
-
-def params_for_dataset(dataset: str) -> str:
-    """The corruption parameter set generated for a run's dataset.
-
-    ``"tinyimagenet"`` (Tiny ImageNet-C's, 64 px) for ``tiny-imagenet``, ``"cifar10"``
-    (CIFAR-10-C's, 32 px) for every other dataset.
-    """
-    return "tinyimagenet" if str(dataset).startswith("tiny") else "cifar10"
 
 
 def _run_dataset(run_dir: Path) -> str:
@@ -101,9 +103,9 @@ def _run_dataset(run_dir: Path) -> str:
         return "cifar10"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RobustnessSettings:
-    """What :func:`sweep_robustness` measures, and how.
+    """What :func:`sweep_robustness` measures, and how; validated on construction.
 
     Attributes
     ----------
@@ -167,14 +169,16 @@ class RobustnessSettings:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        self.corruptions = tuple(self.corruptions)
-        self.severities = tuple(self.severities)
-        self.attacks = tuple(self.attacks)
-        self.epsilons = tuple(float(e) for e in self.epsilons)
+        put = functools.partial(object.__setattr__, self)  # frozen: normalised once, here
+        put("corruptions", tuple(self.corruptions))
+        put("severities", tuple(self.severities))
+        put("attacks", tuple(self.attacks))
+        put("epsilons", tuple(float(e) for e in self.epsilons))
         if self.cifar10_c is not None:
             if self.corrupted is not None and str(self.corrupted) != str(self.cifar10_c):
                 raise ValueError("corrupted and cifar10_c name different directories: expected one directory")
-            self.corrupted, self.cifar10_c = str(self.cifar10_c), None
+            put("corrupted", str(self.cifar10_c))
+            put("cifar10_c", None)
         self.validate()
 
     def validate(self) -> RobustnessSettings:
@@ -339,7 +343,7 @@ class _CellSource:
         key = hashlib.sha1(
             repr((params, settings.corruption_seed, CHUNK, idx.tobytes().hex())).encode()
         ).hexdigest()[:16]
-        self.cache_dir = sweep_dir / "analysis" / "robustness_cells" / key
+        self.cache_dir = SweepFiles(sweep_dir).robustness_cells / key
         self.memo: dict[tuple[str, int], torch.Tensor] = {}
 
     def get(self, corruption: str, severity: int) -> torch.Tensor:
@@ -513,7 +517,7 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     params = settings.params_for(_run_dataset(run_dir))
-    out_path, part_path = run_dir / ROBUSTNESS_NAME, run_dir / PARTIAL_NAME
+    out_path, part_path = RunFiles(run_dir).robustness, RunFiles(run_dir).robustness_partial
     want = settings.compared()
     old = _read_result(out_path)
     n_cells = (
@@ -628,13 +632,6 @@ def evaluate_run(
 
 
 # --------------------------------------------------------------------------- the sweep
-def _read_data_hint(sweep_dir: Path) -> str | None:
-    try:
-        return read_json(SweepFiles(sweep_dir).spec).get("data")
-    except (FileNotFoundError, DamagedFileError, AttributeError):
-        return None
-
-
 def sweep_robustness(
     sweep_dir: str | os.PathLike,
     settings: RobustnessSettings | None = None,
@@ -673,13 +670,11 @@ def sweep_robustness(
     sweep_dir = Path(sweep_dir)
     settings = (settings or RobustnessSettings()).validate()
     log = log or (lambda _m: None)
-    with open_store(sweep_dir) as store:
-        runs = store.runs_df()
-    done = runs[runs["status"] == "completed"]
+    done = completed_runs(sweep_dir)
     if done.empty:
         raise ValueError(f"no completed run in {sweep_dir}: robustness needs trained checkpoints")
     if data is None:
-        data = _read_data_hint(sweep_dir)
+        data = read_data_hint(sweep_dir)
     if settings.corrupted:
         find_corrupted(settings.corrupted)  # fail before any work if it is missing
     # "auto" corruption parameters: by the dataset of the first run (all must share it).
@@ -700,7 +695,7 @@ def sweep_robustness(
         for rid in done["run_id"]:
             run_dir = SweepFiles(sweep_dir).run(rid).root
             if cells is None and not (
-                (old := _read_result(run_dir / ROBUSTNESS_NAME))
+                (old := _read_result(RunFiles(run_dir).robustness))
                 and settings.matches(old.get("settings"), params)
             ):
                 run = load_run(run_dir, data, "cpu")
@@ -723,11 +718,86 @@ def sweep_robustness(
         if bar is not None:
             bar.close()
     log(f"robustness of {len(done)} runs in {time.perf_counter() - t0:.0f} s")
-    with open_store(sweep_dir) as store:
-        return store.robustness_df("summary")
+    return robustness_frame(sweep_dir, "summary")
+
+
+def robustness_frame(sweep_dir: str | os.PathLike, kind: str = "summary") -> pd.DataFrame:
+    """One robustness table of a sweep's database, joined with the run's columns.
+
+    ``kind``: ``summary`` (one row per run), ``corruptions`` (per corruption and
+    severity) or ``attacks`` (per attack, norm and epsilon).
+    """
+    with open_store(Path(sweep_dir), log=lambda _m: None, analyses=[ROBUSTNESS_TABLES]) as store:
+        return store.frame(ROBUSTNESS_TABLES, kind)
 
 
 def robustness_frames(sweep_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
     """``summary``, ``corruptions`` and ``attacks`` frames of a sweep's database (long format)."""
-    with open_store(Path(sweep_dir)) as store:
-        return {k: store.robustness_df(k) for k in ("summary", "corruptions", "attacks")}
+    with open_store(Path(sweep_dir), log=lambda _m: None, analyses=[ROBUSTNESS_TABLES]) as store:
+        return {k: store.frame(ROBUSTNESS_TABLES, k) for k in ROBUSTNESS_TABLES.tables}
+
+
+# --------------------------------------------------------------------------- the store's tables
+def _robustness_rows(res: dict) -> dict[str, list[dict[str, Any]]]:
+    """A ``robustness.json`` as rows of the three tables (``run_id`` added by the store)."""
+    summary = {
+        "n_images": res.get("n_images"),
+        "clean_accuracy": res.get("clean_accuracy"),
+        "mean_corruption_accuracy": res.get("mean_corruption_accuracy"),
+        "relative_corruption_accuracy": res.get("relative_corruption_accuracy"),
+        "n_corruption_cells": res.get("n_corruption_cells"),
+        "settings": json.dumps(res.get("settings"), sort_keys=True),
+    }
+    return {
+        "summary": [summary],
+        "corruptions": list(res.get("corruptions") or []),
+        "attacks": list(res.get("attacks") or []),
+    }
+
+
+_RUN_COLUMNS = ("model", "alpha", "seed", "activation", "negative_slope", "mean_selectivity")
+_BY_RUN = ("r.model", "r.alpha", "r.seed", "r.run_id")
+
+#: The three robustness tables of the sweep's database, filled from ``RUN/robustness.json``.
+ROBUSTNESS_TABLES = AnalysisTables(
+    name="robustness",
+    tables={
+        "summary": Table(
+            "robustness_runs",
+            (
+                ("run_id", "TEXT PRIMARY KEY"),
+                ("n_images", "INTEGER"),
+                ("clean_accuracy", "REAL"),
+                ("mean_corruption_accuracy", "REAL"),
+                ("relative_corruption_accuracy", "REAL"),
+                ("n_corruption_cells", "INTEGER"),
+                ("settings", "TEXT"),  # JSON
+            ),
+            run_columns=_RUN_COLUMNS,
+            order=_BY_RUN,
+        ),
+        "corruptions": Table(
+            "robustness_corruptions",
+            (("run_id", "TEXT"), ("corruption", "TEXT"), ("severity", "INTEGER"), ("accuracy", "REAL")),
+            key=("run_id", "corruption", "severity"),
+            run_columns=_RUN_COLUMNS,
+            order=(*_BY_RUN, "t.corruption", "t.severity"),
+        ),
+        "attacks": Table(
+            "robustness_attacks",
+            (
+                ("run_id", "TEXT"),
+                ("attack", "TEXT"),
+                ("norm", "TEXT"),
+                ("epsilon", "REAL"),
+                ("accuracy", "REAL"),
+            ),
+            key=("run_id", "attack", "norm", "epsilon"),
+            run_columns=_RUN_COLUMNS,
+            order=(*_BY_RUN, "t.attack", "t.epsilon"),
+        ),
+    },
+    files=lambda run: [run.robustness] if run.robustness.exists() else [],
+    read=read_json,
+    rows=_robustness_rows,
+)

@@ -1,7 +1,7 @@
 """Figures of paper 2 (robustness vs class selectivity). Plot functions only draw.
 
 Every function takes precomputed tables (from
-:meth:`selectivity.sweep.ResultsStore.robustness_df` and statistics computed by the
+:func:`selectivity.evaluate.robustness.robustness_frames` and statistics computed by the
 caller) and an optional ``ax``; none computes a statistic.
 """
 

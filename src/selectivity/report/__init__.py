@@ -53,7 +53,7 @@ figures) that ``selectivity sweep`` and ``selectivity summarize`` produce;
 robustness, summary.
 
 The CCA analysis (paper Fig. 3) is the one part that needs the data and the
-checkpoints (:func:`selectivity.evaluate.cca.sweep_cca`); it runs only with
+checkpoints (:func:`selectivity.evaluate.cca.cca_or_note`); it runs only with
 ``cca=True`` and is replaced by a note when the data, the checkpoints or the alpha = 0
 runs are missing. Any missing piece (one alpha, no baseline, every run of an alpha
 failed, a figure that cannot be drawn) becomes a short note in its section, never an
@@ -67,7 +67,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..analysis.stats import Family
-from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, sweep_cca
+from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, cca_or_note
 from .collect import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
 from .experiment import ExperimentResult, robustness_settings, run_experiment
 from .html import render_html
@@ -119,22 +119,13 @@ def run_cca(
 
     Reuses ``SWEEP/analysis/cca_distances.csv`` when it was computed with the same
     settings on the same pairs of runs (e.g. by ``selectivity cca``); see
-    :func:`selectivity.evaluate.cca.sweep_cca`. The dataset defaults to the one
+    :func:`selectivity.evaluate.cca.cca_or_note`. The dataset defaults to the one
     recorded in ``sweep.json``.
     """
     dataset = dataset if dataset is not None else data.sweep.get("data")
-    return sweep_cca(
-        data.sweep_dir,
-        data.runs,
-        dataset,
-        n_images,
-        mode,
-        device,
-        max_pairs,
-        min_ratio,
-        progress,
-        log,
-        method,
+    settings = dict(n_images=n_images, mode=mode, max_pairs=max_pairs, min_ratio=min_ratio, method=method)
+    return cca_or_note(
+        data.sweep_dir, data.runs, settings, dataset, device=device, progress=progress, log=log
     )
 
 
@@ -182,7 +173,7 @@ def build_report(
         Dataset location for the CCA (default: the one in ``sweep.json``, then
         ``$SELECTIVITY_DATA`` / the cache; never downloaded here).
     cca_images, cca_mode, cca_max_pairs, cca_min_ratio, cca_method
-        See :func:`selectivity.evaluate.cca.cca_distances`.
+        See :class:`selectivity.evaluate.cca.CCASettings`.
     family : {"sign", "all"}, default "sign"
         Bonferroni family of the t-tests against alpha = 0 (see
         :func:`selectivity.analysis.stats.ttests_against_baseline`).

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..evaluate.geometry import GEOMETRY_TABLES
+from ..evaluate.robustness import ROBUSTNESS_TABLES
 from ..run.files import SweepFiles, provenance, read_json
 from ..sweep.store import open_store
 
@@ -150,11 +152,12 @@ def collect(sweep_dir: str | os.PathLike) -> ReportData:
     """
     sweep_dir = Path(sweep_dir)
     files = SweepFiles(sweep_dir)
-    with open_store(sweep_dir) as store:  # alphas come back normalised; the one scan of runs/
+    # The one scan of runs/ (analysis tables synced with it); alphas come back normalised.
+    with open_store(sweep_dir, analyses=[ROBUSTNESS_TABLES, GEOMETRY_TABLES]) as store:
         runs = store.runs_df()
         layers = store.layers_df()
-        robustness = {kind: store.robustness_df(kind) for kind in ROBUSTNESS_KINDS}
-        geometry = store.geometry_df()
+        robustness = {kind: store.frame(ROBUSTNESS_TABLES, kind) for kind in ROBUSTNESS_KINDS}
+        geometry = store.frame(GEOMETRY_TABLES, "rows")
     sweep: dict[str, Any] = {}
     if files.spec.exists():
         try:

@@ -237,7 +237,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def restart_hint(path: Path) -> str:
-    if path.name == "last.pt" and path.parent.name == "checkpoints":
+    if path.parts[-2:] == Path(RunFiles.LAST).parts:
         run = path.parent.parent
         return (
             f"; delete it to restart the run from epoch 0 (or delete {run} to start over), "
@@ -273,8 +273,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
         raise CheckpointError(
             f"cannot load checkpoint {path}: {type(e).__name__}: {msg}{restart_hint(path)}"
         ) from None
-    if path.name in ("last.pt", "best.pt"):
-        check_checkpoint(ckpt, path, LAST_KEYS if path.name == "last.pt" else BEST_KEYS)
+    last, best = Path(RunFiles.LAST).name, Path(RunFiles.BEST).name
+    if path.name in (last, best):
+        check_checkpoint(ckpt, path, LAST_KEYS if path.name == last else BEST_KEYS)
     return ckpt
 
 
@@ -367,34 +368,85 @@ def provenance() -> dict:
 
 
 class RunFiles:
-    """Paths of one run directory."""
+    """Paths of one run directory.
+
+    The upper-case class attributes are the file names relative to the run directory
+    (the keys :class:`selectivity.run.health.RunHealth` reports problems under); the
+    properties are the paths. Every module names a run's files through this class.
+    """
+
+    CONFIG = "config.json"
+    META = "meta.json"
+    METRICS = "metrics.jsonl"
+    RESULT = "result.json"
+    CHECKPOINTS = "checkpoints"
+    LAST = "checkpoints/last.pt"
+    BEST = "checkpoints/best.pt"
+    #: The run's ``flock`` (:func:`run_lock`).
+    LOCK = ".lock"
+    #: Messages of the sweep's executors.
+    LOG = "train.log"
+    #: Folder of files set aside (:func:`set_aside`).
+    DAMAGED = "damaged"
+    #: What only the sweep driver knows (its wall-clock time of the run).
+    RECORD = "sweep_record.json"
+    #: Paper 2 robustness results (:mod:`selectivity.evaluate.robustness`).
+    ROBUSTNESS = "robustness.json"
+    #: Finished cells of a robustness evaluation under way.
+    ROBUSTNESS_PARTIAL = "robustness.partial.json"
+    #: Paper 2 dimensionality and gradient results (:mod:`selectivity.evaluate.geometry`).
+    GEOMETRY = "geometry.json"
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    config = property(lambda self: self.root / "config.json")
-    meta = property(lambda self: self.root / "meta.json")
-    metrics = property(lambda self: self.root / "metrics.jsonl")
-    result = property(lambda self: self.root / "result.json")
-    checkpoints = property(lambda self: self.root / "checkpoints")
-    last = property(lambda self: self.root / "checkpoints" / "last.pt")
-    best = property(lambda self: self.root / "checkpoints" / "best.pt")
+    config = property(lambda self: self.root / RunFiles.CONFIG)
+    meta = property(lambda self: self.root / RunFiles.META)
+    metrics = property(lambda self: self.root / RunFiles.METRICS)
+    result = property(lambda self: self.root / RunFiles.RESULT)
+    checkpoints = property(lambda self: self.root / RunFiles.CHECKPOINTS)
+    last = property(lambda self: self.root / RunFiles.LAST)
+    best = property(lambda self: self.root / RunFiles.BEST)
+    lock = property(lambda self: self.root / RunFiles.LOCK)
+    log = property(lambda self: self.root / RunFiles.LOG)
+    damaged = property(lambda self: self.root / RunFiles.DAMAGED)
+    record = property(lambda self: self.root / RunFiles.RECORD)
+    robustness = property(lambda self: self.root / RunFiles.ROBUSTNESS)
+    robustness_partial = property(lambda self: self.root / RunFiles.ROBUSTNESS_PARTIAL)
+    geometry = property(lambda self: self.root / RunFiles.GEOMETRY)
 
     def is_run_dir(self) -> bool:
         return self.config.exists()
 
 
 class SweepFiles:
-    """Paths of one sweep directory."""
+    """Paths of one sweep directory (upper-case attributes: names relative to it)."""
+
+    RUNS = RUNS_DIR
+    DB = DB_NAME
+    SPEC = "sweep.json"
+    FIGURES = "figures"
+    ANALYSIS = "analysis"
+    #: Runs moved away by ``--archive-mismatched``.
+    ARCHIVE = "archive"
+    #: PWCCA distances of :mod:`selectivity.evaluate.cca` and their settings.
+    CCA_CSV = "analysis/cca_distances.csv"
+    CCA_SETTINGS = "analysis/cca_settings.json"
+    #: Generated corrupted images shared by every run (:mod:`selectivity.evaluate.robustness`).
+    ROBUSTNESS_CELLS = "analysis/robustness_cells"
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
-    runs = property(lambda self: self.root / RUNS_DIR)
-    db = property(lambda self: self.root / DB_NAME)
-    spec = property(lambda self: self.root / "sweep.json")
-    figures = property(lambda self: self.root / "figures")
-    analysis = property(lambda self: self.root / "analysis")
+    runs = property(lambda self: self.root / SweepFiles.RUNS)
+    db = property(lambda self: self.root / SweepFiles.DB)
+    spec = property(lambda self: self.root / SweepFiles.SPEC)
+    figures = property(lambda self: self.root / SweepFiles.FIGURES)
+    analysis = property(lambda self: self.root / SweepFiles.ANALYSIS)
+    archive = property(lambda self: self.root / SweepFiles.ARCHIVE)
+    cca_csv = property(lambda self: self.root / SweepFiles.CCA_CSV)
+    cca_settings = property(lambda self: self.root / SweepFiles.CCA_SETTINGS)
+    robustness_cells = property(lambda self: self.root / SweepFiles.ROBUSTNESS_CELLS)
 
     def run(self, run_id: str) -> RunFiles:
         """The files of run ``run_id``."""
@@ -413,7 +465,7 @@ def set_aside(run_dir: str | os.PathLike, names: Iterable[str]) -> Path | None:
     names = [n for n in names if (root / n).exists()]
     if not names:
         return None
-    dest = root / "damaged" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = root / RunFiles.DAMAGED / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     k = 1
     while dest.exists():
         dest = dest.with_name(dest.name.split("-")[0] + f"-{k}")
@@ -440,12 +492,12 @@ def run_lock(run_dir: str | os.PathLike, wait: bool = True) -> Iterator[None]:
     """
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a") as lock:
+    with open(RunFiles(root).lock, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise RunBusyError(
-                f"another process is training the run in {root} (it holds {root / '.lock'}); "
+                f"another process is training the run in {root} (it holds {RunFiles(root).lock}); "
                 "wait for it to finish or stop it"
             ) from None
         try:

@@ -83,20 +83,19 @@ class RunHealth:
             return []
         files = RunFiles(self.root)
         names = set(self.problems)
-        restart = bool(names & {"checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl"}) or (
-            "config.json" in names and self.last_epoch is None
-        )
-        extra = ["result.json"]
+        training = {RunFiles.LAST, RunFiles.BEST, RunFiles.METRICS}
+        restart = bool(names & training) or (RunFiles.CONFIG in names and self.last_epoch is None)
+        extra = [RunFiles.RESULT]
         if restart:
-            extra += ["checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl"]
+            extra += [RunFiles.LAST, RunFiles.BEST, RunFiles.METRICS]
         names |= {n for n in extra if (files.root / n).exists()}
         order = [
-            "config.json",
-            "meta.json",
-            "metrics.jsonl",
-            "result.json",
-            "checkpoints/last.pt",
-            "checkpoints/best.pt",
+            RunFiles.CONFIG,
+            RunFiles.META,
+            RunFiles.METRICS,
+            RunFiles.RESULT,
+            RunFiles.LAST,
+            RunFiles.BEST,
         ]
         return [n for n in order if n in names]
 
@@ -164,14 +163,14 @@ def inspect_run_dir(
             TrainConfig.from_dict(cfgd)
             h.config = cfgd
         except DamagedFileError as e:
-            problem("config.json", str(e).split(" is damaged ", 1)[-1])
+            problem(RunFiles.CONFIG, str(e).split(" is damaged ", 1)[-1])
         except (ConfigError, TypeError) as e:
-            problem("config.json", f"not a valid config ({e})")
+            problem(RunFiles.CONFIG, f"not a valid config ({e})")
     if files.meta.exists():
         try:
             read_json(files.meta)
         except DamagedFileError as e:
-            problem("meta.json", str(e).split(" is damaged ", 1)[-1])
+            problem(RunFiles.META, str(e).split(" is damaged ", 1)[-1])
     if files.result.exists():
         try:
             res = read_json(files.result)
@@ -185,15 +184,15 @@ def inspect_run_dir(
                     raise DamagedFileError("'layers' is not a list")
             h.result = res
         except DamagedFileError as e:
-            problem("result.json", str(e).split(" is damaged ", 1)[-1])
+            problem(RunFiles.RESULT, str(e).split(" is damaged ", 1)[-1])
     for name, p, keys in (
-        ("checkpoints/last.pt", files.last, LAST_KEYS),
-        ("checkpoints/best.pt", files.best, BEST_KEYS),
+        (RunFiles.LAST, files.last, LAST_KEYS),
+        (RunFiles.BEST, files.best, BEST_KEYS),
     ):
         if not p.exists():
             continue
         if not checkpoints:
-            if name == "checkpoints/last.pt":
+            if name == RunFiles.LAST:
                 h.last_epoch = -1  # present, not opened
             continue
         try:
@@ -220,13 +219,13 @@ def inspect_run_dir(
                 continue
         if h.config is None:  # config.json missing or damaged: the checkpoint says which run this is
             h.config = ckpt["config"]
-        if name == "checkpoints/last.pt":
+        if name == RunFiles.LAST:
             h.last_epoch = int(ckpt["epoch"])
     if files.metrics.exists():
         try:
             text = files.metrics.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
-            problem("metrics.jsonl", "not UTF-8 text")
+            problem(RunFiles.METRICS, "not UTF-8 text")
         else:
             lines = [line for line in text.split("\n")]
             torn_ok = not text.endswith("\n")  # the last line may be torn by a kill
@@ -242,12 +241,12 @@ def inspect_run_dir(
                 except (ValueError, RecursionError):
                     if torn_ok and i == len(lines) - 1:
                         break
-                    problem("metrics.jsonl", f"line {i + 1} is not an epoch record")
+                    problem(RunFiles.METRICS, f"line {i + 1} is not an epoch record")
                     break
-            if "metrics.jsonl" not in h.problems:
+            if RunFiles.METRICS not in h.problems:
                 need = max(h.last_epoch or 0, 0)
                 if h.result is not None and h.result.get("status") in FINAL_STATUSES:
                     need = max(need, int(h.result.get("epochs_completed") or 0))
                 if rows < need:
-                    problem("metrics.jsonl", f"holds {rows} epochs, the run completed {need}")
+                    problem(RunFiles.METRICS, f"holds {rows} epochs, the run completed {need}")
     return h

@@ -63,12 +63,12 @@ def _mismatch_message(sweep_dir: Path, mismatched: list[tuple[str, dict[str, tup
     return (
         f"{len(names)} run(s) in {sweep_dir / RUNS_DIR} were trained with another configuration "
         f"({what}): {shown}; nothing was run. Use a new --out for the new configuration, or "
-        f"--archive-mismatched to move those runs to {sweep_dir / 'archive'} and train them again"
+        f"--archive-mismatched to move those runs to {SweepFiles(sweep_dir).archive} and train them again"
     )
 
 
 def _archive(sweep_dir: Path, run_ids: list[str], store: ResultsStore, log: Callable[[str], None]) -> Path:
-    dest = sweep_dir / "archive" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = SweepFiles(sweep_dir).archive / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     k = 1
     while dest.exists():
         dest = dest.with_name(dest.name.split("-")[0] + f"-{k}")
@@ -85,7 +85,7 @@ def _write_sweep_json(
     sweep_dir: Path, spec: SweepSpec, executor: str, data: str | None, fuse: int = 1
 ) -> None:
     """Record the spec being run; earlier different specs are kept under ``history``."""
-    path = sweep_dir / "sweep.json"
+    path = SweepFiles(sweep_dir).spec
     history: list = []
     try:
         old = read_json(path)

@@ -189,7 +189,7 @@ def execute_run(task: Task, progress: bool = False) -> dict:
             threads = cfg.num_threads or task.threads
             if threads:
                 torch.set_num_threads(threads)
-            with open(files.root / "train.log", "a") as logf:
+            with open(files.log, "a") as logf:
 
                 def log(msg: str) -> None:
                     logf.write(msg + "\n")
@@ -238,7 +238,7 @@ def execute_group(group: GroupTask, progress: bool = False) -> list[dict]:
         for f in sorted(files, key=lambda f: str(f.root)):  # one order everywhere: no deadlock
             f.root.mkdir(parents=True, exist_ok=True)
             stack.enter_context(run_lock(f.root, wait=True))
-        logfiles = [stack.enter_context(open(f.root / "train.log", "a")) for f in files]
+        logfiles = [stack.enter_context(open(f.log, "a")) for f in files]
 
         def writer(fh: Any) -> Callable[[str], None]:
             def log(msg: str) -> None:

@@ -5,6 +5,12 @@ truth (the driver's wall-clock time of a run is kept there too, in
 ``sweep_record.json``); :func:`rebuild_store` recreates the database from the run
 directories alone, and :func:`open_store_checked` does so by itself when the database is
 damaged.
+
+Per-run analyses (:mod:`selectivity.evaluate`) bring their own tables: each hands the
+store an :class:`AnalysisTables` (its tables' columns and SQL types, which files of a run
+directory hold its results, how to read one, and the record -> rows function). The store
+only knows the generic steps: create the tables, load each run's files into them when the
+files change, and read a table back joined with the run's columns.
 """
 
 from __future__ import annotations
@@ -14,19 +20,31 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..analysis.stats import normalise_alpha
-from ..run.files import DB_NAME, FINAL_STATUSES, RUNS_DIR, DamagedFileError, RunFiles, read_json, write_json
+from ..run.files import (
+    DB_NAME,
+    FINAL_STATUSES,
+    RUNS_DIR,
+    DamagedFileError,
+    RunFiles,
+    SweepFiles,
+    read_json,
+    write_json,
+)
 from ..run.health import inspect_run_dir
 
 __all__ = [
     "open_store",
     "ResultsStore",
+    "AnalysisTables",
+    "Table",
     "rebuild_store",
     "scan_run_dir",
     "sync_store",
@@ -35,17 +53,11 @@ __all__ = [
     "DB_NAME",
     "RUNS_DIR",
     "RECORD_NAME",
-    "ROBUSTNESS_NAME",
-    "sync_robustness",
-    "GEOMETRY_NAME",
-    "read_geometry_rows",
 ]
 
 # DB_NAME and RUNS_DIR are defined in selectivity.run.files (re-exported here).
 #: Per-run file with what only the driver knows (its wall-clock time of the run).
-RECORD_NAME = "sweep_record.json"
-#: Per-run robustness results (written by selectivity.evaluate.robustness).
-ROBUSTNESS_NAME = "robustness.json"
+RECORD_NAME = RunFiles.RECORD
 
 
 def _stderr(msg: str) -> None:
@@ -85,60 +97,101 @@ LAYER_COLUMNS = [
     ("dead_fraction", "REAL"),
     ("precision", "REAL"),
 ]
-#: Per-run file written by ``selectivity geometry`` (:mod:`selectivity.evaluate.geometry`):
-#: ``{"settings": {...}, "rows": [{layer_index, layer, kind, perturbation, measure, value}]}``.
-GEOMETRY_NAME = "geometry.json"
-GEOMETRY_COLUMNS = [
-    ("run_id", "TEXT"),
-    ("layer_index", "INTEGER"),  # -1 for the input and the output, else the layer's position
-    ("layer", "TEXT"),  # a module name, "input" (pixel distances) or "output" (accuracy)
-    ("kind", "TEXT"),  # clean | corruption | adversarial
-    ("perturbation", "TEXT"),  # e.g. clean, gaussian_noise-3, pgd-linf-4/255, pgd-l2-match-fog-3
-    ("measure", "TEXT"),  # e.g. pca, participation_ratio, change_pca, l2_mean, grad_var_samples
-    ("value", "REAL"),
-]
 
-# Paper 2's robustness results, one set per run (filled from RUN/robustness.json).
-ROBUSTNESS_TABLES = {
-    "robustness_runs": [
-        ("run_id", "TEXT PRIMARY KEY"),
-        ("n_images", "INTEGER"),
-        ("clean_accuracy", "REAL"),
-        ("mean_corruption_accuracy", "REAL"),
-        ("relative_corruption_accuracy", "REAL"),
-        ("n_corruption_cells", "INTEGER"),
-        ("settings", "TEXT"),  # JSON
-    ],
-    "robustness_corruptions": [
-        ("run_id", "TEXT"),
-        ("corruption", "TEXT"),
-        ("severity", "INTEGER"),
-        ("accuracy", "REAL"),
-    ],
-    "robustness_attacks": [
-        ("run_id", "TEXT"),
-        ("attack", "TEXT"),
-        ("norm", "TEXT"),
-        ("epsilon", "REAL"),
-        ("accuracy", "REAL"),
-    ],
-}
-_ROBUSTNESS_KEYS = {
-    "robustness_corruptions": "PRIMARY KEY (run_id, corruption, severity)",
-    "robustness_attacks": "PRIMARY KEY (run_id, attack, norm, epsilon)",
-}
-_ROBUSTNESS_KINDS = {
-    "summary": "robustness_runs",
-    "corruptions": "robustness_corruptions",
-    "attacks": "robustness_attacks",
-}
+
+@dataclass(frozen=True)
+class Table:
+    """One SQL table of a per-run analysis.
+
+    Attributes
+    ----------
+    name : str
+        SQL table name.
+    columns : tuple of (str, str)
+        Column names and SQL types; the first is ``("run_id", "TEXT")``.
+    key : tuple of str
+        Primary-key columns (empty: none).
+    run_columns : tuple of str
+        Columns of the ``runs`` table joined to every row by :meth:`ResultsStore.frame`.
+    run_columns_first : bool
+        Joined columns before the table's own (True) or after them.
+    order : tuple of str
+        ``ORDER BY`` terms, columns qualified ``r.`` (runs) or ``t.`` (this table).
+    """
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    key: tuple[str, ...] = ()
+    run_columns: tuple[str, ...] = ("model", "alpha", "seed", "activation", "negative_slope")
+    run_columns_first: bool = True
+    order: tuple[str, ...] = ("r.model", "r.alpha", "r.seed", "r.run_id")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [n for n, _ in self.columns]
+
+    def create_sql(self) -> str:
+        cols = ", ".join(f"{n} {t}" for n, t in self.columns)
+        key = f", PRIMARY KEY ({', '.join(self.key)})" if self.key else ""
+        return f"CREATE TABLE IF NOT EXISTS {self.name} ({cols}{key})"
+
+
+@dataclass(frozen=True)
+class AnalysisTables:
+    """What the store needs to hold one per-run analysis's results.
+
+    Attributes
+    ----------
+    name : str
+        The analysis (``"robustness"``); its bookkeeping table is ``<name>_files``.
+    tables : mapping of str to Table
+        Kind of rows (``"summary"``, ...) -> table.
+    files : callable
+        ``files(RunFiles) -> list of Path``: the run's result files (existing ones).
+    read : callable
+        ``read(path) -> dict``: one file's record; raises
+        :class:`~selectivity.run.files.DamagedFileError` (or ``FileNotFoundError``).
+    rows : callable
+        ``rows(record) -> {kind: [row dict, ...]}``: rows by column name (``run_id`` is
+        added by the store).
+    """
+
+    name: str
+    tables: Mapping[str, Table]
+    files: Callable[[RunFiles], list[Path]]
+    read: Callable[[Path], dict]
+    rows: Callable[[dict], Mapping[str, Sequence[Mapping[str, Any]]]]
+
+    @property
+    def files_table(self) -> str:
+        return f"{self.name}_files"
 
 
 class ResultsStore:
-    """SQLite table of runs (one row each) and of their per-layer results."""
+    """SQLite table of runs (one row each), of their per-layer results, and of analyses.
 
-    def __init__(self, path: str | os.PathLike, wal: bool = True, check: bool = False):
+    Parameters
+    ----------
+    path : path
+        The database file.
+    wal : bool
+        Write-ahead journal (False for a database built and then renamed).
+    check : bool
+        Run SQLite's ``quick_check`` first (a damaged file raises ``sqlite3.DatabaseError``).
+    analyses : iterable of AnalysisTables
+        Per-run analyses whose tables this store holds (created if missing; recreated,
+        empty, if their columns changed: they are rebuilt from the run directories).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        wal: bool = True,
+        check: bool = False,
+        analyses: Iterable[AnalysisTables] = (),
+    ):
         self.path = Path(path)
+        self.analyses: tuple[AnalysisTables, ...] = tuple(analyses)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=30)
         try:
@@ -153,18 +206,8 @@ class ResultsStore:
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS layers ({lcols}, PRIMARY KEY (run_id, layer_index))"
             )
-            for table, tcols in ROBUSTNESS_TABLES.items():
-                spec = ", ".join(f"{n} {t}" for n, t in tcols)
-                key = f", {_ROBUSTNESS_KEYS[table]}" if table in _ROBUSTNESS_KEYS else ""
-                self.conn.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec}{key})")
-            gcols = ", ".join(f"{n} {t}" for n, t in GEOMETRY_COLUMNS)
-            self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS geometry ({gcols}, PRIMARY KEY (run_id, layer, perturbation, measure))"
-            )
-            # which geometry.json (size, mtime) the geometry rows of a run come from
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS geometry_files (run_id TEXT PRIMARY KEY, stamp TEXT)"
-            )
+            for spec in self.analyses:
+                self._create(spec)
             have = [r[1] for r in self.conn.execute("PRAGMA table_info(runs)").fetchall()]
             if have != [n for n, _ in RUN_COLUMNS]:
                 raise sqlite3.DatabaseError(f"table runs has columns {have}")
@@ -172,6 +215,23 @@ class ResultsStore:
         except BaseException:
             self.conn.close()
             raise
+
+    def _columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.conn.execute(f"PRAGMA table_info({table})").fetchall()]
+
+    def _create(self, spec: AnalysisTables) -> None:
+        """Create an analysis's tables; tables of an older layout are dropped and made anew."""
+        stale = any((have := self._columns(t.name)) and have != t.column_names for t in spec.tables.values())
+        if stale:  # derived data: rebuilt from the run directories at the next sync
+            for t in spec.tables.values():
+                self.conn.execute(f"DROP TABLE IF EXISTS {t.name}")
+            self.conn.execute(f"DROP TABLE IF EXISTS {spec.files_table}")
+        for t in spec.tables.values():
+            self.conn.execute(t.create_sql())
+        # which files (names, sizes, mtimes) each run's rows come from
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {spec.files_table} (run_id TEXT PRIMARY KEY, stamp TEXT)"
+        )
 
     def close(self) -> None:
         self.conn.close()
@@ -246,17 +306,6 @@ class ResultsStore:
                     ),
                 )
 
-    def record_geometry(self, run_id: str, rows: list[dict], stamp: str | None = None) -> None:
-        """Replace the geometry rows of one run (see :data:`GEOMETRY_COLUMNS`)."""
-        names = [n for n, _ in GEOMETRY_COLUMNS]
-        with self.conn:
-            self.conn.execute("DELETE FROM geometry WHERE run_id=?", (run_id,))
-            self.conn.executemany(
-                f"INSERT OR REPLACE INTO geometry VALUES ({', '.join('?' * len(names))})",
-                [[run_id, *(r.get(n) for n in names[1:])] for r in rows],
-            )
-            self.conn.execute("INSERT OR REPLACE INTO geometry_files VALUES (?, ?)", (run_id, stamp or ""))
-
     def set_status(self, run_id: str, status: str) -> None:
         with self.conn:
             self.conn.execute(
@@ -280,67 +329,48 @@ class ResultsStore:
         )
         return _normalised(df)
 
-    def record_robustness(self, run_id: str, res: dict | None) -> None:
-        """Replace one run's robustness rows with ``res`` (a ``robustness.json``); None deletes them."""
-        with self.conn:
-            for table in ROBUSTNESS_TABLES:
-                self.conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
-            if not res:
-                return
-            self.conn.execute(
-                "INSERT INTO robustness_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    res.get("n_images"),
-                    res.get("clean_accuracy"),
-                    res.get("mean_corruption_accuracy"),
-                    res.get("relative_corruption_accuracy"),
-                    res.get("n_corruption_cells"),
-                    json.dumps(res.get("settings"), sort_keys=True),
-                ),
-            )
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO robustness_corruptions VALUES (?, ?, ?, ?)",
-                [
-                    (run_id, c["corruption"], c["severity"], c["accuracy"])
-                    for c in res.get("corruptions") or []
-                ],
-            )
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO robustness_attacks VALUES (?, ?, ?, ?, ?)",
-                [
-                    (run_id, a["attack"], a["norm"], a["epsilon"], a["accuracy"])
-                    for a in res.get("attacks") or []
-                ],
-            )
+    def record_analysis(
+        self,
+        spec: AnalysisTables,
+        run_id: str,
+        rows: Mapping[str, Sequence[Mapping[str, Any]]],
+        stamp: str | None,
+    ) -> None:
+        """Replace one run's rows of an analysis (``rows``: kind -> row dicts).
 
-    def robustness_df(self, kind: str = "summary") -> pd.DataFrame:
-        """Robustness rows joined with the run's model, alpha, seed, activation, slope and
-        mean selectivity: ``kind`` is ``summary`` (one row per run), ``corruptions`` or ``attacks``."""
-        if kind not in _ROBUSTNESS_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(_ROBUSTNESS_KINDS)}, got {kind!r}")
-        table = _ROBUSTNESS_KINDS[kind]
-        order = {
-            "summary": "",
-            "corruptions": ", t.corruption, t.severity",
-            "attacks": ", t.attack, t.epsilon",
-        }[kind]
+        ``stamp`` records which files the rows come from (None: record none, so the
+        files are read again at the next sync).
+        """
+        with self.conn:
+            for t in spec.tables.values():
+                self.conn.execute(f"DELETE FROM {t.name} WHERE run_id=?", (run_id,))
+            for kind, table in spec.tables.items():
+                names = table.column_names
+                self.conn.executemany(
+                    f"INSERT OR REPLACE INTO {table.name} VALUES ({', '.join('?' * len(names))})",
+                    [[run_id, *(r.get(n) for n in names[1:])] for r in rows.get(kind, ())],
+                )
+            if stamp is None:
+                self.conn.execute(f"DELETE FROM {spec.files_table} WHERE run_id=?", (run_id,))
+            else:
+                self.conn.execute(f"INSERT OR REPLACE INTO {spec.files_table} VALUES (?, ?)", (run_id, stamp))
+
+    def forget_analysis(self, spec: AnalysisTables, run_id: str) -> None:
+        """Delete one run's rows of an analysis and the record of its files."""
+        self.record_analysis(spec, run_id, {}, None)
+
+    def frame(self, spec: AnalysisTables, kind: str) -> pd.DataFrame:
+        """The rows of one table of an analysis joined with their run's columns, alpha normalised."""
+        if kind not in spec.tables:
+            raise ValueError(f"kind must be one of {', '.join(spec.tables)}, got {kind!r}")
+        t = spec.tables[kind]
+        joined = ", ".join(f"r.{c}" for c in t.run_columns)
+        select = f"{joined}, t.*" if t.run_columns_first else f"t.*, {joined}"
         df = pd.read_sql_query(
-            "SELECT r.model, r.alpha, r.seed, r.activation, r.negative_slope, r.mean_selectivity, t.* "
-            f"FROM {table} t JOIN runs r USING (run_id) ORDER BY r.model, r.alpha, r.seed, r.run_id{order}",
+            f"SELECT {select} FROM {t.name} t JOIN runs r USING (run_id) ORDER BY {', '.join(t.order)}",
             self.conn,
         )
         df = df.loc[:, ~df.columns.duplicated()]
-        return _normalised(df)
-
-    def geometry_df(self) -> pd.DataFrame:
-        """One row per run, layer, perturbation and measure, with the run's settings and selectivity."""
-        df = pd.read_sql_query(
-            "SELECT g.*, r.model, r.alpha, r.seed, r.activation, r.negative_slope, r.status, "
-            "r.mean_selectivity, r.test_accuracy FROM geometry g JOIN runs r USING (run_id) "
-            "ORDER BY r.model, r.alpha, r.seed, g.kind, g.perturbation, g.layer_index, g.measure",
-            self.conn,
-        )
         return _normalised(df)
 
     def statuses(self) -> dict[str, str]:
@@ -350,71 +380,72 @@ class ResultsStore:
         """Forget one run (e.g. its directory was archived)."""
         with self.conn:
             self.conn.execute("DELETE FROM layers WHERE run_id=?", (run_id,))
-            self.conn.execute("DELETE FROM geometry WHERE run_id=?", (run_id,))
-            self.conn.execute("DELETE FROM geometry_files WHERE run_id=?", (run_id,))
             self.conn.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
-            for table in ROBUSTNESS_TABLES:
-                self.conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+        for spec in self.analyses:
+            self.forget_analysis(spec, run_id)
 
 
 def write_sweep_record(run_dir: str | os.PathLike, wall_seconds: float) -> None:
     """Keep the driver's wall-clock time of a run in the run directory (survives a rebuild)."""
-    write_json(Path(run_dir) / RECORD_NAME, {"wall_seconds": wall_seconds})
+    write_json(RunFiles(run_dir).record, {"wall_seconds": wall_seconds})
 
 
 def _wall_seconds(run_dir: Path) -> float | None:
     try:
-        v = read_json(run_dir / RECORD_NAME).get("wall_seconds")
+        v = read_json(RunFiles(run_dir).record).get("wall_seconds")
     except (FileNotFoundError, DamagedFileError):
         return None
     return float(v) if isinstance(v, (int, float)) else None
 
 
-def sync_robustness(store: ResultsStore, sweep_dir: str | os.PathLike, names: list[str]) -> None:
-    """Load every run's ``robustness.json`` into the robustness tables (unreadable: no rows)."""
-    sweep_dir = Path(sweep_dir)
-    have = {r[0] for r in store.conn.execute("SELECT run_id FROM robustness_runs").fetchall()}
-    for name in names:
-        path = sweep_dir / RUNS_DIR / name / ROBUSTNESS_NAME
-        if not path.exists():
-            if name in have:
-                store.record_robustness(name, None)
-            continue
+def _stamp(root: Path, files: list[Path]) -> str:
+    """Names, sizes and modification times of a run's result files (what the rows come from)."""
+    parts = []
+    for f in sorted(files):
         try:
-            res = read_json(path)
-        except DamagedFileError:
-            res = None
-        store.record_robustness(name, res)
-
-
-def _geometry_stamp(path: Path) -> str | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def read_geometry_rows(run_dir: str | os.PathLike) -> list[dict] | None:
-    """The rows of a run directory's ``geometry.json``, or None if it is missing or unreadable."""
-    try:
-        rows = read_json(Path(run_dir) / GEOMETRY_NAME).get("rows")
-    except (FileNotFoundError, DamagedFileError):
-        return None
-    return rows if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else None
-
-
-def _sync_geometry(store: ResultsStore, sweep_dir: Path, names: list[str]) -> None:
-    """Load each run's ``geometry.json`` whose (size, mtime) changed since it was last loaded."""
-    known = dict(store.conn.execute("SELECT run_id, stamp FROM geometry_files").fetchall())
-    for name in names:
-        path = sweep_dir / RUNS_DIR / name / GEOMETRY_NAME
-        stamp = _geometry_stamp(path)
-        if stamp is None or known.get(name) == stamp:
+            st = f.stat()
+        except OSError:
             continue
-        rows = read_geometry_rows(path.parent)
-        if rows is not None:
-            store.record_geometry(name, rows, stamp)
+        parts.append(f"{f.relative_to(root) if f.is_relative_to(root) else f}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
+
+
+def sync_analysis(
+    store: ResultsStore,
+    spec: AnalysisTables,
+    sweep_dir: str | os.PathLike,
+    names: list[str],
+    log: Callable[[str], None] = _stderr,
+) -> None:
+    """Load the result files of every run in ``names`` whose files changed since the last sync.
+
+    Rows of runs not in ``names`` (removed, or copies left out) are deleted. A file that
+    cannot be read gives no rows, and is read again at the next sync.
+    """
+    sweep = SweepFiles(sweep_dir)
+    known = dict(store.conn.execute(f"SELECT run_id, stamp FROM {spec.files_table}").fetchall())
+    for name in set(known) - set(names):
+        store.forget_analysis(spec, name)
+    for name in names:
+        run = sweep.run(name)
+        files = spec.files(run)
+        stamp = _stamp(run.root, files)
+        if known.get(name, "") == stamp:
+            continue
+        rows: dict[str, list[Mapping[str, Any]]] = {k: [] for k in spec.tables}
+        whole = True
+        for f in files:
+            try:
+                record = spec.read(f)
+            except FileNotFoundError:
+                whole = False
+                continue
+            except DamagedFileError:
+                whole = False
+                continue
+            for kind, rs in spec.rows(record).items():
+                rows[kind].extend(rs)
+        store.record_analysis(spec, name, rows, stamp if whole else None)
 
 
 def _normalised(df: pd.DataFrame) -> pd.DataFrame:
@@ -445,7 +476,7 @@ def _run_dirs(sweep_dir: Path) -> list[Path]:
 
 def _grid_keys(sweep_dir: Path) -> list[str]:
     try:
-        return sorted((read_json(sweep_dir / "sweep.json").get("spec") or {}).get("grid") or {})
+        return sorted((read_json(SweepFiles(sweep_dir).spec).get("spec") or {}).get("grid") or {})
     except (FileNotFoundError, DamagedFileError, AttributeError):
         return []
 
@@ -499,15 +530,19 @@ def sync_store(
     scanned = _scan_all(sweep_dir, log)
     present = {name for name, *_ in scanned}
     for name in set(known) - present:
-        if (sweep_dir / RUNS_DIR / name).is_dir() and (sweep_dir / RUNS_DIR / name / "config.json").exists():
+        if SweepFiles(sweep_dir).run(name).config.exists():
             store.delete(name)  # a duplicate left out above
     for name, config, result, status in scanned:
         if known.get(name) != status or status not in FINAL_STATUSES:
             store.record(
-                name, config, result, status=status, wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name)
+                name,
+                config,
+                result,
+                status=status,
+                wall_seconds=_wall_seconds(SweepFiles(sweep_dir).run(name).root),
             )
-    sync_robustness(store, sweep_dir, [name for name, *_ in scanned])
-    _sync_geometry(store, sweep_dir, [name for name, *_ in scanned])
+    for spec in store.analyses:
+        sync_analysis(store, spec, sweep_dir, [name for name, *_ in scanned], log)
 
 
 def _set_aside_db(db: Path) -> Path:
@@ -521,43 +556,54 @@ def _set_aside_db(db: Path) -> Path:
     return target
 
 
-def open_store_checked(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr) -> ResultsStore:
+def open_store_checked(
+    sweep_dir: str | os.PathLike,
+    log: Callable[[str], None] = _stderr,
+    analyses: Iterable[AnalysisTables] = (),
+) -> ResultsStore:
     """Open (and sync) the sweep's database; a damaged one is set aside and rebuilt.
 
     The database is derived data: if SQLite cannot read it, it is renamed to
     ``results.sqlite.corrupt-<time>`` (kept for inspection), a new one is built from the
-    run directories, and one line says so.
+    run directories, and one line says so. ``analyses``: tables of per-run analyses to
+    hold and sync (see :class:`AnalysisTables`).
     """
     sweep_dir = Path(sweep_dir)
-    db = sweep_dir / DB_NAME
+    db = SweepFiles(sweep_dir).db
+    analyses = tuple(analyses)
     try:
-        store = ResultsStore(db, check=db.exists())
+        store = ResultsStore(db, check=db.exists(), analyses=analyses)
     except sqlite3.DatabaseError as e:
         aside = _set_aside_db(db)
         log(f"{db} is damaged ({e}); moved it to {aside.name} and rebuilt it from the run directories")
-        return rebuild_store(sweep_dir, log=log)
+        return rebuild_store(sweep_dir, log=log, analyses=analyses)
     try:
         sync_store(store, sweep_dir, log=log)
     except sqlite3.DatabaseError as e:
         store.close()
         aside = _set_aside_db(db)
         log(f"{db} is damaged ({e}); moved it to {aside.name} and rebuilt it from the run directories")
-        return rebuild_store(sweep_dir, log=log)
+        return rebuild_store(sweep_dir, log=log, analyses=analyses)
     return store
 
 
-def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr) -> ResultsStore:
+def rebuild_store(
+    sweep_dir: str | os.PathLike,
+    log: Callable[[str], None] = _stderr,
+    analyses: Iterable[AnalysisTables] = (),
+) -> ResultsStore:
     """Recreate the sweep's database from its run directories.
 
     The new database is built beside the old one and replaces it only when every run
     directory has been scanned, so a failure half-way leaves the old database as it was.
     """
     sweep_dir = Path(sweep_dir)
-    db = sweep_dir / DB_NAME
+    db = SweepFiles(sweep_dir).db
+    analyses = tuple(analyses)
     tmp = db.with_name(f".{DB_NAME}.rebuild-{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        new = ResultsStore(tmp, wal=False)
+        new = ResultsStore(tmp, wal=False, analyses=analyses)
         try:
             scanned = _scan_all(sweep_dir, log)
             for name, config, result, status in scanned:
@@ -566,10 +612,10 @@ def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _st
                     config,
                     result,
                     status=status,
-                    wall_seconds=_wall_seconds(sweep_dir / RUNS_DIR / name),
+                    wall_seconds=_wall_seconds(SweepFiles(sweep_dir).run(name).root),
                 )
-            sync_robustness(new, sweep_dir, [name for name, *_ in scanned])
-            _sync_geometry(new, sweep_dir, [name for name, *_ in scanned])
+            for spec in new.analyses:
+                sync_analysis(new, spec, sweep_dir, [name for name, *_ in scanned], log)
         finally:
             new.close()
         # Stale WAL files of the old database must not be applied to the new one.
@@ -579,14 +625,19 @@ def rebuild_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _st
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return ResultsStore(db)
+    return ResultsStore(db, analyses=analyses)
 
 
-def open_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr) -> ResultsStore:
+def open_store(
+    sweep_dir: str | os.PathLike,
+    log: Callable[[str], None] = _stderr,
+    analyses: Iterable[AnalysisTables] = (),
+) -> ResultsStore:
     """Open the sweep's database, syncing it with the run directories first.
 
     A damaged database is set aside and rebuilt from the run directories; damaged run
     directories and copies of a run are reported through ``log`` (see
-    :func:`~selectivity.sweep.store.open_store_checked`).
+    :func:`~selectivity.sweep.store.open_store_checked`). ``analyses``: the tables of
+    per-run analyses to hold and sync as well.
     """
-    return open_store_checked(sweep_dir, log=log)
+    return open_store_checked(sweep_dir, log=log, analyses=analyses)

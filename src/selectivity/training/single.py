@@ -314,7 +314,7 @@ def write_run_files(run: Run, files: RunFiles, log: Callable[[str], None] = prin
         try:
             old = read_json(files.meta)
         except DamagedFileError as e:
-            where = set_aside(files.root, ["meta.json"])
+            where = set_aside(files.root, [RunFiles.META])
             log(f"{e}; moved it to {where} and wrote a new one")
         else:
             meta = {"data": record, **old, "resumed_with": meta}
