@@ -24,14 +24,10 @@ import selectivity
 from helpers import RUN_A, RUN_B
 from selectivity.cli import main
 from selectivity.evaluate.cca import CCA_CSV
+from selectivity.evaluate.geometry import GEOMETRY_NAME, GEOMETRY_TABLES
+from selectivity.evaluate.robustness import ROBUSTNESS_NAME
 from selectivity.run.files import read_json, write_json
-from selectivity.sweep.store import (
-    GEOMETRY_COLUMNS,
-    GEOMETRY_NAME,
-    LAYER_COLUMNS,
-    ROBUSTNESS_NAME,
-    RUN_COLUMNS,
-)
+from selectivity.sweep.store import LAYER_COLUMNS, RUN_COLUMNS
 
 ROBUSTNESS = {  # one run's robustness.json, by hand
     "n_images": 40,
@@ -119,7 +115,7 @@ def test_a_notebook_reads_the_same_tables_as_the_cli_and_writes_nothing(sweep, t
         "negative_slope",
         "status",
     }
-    assert {n for n, _ in GEOMETRY_COLUMNS} <= set(sw.geometry.columns)
+    assert set(GEOMETRY_TABLES.tables["rows"].column_names) <= set(sw.geometry.columns)
     assert sorted(sw.runs.run_id) == sorted([RUN_A, RUN_B]) and set(sw.runs.alpha) == {-1.0, 1.0}
     assert sw.robustness().set_index("run_id").loc[RUN_A, "clean_accuracy"] == 0.25
     assert len(sw.robustness("corruptions")) == 2 and sw.robustness("attacks").epsilon.tolist() == [1 / 255]

@@ -8,9 +8,9 @@ For a notebook::
     model, config, data = sel.open_run(sw.path / "runs" / sw.runs.run_id[0])
 
 :func:`open_sweep` reads the sweep directory and never writes to it: the results
-database is copied into memory (opened with SQLite's read-only URI flags, so not even
-a ``-wal`` or ``-shm`` file appears) and brought up to date there from the run
-directories, as ``selectivity results`` does on disk. Its frames are therefore the
+database is copied out (opened with SQLite's read-only URI flags, so not even a
+``-wal`` or ``-shm`` file appears beside it) and brought up to date from the run
+directories in memory, as ``selectivity results`` does on disk. Its frames are therefore the
 tables that ``selectivity results DIR --format csv`` prints, with ``model``, ``alpha``
 and ``seed`` on every row. :func:`open_run` loads a run's best checkpoint, its config
 and (on first use) its data set.
@@ -22,6 +22,7 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..run.files import DB_NAME, RUNS_DIR, DamagedFileError, RunFiles, SweepFiles, read_json, read_jsonl
-from ..sweep.store import ResultsStore, sync_store
+from ..sweep.store import AnalysisTables, ResultsStore, sync_store
 
 if TYPE_CHECKING:
     import torch
@@ -62,65 +63,89 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _schema(conn: sqlite3.Connection) -> list[tuple]:
-    return sorted(
-        conn.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
-    )
+def _analyses() -> list[AnalysisTables]:
+    """The per-run analyses whose tables a sweep's database holds (robustness, geometry)."""
+    from ..evaluate.geometry import GEOMETRY_TABLES
+    from ..evaluate.robustness import ROBUSTNESS_TABLES
+
+    return [ROBUSTNESS_TABLES, GEOMETRY_TABLES]
 
 
-def _copy_database(db: Path, log: Callable[[str], None]) -> ResultsStore:
-    """An in-memory :class:`ResultsStore` holding a copy of ``db`` (empty when it cannot be read).
+def _copy_database(db: Path, to: Path, log: Callable[[str], None]) -> bool:
+    """Copy the database ``db`` into the new file ``to`` without writing next to ``db``.
 
     A database whose write-ahead log is empty or absent holds every committed row in its
     main file: it is opened ``immutable`` (SQLite then creates no ``-wal``/``-shm`` file,
     which a plain ``mode=ro`` opening of a WAL database would). A non-empty log means a
     writer is at work: it is read with ``mode=ro`` through the writer's own ``-shm``.
+    Returns False (with one line through ``log``) when ``db`` cannot be read.
     """
-    mem = ResultsStore(":memory:")  # the tables, in memory; nothing on disk
     if not db.exists():
-        return mem
+        return False
     wal, shm = Path(f"{db}-wal"), Path(f"{db}-shm")
     busy = wal.exists() and wal.stat().st_size > 0
     if busy and not shm.exists():
         log(f"{db} has a write-ahead log without its index; the results are read from the run directories")
-        return mem
+        return False
     uri = f"{db.resolve().as_uri()}?mode=ro" + ("" if busy else "&immutable=1")
     try:
         src = sqlite3.connect(uri, uri=True, timeout=30)
+        dst = sqlite3.connect(to)
         try:
-            src.backup(mem.conn)
+            src.backup(dst)
+            bad = dst.execute("PRAGMA quick_check").fetchall()
+            if bad != [("ok",)]:
+                raise sqlite3.DatabaseError(f"quick_check: {bad[0][0]}")
         finally:
             src.close()
-        fresh = ResultsStore(":memory:")
-        same = _schema(mem.conn) == _schema(fresh.conn)
-        fresh.close()
-        if not same:
-            raise sqlite3.DatabaseError("its tables are not those of this version")
+            dst.close()
     except sqlite3.DatabaseError as e:
         log(f"{db} cannot be read ({e}); the results are read from the run directories")
-        mem.close()
-        return ResultsStore(":memory:")
-    return mem
+        to.unlink(missing_ok=True)
+        return False
+    return True
 
 
-def read_store(sweep_dir: str | os.PathLike, log: Callable[[str], None] = _stderr) -> ResultsStore:
-    """The sweep's results store in memory, up to date with its run directories; writes nothing.
+def read_store(
+    sweep_dir: str | os.PathLike,
+    log: Callable[[str], None] = _stderr,
+    analyses: list[AnalysisTables] | None = None,
+) -> ResultsStore:
+    """The sweep's results store in memory, up to date with its run directories; writes nothing there.
 
-    What ``selectivity results`` reads after it syncs the database on disk: the database
-    is copied into memory (read-only, see the module docstring) and synced there
-    (:func:`selectivity.sweep.store.sync_store`); an unreadable database is rebuilt in
-    memory from the run directories alone. Damaged runs and copies of a run are reported
-    through ``log``.
+    What ``selectivity results`` reads after it syncs the database on disk: the
+    database is copied (read-only, see :func:`_copy_database`) into a temporary file,
+    opened and synced there as the commands do (:class:`~selectivity.sweep.store.ResultsStore`,
+    :func:`~selectivity.sweep.store.sync_store`), then held in memory; the temporary file
+    is removed. An unreadable database is rebuilt from the run directories alone.
+    Damaged runs and copies of a run are reported through ``log``.
+
+    Parameters
+    ----------
+    analyses : list of AnalysisTables, optional
+        Per-run analyses to hold; default robustness and geometry.
     """
     sweep_dir = Path(sweep_dir)
-    store = _copy_database(sweep_dir / DB_NAME, log)
-    try:
-        sync_store(store, sweep_dir, log=log)
-    except sqlite3.DatabaseError as e:
-        store.close()
-        log(f"the copy of {sweep_dir / DB_NAME} cannot be synced ({e}); read from the run directories")
-        store = ResultsStore(":memory:")
-        sync_store(store, sweep_dir, log=log)
+    analyses = _analyses() if analyses is None else analyses
+    with tempfile.TemporaryDirectory(prefix="selectivity-open-") as tmp:
+        path = Path(tmp) / DB_NAME
+        _copy_database(SweepFiles(sweep_dir).db, path, log)
+        try:
+            store = ResultsStore(path, wal=False, analyses=analyses)
+            try:
+                sync_store(store, sweep_dir, log=log)
+            except sqlite3.DatabaseError:
+                store.close()
+                raise
+        except sqlite3.DatabaseError as e:
+            log(f"the copy of {SweepFiles(sweep_dir).db} cannot be used ({e}); read from the run directories")
+            path.unlink(missing_ok=True)
+            store = ResultsStore(path, wal=False, analyses=analyses)
+            sync_store(store, sweep_dir, log=log)
+        memory = sqlite3.connect(":memory:")
+        store.conn.backup(memory)
+        store.conn.close()
+        store.conn = memory  # the store reads from memory; the temporary file goes
     return store
 
 
@@ -196,13 +221,17 @@ class SweepResults:
         """Paper 2 robustness rows: ``kind`` is ``summary``, ``corruptions`` or ``attacks``."""
         if kind not in ROBUSTNESS_KINDS:
             raise ValueError(f"kind must be one of {', '.join(ROBUSTNESS_KINDS)}, got {kind!r}")
-        df = self._store.robustness_df(kind)
+        from ..evaluate.robustness import ROBUSTNESS_TABLES
+
+        df = self._store.frame(ROBUSTNESS_TABLES, kind)
         return df.drop(columns=["settings"]) if kind == "summary" else df
 
     @cached_property
     def geometry(self) -> pd.DataFrame:
         """One row per run, layer, perturbation and measure."""
-        return self._store.geometry_df()
+        from ..evaluate.geometry import GEOMETRY_TABLES
+
+        return self._store.frame(GEOMETRY_TABLES, "rows")
 
     @cached_property
     def configs(self) -> pd.DataFrame:
