@@ -249,3 +249,34 @@ def test_a_sweep_reports_a_missing_tracker_once_before_training(tiny_sweep_copy,
         == "warning: --log wandb needs wandb: pip install 'selectivity[wandb]'; the sweep runs without it"
     )
     assert sum("wandb" in l for l in lines) == 1
+
+
+def test_train_command_passes_log_and_keeps_its_warning_when_quiet(tmp_path, tiny_data, monkeypatch):
+    from click.testing import CliRunner
+
+    from selectivity.cli import main
+
+    real = tracking.importlib.util.find_spec
+    monkeypatch.setattr(tracking.importlib.util, "find_spec", lambda m: None if m == "mlflow" else real(m))
+    sets = [x for k, v in SMALL.items() for x in ("--set", f"{k}={v}")]
+    args = [
+        "train",
+        "--model",
+        "resnet20",
+        "--alpha",
+        "1",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    r = CliRunner().invoke(main, [*args, *sets, "--log", "mlflow", "--quiet"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert (
+        lines[0]
+        == "warning: --log mlflow needs mlflow: pip install 'selectivity[mlflow]'; training without it"
+    )
+    assert '"status": "completed"' in lines[-1] and len(lines) == 2
+    r = CliRunner().invoke(main, [*args, "--log", "neptune"])
+    assert r.exit_code == 2 and "'neptune' is not one of 'tensorboard', 'mlflow', 'wandb'" in r.output
