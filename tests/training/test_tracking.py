@@ -180,13 +180,19 @@ def test_wandb_offline_run_holds_config_history_and_summary(tmp_path, tiny_data,
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run = tmp_path / "r"
-    train_run(tiny_cfg(), run, data=tiny_data, progress=False, log=lambda _m: None, tracker="wandb")
+    lines: list[str] = []
+    train_run(tiny_cfg(), run, data=tiny_data, progress=False, log=lines.append, tracker="wandb")
+    assert not [l for l in lines if l.startswith("warning:")]
+    import wandb
+
+    wandb.teardown()  # W&B's service process writes the log behind the run's back: wait for it to exit
     (log,) = run.glob("wandb/offline-run-*/run-*.wandb")
     config, epochs, summary = {}, {}, {}
     for rec in read_wandb_log(log):
         kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            config = {u.key: json.loads(u.value_json) for u in rec.run.config.update}
+        if kind in ("run", "config"):  # the config comes with the run record, or after it
+            updates = rec.run.config.update if kind == "run" else rec.config.update
+            config.update({u.key: json.loads(u.value_json) for u in updates})
         elif kind == "history":
             items = {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
             for k, v in items.items():
