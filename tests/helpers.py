@@ -76,3 +76,25 @@ def write_image_folder(
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
     return root
+
+
+def peak_tensor_bytes(fn) -> int:
+    """Peak bytes of CPU tensor memory allocated while ``fn()`` runs, beyond what was live before.
+
+    Reads torch's own allocation records (the profiler's memory events: every allocation
+    with its size, every free as a negative size), in time order; the running sum's
+    maximum is the peak. Python objects and memory allocated before the call are not
+    counted: what grows with the data of a streaming loop is tensors.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage
+    )
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak

@@ -6,6 +6,8 @@ Public API (see the README for a tour):
   :func:`network_selectivity`, :class:`SelectivityAccumulator`
 * :class:`SelectivityRegularizer` for ``loss = CE - alpha * mean_SI``
 * :func:`measure_selectivity` for a model over a dataset, streaming
+* :func:`sites` and :func:`family_preset` to find the units of a model (transformers:
+  the MLP neurons of ``(N, T, D)`` token outputs)
 * :mod:`selectivity.models` for the papers' networks
 * :func:`open_sweep` (a sweep's results as pandas frames, read-only) and :func:`open_run`
   (a trained run's model, config and data), loaded on first use
@@ -25,6 +27,8 @@ from .core.metrics import (
     selectivity_from_class_means,
 )
 from .core.regularizer import SelectivityRegularizer, batch_selectivity
+from .core.responses import LAYOUTS, POOLINGS, unit_responses
+from .core.sites import FAMILY_PRESETS, family_preset, format_sites, sites
 from .version import __version__
 
 __all__ = [
@@ -44,6 +48,13 @@ __all__ = [
     "selectivity_from_class_means",
     "SelectivityRegularizer",
     "batch_selectivity",
+    "LAYOUTS",
+    "POOLINGS",
+    "unit_responses",
+    "FAMILY_PRESETS",
+    "family_preset",
+    "format_sites",
+    "sites",
     "__version__",
     "open_sweep",
     "open_run",

@@ -458,3 +458,12 @@ def test_sweep_figures(runs, layers, tmp_path):
     empty = report_figures.sweep_figures(runs.iloc[:0], n_resamples=NRES)
     assert set(empty) == {"selectivity_vs_alpha", "accuracy_vs_alpha"}
     plots.save_figure(figs["accuracy_vs_alpha"], tmp_path / "acc.png")
+
+
+def test_promote_vs_penalise_labels_every_abs_alpha(one):
+    # A plain log axis labels the decades only (0.1, 1, 10; the quick sweep's 0.5, 2, 5
+    # got a lone "1"): every |alpha| run, of either sign, gets its own label.
+    ax = plots.plot_promote_vs_penalise(one, n_resamples=NRES)
+    fmt = ax.xaxis.get_major_formatter()
+    assert [fmt(v) for v in ax.xaxis.get_major_locator()()] == ["0.1", "1", "5", "10"]
+    assert len(_by_gid(ax, "promote").get_xdata()) == 3  # 0.1, 1, 5

@@ -32,7 +32,7 @@ MARK = {
 
 TEMPLATE_TAGS = set(
     "html head meta title style body main h1 h2 h3 h4 p code ul li nav a b section div "
-    "table thead tbody tr th td figure img figcaption span".split()
+    "table thead tbody tr th td figure img figcaption span dl dt dd".split()
 )
 
 
@@ -116,7 +116,7 @@ def test_every_run_dir_field_is_escaped(tmp_path):
     fields = ("status", "message", "config", "model", "run_dir", "meta", "spec")
     for field in (*fields, "corruption", "attack", "rob_settings"):
         assert str(escape(MARK[field])) in page, field
-    assert str(escape(f"{MARK['attack']}_4/255")) in page  # a measure of the statistics tables
+    assert str(escape(f"{MARK['attack'].upper()} ε = 4/255")) in page  # a measure of the statistics tables
     assert str(escape(f"Accuracy under {MARK['attack'].upper()} vs ε")) in page  # a figure title
     section = page[
         page.index('<section id="robustness">') : page.index("</section>", page.index('id="robustness"'))

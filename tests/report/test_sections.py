@@ -177,7 +177,7 @@ def test_a_figure_that_cannot_be_drawn_becomes_a_note(page):
     fig = fig[: fig.index("</figure>")]
     assert "This figure could not be drawn: ValueError: no data to draw" in fig and "<img" not in fig
     assert not (out / "figures" / "robustness-severity.png").exists()
-    assert '<figure id="robustness-alpha"><img' in html
+    assert re.search(r'<figure id="robustness-alpha"[^>]*><img', html)
     assert any("figure robustness-severity" in m for m in messages)
 
 
@@ -253,3 +253,49 @@ def test_build_sections_keeps_going_after_a_failure(sweep, tmp_path):
     assert re.match(r"This section could not be built: RuntimeError", out[0].notes[0]) and out[1].notes == [
         "still here"
     ]
+
+
+def test_fewer_than_three_runs_per_alpha_is_said(page):
+    from selectivity.report.section import small_sample_note
+
+    assert small_sample_note([3, 5, 0]) is None  # 3 runs or more (or none): nothing to say
+    note = small_sample_note([2, 3, 1])
+    assert "only 1 or 2 run(s)" in note and "not meaningful" in note
+    html = page[0]
+    for sec in ("setting-resnet20", "robustness"):
+        body = html[html.index(f'<section id="{sec}">') : html.index("</section>", html.index(f'id="{sec}"'))]
+        assert "Some α have only 2 run(s) (fewer than 3)" in body, sec
+
+
+def test_robustness_section_reads_like_paper_1(page, sweep):
+    html, out, _, _ = page
+    body = html[
+        html.index('<section id="robustness">') : html.index("</section>", html.index('id="robustness"'))
+    ]
+    # settings as a definition list, epsilons in 1/255 units
+    assert (
+        "<dt>corruptions</dt><dd>gaussian_noise, fog</dd>" in body and "<dt>attacks</dt><dd>pgd</dd>" in body
+    )
+    # readable headers, percentages with CIs, yes/no: no snake_case header, no True/False
+    headers = re.findall(r"<th>([^<]*)</th>", body)
+    assert (
+        "corruption accuracy" in headers and "PGD ε = 4/255" in headers and "Spearman ρ (95% CI)" in headers
+    )
+    assert not [h for h in headers if "_" in h]
+    assert re.search(r"<td>\d+\.\d\d% \[\d+\.\d\d, \d+\.\d\d\]</td>", body)
+    text = re.sub(r'src="data:[^"]*"', "", body)  # the text of the section, not the images' base64
+    assert "True" not in text and "False" not in text and re.search(r"<td[^>]*>(yes|no)</td>", text)
+    # the per-alpha means are the means of the stored per-run values
+    runs = collect(sweep).robustness["summary"]
+    by_alpha = pd.read_csv(out / "tables" / "robustness-by-alpha.csv")
+    got = by_alpha[by_alpha.measure == "relative_corruption_accuracy"].set_index("alpha")["mean"]
+    want = runs.groupby("alpha")["relative_corruption_accuracy"].mean()
+    assert got.to_dict() == pytest.approx(want.to_dict())
+    assert set(pd.read_csv(out / "tables" / "robustness-attacks-by-alpha.csv")["measure"]) == {
+        "pgd_1/255",
+        "pgd_2/255",
+        "pgd_4/255",
+    }
+    # both the absolute and the relative measure are correlated with selectivity
+    corr = pd.read_csv(out / "tables" / "robustness-correlations.csv")
+    assert {"mean_corruption_accuracy", "relative_corruption_accuracy"} <= set(corr["measure"])

@@ -61,6 +61,17 @@ __all__ = ["report"]
     show_default=True,
     help="Bootstrap resamples per confidence interval.",
 )
+@click.option(
+    "--gallery",
+    is_flag=True,
+    help="Add the unit gallery: the most and least selective units of one run (alpha = 0 if there "
+    "is one) with their top 9 test images; needs the data and the checkpoint.",
+)
+@click.option(
+    "--gallery-layers",
+    default=None,
+    help="Comma-separated layers of the gallery (default: the first, middle and last site).",
+)
 def report(
     sweep_dir,
     out,
@@ -74,6 +85,8 @@ def report(
     welch,
     device,
     resamples,
+    gallery,
+    gallery_layers,
 ):
     """Self-contained HTML report of a sweep (tables, statistics, every paper figure)."""
     from ..report import build_report
@@ -93,5 +106,9 @@ def report(
         n_resamples=resamples,
         progress=cca,
         log=lambda m: click.echo(m, err=True),
+        gallery=gallery,
+        gallery_layers=[x.strip() for x in gallery_layers.split(",") if x.strip()]
+        if gallery_layers
+        else None,
     )
     click.echo(str(path))

@@ -116,7 +116,31 @@ def train(model, alpha, seed, preset, dataset, data, out, epochs, train_subset, 
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
+@click.option(
+    "--units",
+    "units_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Also write per-unit records to this directory: units.parquet|csv (one row per unit: "
+    "layer, unit, SI, precision, preferred class, dead, mean response per class) and "
+    "top_samples.parquet|csv (each unit's --top-k most-activating samples).",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=9,
+    show_default=True,
+    help="Most-activating samples kept per unit with --units (streamed: memory O(units x k)).",
+)
+@click.option(
+    "--format",
+    "record_format",
+    type=click.Choice(["auto", "parquet", "csv"]),
+    default="auto",
+    show_default=True,
+    help="Format of the --units records (auto: Parquet when pyarrow is installed, else CSV).",
+)
+def measure(checkpoint, data, split, top_n, batch_size, device, as_json, units_dir, top_k, record_format):
     """Per-layer selectivity, dead units and precision of a checkpoint or run directory."""
     from ..core.measure import measure_selectivity
     from ..data import BatchLoader, check_data_matches_checkpoint
@@ -138,7 +162,14 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
         negative=cfg.negative_rule,
         device=dev,
         progress=not as_json,
+        pooling=cfg.token_pooling,
+        top_k=top_k if units_dir else None,
     )
+    if units_dir:
+        from ..evaluate.units import write_unit_records
+
+        for path in write_unit_records(rep, units_dir, class_names=ds.classes, fmt=record_format).values():
+            click.echo(f"wrote {path}", err=as_json)
     d = rep.to_dict()
     d.update(checkpoint=str(checkpoint), split=split, model=cfg.model, alpha=cfg.alpha)
     if as_json:

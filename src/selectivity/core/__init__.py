@@ -8,6 +8,7 @@
   removes them in ``finally``.
 * :mod:`.regularizer`: the differentiable regulariser ``loss = CE - alpha * mean_SI``.
 * :mod:`.measure`: every unit of a model over a dataset, streaming.
+* :mod:`.sites`: candidate sites of any model on a probe input; presets of families.
 * :mod:`.evalmode`: :func:`~.evalmode.frozen_eval`, eval mode with no weight gradients.
 
 Everything else in the package sits above this layer; ``selectivity/__init__.py``

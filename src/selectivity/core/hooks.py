@@ -148,13 +148,9 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
     chosen: set[str] = set()
     for spec in specs:
         if isinstance(spec, str) and _is_pattern(spec):
-            matched = [n for n in modules if n and fnmatch.fnmatchcase(n, spec)]
-            if not matched:
-                raise ValueError(
-                    f"no module of {type(model).__name__} matches the pattern {spec!r}. "
-                    f"Names are those of model.named_modules()."
-                )
-            chosen.update(matched)
+            # A pattern that matches nothing is no error by itself (a family preset lists
+            # the names of several library versions); an empty selection is, below.
+            chosen.update(n for n in modules if n and fnmatch.fnmatchcase(n, spec))
         elif isinstance(spec, str):
             if spec not in modules or spec == "":
                 close = difflib.get_close_matches(spec, [n for n in modules if n], n=5)
@@ -388,15 +384,18 @@ class ActivationCapture:
         self._names: list[str] = []
         self._tensors: list[torch.Tensor] = []
         self._calls: dict[str, int] = {}
+        self._in_pass = False  # a forward pass of the model started since the last reset
 
     # -- hook bodies -------------------------------------------------------------
     def _reset(self, *_args: object) -> None:
         self._names.clear()
         self._tensors.clear()
         self._calls.clear()
+        self._in_pass = False
 
     def _start_pass(self, _module: nn.Module, _args: object, kwargs: dict[str, Any]) -> None:
         self._reset()
+        self._in_pass = True
         found = kwargs.get(self.mask_kwarg) if self.mask_kwarg else None
         self._pass_mask = self.mask if self.mask is not None else found
 
@@ -469,6 +468,11 @@ class ActivationCapture:
     @property
     def tensors(self) -> list[torch.Tensor]:
         return list(self._tensors)
+
+    @property
+    def ran(self) -> bool:
+        """Whether a forward pass of the model ran since the record was last cleared."""
+        return self._in_pass
 
     def missing(self) -> list[str]:
         """Requested layers that recorded nothing in the last forward pass."""

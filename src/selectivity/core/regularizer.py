@@ -352,11 +352,12 @@ class SelectivityRegularizer:
                 "(`with reg: ...`) around the forward pass"
             )
         names, tensors = self._capture.names, self._capture.tensors
+        if self._capture.ran:
+            self._capture.check_ran()  # a requested layer that never ran is named
         if not tensors:
             raise RuntimeError(
                 "no activations recorded: call the model inside `with reg:` before penalty()/selectivity()"
             )
-        self._capture.check_ran()
         return names, tensors
 
     @property

@@ -168,9 +168,13 @@ def unit_responses(
         # Padded tokens never win: -inf there (a sample without real tokens gives -inf).
         neg = torch.full((), float("-inf"), dtype=t.dtype, device=t.device)
         return torch.where(m.unsqueeze(-1), t, neg).amax(dim=1)
-    w = m.to(t.dtype)  # (N, T)
-    count = w.sum(dim=1, keepdim=True).clamp(min=1.0)  # (N, 1) real tokens per sample
-    return (t * w.unsqueeze(-1)).sum(dim=1) / count  # (N, T, D) -> (N, D)
+    # Same arithmetic as the unmasked mean, sum * (1 / count): padded zeros add nothing,
+    # so appending padding (mask 0) leaves every number unchanged. 1 / count in float64,
+    # then cast, as a Python scalar 1 / T is.
+    count = m.sum(dim=1, keepdim=True).clamp(min=1).to(torch.float64)  # (N, 1) real tokens per sample
+    zero = torch.zeros((), dtype=t.dtype, device=t.device)
+    summed = torch.where(m.unsqueeze(-1), t, zero).sum(dim=1)  # (N, T, D) -> (N, D), real tokens only
+    return summed * (1.0 / count).to(t.dtype)
 
 
 def token_responses(

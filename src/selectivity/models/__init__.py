@@ -9,7 +9,8 @@ Use :func:`create` to build a model by name and :func:`list_models` to see the n
 
 Built-in names: ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``
 (CIFAR, 10 classes by default), ``vgg16`` (CIFAR, 10 classes), ``resnet18`` and
-``resnet50`` (64x64 Tiny ImageNet, 200 classes). Every built-in model has a
+``resnet50`` (64x64 Tiny ImageNet, 200 classes), ``vit`` and ``vit_tiny`` (small Vision
+Transformers for CIFAR-10, patch 4, GELU MLPs; their units are the MLP neurons). Every built-in model has a
 ``default_selectivity_layers()`` method naming the activation modules whose outputs
 are the units for class selectivity.
 """
@@ -29,6 +30,7 @@ from .resnet_cifar import (
 )
 from .resnet_imagenet import BasicBlock, Bottleneck, ResNet, resnet18, resnet50
 from .vgg import VGG, VGG16_CONFIG, vgg16
+from .vit import ViT, vit, vit_tiny
 
 __all__ = [
     "ALLOWED_ACTIVATIONS",
@@ -40,6 +42,7 @@ __all__ = [
     "ShortcutA",
     "VGG",
     "VGG16_CONFIG",
+    "ViT",
     "create",
     "list_models",
     "make_activation",
@@ -52,4 +55,6 @@ __all__ = [
     "resnet56",
     "resnet110",
     "vgg16",
+    "vit",
+    "vit_tiny",
 ]

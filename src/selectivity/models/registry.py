@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Activation names accepted by every built-in model.
-ALLOWED_ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu")
+ALLOWED_ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "gelu")
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -137,7 +137,7 @@ def make_activation(activation: str = "relu", negative_slope: float = 0.01) -> n
 
     Parameters
     ----------
-    activation : {"relu", "leaky_relu"}
+    activation : {"relu", "leaky_relu", "gelu"}
         Which nonlinearity.
     negative_slope : float
         Slope for negative inputs (only used for ``"leaky_relu"``); must be >= 0.
@@ -145,7 +145,8 @@ def make_activation(activation: str = "relu", negative_slope: float = 0.01) -> n
     Returns
     -------
     nn.Module
-        ``nn.ReLU(inplace=False)`` or ``nn.LeakyReLU(negative_slope, inplace=False)``.
+        ``nn.ReLU(inplace=False)``, ``nn.LeakyReLU(negative_slope, inplace=False)`` or
+        ``nn.GELU()`` (exact erf form; signed, down to about -0.17).
 
     Raises
     ------
@@ -157,6 +158,8 @@ def make_activation(activation: str = "relu", negative_slope: float = 0.01) -> n
     # next layer receives it, and not have it overwritten later.
     if activation == "relu":
         return nn.ReLU(inplace=False)
+    if activation == "gelu":
+        return nn.GELU()
     return nn.LeakyReLU(negative_slope=float(negative_slope), inplace=False)
 
 
@@ -175,7 +178,7 @@ def create(
     num_classes : int or None, optional
         Number of output classes (>= 2). ``None`` uses the model's natural default
         (10 for the CIFAR models, 200 for ``resnet18``).
-    activation : {"relu", "leaky_relu"}, optional
+    activation : {"relu", "leaky_relu", "gelu"}, optional
         Nonlinearity used at every activation site.
     negative_slope : float, optional
         Leaky-ReLU slope for negative inputs, >= 0. Ignored for ``"relu"``.

@@ -55,6 +55,7 @@ from .style import (
     PROMOTE_COLOR,
     ZERO_COLOR,
     alpha_axis,
+    alpha_legend,
     alpha_palette,
     completed_runs,
     describe,
@@ -298,23 +299,6 @@ def _seed_legend(
     if baseline:
         handles.append(Line2D([], [], ls="--", lw=1, color="0.5", label="α = 0 mean"))
     ax.legend(handles=handles, fontsize=_LEGEND_FONT, loc=loc, framealpha=0.85)
-
-
-def _alpha_legend(ax: Axes, n_entries: int, title: str = "α", outside_above: int = 6) -> None:
-    """Legend by alpha; outside the axes (right) when it would hide the data."""
-    if n_entries > outside_above:
-        ax.legend(
-            title=title,
-            fontsize=_LEGEND_FONT,
-            title_fontsize=_LEGEND_FONT,
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-            ncol=1 if n_entries <= 14 else 2,
-            borderaxespad=0.0,
-            framealpha=0.85,
-        )
-    else:
-        ax.legend(title=title, fontsize=_LEGEND_FONT, title_fontsize=_LEGEND_FONT, framealpha=0.85)
 
 
 def _layer_ticks(ax: Axes, df: pd.DataFrame) -> None:
@@ -692,7 +676,11 @@ def plot_promote_vs_penalise(
                 _annotate_stars(ax, s, (x, tops.get(x, np.nan)), 4)
         if len(rs) and (rs["p_bonferroni"] < 0.05).any():
             _headroom(ax)
+    # Ticks at the |alpha| values run (a log axis alone labels only the decades: "1").
+    ticks = np.unique(normalise_alpha(np.abs(nonzero["alpha"].to_numpy(float))))
+    ax.xaxis.set_major_locator(mticker.FixedLocator([float(t) for t in ticks]))
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(fmt_num))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
@@ -783,7 +771,7 @@ def plot_layer_selectivity(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
-    _alpha_legend(ax, table["alpha"].nunique())
+    alpha_legend(ax, table["alpha"].nunique())
     _title(ax, d, what, title)
     return ax
 
@@ -870,7 +858,7 @@ def plot_accuracy_vs_selectivity(
     ax.set_xlabel(_label(x))
     ax.set_ylabel(_label(y))
     ax.grid(True, alpha=0.3)
-    _alpha_legend(ax, len(stx))
+    alpha_legend(ax, len(stx))
     _title(ax, d, what, title)
     return ax
 
@@ -1019,7 +1007,7 @@ def plot_cca_distance_by_layer(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
-    _alpha_legend(ax, n_lines, title="network pair", outside_above=2)
+    alpha_legend(ax, n_lines, title="network pair", outside_above=2)
     _title(ax, d, what, title)
     return ax
 

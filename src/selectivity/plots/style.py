@@ -29,7 +29,10 @@ __all__ = [
     "PENALISE_COLOR",
     "MODEL_COLORS",
     "PANEL_SIZE",
+    "LEGEND_FONT",
     "alpha_axis",
+    "alpha_legend",
+    "ci_errors",
     "alpha_color",
     "alpha_palette",
     "completed_runs",
@@ -69,6 +72,10 @@ MODEL_COLORS = {"resnet20": "tab:cyan", "vgg16": "tab:orange"}
 
 #: Size of one panel, inches (legible at 150 dpi with the default 10 pt font).
 PANEL_SIZE = (6.0, 4.0)
+
+
+#: Font size of legends.
+LEGEND_FONT = 9
 
 
 # ----------------------------------------------------------------------------- colours
@@ -203,6 +210,29 @@ def alpha_axis(ax: Axes, alphas, axis: str = "x", min_sep: float = 1 / 13) -> No
         if all(abs(t(v) - t(k)) >= min_sep * span for k in kept):
             kept.append(v)
     target.set_major_locator(mticker.FixedLocator(sorted(kept)))
+
+
+def ci_errors(mean, low, high) -> np.ndarray:
+    """Error-bar lengths ``(2, n)`` below and above ``mean`` from CI bounds; 0 where there is no CI."""
+    m = np.asarray(mean, dtype=float)
+    lo = np.nan_to_num(m - np.asarray(low, dtype=float), nan=0.0)
+    hi = np.nan_to_num(np.asarray(high, dtype=float) - m, nan=0.0)
+    return np.vstack([np.maximum(lo, 0), np.maximum(hi, 0)])
+
+
+def alpha_legend(ax: Axes, n_entries: int, title: str = "α", outside_above: int = 6) -> None:
+    """Legend of the labelled artists; outside the axes (right) when it would hide the data."""
+    kw = dict(title=title, fontsize=LEGEND_FONT, title_fontsize=LEGEND_FONT, framealpha=0.85)
+    if n_entries > outside_above:
+        ax.legend(
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            ncol=1 if n_entries <= 14 else 2,
+            borderaxespad=0.0,
+            **kw,
+        )
+    else:
+        ax.legend(**kw)
 
 
 # ----------------------------------------------------------------------------- output

@@ -158,6 +158,8 @@ def build_report(
     dpi: int = 120,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    gallery: bool = False,
+    gallery_layers: Sequence[str] | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` (self-contained), ``figures/*.png`` and ``tables/*.csv``.
 
@@ -189,6 +191,12 @@ def build_report(
         Progress bar for the CCA pairs.
     log : callable, optional
         Receives one-line messages.
+    gallery : bool, default False
+        Add the unit gallery: one run's most and least selective units with their top 9
+        test images (needs the data and the checkpoint; the run is the first completed
+        run at alpha = 0, else the first completed run).
+    gallery_layers : sequence of str, optional
+        The gallery's layers (default: first, middle and last site).
 
     Returns
     -------
@@ -207,6 +215,9 @@ def build_report(
         )
         if cca_res.note:
             log(cca_res.note)
+    gallery_data, gallery_run = (None, None)
+    if gallery:
+        gallery_data, gallery_run = _gallery(rd, data, gallery_layers, device, log)
     # once: every section's tables and figures read it
     stats = compute_statistics(settings, cca_res, family=family, equal_var=not welch, n_resamples=n_resamples)
     ctx = ReportContext(
@@ -219,6 +230,8 @@ def build_report(
         n_resamples=n_resamples,
         dpi=dpi,
         log=log,
+        gallery=gallery_data,
+        gallery_run=gallery_run,
     )
     sections = build_sections(ctx, SECTIONS)
     _write_tables(sections, out_dir)
@@ -227,3 +240,29 @@ def build_report(
     path.write_text(page, encoding="utf-8")
     log(f"wrote {path}")
     return path
+
+
+def _gallery(
+    rd: ReportData,
+    data: str | os.PathLike | None,
+    layers: Sequence[str] | None,
+    device: str,
+    log: Callable[[str], None],
+) -> tuple[dict | None, str | None]:
+    """The gallery's run (first completed at alpha = 0, else first completed) and its data."""
+    from ..evaluate.units import run_gallery
+    from ..run.files import SweepFiles
+
+    runs = rd.runs
+    done = runs[runs.status == "completed"] if "status" in runs else runs.iloc[0:0]
+    if done.empty:
+        log("unit gallery: no completed run")
+        return None, None
+    base = done[done.alpha == 0.0] if "alpha" in done else done.iloc[0:0]
+    run_id = str((base if not base.empty else done).sort_values("run_id").run_id.iloc[0])
+    data = data or rd.sweep.get("data")
+    try:
+        return run_gallery(SweepFiles(rd.sweep_dir).run(run_id).root, data, layers, device=device), run_id
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        log(f"unit gallery left out: {e}")
+        return None, None

@@ -7,11 +7,22 @@ number reads the same everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["format_alpha", "format_ci", "format_number", "format_p", "format_percent", "yes_no"]
+__all__ = [
+    "format_alpha",
+    "format_ci",
+    "format_number",
+    "format_p",
+    "format_percent",
+    "ttest_display",
+    "value_formatter",
+    "yes_no",
+]
 
 
 def _float(v: Any) -> float | None:
@@ -76,3 +87,44 @@ def yes_no(v: Any) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return "-"
     return "yes" if bool(v) else "no"
+
+
+def value_formatter(scale: float = 1.0, digits: int = 3, suffix: str = "") -> Callable[[Any], str]:
+    """Formatter of one value: times ``scale``, ``digits`` decimals, ``suffix`` (``"-"`` when missing)."""
+
+    def v(x: Any) -> str:
+        f = _float(x)
+        ok = f is not None and bool(np.isfinite(f))
+        return format_number(f * scale if f is not None else x, f".{digits}f") + (suffix if ok else "")
+
+    return v
+
+
+def ttest_display(t: pd.DataFrame, value: Callable[[Any], str], test_name: str = "Student") -> pd.DataFrame:
+    """The page's view of :func:`~selectivity.analysis.stats.ttests_against_baseline` rows.
+
+    Parameters
+    ----------
+    t : pandas.DataFrame
+        Test rows (``group, n, n_baseline, mean, baseline_mean, diff, statistic, p,
+        family, m, p_bonferroni, significant``).
+    value : callable
+        Formatter of the means and the difference (e.g. ``value_formatter(100, 2, "%")``).
+    test_name : str
+        "Student" or "Welch".
+    """
+    return pd.DataFrame(
+        {
+            "α": [format_alpha(a) for a in t["group"]],
+            "n": t["n"],
+            "n (α=0)": t["n_baseline"],
+            "mean": [value(x) for x in t["mean"]],
+            "mean (α=0)": [value(x) for x in t["baseline_mean"]],
+            "difference": [value(x) for x in t["diff"]],
+            f"t ({test_name})": [format_number(x, ".3f") for x in t["statistic"]],
+            "p": [format_p(x) for x in t["p"]],
+            "family (m)": [f"{f} ({int(m)})" for f, m in zip(t["family"], t["m"])],
+            "p (Bonferroni)": [format_p(x) for x in t["p_bonferroni"]],
+            "significant": [yes_no(s) for s in t["significant"]],
+        }
+    )

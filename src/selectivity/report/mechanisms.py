@@ -24,6 +24,7 @@ from ..plots.geometry import (
 )
 from ..plots.style import panel_figure
 from .collect import FigureItem, TableItem
+from .format import format_ci, format_p
 from .section import ReportContext, Section, figure_item
 
 __all__ = ["early_layer_indices", "mechanism_items", "mechanism_sections"]
@@ -160,13 +161,25 @@ def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureIte
                 )
             )
     if rows:
+        corr = pd.DataFrame(rows, columns=["measure", "rho", "p", "ci_low", "ci_high", "n"])
         tables.append(
             TableItem(
                 "mechanisms-spearman",
                 "Spearman correlation with mean class selectivity (per run)",
-                pd.DataFrame(rows, columns=["measure", "rho", "p", "ci_low", "ci_high", "n"]),
+                corr,
+                display=pd.DataFrame(
+                    {
+                        "measure": corr["measure"],
+                        "n (runs)": corr["n"].astype(int),
+                        "Spearman ρ (95% CI)": [
+                            format_ci(r.rho, r.ci_low, r.ci_high, r.n, 1.0, 2)
+                            for r in corr.itertuples(index=False)
+                        ],
+                        "p": [format_p(p) for p in corr["p"]],
+                    }
+                ),
                 caption=f"Early layers = the first {len(early)} measured layers (the gradient measure: all layers "
-                "it was computed on). ci_low/ci_high: 95% percentile bootstrap CI over runs.",
+                "it was computed on). 95% percentile bootstrap CI over runs.",
             )
         )
     return tables, figs

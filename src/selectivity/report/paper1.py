@@ -13,7 +13,7 @@ computed once (``ctx.stats``).
 from __future__ import annotations
 
 from .figures import cca_figure_specs, global_figure_specs, render_spec, setting_figure_specs
-from .section import ReportContext, Section
+from .section import ReportContext, Section, small_sample_note
 from .tables import all_tables, cca_tables, config_tables, provenance_tables, setting_tables
 
 __all__ = [
@@ -41,10 +41,12 @@ def setting_sections(ctx: ReportContext) -> list[Section]:
         summary = [t for t in tables if t.id == f"{s.key}-summary"]
         statistics = [t for t in tables if t.id != f"{s.key}-summary"]
         figures = [render_spec(sp, s.key, ctx) for sp in setting_figure_specs(s, ctx.n_resamples, st)]
+        note = small_sample_note(s.done.groupby("alpha").size().to_numpy()) if not s.done.empty else None
         out.append(
             Section(
                 id=f"setting-{s.key}",
                 heading=f"Setting: {s.label}",
+                notes=[note] if note else [],
                 subsections=[
                     Section(id=f"{s.key}-summary-section", heading="Summary", tables=summary),
                     Section(id=f"{s.key}-statistics-section", heading="Statistics", tables=statistics),

@@ -17,6 +17,7 @@ from .paper1 import (
 )
 from .robustness import robustness_sections
 from .section import SectionSpec
+from .units import gallery_sections
 
 __all__ = ["SECTIONS"]
 
@@ -27,6 +28,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("cca", "Representation similarity (CCA, paper Fig. 3)", cca_sections),
     SectionSpec("robustness", "Robustness (paper 2)", robustness_sections),
     SectionSpec("mechanisms", "Mechanisms (dimensionality, gradient variability)", mechanism_sections),
+    SectionSpec("gallery", "Unit gallery", gallery_sections),
     SectionSpec("configuration", "Configuration", configuration_sections),
     SectionSpec("provenance", "Provenance", provenance_sections),
 )

@@ -31,7 +31,12 @@ __all__ = [
     "figure_item",
     "build_sections",
     "walk",
+    "small_sample_note",
+    "MIN_RUNS_FOR_INFERENCE",
 ]
+
+#: Fewer runs per group than this: CIs and tests are shown, with a note that they are not meaningful.
+MIN_RUNS_FOR_INFERENCE = 3
 
 
 @dataclass
@@ -104,6 +109,9 @@ class ReportContext:
     n_resamples: int = 2000
     dpi: int = 120
     log: Callable[[str], None] = lambda _m: None
+    #: Unit gallery data (:func:`selectivity.evaluate.units.run_gallery`) and its run, when asked for.
+    gallery: dict | None = None
+    gallery_run: str | None = None
 
     @property
     def figures_dir(self) -> Path:
@@ -185,3 +193,23 @@ def walk(sections: Sequence[Section]) -> Iterator[Section]:
     for s in sections:
         yield s
         yield from walk(s.subsections)
+
+
+def small_sample_note(counts) -> str | None:
+    """The caveat for groups of fewer than :data:`MIN_RUNS_FOR_INFERENCE` runs, or None.
+
+    Parameters
+    ----------
+    counts : array_like of int
+        Number of runs of each alpha (per setting); empty groups are ignored.
+    """
+    n = [int(c) for c in counts if int(c) > 0]
+    small = sorted({c for c in n if c < MIN_RUNS_FOR_INFERENCE})
+    if not small:
+        return None
+    which = " or ".join(str(c) for c in small)
+    return (
+        f"Some α have only {which} run(s) (fewer than {MIN_RUNS_FOR_INFERENCE}): their 95% CIs (a "
+        "percentile bootstrap over the runs; with 2 runs, about their range) and the tests on them are not "
+        "meaningful. Read them as descriptive, and run more seeds for inference."
+    )

@@ -12,13 +12,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..analysis.summary import layer_table, summary_table
 from ..evaluate.cca import CCADistances
 from .collect import META_FIELDS, ReportData, Setting, TableItem, match_setting
-from .format import format_ci, format_number, format_p
+from .format import format_ci, format_number, format_p, ttest_display, value_formatter
 from .stats import METRICS, CCAStats, ReportStats, SettingStats, compute_statistics
 
 __all__ = ["make_tables", "setting_tables", "cca_tables", "config_tables", "provenance_tables", "all_tables"]
@@ -42,30 +41,11 @@ def _summary_display(t: pd.DataFrame) -> pd.DataFrame:
 def _metric_formatter(metric: str) -> Callable[[Any], str]:
     """Formatter of one value of ``metric`` in its display scale, digits and unit (``METRICS``)."""
     _, scale, digits, suffix = METRICS[metric]
-
-    def v(x: Any) -> str:
-        return format_number(float(x) * scale, f".{digits}f") + (suffix if np.isfinite(float(x)) else "")
-
-    return v
+    return value_formatter(scale, digits, suffix)
 
 
 def _ttest_display(t: pd.DataFrame, metric: str, test_name: str = "Student") -> pd.DataFrame:
-    v = _metric_formatter(metric)
-    return pd.DataFrame(
-        {
-            "α": [f"{a:g}" for a in t["group"]],
-            "n": t["n"],
-            "n (α=0)": t["n_baseline"],
-            "mean": [v(x) for x in t["mean"]],
-            "mean (α=0)": [v(x) for x in t["baseline_mean"]],
-            "difference": [v(x) for x in t["diff"]],
-            f"t ({test_name})": [format_number(x, ".3f") for x in t["statistic"]],
-            "p": [format_p(x) for x in t["p"]],
-            "family (m)": [f"{f} ({int(m)})" for f, m in zip(t["family"], t["m"])],
-            "p (Bonferroni)": [format_p(x) for x in t["p_bonferroni"]],
-            "significant": ["yes" if s else "no" for s in t["significant"]],
-        }
-    )
+    return ttest_display(t, _metric_formatter(metric), test_name)
 
 
 def _ranksum_display(t: pd.DataFrame, metric: str) -> pd.DataFrame:

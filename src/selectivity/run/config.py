@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
     "TrainConfig",
     "ConfigError",
     "register_preset",
@@ -36,6 +38,10 @@ __all__ = [
 
 #: Devices a config may name: auto, cpu, cuda or cuda:N.
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]{1,4})?")
+#: Optimizers a config may name (``optimizer``).
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+#: Learning-rate schedules a config may name (``lr_schedule``).
+LR_SCHEDULES: tuple[str, ...] = ("step", "cosine")
 #: Seeds are fed to torch and numpy generators, which take non-negative 63-bit integers.
 MAX_SEED = 2**63 - 1
 
@@ -92,7 +98,7 @@ class TrainConfig:
 
     # --- what is trained ---------------------------------------------------------
     model: str = "resnet20"  # name in selectivity.models (see `selectivity models`)
-    activation: str = "relu"  # "relu" or "leaky_relu"
+    activation: str = "relu"  # "relu", "leaky_relu" or "gelu"
     negative_slope: float = 0.01  # leaky ReLU slope for x < 0 (unitless); ignored for relu
     dataset: str = "cifar10"  # "cifar10" or "tiny-imagenet"
     # --- the regulariser (paper 1, eq. 2) -----------------------------------------
@@ -101,16 +107,20 @@ class TrainConfig:
     si_eps: float = 1e-6  # epsilon added to the minibatch index's denominator
     negative_rule: str = "shift"  # handling of negative responses: shift | clamp | raw
     si_dead: str = "exclude"  # units dead in a minibatch: "exclude" from the layer mean | "include" as 0
+    token_pooling: str = "mean"  # (N, T, D) token sites: pool the D units over tokens by mean | cls | max
     # --- optimisation (paper 1, A.1) ----------------------------------------------
     epochs: int = 200  # number of passes over the training split
     batch_size: int = 256  # samples per minibatch
-    lr: float = 0.1  # initial SGD learning rate
-    momentum: float = 0.9  # SGD momentum
-    weight_decay: float = 1e-4  # L2 penalty on all parameters
+    optimizer: str = "sgd"  # "sgd" (momentum, L2 weight decay) | "adamw" (betas 0.9/0.999, decoupled decay)
+    lr: float = 0.1  # initial (peak) learning rate
+    momentum: float = 0.9  # SGD momentum (unused by adamw)
+    weight_decay: float = 1e-4  # sgd: L2 penalty on all parameters; adamw: decoupled decay per step (x lr)
     lr_milestones: list = field(
         default_factory=lambda: [0.5, 0.75]
     )  # fractions of `epochs` at which lr *= lr_gamma (0.5, 0.75 of 200 = epochs 100, 150)
     lr_gamma: float = 0.1  # learning-rate decay factor at each milestone
+    lr_schedule: str = "step"  # "step" (lr_milestones, lr_gamma) | "cosine" (per epoch, from lr down to 0)
+    warmup: float = 0.0  # fraction of `epochs` of linear warmup before the schedule (0.1 of 30 = 3 epochs)
     # --- data ---------------------------------------------------------------------
     val_size: int = 5000  # validation images held out of the training set (45k/5k split)
     split_seed: int = 0  # seed of the stratified train/validation split (kept fixed across runs)
@@ -136,6 +146,7 @@ class TrainConfig:
         """Check every value; raise :class:`ConfigError` naming the field."""
         from ..core.metrics import NEGATIVE_RULES
         from ..core.regularizer import DEAD_RULES
+        from ..core.responses import POOLINGS
         from ..data.registry import DATASETS
         from ..models import ALLOWED_ACTIVATIONS, list_models
 
@@ -172,6 +183,14 @@ class TrainConfig:
             raise bad("negative_rule", "expected " + ", ".join(NEGATIVE_RULES))
         if self.si_dead not in DEAD_RULES:
             raise bad("si_dead", "expected " + " or ".join(repr(d) for d in DEAD_RULES))
+        if self.token_pooling not in POOLINGS:
+            raise bad("token_pooling", "expected " + ", ".join(POOLINGS))
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", "expected " + " or ".join(repr(o) for o in OPTIMIZERS))
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", "expected " + " or ".join(repr(o) for o in LR_SCHEDULES))
+        if not 0 <= self.warmup < 1:
+            raise bad("warmup", "expected a fraction of the epochs in [0, 1)")
         for name in ("augment", "amp", "channels_last", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, "expected true or false")
@@ -200,12 +219,27 @@ class TrainConfig:
             raise bad("device", "expected auto, cpu, cuda or cuda:N")
         return self
 
+    def warmup_epochs(self) -> int:
+        """Epochs of linear warmup: ``round(warmup * epochs)``, at most ``epochs - 1``."""
+        return min(round(self.warmup * self.epochs), self.epochs - 1)
+
     def milestone_epochs(self) -> list[int]:
         """Epoch indices (0-based) at whose start the learning rate is decayed."""
         return sorted({max(1, round(m * self.epochs)) for m in self.lr_milestones})
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate during 0-based ``epoch`` (a pure function: resuming needs no state)."""
+        """Learning rate during 0-based ``epoch`` (a pure function: resuming needs no state).
+
+        Linear warmup ``lr * (epoch + 1) / (W + 1)`` for the first
+        ``W = warmup_epochs()`` epochs; then ``"step"``: ``lr * lr_gamma**k`` after k
+        milestones, or ``"cosine"``: ``lr * (1 + cos(pi * e / E)) / 2`` with ``e`` the
+        epochs since the warmup and ``E`` the epochs after it.
+        """
+        w = self.warmup_epochs()
+        if epoch < w:
+            return self.lr * (epoch + 1) / (w + 1)
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / (self.epochs - w)))
         k = sum(1 for m in self.milestone_epochs() if epoch >= m)
         return self.lr * self.lr_gamma**k
 
@@ -263,9 +297,28 @@ def get_preset(name: str, model: str = "resnet20") -> dict:
     return {"model": model, **_PRESETS[name](model)}
 
 
+def vit_optimisation(model: str) -> dict:
+    """Overrides that train a transformer (``vit*``) as usual: AdamW, warmup, cosine (our choice).
+
+    Empty for every other model, whose presets keep the paper's SGD. AdamW lr 1e-3,
+    decoupled weight decay 0.05, linear warmup over a tenth of the epochs, cosine
+    decay to 0, GELU MLPs.
+    """
+    if not model.startswith("vit"):
+        return {}
+    return dict(
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.05,
+        lr_schedule="cosine",
+        warmup=0.1,
+        activation="gelu",
+    )
+
+
 @register_preset("paper")
 def _paper(model: str) -> dict:
-    """Paper 1, A.1: SGD 0.9, wd 1e-4, batch 256, 200 epochs, lr x0.1 at 100/150."""
+    """Paper 1, A.1: SGD 0.9, wd 1e-4, batch 256, 200 epochs, lr x0.1 at 100/150 (ViT: AdamW, cosine)."""
     lr = 0.01 if model.startswith("vgg") else 0.1
     return dict(
         epochs=200,
@@ -277,7 +330,7 @@ def _paper(model: str) -> dict:
         lr_gamma=0.1,
         augment=True,
         amp=False,
-    )
+    ) | vit_optimisation(model)
 
 
 @register_preset("cpu-short")
@@ -292,13 +345,20 @@ def _cpu_short(model: str) -> dict:
         eval_subset=2000,
         lr_milestones=[0.5, 0.75],
         top_n=200,
-    )
+    ) | vit_optimisation(model)
 
 
 @register_preset("smoke")
 def _smoke(model: str) -> dict:
     """Seconds: 512 training images, 1 epoch; checks that everything runs."""
-    return dict(epochs=1, batch_size=128, train_subset=512, eval_subset=500, top_n=50, val_size=500)
+    return dict(
+        epochs=1,
+        batch_size=128,
+        train_subset=512,
+        eval_subset=500,
+        top_n=50,
+        val_size=500,
+    ) | vit_optimisation(model)
 
 
 # --------------------------------------------------------------------------- building

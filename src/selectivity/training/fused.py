@@ -5,7 +5,8 @@ along a new leading dimension (:func:`torch.func.stack_module_state`) and runs t
 model once per step with :func:`torch.func.vmap` over
 :func:`torch.func.functional_call`. Every run keeps its own minibatch (inputs
 ``(R, B, C, H, W)``, labels ``(R, B)``), its own batch-norm statistics, its own
-regulariser strength ``alpha`` and its own SGD momentum, so a run in a group follows
+regulariser strength ``alpha`` and its own optimiser state (SGD momentum or AdamW
+moments), so a run in a group follows
 the same arithmetic as the run trained alone (the tests check this to 1e-9 in float64).
 
 Three backends compute the R forward passes (:func:`pick_backend`); all follow the
@@ -31,8 +32,8 @@ Batch-norm running statistics are stacked buffers; every backend updates each ru
 slice in place (checked by the tests against separate runs).
 
 Assumptions of a group: same model class and shapes, same learning-rate schedule,
-momentum and weight decay (SGD's update is elementwise, so one optimizer over the
-stacked leaves equals R optimizers as long as these hyperparameters are shared), same
+momentum and weight decay (SGD's and AdamW's updates are elementwise, so one optimizer
+over the stacked leaves equals R optimizers as long as these hyperparameters are shared), same
 batch size and number of steps per epoch. Seeds, alphas and data orders differ freely.
 
 Nothing in a step reads a value back from the device; divergence is checked by the
@@ -85,7 +86,7 @@ def pick_backend(backend: str, model: nn.Module, device: torch.device | str) -> 
       model, no conversion (batch norm under ``vmap`` is slow on CPU).
 
     ``"auto"`` picks ``"loop"`` on the CPU, else ``"grouped"`` when the model can be
-    widened, else ``"vmap"``.
+    widened, else ``"loop"`` (e.g. a ViT: ``"grouped"`` refuses its modules).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown fused backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -97,7 +98,9 @@ def pick_backend(backend: str, model: nn.Module, device: torch.device | str) -> 
         return backend
     if torch.device(device).type == "cpu":
         return "loop"
-    return "grouped" if groupable(model) else "vmap"
+    # A model the grouped form cannot widen (a transformer: LayerNorm, attention) runs
+    # as R plain models: every module works, and vmap's coverage of it is not assumed.
+    return "grouped" if groupable(model) else "loop"
 
 
 @dataclass
@@ -116,6 +119,15 @@ class FusedStep:
     ce: torch.Tensor
     selectivity: torch.Tensor
     correct: torch.Tensor
+
+
+#: Optimisers a group can run (elementwise updates, so one over the stacks equals R).
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+
+
+def _run_slice(v: torch.Tensor, i: int) -> torch.Tensor:
+    """Run ``i``'s part of a stacked optimiser state tensor; a 0-dim one is shared."""
+    return v[i].clone() if v.dim() > 0 else v.clone()
 
 
 # --------------------------------------------------------------------------- fused group
@@ -397,7 +409,8 @@ class FusedRuns:
     num_classes : int
         Number of classes.
     lr, momentum, weight_decay : float
-        SGD hyperparameters shared by the group (``lr`` changes with :meth:`set_lr`).
+        Optimiser hyperparameters shared by the group (``lr`` changes with :meth:`set_lr`;
+        ``momentum`` is SGD's only).
     layers : LayerSpec, optional
         Selectivity sites, as for :class:`~selectivity.core.regularizer.SelectivityRegularizer`.
     layouts, sites, pooling
@@ -410,10 +423,12 @@ class FusedRuns:
     amp : bool
         bf16 autocast for the forward pass (CPU or CUDA).
     optimizer_states : sequence of dict, optional
-        Per-run ``SGD.state_dict()`` of single runs (resume from checkpoints).
+        Per-run ``optimizer.state_dict()`` of single runs (resume from checkpoints).
     backend : {"auto", "grouped", "loop", "vmap"}
         How the R forward passes are computed (:func:`pick_backend`). Every backend
         gives the same arithmetic as separate runs; they differ only in speed.
+    optimizer : {"sgd", "adamw"}
+        The optimiser of every run (SGD with momentum, or AdamW with decoupled decay).
 
     Examples
     --------
@@ -443,6 +458,7 @@ class FusedRuns:
         amp: bool = False,
         optimizer_states: Sequence[dict] | None = None,
         backend: str = "auto",
+        optimizer: str = "sgd",
     ) -> None:
         models = list(models)
         if not models:
@@ -451,6 +467,9 @@ class FusedRuns:
             raise ValueError(f"need one alpha per model: {len(models)} models, {len(alphas)} alphas")
         if dead not in DEAD_RULES:
             raise ValueError(f"dead must be one of {DEAD_RULES}, got {dead!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        self.optimizer = optimizer
         first = models[0]
         shapes = {k: (tuple(v.shape), v.dtype) for k, v in first.state_dict().items()}
         for i, m in enumerate(models[1:], start=1):
@@ -490,7 +509,7 @@ class FusedRuns:
         self._momentum_wd = (float(momentum), float(weight_decay))
         self.opt = self._make_optimizer(float(lr))
         if optimizer_states is not None:
-            self._load_momentum(optimizer_states)
+            self._load_states(optimizer_states)
         self._loss_fn: LossFn = self._losses
         self._impl.bind(self.params, self.buffers, self.num_runs)
         self._ids: torch.Tensor | None = None
@@ -648,7 +667,7 @@ class FusedRuns:
         return {
             "params": {k: v.detach().clone() for k, v in self.params.items()},
             "buffers": {k: v.clone() for k, v in self.buffers.items()},
-            "momentum": [self._momentum(p) for p in self.params.values()],
+            "opt": [self._opt_state(p) for p in self.params.values()],
         }
 
     def _restore(self, saved: dict) -> None:
@@ -658,20 +677,28 @@ class FusedRuns:
                 v.grad = None
             for k, v in self.buffers.items():
                 v.copy_(saved["buffers"][k])
-        for p, buf in zip(self.params.values(), saved["momentum"]):
-            if buf is None:
+        for p, st in zip(self.params.values(), saved["opt"]):
+            if st is None:
                 self.opt.state.pop(p, None)
             else:
-                self.opt.state[p]["momentum_buffer"] = buf
+                self.opt.state[p] = st
         self._impl.grads_reset(self.params)
 
-    def _make_optimizer(self, lr: float) -> torch.optim.SGD:
+    def _make_optimizer(self, lr: float) -> torch.optim.Optimizer:
         momentum, wd = self._momentum_wd
-        return torch.optim.SGD(list(self.params.values()), lr=lr, momentum=momentum, weight_decay=wd)
+        params = list(self.params.values())
+        if self.optimizer == "adamw":
+            # Elementwise update and per-element moments: one AdamW over the stacks equals
+            # R AdamWs; its step counter (0-dim) is shared, the runs step together.
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
 
-    def _momentum(self, p: torch.Tensor) -> torch.Tensor | None:
-        buf = self.opt.state.get(p, {}).get("momentum_buffer")
-        return None if buf is None else buf.clone()
+    def _opt_state(self, p: torch.Tensor) -> dict | None:
+        """A copy of the optimiser's state of stacked leaf ``p`` (None before the first step)."""
+        st = self.opt.state.get(p)
+        if not st:
+            return None
+        return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in st.items()}
 
     # ------------------------------------------------------------------ one run's state
     def _index(self, run: int) -> int:
@@ -689,11 +716,14 @@ class FusedRuns:
         return out
 
     def optimizer_state_dict(self, run: int) -> dict:
-        """Run ``run``'s SGD state in the format of ``SGD(model.parameters()).state_dict()``."""
+        """Run ``run``'s optimiser state in the format of ``Opt(model.parameters()).state_dict()``.
+
+        Per-element state (momentum, moments) is sliced; 0-dim state (AdamW's step) is shared.
+        """
         i = self._index(run)
         full = self.opt.state_dict()
         state = {
-            j: {k: (v[i].clone() if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
+            j: {k: (_run_slice(v, i) if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
             for j, s in full["state"].items()
         }
         return {"state": state, "param_groups": copy.deepcopy(full["param_groups"])}
@@ -704,16 +734,29 @@ class FusedRuns:
         m.load_state_dict(self.state_dict(run))
         return m.to(self.device)
 
-    def _load_momentum(self, states: Sequence[dict]) -> None:
+    def _load_states(self, states: Sequence[dict]) -> None:
+        """Stack R single runs' optimiser states (momentum, AdamW moments) onto the leaves."""
         if len(states) != self.num_runs:
             raise ValueError(f"need one optimizer state per run, got {len(states)} for {self.num_runs}")
         for j, p in enumerate(self.params.values()):
-            bufs = [s.get("state", {}).get(j, {}).get("momentum_buffer") for s in states]
-            if all(b is None for b in bufs):
+            per_run = [s.get("state", {}).get(j, {}) for s in states]
+            if all(not st for st in per_run):
                 continue
-            if any(b is None for b in bufs):
-                raise ValueError(f"optimizer states disagree: momentum of parameter {j} missing in some runs")
-            self.opt.state[p]["momentum_buffer"] = torch.stack([b.to(p) for b in bufs])
+            keys = set(per_run[0])
+            if any(set(st) != keys for st in per_run):
+                raise ValueError(
+                    f"optimizer states disagree: the state of parameter {j} differs between runs"
+                )
+            for k in keys:
+                vals = [st[k] for st in per_run]
+                if k == "momentum_buffer" and all(v is None for v in vals):
+                    continue
+                if any(v is None for v in vals):
+                    raise ValueError(f"optimizer states disagree: {k} of parameter {j} missing in some runs")
+                if isinstance(vals[0], torch.Tensor) and vals[0].dim() > 0:
+                    self.opt.state[p][k] = torch.stack([v.to(p) for v in vals])
+                else:  # a 0-dim counter (AdamW's step): the runs step together
+                    self.opt.state[p][k] = vals[0].clone() if isinstance(vals[0], torch.Tensor) else vals[0]
 
     # ------------------------------------------------------------------ divergence
     @staticmethod
@@ -732,7 +775,7 @@ class FusedRuns:
         if not keep:
             raise ValueError("cannot drop every run of a group")
         idx = torch.tensor(keep, device=self.device)
-        momentum = [self._momentum(p) for p in self.params.values()]
+        old_states = [self._opt_state(p) for p in self.params.values()]
         lr = self.opt.param_groups[0]["lr"]
         self.params = {
             k: v.detach().index_select(0, idx).clone().requires_grad_(v.requires_grad)
@@ -740,9 +783,12 @@ class FusedRuns:
         }
         self.buffers = {k: v.index_select(0, idx).clone() for k, v in self.buffers.items()}
         self.opt = self._make_optimizer(lr)
-        for p, buf in zip(self.params.values(), momentum):
-            if buf is not None:
-                self.opt.state[p]["momentum_buffer"] = buf.index_select(0, idx)
+        for p, st in zip(self.params.values(), old_states):
+            if st is not None:
+                self.opt.state[p] = {
+                    k: (v.index_select(0, idx) if isinstance(v, torch.Tensor) and v.dim() > 0 else v)
+                    for k, v in st.items()
+                }
         self.alphas = self.alphas.index_select(0, idx)
         self._alphas_list = [self._alphas_list[i] for i in keep]
         self.run_ids = [self.run_ids[i] for i in keep]

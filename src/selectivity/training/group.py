@@ -351,6 +351,8 @@ def _make_group(active: list[_Member], epoch: int, backend: str) -> FusedRuns:
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         layers=cfg.selectivity_layers or None,
+        pooling=cfg.token_pooling,
+        optimizer=cfg.optimizer,
         eps=cfg.si_eps,
         negative=cfg.negative_rule,
         dead=cfg.si_dead,
@@ -577,6 +579,8 @@ def auto_group_size(
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
             layers=cfg.selectivity_layers or None,
+            pooling=cfg.token_pooling,
+            optimizer=cfg.optimizer,
             amp=cfg.amp,
         )
         x = torch.rand(r, cfg.batch_size, *shape, device=device)  # (R, B, C, H, W)

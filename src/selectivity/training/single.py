@@ -448,7 +448,7 @@ def build_model(
     num_classes: int,
     log: Callable[[str], None] = print,
 ) -> tuple[nn.Module, torch.optim.Optimizer, RunState]:
-    """The model initialised from ``cfg.seed`` and its SGD, resumed from ``last.pt`` if present.
+    """The model initialised from ``cfg.seed`` and its optimiser, resumed from ``last.pt`` if present.
 
     Metric lines of epochs that were not checkpointed are dropped from ``metrics.jsonl``.
 
@@ -466,7 +466,7 @@ def build_model(
     ).to(device)
     if cfg.channels_last:
         channels_last(model)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg, model.parameters())
     state = RunState(epoch=0, best_val=-1.0, best_epoch=-1)
     rows = read_jsonl(files.metrics)
     if files.last.exists():
@@ -481,6 +481,13 @@ def build_model(
     return model, opt, state
 
 
+def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over ``params``: SGD (the paper's) or AdamW, at ``cfg.lr``."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
 def build_regularizer(cfg: TrainConfig, model: nn.Module, num_classes: int) -> SelectivityRegularizer:
     """The selectivity regulariser of ``cfg`` on ``model`` (hooks attach only inside ``with``)."""
     return SelectivityRegularizer(
@@ -492,6 +499,7 @@ def build_regularizer(cfg: TrainConfig, model: nn.Module, num_classes: int) -> S
         negative=cfg.negative_rule,
         dead=cfg.si_dead,
         check_labels=False,  # checked once when the data were loaded: no host sync per step
+        pooling=cfg.token_pooling,
     )
 
 
