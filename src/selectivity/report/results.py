@@ -432,6 +432,7 @@ class OpenedRun:
             negative=cfg.negative_rule,
             device=self.device,
             progress=progress,
+            pooling=cfg.token_pooling,
         )
 
 
