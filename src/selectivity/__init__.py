@@ -9,6 +9,8 @@ Public API (see the README for a tour):
 * :func:`sites` and :func:`family_preset` to find the units of a model (transformers:
   the MLP neurons of ``(N, T, D)`` token outputs)
 * :mod:`selectivity.models` for the papers' networks
+* :func:`open_sweep` (a sweep's results as pandas frames, read-only) and :func:`open_run`
+  (a trained run's model, config and data), loaded on first use
 """
 
 from .core.hooks import ActivationCapture, resolve_layers
@@ -54,4 +56,16 @@ __all__ = [
     "format_sites",
     "sites",
     "__version__",
+    "open_sweep",
+    "open_run",
 ]
+
+
+def __getattr__(name: str):
+    # open_sweep / open_run live in the report layer, which imports pandas and matplotlib:
+    # loaded on first use, so `import selectivity` stays light.
+    if name in ("open_sweep", "open_run"):
+        from .report import results
+
+        return getattr(results, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,6 +33,7 @@ __all__ = [
     "device_option",
     "did_you_mean",
     "given",
+    "log_option",
     "pwcca_method_option",
     "quiet_option",
     "split_names",
@@ -103,6 +104,20 @@ def device_option(help: str = DEVICE_HELP) -> Callable[[F], F]:
 def quiet_option(help: str = "No progress bars or progress lines.") -> Callable[[F], F]:
     """``--quiet`` of every command that shows progress."""
     return click.option("--quiet", is_flag=True, help=help)
+
+
+def log_option() -> Callable[[F], F]:
+    """``--log tensorboard|mlflow|wandb``: the experiment tracker of every run (default none)."""
+    from ..training.tracking import TRACKERS
+
+    return click.option(
+        "--log",
+        type=click.Choice(list(TRACKERS)),
+        default=None,
+        help="Also log each run (config, per-epoch metrics, final result, per-layer SI) to this "
+        "experiment tracker: pip install 'selectivity[NAME]'. TensorBoard writes RUN/tensorboard/; "
+        "MLflow $MLFLOW_TRACKING_URI (default sqlite:///SWEEP/mlflow.db); W&B project $WANDB_PROJECT.",
+    )
 
 
 def pwcca_method_option(flag: str) -> Callable[[F], F]:

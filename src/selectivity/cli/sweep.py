@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..run.config import ConfigError, parse_overrides
@@ -12,6 +14,7 @@ from .options import (
     PresetName,
     SweepDir,
     data_option,
+    log_option,
     quiet_option,
 )
 
@@ -20,6 +23,9 @@ __all__ = ["sweep", "results", "summarize"]
 #: Columns of the ``results`` table (one row per run, or per layer).
 RUN_COLUMNS = [
     "run_id",
+    "model",
+    "alpha",
+    "seed",
     "status",
     "test_accuracy",
     "best_val_accuracy",
@@ -29,7 +35,17 @@ RUN_COLUMNS = [
     "dead_fraction",
     "train_seconds",
 ]
-LAYER_COLUMNS = ["run_id", "layer", "units", "selectivity", "dead_fraction", "precision"]
+LAYER_COLUMNS = [
+    "run_id",
+    "model",
+    "alpha",
+    "seed",
+    "layer",
+    "units",
+    "selectivity",
+    "dead_fraction",
+    "precision",
+]
 GEOMETRY_COLUMNS = ["run_id", "alpha", "seed", "layer", "perturbation", "measure", "value"]
 
 
@@ -133,15 +149,17 @@ def _dry_run(spec, out, executor: str, workers: int | None) -> None:
 )
 @click.option(
     "--executor",
-    type=click.Choice(["inprocess", "process", "ray"]),
+    type=click.Choice(["inprocess", "process", "ray", "slurm"]),
     default=None,
-    help="Where runs execute (default: the preset's, else inprocess).",
+    help="Where runs execute (default: the preset's, else inprocess); slurm: one SLURM job per run "
+    "or fused group, submitted with submitit from a login node (pip install 'selectivity[slurm]').",
 )
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Parallel runs for the process executor (default: CPU count) or CPUs of a local Ray instance.",
+    help="Parallel runs for the process executor (default: CPU count), CPUs of a local Ray instance, "
+    "or SLURM jobs running at once (default: no limit).",
 )
 @click.option(
     "--address",
@@ -153,10 +171,35 @@ def _dry_run(spec, out, executor: str, workers: int | None) -> None:
     type=float,
     default=1,
     show_default=True,
-    help="CPUs each run requests (Ray) / torch threads per worker.",
+    help="CPUs each run requests (Ray, SLURM) / torch threads per worker.",
 )
 @click.option(
-    "--gpus-per-run", type=float, default=0, show_default=True, help="GPUs each run requests (Ray)."
+    "--gpus-per-run",
+    type=float,
+    default=0,
+    show_default=True,
+    help="GPUs each run requests (Ray: fractions allowed; SLURM: a whole number).",
+)
+@click.option("--slurm-partition", default=None, help="SLURM partition of the jobs (--executor slurm).")
+@click.option(
+    "--slurm-time",
+    type=click.IntRange(min=1),
+    default=24 * 60,
+    show_default=True,
+    help="Time limit of each SLURM job in minutes; a job that reaches it is requeued and resumes.",
+)
+@click.option(
+    "--slurm-mem",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Memory of each SLURM job in GB.",
+)
+@click.option(
+    "--slurm-set",
+    "slurm_sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another #SBATCH option of each job (repeatable), e.g. --slurm-set account=lab --slurm-set qos=high.",
 )
 @click.option(
     "--fuse",
@@ -169,6 +212,7 @@ def _dry_run(spec, out, executor: str, workers: int | None) -> None:
     "directory, database row and resume; 1 trains one run per task; auto: as many as fit the "
     "GPU's memory, measured on this machine (1 on a CPU).",
 )
+@log_option()
 @click.option("--no-summary", is_flag=True, help="Skip the summary table and figures at the end.")
 @click.option(
     "--no-robustness",
@@ -204,7 +248,12 @@ def sweep(
     address,
     cpus_per_run,
     gpus_per_run,
+    slurm_partition,
+    slurm_time,
+    slurm_mem,
+    slurm_sets,
     fuse,
+    log,
     no_summary,
     no_robustness,
     dry_run,
@@ -219,6 +268,14 @@ def sweep(
     from ..report import run_experiment
 
     spec = _spec(preset, models, alphas, seeds, train_preset, sets, grids, epochs, train_subset)
+    executor_options = None
+    if (executor or spec.executor) == "slurm":
+        executor_options = {
+            "partition": slurm_partition,
+            "time_min": slurm_time,
+            "mem_gb": slurm_mem,
+            "additional": _key_values(slurm_sets, "--slurm-set"),
+        }
     if dry_run:
         _dry_run(spec, out, executor or spec.executor or "inprocess", workers or spec.workers)
         return
@@ -237,12 +294,25 @@ def sweep(
         archive_mismatched=archive_mismatched,
         progress=not quiet,
         log=lambda m: click.echo(m, err=True),
+        tracker=log,
+        executor_options=executor_options,
     )
     if result.failed:
         raise click.ClickException(
             f"{result.failed} of {len(result.runs)} runs failed (their messages are above); "
             "rerun the same command to retry them"
         )
+
+
+def _key_values(items: tuple[str, ...], flag: str) -> dict[str, str]:
+    """``("account=lab", "qos=high")`` -> ``{"account": "lab", "qos": "high"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"{flag} takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _print_table(df, columns=None, digits: str = ".4f") -> None:
@@ -258,10 +328,18 @@ def _print_table(df, columns=None, digits: str = ".4f") -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "csv", "json"]),
+    type=click.Choice(["table", "csv", "json", "parquet"]),
     default="table",
     show_default=True,
-    help="Output format (csv/json load straight into pandas).",
+    help="Output format (csv/json/parquet load straight into pandas; parquet needs "
+    "pip install 'selectivity[parquet]'). In Python: selectivity.open_sweep(DIR).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to this file instead of standard output.",
 )
 @click.option("--per-layer", "layers", is_flag=True, help="Per-layer rows instead of one row per run.")
 @click.option("--rebuild", is_flag=True, help="Recreate the database from the run directories first.")
@@ -279,12 +357,19 @@ def _print_table(df, columns=None, digits: str = ".4f") -> None:
     is_flag=True,
     help="Rows of the geometry table (`selectivity geometry`): run, layer, perturbation, measure, value.",
 )
-def results(sweep_dir, fmt, layers, rebuild, robustness, geometry_rows):
+def results(sweep_dir, fmt, output, layers, rebuild, robustness, geometry_rows):
     """Print a sweep's results (one row per run), from its results database."""
+    import importlib.util
+
     from ..sweep import open_store, rebuild_store
 
     if robustness and geometry_rows:
         raise click.UsageError("--robustness and --geometry are different tables: give one")
+    if fmt == "parquet":
+        if importlib.util.find_spec("pyarrow") is None:
+            raise click.ClickException("--format parquet needs pyarrow: pip install 'selectivity[parquet]'")
+        if output is None and sys.stdout.isatty():
+            raise click.UsageError("Parquet is binary: give --output FILE (or redirect the output)")
     store = rebuild_store(sweep_dir) if rebuild else open_store(sweep_dir)
     with store:
         df = store.layers_df() if layers else store.runs_df()
@@ -318,12 +403,35 @@ def results(sweep_dir, fmt, layers, rebuild, robustness, geometry_rows):
     else:
         df = df.drop(columns=["config"])
         columns = RUN_COLUMNS
-    if fmt == "csv":
-        click.echo(df.to_csv(index=False), nl=False)
+    if fmt == "parquet":
+        import io
+
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        _write(buf.getvalue(), output)
+    elif fmt == "csv":
+        _write(df.to_csv(index=False), output)
     elif fmt == "json":
-        click.echo(df.to_json(orient="records", indent=1))
+        _write(df.to_json(orient="records", indent=1) + "\n", output)
+    elif output is not None:
+        raise click.UsageError("--output takes --format csv, json or parquet")
     else:
         _print_table(df, columns, ".4g" if geometry_rows else ".4f")
+
+
+def _write(data: str | bytes, output: str | None) -> None:
+    """``data`` to the file ``output``, or to standard output."""
+    if output is None:
+        if isinstance(data, bytes):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            click.echo(data, nl=False)
+        return
+    from pathlib import Path
+
+    Path(output).write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
 @click.command()

@@ -9,7 +9,7 @@ import click
 
 from ..data import DATASETS
 from ..run.config import make_config, parse_overrides
-from .options import DEVICE_HELP, PresetName, data_option, device_option, given, quiet_option
+from .options import DEVICE_HELP, PresetName, data_option, device_option, given, log_option, quiet_option
 
 __all__ = ["train", "measure"]
 
@@ -55,9 +55,12 @@ RESULT_KEYS = ("status", "test_accuracy", "best_val_accuracy", "best_epoch", "me
     metavar="KEY=VALUE",
     help="Override any config field, e.g. --set lr=0.05 (repeatable).",
 )
+@log_option()
 @quiet_option("No progress bars, per-epoch lines or time estimate.")
 @click.pass_context
-def train(ctx, model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, quiet):
+def train(
+    ctx, model, alpha, seed, preset, dataset, data, out, epochs, train_subset, device, sets, log, quiet
+):
     """Train one model with the selectivity regulariser into a run directory."""
     from ..run.files import RunFiles
     from ..run.health import inspect_run_dir
@@ -89,14 +92,13 @@ def train(ctx, model, alpha, seed, preset, dataset, data, out, epochs, train_sub
             )
     if not quiet and not given(ctx, "preset"):
         _say_what_the_default_preset_costs(cfg, preset)
+
     # train_run takes the run lock and checks device, data and checkpoint before it writes.
-    result = train_run(
-        cfg,
-        out,
-        data=data,
-        progress=not quiet,
-        log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)),
-    )
+    def echo(msg: str) -> None:  # --quiet keeps the warnings (a tracker that fails)
+        if not quiet or msg.startswith("warning:"):
+            click.echo(msg, err=True)
+
+    result = train_run(cfg, out, data=data, progress=not quiet, log=echo, tracker=log)
     click.echo(json.dumps({k: result.get(k) for k in RESULT_KEYS}))
     if result.get("status") == "diverged":
         sys.exit(3)

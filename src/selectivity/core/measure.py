@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .hooks import ActivationCapture, LayerSpec, PerLayer
 from .metrics import SelectivityAccumulator, layer_mean
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["IGNORE_INDEX", "LayerReport", "SelectivityReport", "TopActivations", "measure_selectivity"]
 
@@ -120,6 +123,43 @@ class SelectivityReport:
             }
             for l in self.layers
         ]
+
+    def to_frame(self, class_names: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per unit of every layer, as a pandas DataFrame.
+
+        Columns: ``layer``, ``unit`` (index in the layer), ``selectivity`` (NaN for dead
+        units), ``precision`` (NaN when not measured), ``dead``, and, when class means
+        were kept, ``preferred_class`` (index of the largest class mean),
+        ``preferred_name`` and ``mean_<class>`` (mean response per class; class names
+        from ``class_names``, else ``0, 1, ...``).
+        """
+        import numpy as np
+        import pandas as pd
+
+        parts = []
+        for l in self.layers:
+            u = l.num_units
+            cols: dict[str, object] = {
+                "layer": [l.name] * u,
+                "unit": np.arange(u),
+                "selectivity": l.selectivity.numpy(),
+                "precision": l.precision.numpy() if l.precision is not None else np.full(u, np.nan),
+                "dead": l.dead.numpy(),
+            }
+            if l.class_means is not None:
+                c = l.class_means.shape[0]
+                names = (
+                    [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(c)]
+                )
+                if len(names) != c:
+                    raise ValueError(f"{len(names)} class names for {c} classes")
+                pref = l.class_means.argmax(dim=0).numpy()
+                cols["preferred_class"] = pref
+                cols["preferred_name"] = [names[i] for i in pref]
+                for i, name in enumerate(names):
+                    cols[f"mean_{name}"] = l.class_means[i].numpy()
+            parts.append(pd.DataFrame(cols))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
     def to_dict(self) -> dict:
         return {

@@ -49,42 +49,14 @@ TOP_SAMPLES = "top_samples"
 RECORD_FORMATS = ("auto", "parquet", "csv")
 
 
-def _class_names(report: SelectivityReport, class_names: Sequence[str] | None) -> list[str]:
-    first = next((l for l in report.layers if l.class_means is not None), None)
-    num = first.class_means.shape[0] if first is not None and first.class_means is not None else 0
-    if class_names is None:
-        return [str(i) for i in range(num)]
-    if len(class_names) != num:
-        raise ValueError(f"{len(class_names)} class names for {num} classes")
-    return [str(c) for c in class_names]
-
-
 def unit_frame(report: SelectivityReport, class_names: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per unit of every layer.
+    """One row per unit of every layer: :meth:`~selectivity.core.measure.SelectivityReport.to_frame`.
 
     Columns: ``layer``, ``unit``, ``selectivity`` (NaN for dead units), ``precision``,
-    ``preferred_class`` (index of the largest class mean), ``preferred_name``, ``dead``
+    ``dead``, ``preferred_class`` (index of the largest class mean), ``preferred_name``
     and ``mean_<class>`` (mean response per class) for every class.
     """
-    names = _class_names(report, class_names)
-    parts = []
-    for layer in report.layers:
-        u = layer.num_units
-        cols: dict[str, object] = {
-            "layer": [layer.name] * u,
-            "unit": np.arange(u),
-            "selectivity": layer.selectivity.numpy(),
-            "precision": layer.precision.numpy() if layer.precision is not None else np.full(u, np.nan),
-            "dead": layer.dead.numpy(),
-        }
-        if layer.class_means is not None:
-            pref = layer.class_means.argmax(dim=0).numpy()
-            cols["preferred_class"] = pref
-            cols["preferred_name"] = [names[i] for i in pref]
-            for c, name in enumerate(names):
-                cols[f"mean_{name}"] = layer.class_means[c].numpy()
-        parts.append(pd.DataFrame(cols))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return report.to_frame(class_names)
 
 
 def top_frame(report: SelectivityReport) -> pd.DataFrame:

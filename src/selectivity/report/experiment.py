@@ -103,6 +103,8 @@ def run_experiment(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    tracker: str | None = None,
+    executor_options: dict | None = None,
 ) -> ExperimentResult:
     """Train a sweep, evaluate its robustness and write its summary (resumable).
 
@@ -119,11 +121,11 @@ def run_experiment(
     summary, figures : bool, default True
         Write the summary table (and its figures) at the end.
     executor : str, optional
-        ``"inprocess"``, ``"process"`` or ``"ray"``; default the spec's suggestion, else
-        ``"inprocess"``.
+        ``"inprocess"``, ``"process"``, ``"ray"`` or ``"slurm"``; default the spec's
+        suggestion, else ``"inprocess"``.
     workers : int, optional
         Parallel runs; default the spec's suggestion.
-    address, cpus_per_run, gpus_per_run, fuse, archive_mismatched, progress, log
+    address, cpus_per_run, gpus_per_run, fuse, archive_mismatched, progress, log, tracker, executor_options
         See :func:`selectivity.sweep.run_sweep`.
     device : str, default "auto"
         Device of the robustness evaluation, unless ``spec.robustness`` names one (the
@@ -159,6 +161,8 @@ def run_experiment(
         log=log,
         archive_mismatched=archive_mismatched,
         fuse=fuse,
+        tracker=tracker,
+        executor_options=executor_options,
     )
     result = ExperimentResult(runs)
     if settings is not None and (runs["status"] == "completed").any():

@@ -31,6 +31,7 @@ from ..run.files import (
     write_json,
 )
 from ..run.health import RunHealth, inspect_run_dir
+from ..training.tracking import missing_tracker_package, prepare_tracker
 from .executors import Task, make_executor, pack_tasks
 from .spec import SweepSpec
 from .store import RUNS_DIR, ResultsStore, open_store, write_sweep_record
@@ -148,6 +149,8 @@ def run_sweep(
     log: Callable[[str], None] = print,
     archive_mismatched: bool = False,
     fuse: int | str = 1,
+    tracker: str | None = None,
+    executor_options: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run (or resume) a sweep into ``sweep_dir`` and return its runs table.
 
@@ -170,6 +173,15 @@ def run_sweep(
     has its own directory and database row, and a rerun resumes each run. ``fuse="auto"``
     measures on this process's device how many runs fit in memory
     (:func:`selectivity.training.group.auto_group_size`; 1 on a CPU).
+
+    ``tracker`` (``"tensorboard"``, ``"mlflow"`` or ``"wandb"``) logs every run to that
+    experiment tracker, one tracked run per run, fused or not
+    (:mod:`selectivity.training.tracking`); a missing package is reported once here,
+    before any training, and the sweep runs without it.
+
+    ``executor_options`` go to the executor as keywords (``slurm``: ``partition``,
+    ``time_min``, ``mem_gb``, ``additional``; see
+    :class:`~selectivity.sweep.executors.SlurmExecutor`).
     """
     if summarize:
         raise ValueError(
@@ -177,9 +189,21 @@ def run_sweep(
             "selectivity.report.summarize_sweep(sweep_dir) after it"
         )
     spec.validate()
+    missing_tracker_package(tracker)  # a ValueError for an unknown name, before anything is written
     if fuse != "auto" and (isinstance(fuse, bool) or not isinstance(fuse, int) or fuse < 1):
         raise ValueError(f"fuse must be an integer >= 1 or 'auto', got {fuse!r}")
     sweep_dir = Path(sweep_dir)
+    # The executor checks what it needs (Ray, submitit and sbatch, GPU counts) before anything is written.
+    ex = make_executor(
+        executor,
+        workers=workers,
+        address=address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        progress=progress,
+        sweep_dir=sweep_dir,
+        **(executor_options or {}),
+    )
     sfiles = SweepFiles(sweep_dir)
     runs = spec.runs()
     health: dict[str, RunHealth] = {}
@@ -204,6 +228,7 @@ def run_sweep(
     store = open_store(sweep_dir, log=log)
     if mismatched:
         _archive(sweep_dir, [rid for rid, _ in mismatched], store, log)
+    tracker = prepare_tracker(tracker, sweep_dir, log)  # once, before any run trains
     if fuse == "auto":
         fuse = _auto_fuse([r.config for r in runs], log)
     assert isinstance(fuse, int)
@@ -227,7 +252,8 @@ def run_sweep(
         else:
             store.record(r.run_id, cfgd, None, status="pending")
         threads = None if cfgd.get("num_threads") else max(1, int(cpus_per_run))
-        tasks.append(Task(r.run_id, cfgd, str(rdir), data, threads if executor != "inprocess" else None))
+        threads = threads if executor != "inprocess" else None
+        tasks.append(Task(r.run_id, cfgd, str(rdir), data, threads, tracker))
     units = pack_tasks(tasks, fuse)
     fused = f", {len(units)} tasks of at most {fuse} fused runs" if fuse > 1 else ""
     log(
@@ -235,14 +261,6 @@ def run_sweep(
         f"({executor} executor{fused})"
     )
 
-    ex = make_executor(
-        executor,
-        workers=workers,
-        address=address,
-        cpus_per_run=cpus_per_run,
-        gpus_per_run=gpus_per_run,
-        progress=progress,
-    )
     started: dict[str, float] = {}
     finished: set[str] = set()
     counts = {"done": skipped, "failed": 0, "diverged": 0}

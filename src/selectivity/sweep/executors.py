@@ -1,4 +1,4 @@
-"""Where the runs of a sweep execute: in-process, a local process pool, or Ray.
+"""Where the runs of a sweep execute: in-process, a local process pool, Ray, or SLURM.
 
 Every executor calls :func:`execute_run` for a task (:func:`execute_group` for a
 :class:`GroupTask`, several runs trained as one fused model) and yields
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import math
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "InProcessExecutor",
     "PoolExecutor",
     "RayExecutor",
+    "SlurmExecutor",
+    "SlurmJob",
     "make_executor",
     "exit_with_parent",
     "EXECUTORS",
@@ -87,6 +91,7 @@ class Task:
     run_dir: str
     data: str | None = None
     threads: int | None = None  # torch CPU threads in the worker
+    tracker: str | None = None  # experiment tracker (selectivity.training.tracking.TRACKERS)
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,15 @@ def execute_run(task: Task, progress: bool = False) -> dict:
                     logf.flush()
 
                 # lock=False: this process holds the run's lock (a second one would never be granted).
-                result = train_run(cfg, files.root, data=task.data, progress=progress, log=log, lock=False)
+                result = train_run(
+                    cfg,
+                    files.root,
+                    data=task.data,
+                    progress=progress,
+                    log=log,
+                    lock=False,
+                    tracker=task.tracker,
+                )
         except Exception as e:  # recorded, not raised: one bad run must not stop a sweep
             result = _failure(task, e)
             _write_failure(task, result)
@@ -254,6 +267,7 @@ def execute_group(group: GroupTask, progress: bool = False) -> list[dict]:
                 log=log_all,
                 lock=False,  # held above
                 run_logs=run_logs,
+                tracker=tasks[0].tracker,
             )
         except Exception as e:  # recorded, not raised: one bad group must not stop a sweep
             failure = _failure(tasks[0], e)
@@ -461,7 +475,169 @@ class RayExecutor:
             self._started_here = False
 
 
-EXECUTORS = {"inprocess": InProcessExecutor, "process": PoolExecutor, "ray": RayExecutor}
+class SlurmJob:
+    """What one SLURM job runs: one task (a run, or a fused group), like a pool worker.
+
+    Checkpointable in submitit's sense: when SLURM preempts the job or its time runs out,
+    submitit calls :meth:`checkpoint` and requeues the same task, which resumes each run
+    from its last completed epoch (a run's lock dies with the process holding it).
+    """
+
+    def __call__(self, unit: Task | GroupTask) -> list[dict]:
+        return execute_unit(unit, progress=False)
+
+    def checkpoint(self, unit: Task | GroupTask) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, unit)
+
+
+class SlurmExecutor:
+    """Each task (a run, or a fused group of runs) is one SLURM job, all of them one job array.
+
+    Submitted through submitit (``pip install 'selectivity[slurm]'``) from the machine
+    where ``sbatch`` works (a login node); run directories must be on storage the
+    compute nodes share. submitit's files (job scripts, pickles, each job's stdout and
+    stderr) go to ``SWEEP/slurm/``. A job that fails or is cancelled fails its runs; the
+    next ``selectivity sweep`` with the same arguments resumes them, and a job that
+    SLURM preempts or times out is requeued by submitit and resumes (:class:`SlurmJob`).
+
+    Parameters
+    ----------
+    workers : int, optional
+        At most this many jobs of the array run at once (``--array=...%workers``).
+    sweep_dir : path
+        The sweep directory (submitit's folder is ``sweep_dir/slurm``).
+    cpus_per_run, gpus_per_run : float
+        CPUs and GPUs of each job (GPUs: a whole number).
+    partition : str, optional
+        SLURM partition.
+    time_min : int
+        Time limit of each job, in minutes.
+    mem_gb : float, optional
+        Memory of each job.
+    additional : dict, optional
+        More ``#SBATCH --key=value`` lines (e.g. ``{"account": "lab", "qos": "high"}``).
+    cluster : {"slurm", "local"}
+        ``"local"``: submitit's local executor (tests; no scheduler, every job at once).
+    poll_seconds : float
+        How often the jobs' states are read.
+    """
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        sweep_dir: str | os.PathLike | None = None,
+        cpus_per_run: float = 1,
+        gpus_per_run: float = 0,
+        partition: str | None = None,
+        time_min: int = 24 * 60,
+        mem_gb: float | None = None,
+        additional: dict | None = None,
+        cluster: str = "slurm",
+        poll_seconds: float = 5.0,
+        **_,
+    ):
+        try:
+            import submitit  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError("the SLURM executor needs submitit: pip install 'selectivity[slurm]'") from e
+        if cluster not in ("slurm", "local"):
+            raise ValueError(f"cluster must be 'slurm' or 'local', got {cluster!r}")
+        if cluster == "slurm":
+            import shutil
+
+            if shutil.which("sbatch") is None:
+                raise RuntimeError(
+                    "--executor slurm submits with SLURM's sbatch, which is not on this machine's PATH: "
+                    "run the sweep on the cluster's login node"
+                )
+        if sweep_dir is None:
+            raise ValueError("the SLURM executor needs the sweep directory (its jobs' files go there)")
+        if float(gpus_per_run) != int(gpus_per_run) or gpus_per_run < 0:
+            raise ValueError(
+                f"--gpus-per-run must be a whole number with --executor slurm, got {gpus_per_run:g}"
+            )
+        if time_min < 1:
+            raise ValueError(f"the SLURM time limit must be >= 1 minute, got {time_min}")
+        self.workers = workers
+        self.folder = Path(sweep_dir) / "slurm"
+        self.cluster = cluster
+        self.poll_seconds = poll_seconds
+        self.params: dict[str, Any] = {
+            "timeout_min": int(time_min),
+            "cpus_per_task": max(1, math.ceil(cpus_per_run)),
+            "gpus_per_node": int(gpus_per_run),
+            "tasks_per_node": 1,
+            "nodes": 1,
+            "name": f"selectivity-{Path(sweep_dir).name}",
+            "mem_gb": mem_gb,
+            "slurm_partition": partition,
+            "slurm_array_parallelism": workers,
+            "slurm_additional_parameters": dict(additional) if additional else None,
+        }
+        self._jobs: list = []
+
+    def run(
+        self,
+        tasks: Sequence[Task | GroupTask],
+        on_start: Callable[[Task], None],
+        on_tick: Callable[[], None] | None = None,
+    ) -> Iterator[tuple[Task, dict]]:
+        import submitit
+
+        if not tasks:
+            return
+        ex = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
+        ex.update_parameters(**self.params)
+        job_fn = SlurmJob()
+        with ex.batch():  # one job array: one element per run or fused group
+            jobs = [ex.submit(job_fn, t) for t in tasks]
+        self._jobs = list(zip(jobs, tasks))
+        for t in tasks:
+            for m in members(t):
+                on_start(m)  # queued: SLURM starts them as resources free up
+        pending = list(self._jobs)
+        try:
+            while pending:
+                still = []
+                for job, t in pending:
+                    if not job.done():
+                        still.append((job, t))
+                        continue
+                    try:
+                        results = job.result()
+                    except Exception as e:  # failed, cancelled, killed by SLURM
+                        msg = " ".join(f"SLURM job {job.job_id} failed: {type(e).__name__}: {e}".split())
+                        results = [{"status": "failed", "message": msg[:1000]} for _ in members(t)]
+                    yield from zip(members(t), results)
+                pending = still
+                if on_tick is not None:
+                    on_tick()
+                if pending:
+                    time.sleep(self.poll_seconds)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Cancel the jobs still queued or running (the driver was stopped); they resume on a rerun."""
+        for job, _ in self._jobs:
+            try:
+                if not job.done():
+                    job.cancel(check=False)
+            except Exception:
+                pass
+        self._jobs = []
+
+
+EXECUTORS = {
+    "inprocess": InProcessExecutor,
+    "process": PoolExecutor,
+    "ray": RayExecutor,
+    "slurm": SlurmExecutor,
+}
 
 
 def make_executor(name: str, **kw):

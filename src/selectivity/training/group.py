@@ -53,6 +53,7 @@ from .single import (
     prepare_data,
     write_run_files,
 )
+from .tracking import open_tracker
 
 __all__ = [
     "MemoryProbe",
@@ -121,6 +122,7 @@ def train_group(
     lock: bool = True,
     run_logs: Sequence[Callable[[str], None]] | None = None,
     backend: str = "auto",
+    tracker: str | None = None,
 ) -> list[dict]:
     """Train R runs that differ only in seed and alpha as one fused model, each into its directory.
 
@@ -148,6 +150,9 @@ def train_group(
         How the group computes its R forward passes (:func:`selectivity.training.fused.pick_backend`;
         "auto": the fastest for the device). Every backend follows the arithmetic of
         separate runs, so the choice changes speed and float rounding only.
+    tracker : {"tensorboard", "mlflow", "wandb"}, optional
+        Log each run of the group to this experiment tracker as its own tracked run
+        (:mod:`selectivity.training.tracking`), as :func:`~selectivity.training.single.train_run` does.
 
     Returns
     -------
@@ -201,6 +206,8 @@ def train_group(
                 resumed = m.files.meta.exists()
                 write_run_files(m.run, m.files, m.log)
                 _record_group(m.files, group_info, resumed)
+                m.run.tracker = open_tracker(tracker, m.files.root, m.name, m.cfg.to_dict(), m.log)
+                stack.callback(m.run.tracker.close)  # one tracked run per member, closed at the end
                 m.run.t_start = t_start
             _train_members(members, progress, log, stop_after_epochs, backend)
             for m in members:

@@ -58,6 +58,7 @@ from ..run.files import (
     write_json,
 )
 from .runtime import autocast, channels_last, compile_with_fallback, keep_freed_memory
+from .tracking import NullTracker, Tracker, open_tracker
 
 __all__ = [
     "train_run",
@@ -122,6 +123,7 @@ def train_run(
     log: Callable[[str], None] = print,
     stop_after_epochs: int | None = None,
     lock: bool = True,
+    tracker: str | None = None,
 ) -> dict:
     """Train one model into ``out_dir`` and return the final result record.
 
@@ -149,6 +151,10 @@ def train_run(
         Hold the run directory's lock (:func:`selectivity.run.files.run_lock`, not waiting)
         while training. A caller that already holds it (the sweep executor) passes
         False: a second lock on the same run in one process would never be granted.
+    tracker : {"tensorboard", "mlflow", "wandb"}, optional
+        Also log the run to this experiment tracker (:mod:`selectivity.training.tracking`):
+        config, each epoch's metrics, the final result. A tracker that is missing or
+        fails is reported in one line through ``log``; training goes on.
 
     Returns
     -------
@@ -175,8 +181,12 @@ def train_run(
         t_start = time.time()
         run = build_run(cfg, files, data, log)
         write_run_files(run, files, log)
+        run.tracker = open_tracker(tracker, files.root, files.root.name, cfg.to_dict(), log)
         run.t_start = t_start
-        return _train(run, files, progress, log, stop_after_epochs)
+        try:
+            return _train(run, files, progress, log, stop_after_epochs)
+        finally:
+            run.tracker.close()
 
 
 def _train(
@@ -255,6 +265,7 @@ def finish_run(
         )
     result["train_seconds"] = run.train_seconds()
     write_json(files.result, result)
+    run.tracker.finish(result)
     return result
 
 
@@ -338,6 +349,8 @@ class Run:
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
     #: ``time.time()`` when this call started (training time counts from it).
     t_start: float = field(default_factory=time.time)
+    #: Experiment tracker told about each epoch's row and the final result.
+    tracker: Tracker = field(default_factory=NullTracker)
 
     def train_seconds(self) -> float:
         """Training time of the run so far: earlier calls plus this one (s)."""
@@ -559,6 +572,7 @@ def finish_epoch(
         state.best_val, state.best_epoch = val.accuracy, epoch + 1
         atomic_torch_save(_checkpoint(run, epoch + 1, with_optimizer=False), files.best)
     append_jsonl(files.metrics, row)
+    run.tracker.log_epoch(row)  # host values only: no device read-back here
     state.epoch = epoch + 1
     atomic_torch_save(_checkpoint(run, state.epoch, with_optimizer=True), files.last)
     log(
