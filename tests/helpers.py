@@ -1,5 +1,5 @@
 """Shared tiny-data builders for the tests: a random CIFAR-10 copy, a random image-folder tree,
-and the two-run sweep trained on the former.
+a random Tiny ImageNet tree, and the two-run sweep trained on the first.
 
 The fixtures built from these (``tiny_data``, ``tiny_sweep``) live in ``conftest.py``; the
 names here are imported by test files that need the same settings (e.g. to rerun the sweep
@@ -76,3 +76,36 @@ def write_image_folder(
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
     return root
+
+
+#: Classes of the fake Tiny ImageNet tree, in label order (wnids.txt deliberately not sorted).
+TINY_WNIDS = ["n0300", "n0100", "n0400", "n0200"]
+#: Labelled val images per class of the fake tree: its test split (12 images, grouped by class).
+TINY_N_VAL = 3
+
+
+def write_fake_tiny(root: Path, n_train: int = 4, seed: int = 0) -> Path:
+    """A Tiny ImageNet tree of random JPEGs under ``root/tiny-imagenet-200``.
+
+    ``n_train`` training and ``TINY_N_VAL`` labelled val images per class of ``TINY_WNIDS``.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    tiny = root / "tiny-imagenet-200"
+    (tiny / "val" / "images").mkdir(parents=True)
+    (tiny / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    for wnid in TINY_WNIDS:
+        d = tiny / "train" / wnid / "images"
+        d.mkdir(parents=True)
+        for j in range(n_train):
+            img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(img).save(d / f"{wnid}_{j}.JPEG", quality=90)
+    lines = []
+    for j in range(TINY_N_VAL * len(TINY_WNIDS)):
+        wnid = TINY_WNIDS[j % len(TINY_WNIDS)]
+        img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(img).save(tiny / "val" / "images" / f"val_{j}.JPEG", quality=90)
+        lines.append(f"val_{j}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (tiny / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return tiny

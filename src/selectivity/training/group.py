@@ -60,6 +60,7 @@ __all__ = [
     "FUSE_FREE_FIELDS",
     "auto_group_size",
     "check_fusable",
+    "fuse_free_fields",
     "fuse_key",
     "runs_that_fit",
     "train_group",
@@ -69,13 +70,21 @@ __all__ = [
 FUSE_FREE_FIELDS = ("seed", "alpha")
 
 
+def fuse_free_fields(cfg: TrainConfig) -> tuple[str, ...]:
+    """The fields that may differ within ``cfg``'s group: ``seed`` and ``alpha``, or only
+    ``alpha`` when the validation split is drawn per run (the seed then chooses the data)."""
+    return ("alpha",) if cfg.val_split == "per-run" else FUSE_FREE_FIELDS
+
+
 def fuse_key(cfg: TrainConfig) -> tuple[tuple[str, str], ...]:
     """What must match for runs to be fused: every config field but ``seed`` and ``alpha``.
 
-    Two configs can train in one group exactly when their keys are equal. The key is
-    hashable (field name, JSON-like text of the value), sorted by field name.
+    (But ``alpha`` alone with ``val_split="per-run"``: see :func:`fuse_free_fields`.) Two
+    configs can train in one group exactly when their keys are equal. The key is hashable
+    (field name, JSON-like text of the value), sorted by field name.
     """
-    return tuple(sorted((k, repr(v)) for k, v in cfg.to_dict().items() if k not in FUSE_FREE_FIELDS))
+    free = fuse_free_fields(cfg)
+    return tuple(sorted((k, repr(v)) for k, v in cfg.to_dict().items() if k not in free))
 
 
 def check_fusable(cfgs: Sequence[TrainConfig]) -> None:
@@ -85,12 +94,12 @@ def check_fusable(cfgs: Sequence[TrainConfig]) -> None:
     first = dict(fuse_key(cfgs[0]))
     for i, cfg in enumerate(cfgs[1:], start=1):
         other = dict(fuse_key(cfg))
-        diff = sorted(k for k in first if first[k] != other[k])
+        diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
         if diff:
             k = diff[0]
             raise ValueError(
-                f"runs 0 and {i} cannot be fused: they differ in {k!r} ({first[k]} vs {other[k]}); "
-                f"only {' and '.join(FUSE_FREE_FIELDS)} may differ within a group"
+                f"runs 0 and {i} cannot be fused: they differ in {k!r} ({first.get(k)} vs {other.get(k)}); "
+                f"only {' and '.join(fuse_free_fields(cfgs[0]))} may differ within a group"
             )
 
 
