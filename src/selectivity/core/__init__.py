@@ -6,7 +6,8 @@
   removes them in ``finally``.
 * :mod:`.regularizer`: the differentiable regulariser ``loss = CE - alpha * mean_SI``.
 * :mod:`.measure`: every unit of a model over a dataset, streaming.
-* :mod:`.evalmode`: :func:`~.evalmode.frozen_eval`, eval mode with no weight gradients.
+* :mod:`.evalmode`: :func:`~.evalmode.frozen_eval`, eval mode with no weight gradients, and
+  :func:`~.evalmode.frozen_train`, the same in train mode with buffers restored.
 
 Everything else in the package sits above this layer; ``selectivity/__init__.py``
 re-exports the public names.
