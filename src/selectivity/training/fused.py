@@ -52,6 +52,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ..core.hooks import LayerSpec, resolve_layers
 from ..core.regularizer import DEAD_RULES, layer_ids, masked_selectivity
 from ..models.grouped import group_model, groupable, wide_shape
+from .robust import RobustTraining
 from .runtime import autocast, compile_with_fallback
 
 __all__ = [
@@ -65,7 +66,7 @@ __all__ = [
 BACKENDS: tuple[str, ...] = ("auto", "grouped", "loop", "vmap")
 
 
-def pick_backend(backend: str, model: nn.Module, device: torch.device | str) -> str:
+def pick_backend(backend: str, model: nn.Module, device: torch.device | str, robust: bool = False) -> str:
     """The backend a group uses: ``backend`` itself, or for ``"auto"`` the fastest that applies.
 
     - ``"grouped"``: one wide model (:func:`selectivity.models.grouped.group_model`), each
@@ -80,9 +81,19 @@ def pick_backend(backend: str, model: nn.Module, device: torch.device | str) -> 
 
     ``"auto"`` picks ``"loop"`` on the CPU, else ``"grouped"`` when the model can be
     widened, else ``"vmap"``.
+
+    With ``robust`` (a robust-training method: every run attacks or augments its own
+    batch through its own module) only ``"loop"`` applies, and ``"auto"`` picks it.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown fused backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if robust:
+        if backend not in ("auto", "loop"):
+            raise ValueError(
+                f"backend {backend!r} cannot train with robust training (each run attacks or augments "
+                "its own batch through its own module); use 'loop' or 'auto'"
+            )
+        return "loop"
     if backend != "auto":
         if backend == "grouped" and not groupable(model):
             raise ValueError(
@@ -162,6 +173,9 @@ class FusedRuns:
     backend : {"auto", "grouped", "loop", "vmap"}
         How the R forward passes are computed (:func:`pick_backend`). Every backend
         gives the same arithmetic as separate runs; they differ only in speed.
+    robust : sequence of RobustTraining or None, optional
+        Each run's robust-training method (:mod:`selectivity.training.robust`), all of one
+        method; the ``loop`` backend only. A step then needs its ``key``.
 
     Examples
     --------
@@ -188,6 +202,7 @@ class FusedRuns:
         amp: bool = False,
         optimizer_states: Sequence[dict] | None = None,
         backend: str = "auto",
+        robust: Sequence[RobustTraining | None] | None = None,
     ) -> None:
         models = list(models)
         if not models:
@@ -226,7 +241,14 @@ class FusedRuns:
         self.params: dict[str, torch.Tensor] = dict(params)
         self.buffers: dict[str, torch.Tensor] = dict(buffers)
         self.device = next(iter(self.params.values())).device
-        self.backend = pick_backend(backend, first, self.device)
+        self.robust: list[RobustTraining | None] = (
+            list(robust) if robust is not None else [None] * len(models)
+        )
+        if len(self.robust) != len(models):
+            raise ValueError(f"need one robust method (or None) per model, got {len(self.robust)}")
+        self.backend = pick_backend(
+            backend, first, self.device, robust=any(r is not None for r in self.robust)
+        )
         self._wide: nn.Module | None = None
         self._build_wide()
         self._loop_modules: list[nn.Module] = []
@@ -387,25 +409,44 @@ class FusedRuns:
         return self
 
     def _losses(
-        self, x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor, run: int | None = None
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        alphas: torch.Tensor,
+        run: int | None = None,
+        key: tuple[int, int] = (0, 0),
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, per-run loss (R,), ce (R,), si (R,), correct (R,)) of one minibatch per run.
 
-        With ``run`` (loop backend), ``x``, ``y``, ``alphas`` hold that one run only (R = 1).
+        With ``run`` (loop backend), ``x``, ``y``, ``alphas`` hold that one run only (R = 1);
+        a robust-training run then trains on its method's inputs and loss (``key`` is the
+        step's ``(epoch, step)``), and its regulariser sees that forward pass.
         """
+        robust = self.robust[run] if run is not None else None
+        y_si = y  # labels of the forward pass the regulariser sees
+        if robust is not None:
+            assert run is not None  # robust training runs on the loop backend
+            xr, yr = robust.inputs(self._loop_modules[run], x[0], y[0], *key)  # (V*B, ...), (V*B,)
+            x, y_si = xr.unsqueeze(0), yr.unsqueeze(0)
         if run is None:
             logits, r = self.forward(x)  # (R, B, K), (R, B, U)
         else:
             self._sink.acts.clear()
-            logits, r = self._forward_loop(x, (run,))  # (1, B, K), (1, B, U)
+            logits, r = self._forward_loop(x, (run,))  # (1, V*B, K), (1, V*B, U)
         nr, b = y.shape
-        ce = F.cross_entropy(logits.reshape(nr * b, -1), y.reshape(-1), reduction="none")
-        ce = ce.view(nr, b).mean(dim=1)  # (R,)
+        if robust is not None:
+            base, ce1, clean = robust.loss(logits[0], y[0])
+            ce, base = ce1.view(1), base.view(1)
+            logits = clean.unsqueeze(0)  # (1, B, K): accuracy on the clean views
+        else:
+            ce = F.cross_entropy(logits.reshape(nr * b, -1), y.reshape(-1), reduction="none")
+            ce = ce.view(nr, b).mean(dim=1)  # (R,)
+            base = ce
         if self._needs_si:
             assert self._ids is not None
             si, _ = masked_selectivity(
                 r,
-                y,
+                y_si,
                 self._ids,
                 len(self._sizes),
                 self.num_classes,
@@ -413,10 +454,10 @@ class FusedRuns:
                 self.negative,
                 self.dead,
             )  # (R,)
-            loss = ce - alphas.to(ce.dtype) * si.to(ce.dtype)
+            loss = base - alphas.to(ce.dtype) * si.to(ce.dtype)
         else:
             si = torch.zeros_like(ce)
-            loss = ce
+            loss = base
         correct = (logits.detach().argmax(dim=-1) == y).sum(dim=1)
         return loss.sum(), loss.detach(), ce.detach(), si.detach(), correct
 
@@ -439,7 +480,7 @@ class FusedRuns:
             self._sink.acts.clear()
             self._ids = layer_ids(self._sizes, self.device)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> FusedStep:
+    def step(self, x: torch.Tensor, y: torch.Tensor, key: tuple[int, int] = (0, 0)) -> FusedStep:
         """One SGD step of every run on its own minibatch; nothing is read back to the host.
 
         Parameters
@@ -448,6 +489,9 @@ class FusedRuns:
             ``(R, B, C, H, W)`` inputs, run ``r``'s minibatch in ``x[r]``.
         y : torch.Tensor
             ``(R, B)`` int64 labels, already checked to lie in ``[0, num_classes)``.
+        key : (int, int)
+            ``(epoch, step)`` of this step: what robust training's draws depend on (with
+            each run's seed), as in :func:`selectivity.training.single.train_step`.
         """
         self._prepare(x, y)
         self.train()
@@ -459,7 +503,9 @@ class FusedRuns:
             parts = []
             for i in range(self.num_runs):
                 with autocast(self.device, self.amp):
-                    total, *per_run = self._loss_fn(x[i : i + 1], y[i : i + 1], self.alphas[i : i + 1], i)
+                    total, *per_run = self._loss_fn(
+                        x[i : i + 1], y[i : i + 1], self.alphas[i : i + 1], i, key
+                    )
                 total.backward()
                 parts.append(per_run)
             loss, ce, si, correct = (torch.cat(t) for t in zip(*parts))
@@ -484,6 +530,9 @@ class FusedRuns:
             True if the compiled function is used from now on.
         """
         self._prepare(x, y)
+        if any(r is not None for r in self.robust):
+            self.compile_error = "torch.compile is not used for robust training in a fused group"
+            return False
         compiled, err = compile_with_fallback(
             self._losses,
             trial=lambda fn: self._trial(fn, x, y),
@@ -604,5 +653,6 @@ class FusedRuns:
         self.alphas = self.alphas.index_select(0, idx)
         self._alphas_list = [self._alphas_list[i] for i in keep]
         self.run_ids = [self.run_ids[i] for i in keep]
+        self.robust = [self.robust[i] for i in keep]
         self._build_wide()
         self._bind_loop()

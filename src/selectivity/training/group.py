@@ -42,6 +42,7 @@ from ..models import create
 from ..run.config import TrainConfig, resolve_device
 from ..run.files import RunFiles, read_json, run_lock, write_json
 from .fused import BACKENDS, FusedRuns, pick_backend
+from .robust import robust_training
 from .runtime import keep_freed_memory
 from .single import (
     Run,
@@ -182,6 +183,11 @@ def train_group(
     check_fusable(cfgs)
     if backend not in BACKENDS:
         raise ValueError(f"unknown fused backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if cfgs[0].robust != "none" and backend not in ("auto", "loop"):
+        raise ValueError(
+            f"backend {backend!r} cannot train robust={cfgs[0].robust!r} runs (each run attacks or "
+            "augments its own batch through its own module); use 'loop' or 'auto'"
+        )
     names = [d.name for d in dirs]
     logs = list(run_logs) if run_logs is not None else [_prefixed(log, n) for n in names]
     if len(logs) != len(cfgs):
@@ -196,7 +202,9 @@ def train_group(
         if todo:
             t_start = time.time()
             members = _build_members(cfgs, files, names, logs, todo, data)
-            backend = pick_backend(backend, members[0].run.model, members[0].run.device)
+            backend = pick_backend(
+                backend, members[0].run.model, members[0].run.device, robust=members[0].cfg.robust != "none"
+            )
             group_info = {
                 "fused_group": [m.name for m in members],
                 "fused_group_size": len(members),
@@ -265,6 +273,7 @@ def _build_members(
             val_loader=val_loader,
             test_ds=rd.test,
             state=state,
+            robust=robust_training(cfg, rd.splits.mean, rd.splits.std, rd.device),
         )
         members.append(_Member(i, names[i], run, files[i], logs[i]))
     return members
@@ -360,6 +369,7 @@ def _make_group(active: list[_Member], epoch: int, backend: str) -> FusedRuns:
         amp=cfg.amp,
         optimizer_states=[m.run.opt.state_dict() for m in active],
         backend=backend,
+        robust=[m.run.robust for m in active],
     )
 
 
@@ -416,7 +426,7 @@ def _group_epoch(
         if rows is not None:  # runs were dropped this epoch: the loader still yields their batches
             sel = torch.tensor(rows, device=x.device)
             x, y = x.index_select(0, sel), y.index_select(0, sel)
-        out = group.step(x, y)
+        out = group.step(x, y, key=(epoch, step))
         b = y.shape[1]
         n += b
         tot_loss += out.loss * b

@@ -142,7 +142,10 @@ class RobustTraining:
             g = torch.Generator().manual_seed(s)
             x01 = self._pixels(x)
             kw = dict(
-                severity=cfg.augmix_severity, width=cfg.augmix_width, depth=cfg.augmix_depth, alpha=cfg.augmix_alpha
+                severity=cfg.augmix_severity,
+                width=cfg.augmix_width,
+                depth=cfg.augmix_depth,
+                alpha=cfg.augmix_alpha,
             )
             views = [augmix(x01, **kw, generator=g) for _ in range(2)]  # type: ignore[arg-type]  # typed per key
             return torch.cat([x, *(self._normalised(v) for v in views)]), y.repeat(3)
