@@ -18,7 +18,6 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from helpers import TINY_N_VAL as N_VAL
 from helpers import TINY_WNIDS as WNIDS
 from helpers import write_fake_tiny
 from selectivity.cli import main

@@ -274,9 +274,11 @@ def _run(
 
     with frozen_eval(model):
         for _ in range(restarts):
-            run_best: list[AttackOutcome | None] = [None]
+            run_best: list[AttackOutcome | None] = [None]  # this restart's strongest iterates
 
-            def observe(xt: Tensor, loss: Tensor, wrong: Tensor) -> None:
+            def observe(
+                xt: Tensor, loss: Tensor, wrong: Tensor, run_best: list[AttackOutcome | None] = run_best
+            ) -> None:
                 run_best[0] = merge(run_best[0], xt, loss, wrong)
 
             xt = _iterate(
