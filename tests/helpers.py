@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
 
 from selectivity.data import CIFAR10_CLASSES
 from selectivity.sweep import SweepSpec
@@ -109,3 +110,21 @@ def write_fake_tiny(root: Path, n_train: int = 4, seed: int = 0) -> Path:
         lines.append(f"val_{j}.JPEG\t{wnid}\t0\t0\t63\t63")
     (tiny / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
     return tiny
+
+
+def write_tiny_c(root: Path, test_images: torch.Tensor, test_labels: torch.Tensor, cells: dict) -> Path:
+    """A Tiny ImageNet-C tree ``<corruption>/<severity>/<wnid>/*.png`` of the whole test split.
+
+    ``cells[(corruption, severity)]`` is ``(N_test, 3, 64, 64)`` uint8 in test-split order;
+    the k-th image of a class is written as ``<wnid>_<k>.png`` (lossless, to compare bytes).
+    """
+    from PIL import Image
+
+    for (name, sev), imgs in cells.items():
+        for label, wnid in enumerate(TINY_WNIDS):
+            d = root / name / str(sev) / wnid
+            d.mkdir(parents=True)
+            rows = torch.nonzero(test_labels == label).flatten().tolist()
+            for k, i in enumerate(rows):
+                Image.fromarray(imgs[i].permute(1, 2, 0).numpy()).save(d / f"{wnid}_{k}.png")
+    return root

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from helpers import TINY_WNIDS as WNIDS
-from helpers import write_fake_tiny
+from helpers import write_fake_tiny, write_tiny_c
 from selectivity.cli import main
 from selectivity.data import DatasetNotFoundError, find_corrupted, load_tiny_imagenet
 from selectivity.evaluate.cca import select_images
@@ -35,22 +34,6 @@ from selectivity.sweep import SweepSpec, open_store, run_sweep
 
 N_IMAGES = 8  # evaluated: a stratified subset, 2 per class
 CORRUPTIONS = ("contrast", "brightness")  # deterministic per image: same bytes in any batch
-
-
-def write_tiny_c(root: Path, test_images: torch.Tensor, test_labels: torch.Tensor, cells: dict) -> Path:
-    """A Tiny ImageNet-C tree ``<corruption>/<severity>/<wnid>/*.png`` of the whole test split.
-
-    ``cells[(corruption, severity)]`` is ``(N_test, 3, 64, 64)`` uint8 in test-split order;
-    the k-th image of a class is written as ``<wnid>_<k>.png`` (lossless, to compare bytes).
-    """
-    for (name, sev), imgs in cells.items():
-        for label, wnid in enumerate(WNIDS):
-            d = root / name / str(sev) / wnid
-            d.mkdir(parents=True)
-            rows = torch.nonzero(test_labels == label).flatten().tolist()
-            for k, i in enumerate(rows):
-                Image.fromarray(imgs[i].permute(1, 2, 0).numpy()).save(d / f"{wnid}_{k}.png")
-    return root
 
 
 def sha1(images: torch.Tensor) -> str:

@@ -381,6 +381,18 @@ def measure(checkpoint, data, split, top_n, batch_size, device, as_json):
     help="Skip the preset's robustness evaluation after training (see `selectivity robustness`).",
 )
 @click.option(
+    "--no-geometry",
+    is_flag=True,
+    help="Skip the preset's geometry step after training (see `selectivity geometry`).",
+)
+@click.option(
+    "--corrupted",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="The robustness step reads corrupted images from this CIFAR-10-C or Tiny ImageNet-C "
+    "directory instead of generating them.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="List the runs of the grid (and which are finished) without running anything.",
@@ -412,6 +424,8 @@ def sweep(
     fuse,
     no_summary,
     no_robustness,
+    no_geometry,
+    corrupted,
     dry_run,
     archive_mismatched,
     quiet,
@@ -485,13 +499,16 @@ def sweep(
         )
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e
-    if spec.robustness and not no_robustness and (df.status == "completed").any():
-        from ..evaluate.robustness import RobustnessSettings, sweep_robustness
+    if (df.status == "completed").any():
+        from ..evaluate.steps import run_steps
 
-        sweep_robustness(
+        run_steps(
             out,
-            RobustnessSettings(**spec.robustness),
+            spec,
             data,
+            corrupted=corrupted,
+            robustness=not no_robustness,
+            geometry=not no_geometry,
             progress=not quiet,
             log=lambda m: click.echo(m, err=True),
         )

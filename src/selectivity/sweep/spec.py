@@ -87,6 +87,10 @@ class SweepSpec:
         Settings of the paper 2 robustness evaluation (fields of
         ``selectivity.evaluate.robustness.RobustnessSettings``) that ``selectivity sweep``
         runs on the completed runs after training, before the summary; None: none.
+    geometry : dict, optional
+        Settings of the paper 2 geometry step (fields of
+        ``selectivity.evaluate.geometry.GeometrySettings``) run after the robustness step;
+        None: none.
     """
 
     models: list[str]
@@ -98,6 +102,7 @@ class SweepSpec:
     executor: str | None = None
     workers: int | None = None
     robustness: dict[str, Any] | None = None
+    geometry: dict[str, Any] | None = None
 
     def validate(self) -> SweepSpec:
         if not self.models:
@@ -362,6 +367,42 @@ def _paper() -> SweepSpec:
     """Paper 1 (A.1): ResNet20 and VGG16, 20 seeds, the full alpha grid, 200 epochs (GPUs/cluster)."""
     return SweepSpec(
         models=["resnet20", "vgg16"], alphas=list(PAPER_ALPHAS), seeds=list(range(20)), preset="paper"
+    )
+
+
+# Paper 2's protocol beyond its networks and data is not known (its full text is not
+# available): the alpha grid is paper 1's, the seeds and the step settings are our choices.
+@register_sweep_preset("paper2-cifar")
+def _paper2_cifar() -> SweepSpec:
+    """Paper 2 on CIFAR-10: ResNet20, the alpha grid, 20 seeds, 200 epochs; robustness and geometry steps."""
+    return SweepSpec(
+        models=["resnet20"],
+        alphas=list(PAPER_ALPHAS),
+        seeds=list(range(20)),
+        preset="paper",
+        # The whole test set: 15 corruptions x 5 severities (CIFAR-10-C's parameters, or a
+        # CIFAR-10-C directory with --corrupted), FGSM and PGD-10 at 0.25/255 ... 8/255.
+        robustness=dict(n_images=None),
+        geometry=dict(),  # 2000 test images, 3 corruptions at severity 3, PGD at 1/255 and 4/255
+    )
+
+
+@register_sweep_preset("paper2-tiny")
+def _paper2_tiny() -> SweepSpec:
+    """Paper 2 on Tiny ImageNet: ResNet18 and ResNet50, the alpha grid, 5 seeds; Tiny ImageNet-C (--corrupted) and geometry."""
+    return SweepSpec(
+        models=["resnet18", "resnet50"],
+        alphas=list(PAPER_ALPHAS),
+        seeds=list(range(5)),
+        preset="paper",
+        # The validation fields are left to the dataset's protocol: 50 images per class
+        # drawn from the training set afresh for each run.
+        overrides={"dataset": "tiny-imagenet"},
+        # The whole test set (the official validation set), read from a Tiny ImageNet-C
+        # directory given with --corrupted, else generated with its parameters.
+        robustness=dict(n_images=None),
+        # ResNet50's last stage has 2048 channels: 4000 images keep two per unit.
+        geometry=dict(n_images=4000),
     )
 
 
