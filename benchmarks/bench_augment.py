@@ -28,8 +28,8 @@ from selectivity import models
 from selectivity.core.regularizer import SelectivityRegularizer
 from selectivity.perturb import augmix, gaussian_noise
 from selectivity.run.config import ROBUST_METHODS, make_config
-from selectivity.training.robust import robust_training
 from selectivity.training import single
+from selectivity.training.robust import robust_training
 
 
 def main() -> None:

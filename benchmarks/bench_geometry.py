@@ -8,14 +8,23 @@
 2. Input-unit gradient variability of one layer over B images (batched per-unit
    gradients) against the reference "one backward pass per unit": one forward pass, then
    for each unit a backward of its summed response over the batch (retain_graph).
+3. With ``--flattened-images N``: the flattened-map covariance spectrum of the first
+   layer (``act1``, 16 x 32 x 32 = 16384 units) over N images through the N x N Gram
+   matrix (``flattened_eigenvalues``), against the plain forward passes that produce the
+   activations; the U x U covariance it avoids would need 2 GiB in float64.
 
-    PYTHONPATH=src python benchmarks/bench_geometry.py [--images 2000] [--grad-images 64]
+    PYTHONPATH=src python benchmarks/bench_geometry.py [--images 2000] [--grad-images 64] [--flattened-images 1000]
 """
 
 import torch
 
 from benchutil import add_device, add_timing_options, make_parser, start_timing, sync, timed
-from selectivity.analysis.geometry import CovarianceAccumulator, DifferenceAccumulator, layer_units
+from selectivity.analysis.geometry import (
+    CovarianceAccumulator,
+    DifferenceAccumulator,
+    flattened_dimensionality,
+    layer_units,
+)
 from selectivity.analysis.gradients import gradient_variability
 from selectivity.core.hooks import ActivationCapture
 from selectivity.models import create
@@ -29,7 +38,9 @@ def main():
     ap.add_argument("--grad-images", type=int, default=64)
     ap.add_argument("--grad-layers", default="act1,layer2.0.act1,layer3.2.act2")
     ap.add_argument("--unit-chunk", type=int, default=1, help="units per backward in gradient_variability")
-    ap.add_argument("--skip-dimensionality", action="store_true", help="run part 2 only")
+    ap.add_argument("--skip-dimensionality", action="store_true", help="skip part 1")
+    ap.add_argument("--skip-gradients", action="store_true", help="skip part 2")
+    ap.add_argument("--flattened-images", type=int, default=0, help="images for part 3 (0: skip)")
     add_timing_options(ap, 3)
     args = ap.parse_args()
     clock = start_timing(args)
@@ -100,7 +111,7 @@ def main():
     # ---- 2. gradient variability ------------------------------------------------
     xg = x[: args.grad_images].to(dev)
     modules = dict(model.named_modules())
-    for name in args.grad_layers.split(","):
+    for name in [] if args.skip_gradients else args.grad_layers.split(","):
 
         def reference(name=name):
             flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -130,6 +141,36 @@ def main():
         print(
             f"gradient variability, layer {name} ({u}), {args.grad_images} images: batched {t['batched']:.2f} s; "
             f"one backward per unit {t['reference']:.2f} s -> ratio {t['batched'] / t['reference']:.3f}"
+        )
+
+    # ---- 3. flattened maps through the Gram matrix -------------------------------------
+    if args.flattened_images:
+        xf = torch.rand(args.flattened_images, 3, 32, 32, generator=g)
+        fb = [xf[i : i + args.batch_size].to(dev) for i in range(0, len(xf), args.batch_size)]
+        acts = {}
+
+        @torch.no_grad()
+        def capture():
+            with ActivationCapture(model, ["act1"], reduce=lambda t: t, detach=True) as cap:
+                parts = []
+                for xb in fb:
+                    model(xb)
+                    parts.append(cap.outputs["act1"])
+            acts["act1"] = torch.cat(parts)  # (N, 16, 32, 32) float32
+            sync(dev)
+
+        def spectrum():
+            res = flattened_dimensionality(acts["act1"])
+            sync(dev)
+            return res
+
+        capture(), spectrum()
+        t = timed({"capture": capture, "spectrum": spectrum}, args.repeats, clock)
+        d = spectrum()
+        print(
+            f"flattened act1 spectrum (Gram, {args.flattened_images} x {d.n_units}): {t['spectrum']:.2f} s; "
+            f"{args.flattened_images} forward passes capturing it: {t['capture']:.2f} s "
+            f"-> ratio {t['spectrum'] / t['capture']:.3f}; PCA-95 {d.pca}, PR {d.participation_ratio:.1f}"
         )
 
 

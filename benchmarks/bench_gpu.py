@@ -9,9 +9,9 @@ Measured in one run on one device:
    R runs (:class:`selectivity.training.fused.FusedRuns`), eager vs ``torch.compile`` and fp32 vs
    bf16 autocast, and the fused cost ratio ``t(R) / (R * t(single))`` against the
    criterion ``<= 1.05``.
-3. Projected device-hours of the paper's grids (ResNet20 and VGG16: 25 alphas x 20 seeds,
-   200 epochs of 45,000 images; training steps only, no evaluation) from the best
-   measured throughput.
+3. Projected device-hours of the paper's grids (the ``paper`` sweep preset: ResNet20 and
+   VGG16, 20 alphas x 20 seeds, 200 epochs of 45,000 images; training steps only, no
+   evaluation) from the best measured throughput (:func:`paper_grid`).
 
 On CPU the time of a step is the process CPU time with one torch thread (robust when the
 machine is shared); on CUDA it is wall time between synchronisations.
@@ -37,11 +37,31 @@ from selectivity.core.regularizer import SelectivityRegularizer, batch_selectivi
 from selectivity.data import ImageDataset
 from selectivity.data.loader import BatchLoader, GroupBatchLoader
 from selectivity.models import create
+from selectivity.run.config import make_config
+from selectivity.sweep.spec import get_sweep_preset
 from selectivity.training.fused import FusedRuns
 from selectivity.training.runtime import autocast, keep_freed_memory
+from selectivity.training.runtime import channels_last as to_channels_last
 
-GRID_RUNS = 25 * 20  # alphas x seeds per model (paper 1)
-GRID_IMAGES = 200 * 45_000  # epochs x training images per run
+#: CIFAR-10's training images, before the validation hold-out (``val_size``) is taken out.
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+def paper_grid(model_name: str) -> dict[str, int]:
+    """The ``paper`` sweep preset's grid for one model: runs, epochs and training images per epoch."""
+    spec = get_sweep_preset("paper")
+    cfg = make_config(spec.preset, {"model": model_name})
+    return {
+        "runs": len(spec.alphas) * len(spec.seeds),
+        "epochs": cfg.epochs,
+        "images_per_epoch": CIFAR10_TRAIN_IMAGES - cfg.val_size,
+    }
+
+
+def grid_hours(model_name: str, images_per_s: float) -> float:
+    """Device-hours of the training steps of the paper's grid for one model at ``images_per_s``."""
+    g = paper_grid(model_name)
+    return g["runs"] * g["epochs"] * g["images_per_epoch"] / images_per_s / 3600
 
 
 # --------------------------------------------------------------------------- old code
@@ -130,10 +150,23 @@ def _cycle(batches: list):
         i += 1
 
 
-def single_step(model_name: str, batch: int, device: torch.device, old: bool, amp: bool, alpha: float = -1.0):
-    """A plain one-model step (forward + regulariser + backward + SGD) as a closure."""
+def single_step(
+    model_name: str,
+    batch: int,
+    device: torch.device,
+    old: bool,
+    amp: bool,
+    alpha: float = -1.0,
+    channels_last: bool = False,
+):
+    """A plain one-model step (forward + regulariser + backward + SGD) as a closure.
+
+    ``channels_last``: the model and its inputs in NHWC memory format (the config field's path).
+    """
     torch.manual_seed(0)
     model = create(model_name).to(device).train()
+    if channels_last:
+        model = to_channels_last(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     loader = BatchLoader(_dataset(4 * batch, device), batch, shuffle=True, augment=True, device=device)
     it = _cycle(list(loader))
@@ -152,6 +185,8 @@ def single_step(model_name: str, batch: int, device: torch.device, old: bool, am
 
     def step() -> None:
         x, y = next(it)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             loss = F.cross_entropy(model(x), y) - alpha * si(y)
         opt.zero_grad(set_to_none=True)
@@ -358,12 +393,12 @@ def main() -> None:
                             torch.cuda.empty_cache()
 
     # 3. projection
-    print(
-        f"\n[3] projected cost of the paper's grids on this device ({GRID_RUNS} runs x 200 epochs x 45k images,"
-    )
+    print("\n[3] projected cost of the paper's grids on this device (the paper sweep preset,")
     print("    training steps only, at the best measured whole-device throughput above)")
     for model_name, ips in best.items():
-        hours = GRID_RUNS * GRID_IMAGES / ips / 3600
+        g = paper_grid(model_name)
+        print(f"    {model_name}: {g['runs']} runs x {g['epochs']} epochs x {g['images_per_epoch']} images")
+        hours = grid_hours(model_name, ips)
         unit = "GPU-hours" if cuda else "CPU-core-hours" if args.threads == 1 else "CPU-hours"
         print(f"    {model_name:<10} {ips:>10.1f} img/s -> {hours:>12.1f} {unit}")
 

@@ -10,6 +10,20 @@ from helpers import N_TEST, TinySweep, tiny_spec, write_tiny_cifar
 from selectivity.sweep import run_sweep
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped, with the reason shown, where no GPU is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(
+        reason="CUDA not available: a `cuda`-marked test needs a GPU (benchmarks/gpu_check.py runs them there)"
+    )
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def cifar_data() -> Path:
     """Directory holding a CIFAR-10 copy; skips (with the reason shown) when unset."""

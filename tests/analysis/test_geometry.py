@@ -11,11 +11,17 @@ from selectivity.analysis.geometry import (
     DifferenceAccumulator,
     change_dimensionality,
     dimensionality,
+    dimensionality_increase,
+    dimensionality_increase_by_layer,
+    flattened_dimensionality,
+    flattened_eigenvalues,
     layer_units,
     participation_ratio,
     pca_dimensionality,
     perturbation_norms,
     required_samples,
+    select_positions,
+    spatial_positions,
 )
 
 
@@ -217,3 +223,129 @@ def test_units_must_agree_across_batches():
     acc.update(torch.randn(5, 3))
     with pytest.raises(ValueError, match="batch has 4 units, earlier batches had 3"):
         acc.update(torch.randn(5, 4))
+
+
+# ------------------------------------------------------------------ flattened maps (Gram)
+def exact_spectrum(a, center=True):
+    """Descending eigenvalues of the full (U, U) covariance (ddof 1) or second moment."""
+    a = a.flatten(1).double()
+    if center:
+        a = a - a.mean(0)
+    cov = a.T @ a / (a.shape[0] - 1 if center else a.shape[0])
+    return torch.linalg.eigvalsh(cov).flip(0)
+
+
+@pytest.mark.parametrize("n", [7, 40])  # fewer samples than units (Gram) and more (covariance)
+@pytest.mark.parametrize("center", [True, False])
+def test_flattened_eigenvalues_equal_the_exact_covariance_spectrum(n, center):
+    g = torch.Generator().manual_seed(0)
+    acts = torch.relu(torch.randn(n, 2, 3, 4, generator=g, dtype=torch.float64) + 0.5)  # U = 24
+    got = flattened_eigenvalues(acts, center=center, chunk=5)  # chunks that do not divide U
+    exact = exact_spectrum(acts, center)
+    assert got.shape == (min(n, 24),) and got.dtype == torch.float64
+    torch.testing.assert_close(got, exact[: min(n, 24)], rtol=0, atol=1e-8)
+    if n < 24:
+        assert exact[n:].abs().max() < 1e-8  # the rest of the spectrum is 0
+    d = flattened_dimensionality(acts, 0.9, center=center)
+    assert d.pca == pca_dimensionality(exact, 0.9)
+    assert d.participation_ratio == pytest.approx(participation_ratio(exact), rel=1e-9)
+    assert (d.n_samples, d.n_units) == (n, 24)
+
+
+def test_flattened_eigenvalues_of_float32_maps_with_a_large_mean():
+    # float32 input, mean far above the spread: the per-chunk float64 centring stays exact
+    g = torch.Generator().manual_seed(1)
+    acts = (100 + torch.randn(6, 3, 4, 4, generator=g)).float()
+    torch.testing.assert_close(flattened_eigenvalues(acts), exact_spectrum(acts)[:6], rtol=0, atol=1e-8)
+
+
+def test_spatial_subsampling_keeps_the_same_positions_of_every_channel():
+    acts = torch.arange(2 * 3 * 2 * 3, dtype=torch.float64).reshape(2, 3, 2, 3)
+    pos = torch.tensor([1, 4])  # (0, 1) and (1, 1) of the 2x3 map
+    sub = select_positions(acts, pos)
+    expected = torch.stack([acts[:, c].flatten(1)[:, [1, 4]] for c in range(3)], 1).flatten(1)
+    torch.testing.assert_close(sub, expected)
+    assert sub.shape == (2, 6)
+    a = spatial_positions(8, 8, 5, torch.Generator().manual_seed(3))
+    b = spatial_positions(8, 8, 5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.unique().numel() == 5 and bool((a[1:] > a[:-1]).all())
+    assert int(a.max()) < 64
+    big = torch.randn(9, 4, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(
+        flattened_eigenvalues(big, positions=a),
+        exact_spectrum(select_positions(big, a))[:9],
+        rtol=0,
+        atol=1e-8,
+    )
+    with pytest.raises(ValueError, match="k must be an integer in"):
+        spatial_positions(2, 2, 5)
+
+
+# ------------------------------------------------------------------ dimensionality increase
+def noise_in_new_directions(n, d, k, u, s=1.0, sigma=1.0, seed=0):
+    """Clean data isotropic (variance s^2) in d directions; perturbed adds isotropic noise
+    (variance sigma^2) in k further orthogonal directions, exactly uncorrelated with it."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, d + k, generator=g, dtype=torch.float64)
+    z = z - z.mean(0)
+    q, _ = torch.linalg.qr(z)  # centred orthonormal columns
+    lat = q * math.sqrt(n - 1)  # covariance exactly I_(d+k)
+    e = orthonormal(u, d + k, seed + 1)
+    offset = torch.randn(u, generator=g, dtype=torch.float64)
+    clean = s * lat[:, :d] @ e[:, :d].T + offset
+    perturbed = clean + sigma * lat[:, d:] @ e[:, d:].T
+    return clean, perturbed
+
+
+@pytest.mark.parametrize("units", ["channels", "flatten"])
+def test_increase_of_isotropic_noise_in_k_new_directions(units):
+    # d = 4 directions, k = 3 new ones at the same variance: PR 4 -> 7; PCA-95 needs all
+    # (ceil(.95 * 4) = 4, ceil(.95 * 7) = 7), so both measures rise by exactly k = 3.
+    if units == "channels":
+        clean, pert = noise_in_new_directions(60, 4, 3, 12)  # (N, U) with N > U
+    else:
+        clean, pert = noise_in_new_directions(20, 4, 3, 2 * 5 * 5)  # N < U = 50, as maps
+        clean, pert = clean.view(20, 2, 5, 5), pert.view(20, 2, 5, 5)
+    inc = dimensionality_increase(clean, pert, 0.95, units=units)
+    assert (inc.clean.pca, inc.perturbed.pca, inc.pca) == (4, 7, 3)
+    assert inc.clean.participation_ratio == pytest.approx(4.0, rel=1e-9)
+    assert inc.participation_ratio == pytest.approx(3.0, rel=1e-9)
+
+
+def test_increase_of_weaker_noise_by_hand():
+    # d = 2 at variance 1, k = 2 at variance 1/4: PR = (2 + 0.5)^2 / (2 + 2/16) = 6.25 / 2.125;
+    # PCA-95: cumulative shares .4, .8, .9, 1 -> 4 components
+    clean, pert = noise_in_new_directions(30, 2, 2, 6, sigma=0.5)
+    inc = dimensionality_increase(clean, pert, 0.95)
+    assert inc.participation_ratio == pytest.approx(6.25 / 2.125 - 2.0, rel=1e-9)
+    assert inc.pca == 2
+    assert dimensionality_increase(clean, pert, 0.85).pca == 1  # 3 components reach 90%
+
+
+def test_increase_by_layer_and_subsampled_positions():
+    clean, pert = noise_in_new_directions(20, 4, 3, 2 * 5 * 5)
+    maps = {"a": clean.view(20, 2, 5, 5), "b": clean.view(20, 2, 5, 5)}
+    pmaps = {"a": pert.view(20, 2, 5, 5), "b": clean.view(20, 2, 5, 5)}
+    res = dimensionality_increase_by_layer(maps, pmaps, units="flatten")
+    assert list(res) == ["a", "b"] and res["a"].pca == 3 and res["b"].pca == 0
+    assert res["b"].participation_ratio == 0.0
+    # subsampled positions: the same units for clean and perturbed, reproducible
+    one = dimensionality_increase(
+        maps["a"],
+        pmaps["a"],
+        units="flatten",
+        positions_per_map=10,
+        generator=torch.Generator().manual_seed(0),
+    )
+    two = dimensionality_increase(
+        maps["a"],
+        pmaps["a"],
+        units="flatten",
+        positions_per_map=10,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert one == two and one.clean.n_units == 20
+    with pytest.raises(ValueError, match="same layers"):
+        dimensionality_increase_by_layer(maps, {"a": pmaps["a"]})
+    with pytest.raises(ValueError, match="same shape"):
+        dimensionality_increase(maps["a"], pmaps["a"][:5])

@@ -43,6 +43,13 @@ def test_linear_layer_gradients_are_weight_rows():
     torch.testing.assert_close(v.norm_cv_units, torch.full((5,), cv, dtype=torch.float64))
     assert v.zero_gradients.tolist() == [0, 0, 0]
     assert v.summary()["across_units"] == pytest.approx(across)
+    # element-wise variance: none across images; across units the rows (1,0,0,0), (0,1,0,0),
+    # (1,1,0,0) vary in pixels 0 and 1 by 2/9 each -> (2/9 + 2/9) / 4 pixels = 1/9
+    torch.testing.assert_close(v.variance_samples, torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(v.variance_units, torch.full((5,), 1 / 9, dtype=torch.float64))
+    assert v.zero_units.tolist() == [0] * 5
+    torch.testing.assert_close(v.norm_cv_units_nonzero, v.norm_cv_units)  # no zero gradient at all
+    assert v.summary()["zero_fraction"] == 0.0
 
 
 def test_relu_gating_switches_gradients_off():
@@ -65,6 +72,23 @@ def test_relu_gating_switches_gradients_off():
     torch.testing.assert_close(
         v.norm_cv_units, torch.tensor([0.0, 1.0, 1.0, 0.0, NAN], dtype=torch.float64), equal_nan=True
     )
+    # inactive units per image, and the CVs without them: the live norms are all 1
+    assert v.zero_units.tolist() == [0, 1, 1, 0, 2]
+    torch.testing.assert_close(v.norm_cv_samples_nonzero, torch.zeros(2, dtype=torch.float64))
+    torch.testing.assert_close(
+        v.norm_cv_units_nonzero, torch.tensor([0.0, NAN, NAN, 0.0, NAN], dtype=torch.float64), equal_nan=True
+    )
+    # element-wise variance across images, unit 0: pixel 0 is 1,1,0,1,0 (variance .6 * .4),
+    # pixel 1 is always 0 -> .24 / 2 pixels; across units, image 0: e0 and e1 -> (.25 + .25) / 2,
+    # images 1 and 2: one live unit -> .25 / 2, image 4: nothing live -> 0
+    torch.testing.assert_close(v.variance_samples, torch.tensor([0.12, 0.12], dtype=torch.float64))
+    torch.testing.assert_close(
+        v.variance_units, torch.tensor([0.25, 0.125, 0.125, 0.25, 0.0], dtype=torch.float64)
+    )
+    summary = v.summary()
+    assert summary["zero_fraction"] == pytest.approx(4 / 10)
+    assert summary["norm_cv_units_nonzero"] == pytest.approx(0.0)  # NaNs skipped
+    assert summary["variance_units"] == pytest.approx(0.75 / 5)
 
 
 def test_gradients_through_normalisation_are_in_pixel_space():
@@ -159,6 +183,25 @@ def test_batched_gradients_equal_naive_loop_and_variability_formulas():
     torch.testing.assert_close(v.norm_cv_units, torch.tensor(exp_cv_u, dtype=torch.float64), **kw)
     assert v.zero_gradients.tolist() == [int((flat[:, j].norm(dim=1) == 0).sum()) for j in range(5)]
     assert torch.isfinite(v.across_samples).all() and (v.across_samples > 0).all()  # not trivially 0
+    # the new measures against their explicit definitions
+    exp_var_s = [float(flat[:, j].var(dim=0, unbiased=False).mean()) for j in range(5)]
+    exp_var_u = [float(flat[n].var(dim=0, unbiased=False).mean()) for n in range(7)]
+    torch.testing.assert_close(v.variance_samples, torch.tensor(exp_var_s, dtype=torch.float64), **kw)
+    torch.testing.assert_close(v.variance_units, torch.tensor(exp_var_u, dtype=torch.float64), **kw)
+    live = flat.norm(dim=2) > 0  # (N, U)
+    assert v.zero_units.tolist() == (~live).sum(1).tolist()
+    assert (~live).any()  # ReLU switched some units off: the zero-excluded CVs differ
+
+    def cv_live(norms):
+        norms = norms[norms > 0]
+        return population_cv(norms) if norms.numel() >= 2 else NAN
+
+    exp_cv_s_nz = [cv_live(flat[:, j].norm(dim=1)) for j in range(5)]
+    exp_cv_u_nz = [cv_live(flat[n].norm(dim=1)) for n in range(7)]
+    torch.testing.assert_close(
+        v.norm_cv_samples_nonzero, torch.tensor(exp_cv_s_nz, dtype=torch.float64), **kw
+    )
+    torch.testing.assert_close(v.norm_cv_units_nonzero, torch.tensor(exp_cv_u_nz, dtype=torch.float64), **kw)
 
 
 # ------------------------------------------------------------------ bad input

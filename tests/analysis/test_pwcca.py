@@ -279,7 +279,7 @@ def test_positions_mode_passes_datapoint_check():
     assert 0.0 <= d < 0.5
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available: device test needs a GPU")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     x = _rand((10, 300), 23)
     y = x[:6] * 2 + _rand((6, 300), 24)

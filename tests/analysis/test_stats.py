@@ -10,6 +10,7 @@ from selectivity.analysis import (
     bootstrap_ci,
     paired_test,
     rank_sum_promote_vs_penalise,
+    spearman_ci,
     summarize,
     ttests_against_baseline,
 )
@@ -213,3 +214,46 @@ def test_paired_test_matches_scipy():
     a2[0] = np.nan
     with pytest.warns(RuntimeWarning, match="dropped 1 pair"):
         assert paired_test(a2, b)["n"] == 19
+
+
+# ----------------------------------------------------------------- spearman_ci
+def test_spearman_ci_by_hand():
+    # ranks of y: 1 3 2 4 against 1 2 3 4: sum d^2 = 2, rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    st = spearman_ci([1.0, 2.0, 3.0, 4.0], [10.0, 30.0, 20.0, 40.0], n_resamples=200)
+    assert st["rho"] == pytest.approx(0.8) and st["n"] == 4
+    assert st["p"] == pytest.approx(sps.spearmanr([1, 2, 3, 4], [1, 3, 2, 4]).pvalue)
+    assert -1.0 <= st["ci_low"] <= st["ci_high"] <= 1.0
+
+
+def test_spearman_ci_of_monotone_relations():
+    x = np.arange(8.0)
+    st = spearman_ci(x, x**3, n_resamples=200)  # monotone: rho = 1 in every resample
+    assert st["rho"] == pytest.approx(1.0) and st["ci_low"] == pytest.approx(1.0) and st["n"] == 8
+    st = spearman_ci(x, -x, n_resamples=200)
+    assert st["rho"] == pytest.approx(-1.0) and st["ci_high"] == pytest.approx(-1.0)
+
+
+def test_spearman_ci_degenerate_cases():
+    x = np.arange(8.0)
+    const = spearman_ci(x, np.ones(8), n_resamples=50)  # constant: undefined
+    assert const["n"] == 8 and all(np.isnan(const[k]) for k in ("rho", "p", "ci_low", "ci_high"))
+    # non-finite pairs are dropped; two pairs left: undefined
+    few = spearman_ci([1.0, 2.0, np.nan, 4.0], [1.0, np.inf, 3.0, 2.0], n_resamples=50)
+    assert few["n"] == 2 and np.isnan(few["rho"]) and np.isnan(few["ci_low"])
+    with pytest.raises(ValueError, match="paired"):
+        spearman_ci([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_spearman_ci_is_the_percentile_bootstrap_over_pairs():
+    # The documented protocol, written out: resample pairs, skip resamples where a
+    # variable is constant (three pairs: often), take the 2.5 and 97.5 percentiles.
+    x, y = np.array([0.0, 1.0, 2.0]), np.array([0.0, 2.0, 1.0])
+    rng = np.random.default_rng(7)
+    boot = []
+    for _ in range(300):
+        i = rng.integers(0, 3, 3)
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
+            boot.append(sps.spearmanr(x[i], y[i]).statistic)
+    st = spearman_ci(x, y, n_resamples=300, seed=7)
+    assert 0 < len(boot) < 300
+    assert (st["ci_low"], st["ci_high"]) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])))

@@ -12,7 +12,6 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -142,8 +141,8 @@ def test_cli_reuses(measured):
 @pytest.mark.parametrize(
     "extra, code, text",
     [
-        (["--share", "1.5"], 2, "--share must be in (0, 1]"),
-        (["--share", "0"], 2, "--share must be in (0, 1]"),
+        (["--share", "1.5"], 2, "'--share': 1.5 is not in the range 0<x<=1"),
+        (["--share", "0"], 2, "'--share': 0.0 is not in the range 0<x<=1"),
         (["--layers", "act1,nope"], 1, "layer 'nope' does not exist in resnet20"),
         (["--images", "30"], 1, "needs at least 65 images, got 30"),
         (["--corruptions", "rain"], 2, "unknown corruption"),
@@ -170,22 +169,15 @@ def test_report_has_the_mechanisms_section(measured, tmp_path):
 
 
 def test_report_without_geometry_has_no_mechanisms_section(measured, tmp_path):
-    from selectivity.report.mechanisms import mechanism_items
+    from selectivity.report import ReportContext, ReportStats, collect
+    from selectivity.report.mechanisms import mechanism_sections
 
     copy = tmp_path / "sweep"
     shutil.copytree(measured, copy)
     for f in (copy / "runs").glob("*/geometry.json"):
         f.unlink()
     (copy / "results.sqlite").unlink()
-    assert mechanism_items(copy, tmp_path / "report") == ([], [])
-
-
-def test_spearman_ci_of_a_monotone_relation():
-    from selectivity.report.mechanisms import spearman_ci
-
-    x = np.arange(8.0)
-    st = spearman_ci(x, x**3, n_resamples=200)  # monotone: rho = 1 in every resample
-    assert st["rho"] == pytest.approx(1.0) and st["low"] == pytest.approx(1.0) and st["n"] == 8
-    st = spearman_ci(x, -x, n_resamples=200)
-    assert st["rho"] == pytest.approx(-1.0) and st["high"] == pytest.approx(-1.0)
-    assert np.isnan(spearman_ci(x, np.ones(8))["rho"])  # constant: undefined
+    data = collect(copy)
+    assert data.geometry.empty and not data.runs.empty
+    ctx = ReportContext(data=data, settings=[], stats=ReportStats(settings={}), out_dir=tmp_path / "report")
+    assert mechanism_sections(ctx) == []

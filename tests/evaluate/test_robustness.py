@@ -189,7 +189,7 @@ def test_results_export(sweep):
         (["--epsilons", "-1/255"], "epsilon must be a finite number >= 0"),
         (["--epsilons", "nan"], "epsilon must be a finite number >= 0"),
         (["--severities", "0,6"], "severity must be an integer in 1..5"),
-        (["--severities", "x"], "--severities must be integers in 1..5"),
+        (["--severities", "x"], "'--severities': 'x' is not an integer"),
     ],
 )
 def test_cli_bad_input_is_one_line(sweep, args, expected):

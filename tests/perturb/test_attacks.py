@@ -269,7 +269,7 @@ def test_accuracy_under_attack_streams_batches():
         (lambda m, x, y: fgsm(m, x, y, -0.1), "epsilon must be a finite number >= 0"),
         (lambda m, x, y: pgd(m, x, y, float("nan")), "epsilon must be a finite number >= 0"),
         (lambda m, x, y: pgd(m, x, y, 0.1, norm="l1"), r"norm must be one of \('linf', 'l2'\)"),
-        (lambda m, x, y: attack("cw", m, x, y, 0.1), r"attack must be one of \('fgsm', 'pgd'\)"),
+        (lambda m, x, y: attack("cw", m, x, y, 0.1), r"attack must be one of \('fgsm', 'pgd', 'apgd-ce'"),
         (lambda m, x, y: pgd(m, x, y, 0.1, steps=0), "steps must be an integer >= 1"),
         (lambda m, x, y: pgd(m, x, y, 0.1, restarts=0), "restarts must be an integer >= 1"),
         (lambda m, x, y: pgd(m, x, y, 0.1, select="first"), "select must be one of"),
@@ -290,7 +290,7 @@ def test_bad_input_one_line_errors(call, match):
 
 
 def test_registry_names():
-    assert set(ATTACKS) == {"fgsm", "pgd"}
+    assert set(ATTACKS) == {"fgsm", "pgd", "apgd-ce", "apgd-t", "apgd-ensemble"}
 
 
 # ------------------------------------------------------------------ foolbox cross-check

@@ -10,12 +10,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from selectivity import plots
-from selectivity.analysis import summary
 from selectivity.analysis.summary import group_summary, layer_table, summary_table
-from selectivity.plots import selectivity as plots_selectivity
 from selectivity.plots import style as plots_style
 from selectivity.report import figures as report_figures
-from selectivity.report import summary as report_summary
 from selectivity.report.summary import format_summary, write_summary
 
 ALPHAS = [-10.0, -1.0, -0.1, 0.0, 0.1, 1.0, 5.0]
@@ -233,20 +230,42 @@ def test_alpha_colours():
         plots.alpha_color(np.nan)
 
 
-def test_import_picks_no_gui_backend():
-    # Static check (a subprocess import costs seconds of torch import): plots and
-    # summary never import pyplot nor call matplotlib.use.
-    for mod in (plots, plots_selectivity, plots_style, summary, report_summary):
-        tree = ast.parse(Path(mod.__file__).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                assert node.module != "matplotlib.pyplot" and "pyplot" not in [a.name for a in node.names]
-            elif isinstance(node, ast.Import):
-                assert all("pyplot" not in a.name for a in node.names)
-            elif isinstance(node, ast.Attribute):
-                assert node.attr not in ("use", "switch_backend") or not (
-                    isinstance(node.value, ast.Name) and node.value.id in ("matplotlib", "mpl")
-                )
+def _gui_state_uses(path: Path) -> list[str]:
+    """Imports of pyplot and calls of matplotlib.use / switch_backend in one source file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if "pyplot" in (node.module or "") or "pyplot" in [a.name for a in node.names]:
+                found.append(f"{path.name}:{node.lineno} imports pyplot")
+        elif isinstance(node, ast.Import):
+            found += [f"{path.name}:{node.lineno} imports {a.name}" for a in node.names if "pyplot" in a.name]
+        elif isinstance(node, ast.Attribute) and node.attr in ("use", "switch_backend"):
+            if isinstance(node.value, ast.Name) and node.value.id in ("matplotlib", "mpl"):
+                found.append(f"{path.name}:{node.lineno} calls matplotlib.{node.attr}")
+    return found
+
+
+def test_no_module_touches_pyplot_or_the_backend():
+    # Static check of every module of the package (a subprocess import costs seconds of
+    # torch import): no pyplot, no matplotlib.use, so a library call never picks a GUI
+    # backend or leaves figures in pyplot's global registry.
+    root = Path(plots.__file__).parents[1]
+    files = sorted(root.rglob("*.py"))
+    assert len(files) > 50 and Path(plots_style.__file__) in files  # the whole package is scanned
+    found = [hit for f in files for hit in _gui_state_uses(f)]
+    assert found == []
+
+
+def test_the_gui_state_check_finds_each_form(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text(
+        "import matplotlib\nimport matplotlib.pyplot as plt\nfrom matplotlib import pyplot\nmatplotlib.use('Agg')\n"
+    )
+    assert [h.split(" ", 1)[1] for h in _gui_state_uses(src)] == [
+        "imports matplotlib.pyplot",
+        "imports pyplot",
+        "calls matplotlib.use",
+    ]
 
 
 # ----------------------------------------------------------------------------- plots

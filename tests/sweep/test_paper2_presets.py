@@ -1,5 +1,6 @@
-"""Paper 2's sweep presets end to end on tiny data: training, the robustness step and the
-geometry step, as ``selectivity sweep`` runs them (:func:`selectivity.evaluate.steps.run_steps`).
+"""Paper 2's sweep presets end to end on tiny data: training, the robustness step, the
+geometry step and the summary, as ``selectivity sweep`` runs them
+(:func:`selectivity.report.run_experiment`).
 
 Each preset keeps its models, dataset and steps; the tiny overrides shrink the grid (one
 alpha, one seed), the training (one epoch on a few images) and the steps' settings (one
@@ -17,9 +18,8 @@ import torch
 
 from helpers import N_TEST, TINY_WNIDS, write_fake_tiny, write_tiny_c
 from selectivity.data import load_tiny_imagenet
-from selectivity.evaluate.steps import run_steps
-from selectivity.report import summarize_sweep
-from selectivity.sweep import PAPER_ALPHAS, get_sweep_preset, list_sweep_presets, open_store, run_sweep
+from selectivity.report import run_experiment
+from selectivity.sweep import PAPER_ALPHAS, get_sweep_preset, list_sweep_presets, open_store
 
 pytestmark = pytest.mark.slow  # trains a ResNet18 and a ResNet50 at 64 pixels
 
@@ -71,9 +71,10 @@ def test_paper2_cifar_runs_end_to_end(tiny_data, tmp_path):
     spec.overrides = dict(epochs=1, batch_size=32, val_size=30, top_n=3, num_threads=1, eval_batch_size=64)
     tiny_steps(spec, layer_ratio=1.0)
     out = tmp_path / "sweep"
-    df = run_sweep(spec.validate(), out, data=str(tiny_data), progress=False, log=quiet)
+    res = run_experiment(spec, out, data=tiny_data, progress=False, log=quiet)
+    df = res.runs
     assert (df.status == "completed").all() and len(df) == 2
-    assert run_steps(out, spec, str(tiny_data), progress=False, log=quiet) == ["robustness", "geometry"]
+    assert res.robustness is not None and res.geometry is not None and not res.geometry.empty
     for run in df.run_id:
         rob = json.loads((out / "runs" / run / "robustness.json").read_text())
         assert rob["settings"]["n_images"] is None and len(rob["corruptions"]) == 1
@@ -81,7 +82,6 @@ def test_paper2_cifar_runs_end_to_end(tiny_data, tmp_path):
         assert geo["settings"]["n_images"] == 80 and geo["rows"]
     with open_store(out) as store:
         assert len(store.robustness_df("summary")) == 2 and not store.geometry_df().empty
-    summarize_sweep(out, log=quiet)
     assert (out / "summary.txt").exists()
     assert N_TEST == 80  # the geometry used the whole test split of the tiny data
 
@@ -109,10 +109,10 @@ def test_paper2_tiny_runs_end_to_end_with_tiny_imagenet_c(tmp_path):
     }
     tiny_steps(spec, layer_ratio=0.0, images=4, geometry_images=4)
     out = tmp_path / "sweep"
-    df = run_sweep(spec.validate(), out, data=str(tree), progress=False, log=quiet)
+    res = run_experiment(spec, out, data=tree, corrupted=tiny_c, summary=False, progress=False, log=quiet)
+    df = res.runs
     assert sorted(df.model) == ["resnet18", "resnet50"] and (df.status == "completed").all()
-    done = run_steps(out, spec, str(tree), corrupted=tiny_c, progress=False, log=quiet)
-    assert done == ["robustness", "geometry"]
+    assert res.robustness is not None and res.geometry is not None and not res.geometry.empty
     for run in df.run_id:
         cfg = json.loads((out / "runs" / run / "config.json").read_text())
         assert (cfg["dataset"], cfg["val_split"]) == ("tiny-imagenet", "per-run")

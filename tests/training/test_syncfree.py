@@ -113,8 +113,8 @@ def _cuda_sync_errors(device):
 
 
 def _devices():
-    # CPU always; CUDA in addition when present (the same code path, stricter check).
-    return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    # CPU always; CUDA as a `cuda`-marked case, skipped without a GPU (the same code path, stricter check).
+    return [torch.device("cpu"), pytest.param(torch.device("cuda"), marks=pytest.mark.cuda)]
 
 
 def _toy(n=32, classes=10):

@@ -25,11 +25,29 @@ samples and then measures at most ``N - 1`` dimensions).
 Everything is accumulated in float64 with Chan et al.'s pairwise update of mean and
 centred scatter matrix, so memory is ``O(U^2)`` whatever ``N``; eigenvalues are computed
 with ``torch.linalg.eigvalsh`` on the accumulator's device (CPU or GPU) or one given.
+
+* **Dimensionality increase** caused by a perturbation (:func:`dimensionality_increase`):
+  the measures of the perturbed activations minus those of the clean activations of the
+  same images, ``D_s(a(x')) - D_s(a(x))`` and ``PR(a(x')) - PR(a(x))``, per layer.
+
+Flattened maps with more units than samples (:func:`flattened_eigenvalues`)
+--------------------------------------------------------------------------
+With ``U = C * H * W`` units per image the ``U x U`` covariance does not fit in memory
+for early layers (``U = 16384`` for a 16-channel 32x32 map: 2 GiB in float64), and with
+``N <= U`` images it has at most ``N - 1`` non-zero eigenvalues anyway. These equal the
+non-zero eigenvalues of the ``N x N`` Gram matrix ``G = A_c A_c^T`` of the centred
+``(N, U)`` activations ``A_c``, divided by ``N - 1`` (``A_c^T A_c`` and ``A_c A_c^T`` share
+their non-zero eigenvalues), so ``O(N^2 + N U)`` memory suffices: the estimate is the exact
+covariance spectrum, not an approximation. The measures then see at most ``N - 1``
+dimensions (compare layers and networks at the same ``N``). Optionally only ``k``
+random spatial positions of each map are kept (the same positions for every channel and
+image, drawn once with a ``torch.Generator``): ``U = C * k``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +66,13 @@ __all__ = [
     "dimensionality",
     "change_dimensionality",
     "perturbation_norms",
+    "DimensionalityIncrease",
+    "dimensionality_increase",
+    "dimensionality_increase_by_layer",
+    "spatial_positions",
+    "select_positions",
+    "flattened_eigenvalues",
+    "flattened_dimensionality",
 ]
 
 #: How a layer's output becomes units: ``"channels"`` (spatial mean) or ``"flatten"``.
@@ -504,3 +529,283 @@ def perturbation_norms(clean: Tensor, perturbed: Tensor, norm: str = "l2") -> Te
         raise ValueError("clean and perturbed must be tensors of the same shape (N, ...)")
     d = (perturbed.to(torch.float64) - clean.to(torch.float64)).flatten(1)  # (N, D)
     return d.norm(dim=1) if norm == "l2" else d.abs().amax(dim=1)
+
+
+# --------------------------------------------------------------------------- increase
+@dataclass(frozen=True)
+class DimensionalityIncrease:
+    """Dimensionality of perturbed and clean activations of the same images, and the increase.
+
+    Attributes
+    ----------
+    clean : Dimensionality
+    perturbed : Dimensionality
+    """
+
+    clean: Dimensionality
+    perturbed: Dimensionality
+
+    @property
+    def pca(self) -> int:
+        """``D_s(perturbed) - D_s(clean)``."""
+        return self.perturbed.pca - self.clean.pca
+
+    @property
+    def participation_ratio(self) -> float:
+        """``PR(perturbed) - PR(clean)``."""
+        return self.perturbed.participation_ratio - self.clean.participation_ratio
+
+
+def spatial_positions(height: int, width: int, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """``k`` distinct random positions of an ``height x width`` map, as sorted flat indices.
+
+    Parameters
+    ----------
+    height, width : int
+        Map size.
+    k : int
+        Positions to keep, ``1 <= k <= height * width``.
+    generator : torch.Generator, optional
+        Source of the draw (CPU), for reproducibility.
+
+    Returns
+    -------
+    Tensor
+        ``(k,)`` int64 indices into the flattened ``H * W`` positions, increasing.
+    """
+    hw = int(height) * int(width)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= hw:
+        raise ValueError(
+            f"k must be an integer in [1, {hw}] (positions of a {height}x{width} map), got {k!r}"
+        )
+    return torch.randperm(hw, generator=generator)[:k].sort().values
+
+
+def select_positions(acts: Tensor, positions: Tensor) -> Tensor:
+    """Keep the given spatial positions of every channel: ``(N, C, H, W)`` -> ``(N, C * k)``.
+
+    Parameters
+    ----------
+    acts : Tensor
+        ``(N, C, H, W)`` (or ``(N, C, *spatial)``) activations.
+    positions : Tensor
+        ``(k,)`` flat indices into the spatial positions (:func:`spatial_positions`).
+
+    Returns
+    -------
+    Tensor
+        ``(N, C * k)``, channel-major (channel 0's ``k`` positions first), input dtype.
+    """
+    if not isinstance(acts, Tensor) or acts.dim() < 3:
+        raise ValueError("activations must be a tensor of shape (N, C, H, W) to subsample positions")
+    idx = torch.as_tensor(positions, dtype=torch.int64, device=acts.device).reshape(-1)
+    hw = math.prod(acts.shape[2:])
+    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= hw:
+        raise ValueError(f"positions must be indices in [0, {hw}) of the flattened spatial map")
+    return acts.flatten(2)[:, :, idx].flatten(1)  # (N, C, H*W) -> (N, C, k) -> (N, C*k)
+
+
+def flattened_eigenvalues(
+    acts: Tensor,
+    *,
+    positions: Tensor | None = None,
+    center: bool = True,
+    ddof: int = 1,
+    chunk: int = 4096,
+) -> Tensor:
+    """Covariance eigenvalues of flattened maps, via the ``N x N`` Gram matrix when ``N <= U``.
+
+    Parameters
+    ----------
+    acts : Tensor
+        ``(N, C, H, W)`` (flattened to ``U = C * H * W`` units) or ``(N, U)``.
+    positions : Tensor, optional
+        Keep only these spatial positions of every channel (:func:`select_positions`).
+    center : bool
+        Covariance (divided by ``N - ddof``) or, if False, the second moment (divided by ``N``).
+    ddof : int
+        As :meth:`CovarianceAccumulator.covariance`.
+    chunk : int
+        Units converted to float64 at a time when forming the Gram matrix (memory).
+
+    Returns
+    -------
+    Tensor
+        ``(min(N, U),)`` float64 eigenvalues in decreasing order: every eigenvalue of the
+        ``U x U`` covariance that can be non-zero (the others are exactly 0).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 samples, malformed activations.
+    """
+    if not isinstance(acts, Tensor) or acts.dim() < 2:
+        raise ValueError("activations must be a tensor of shape (N, U) or (N, C, H, W)")
+    a = acts.flatten(1) if positions is None else select_positions(acts, positions)  # (N, U)
+    n, u = a.shape
+    if n < 2:
+        raise ValueError(f"need at least 2 samples, got {n}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+    denom = (n - ddof) if center else n
+    if n > u:  # the U x U covariance is the smaller matrix
+        acc = CovarianceAccumulator("flatten")
+        acc.update(a)
+        return acc.eigenvalues(center=center, ddof=ddof, min_ratio=0.0)
+    gram = torch.zeros(n, n, dtype=torch.float64, device=a.device)
+    for start in range(0, u, chunk):
+        block = a[:, start : start + chunk].to(torch.float64)  # (N, chunk)
+        if center:
+            block = block - block.mean(0)  # centring per unit is exact chunk by chunk
+        gram += block @ block.T
+    return torch.flip(torch.linalg.eigvalsh(gram), (0,)) / denom
+
+
+def flattened_dimensionality(
+    acts: Tensor,
+    share: float = 0.95,
+    *,
+    positions: Tensor | None = None,
+    center: bool = True,
+) -> Dimensionality:
+    """Both measures of flattened maps from :func:`flattened_eigenvalues` (any ``N >= 2``).
+
+    Parameters
+    ----------
+    acts : Tensor
+        ``(N, C, H, W)`` or ``(N, U)``.
+    share : float
+        Variance share in (0, 1] for the PCA measure.
+    positions : Tensor, optional
+        Spatial positions kept (:func:`spatial_positions`).
+    center : bool
+        Covariance or second moment.
+
+    Returns
+    -------
+    Dimensionality
+        ``n_units`` is ``U`` (after subsampling); the PCA count is at most ``min(N - 1, U)``.
+    """
+    _check_share(share)
+    ev = flattened_eigenvalues(acts, positions=positions, center=center)
+    u = (
+        acts.flatten(1).shape[1]
+        if positions is None
+        else acts.shape[1] * int(torch.as_tensor(positions).numel())
+    )
+    return Dimensionality(
+        pca=pca_dimensionality(ev, share),
+        participation_ratio=participation_ratio(ev),
+        share=float(share),
+        n_samples=int(acts.shape[0]),
+        n_units=int(u),
+    )
+
+
+def dimensionality_increase(
+    clean: Tensor,
+    perturbed: Tensor,
+    share: float = 0.95,
+    *,
+    units: str = "channels",
+    center: bool = True,
+    min_ratio: float = 1.0,
+    positions_per_map: int | None = None,
+    generator: torch.Generator | None = None,
+) -> DimensionalityIncrease:
+    """Dimensionality of perturbed minus clean activations of the same images (both measures).
+
+    Parameters
+    ----------
+    clean, perturbed : Tensor
+        ``(N, U)`` or ``(N, C, H, W)`` activations of one layer, same shape.
+    share : float
+        Variance share in (0, 1] for the PCA measure.
+    units : {"channels", "flatten"}
+        ``"channels"``: spatial means, covariance with the sample-size rule ``min_ratio``
+        (:func:`dimensionality`). ``"flatten"``: every channel x position, through
+        :func:`flattened_dimensionality` (Gram matrix, any ``N >= 2``; ``min_ratio`` unused).
+    center : bool
+        Covariance (True) or second moment.
+    min_ratio : float
+        Sample-size rule for ``units="channels"``.
+    positions_per_map : int, optional
+        With ``units="flatten"``: keep ``k`` random positions per map, the same for clean
+        and perturbed (:func:`spatial_positions`).
+    generator : torch.Generator, optional
+        Source of the position draw.
+
+    Returns
+    -------
+    DimensionalityIncrease
+        ``.pca`` and ``.participation_ratio`` are the increases.
+    """
+    _check_share(share)
+    _check_units(units)
+    if not isinstance(clean, Tensor) or not isinstance(perturbed, Tensor) or clean.shape != perturbed.shape:
+        raise ValueError(
+            "clean and perturbed activations must be tensors of the same shape (the same images)"
+        )
+    if units == "channels":
+        if positions_per_map is not None:
+            raise ValueError("positions_per_map applies to units='flatten' only")
+        return DimensionalityIncrease(
+            dimensionality(clean, share, units=units, center=center, min_ratio=min_ratio),
+            dimensionality(perturbed, share, units=units, center=center, min_ratio=min_ratio),
+        )
+    positions = None
+    if positions_per_map is not None:
+        if clean.dim() < 3:
+            raise ValueError("positions_per_map needs activations of shape (N, C, H, W)")
+        positions = spatial_positions(
+            clean.shape[2], math.prod(clean.shape[3:]), positions_per_map, generator
+        )
+    return DimensionalityIncrease(
+        flattened_dimensionality(clean, share, positions=positions, center=center),
+        flattened_dimensionality(perturbed, share, positions=positions, center=center),
+    )
+
+
+def dimensionality_increase_by_layer(
+    clean: Mapping[str, Tensor],
+    perturbed: Mapping[str, Tensor],
+    share: float = 0.95,
+    *,
+    units: str = "channels",
+    center: bool = True,
+    min_ratio: float = 1.0,
+    positions_per_map: int | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, DimensionalityIncrease]:
+    """:func:`dimensionality_increase` for every layer of ``clean`` (same keys in ``perturbed``).
+
+    Parameters
+    ----------
+    clean, perturbed : mapping of str to Tensor
+        Layer name -> activations of the same images.
+    share, units, center, min_ratio, positions_per_map, generator
+        As :func:`dimensionality_increase`; with a generator the layers draw their
+        positions one after another, in the order of ``clean``.
+
+    Returns
+    -------
+    dict of str to DimensionalityIncrease
+        In the order of ``clean``.
+    """
+    if set(clean) != set(perturbed):
+        raise ValueError(
+            f"clean and perturbed must name the same layers, got {sorted(clean)} and {sorted(perturbed)}"
+        )
+    return {
+        name: dimensionality_increase(
+            clean[name],
+            perturbed[name],
+            share,
+            units=units,
+            center=center,
+            min_ratio=min_ratio,
+            positions_per_map=positions_per_map,
+            generator=generator,
+        )
+        for name in clean
+    }

@@ -17,11 +17,18 @@ With ``cos(a, b) = a.b / (||a|| ||b||)`` and ``ghat = g / ||g||``:
   gradient: ``V_units(n) = 1 - mean_{j != k} cos(g_nj, g_nk)`` (same identity).
 * **Norm variability**: coefficient of variation ``std / mean`` (population std) of the
   gradient norms ``||g_nj||``, across samples (per unit) and across units (per image);
-  zero gradients count here (their norm is a real 0).
+  zero gradients count here (their norm is a real 0). The ``*_nonzero`` variants leave
+  the zero gradients out (the spread of the norms of the active units alone); NaN with
+  fewer than two non-zero gradients.
+* **Element-wise variance** (population, ``ddof=0``), averaged over the ``D`` pixels:
+  ``Var_samples(j) = 1/D sum_d Var_n(g_njd) = 1/D (1/N sum_n ||g_nj||^2 - ||1/N sum_n g_nj||^2)``
+  per unit, and ``Var_units(n) = 1/D sum_d Var_j(g_njd)`` per image, zero gradients
+  included. Unlike the cosine and CV measures it keeps the gradients' scale.
 
 A zero gradient (a ReLU unit switched off at every position for that image) has no
-direction, so it is left out of the cosine measures and counted in ``zero_gradients``;
-with fewer than two non-zero gradients the cosine measure is NaN.
+direction, so it is left out of the cosine measures and counted, per unit in
+``zero_gradients`` (images) and per image in ``zero_units`` (units); with fewer than two
+non-zero gradients the cosine measure is NaN.
 
 Computation: one forward pass to the layer (the rest of the network is skipped), then
 for each unit one backward pass that yields that unit's gradient for every image of
@@ -67,6 +74,16 @@ class GradientVariability:
         ``(N,)`` float64, coefficient of variation of gradient norms across units.
     zero_gradients : Tensor
         ``(U,)`` int64, images whose gradient for the unit is exactly zero.
+    zero_units : Tensor
+        ``(N,)`` int64, units whose gradient for the image is exactly zero (inactive units).
+    norm_cv_samples_nonzero : Tensor
+        ``(U,)`` float64, as ``norm_cv_samples`` over the images with a non-zero gradient.
+    norm_cv_units_nonzero : Tensor
+        ``(N,)`` float64, as ``norm_cv_units`` over the units with a non-zero gradient.
+    variance_samples : Tensor
+        ``(U,)`` float64, element-wise variance across images averaged over pixels.
+    variance_units : Tensor
+        ``(N,)`` float64, element-wise variance across units averaged over pixels.
     """
 
     across_samples: Tensor
@@ -74,14 +91,28 @@ class GradientVariability:
     norm_cv_samples: Tensor
     norm_cv_units: Tensor
     zero_gradients: Tensor
+    zero_units: Tensor
+    norm_cv_samples_nonzero: Tensor
+    norm_cv_units_nonzero: Tensor
+    variance_samples: Tensor
+    variance_units: Tensor
 
     def summary(self) -> dict[str, float]:
-        """Layer-level means (NaN entries skipped) of the four measures."""
+        """Layer-level means (NaN entries skipped) of the measures, and the zero-gradient share.
+
+        ``zero_fraction`` is the share of (image, unit) pairs whose gradient is zero.
+        """
+        n_pairs = self.zero_units.numel() * self.zero_gradients.numel()
         return {
             "across_samples": float(torch.nanmean(self.across_samples)),
             "across_units": float(torch.nanmean(self.across_units)),
             "norm_cv_samples": float(torch.nanmean(self.norm_cv_samples)),
             "norm_cv_units": float(torch.nanmean(self.norm_cv_units)),
+            "norm_cv_samples_nonzero": float(torch.nanmean(self.norm_cv_samples_nonzero)),
+            "norm_cv_units_nonzero": float(torch.nanmean(self.norm_cv_units_nonzero)),
+            "variance_samples": float(torch.nanmean(self.variance_samples)),
+            "variance_units": float(torch.nanmean(self.variance_units)),
+            "zero_fraction": float(self.zero_gradients.sum()) / n_pairs if n_pairs else math.nan,
         }
 
 
@@ -234,6 +265,19 @@ def _cv(s1: Tensor, s2: Tensor, n: int | Tensor) -> Tensor:
     return torch.where(m > 0, var.sqrt() / m, torch.full_like(m, math.nan))
 
 
+def _cv_nonzero(s1: Tensor, s2: Tensor, count: Tensor) -> Tensor:
+    """:func:`_cv` over the ``count`` non-zero values (zeros add nothing to the sums); NaN below 2."""
+    cv = _cv(s1, s2, count.clamp_min(1))
+    return torch.where(count >= 2, cv, torch.full_like(cv, math.nan))
+
+
+def _elementwise_variance(raw_sum: Tensor, sq_norm_sum: Tensor, n: int) -> Tensor:
+    """``1/D sum_d Var(x_d)`` of ``n`` vectors from their sum ``(..., D)`` and summed squared norms."""
+    d = raw_sum.shape[-1]
+    mean_sq = (raw_sum * raw_sum).sum(-1) / (n * n)  # ||mean vector||^2
+    return (sq_norm_sum / n - mean_sq).clamp_min(0) / d
+
+
 def gradient_variability(
     model: nn.Module,
     layer: str | nn.Module,
@@ -280,11 +324,15 @@ def gradient_variability(
     if isinstance(batches, Tensor):
         batches = [batches]
     dir_sum: Tensor | None = None  # (U, D) sum of unit gradient directions over images
+    raw_sum: Tensor | None = None  # (U, D) sum of unit gradients over images
     nonzero: Tensor | None = None  # (U,) images with a non-zero gradient
     norm_s1: Tensor | None = None  # (U,) sum of norms over images
     norm_s2: Tensor | None = None  # (U,) sum of squared norms
     per_image_var: list[Tensor] = []
     per_image_cv: list[Tensor] = []
+    per_image_cv_nz: list[Tensor] = []
+    per_image_elem_var: list[Tensor] = []
+    per_image_zero: list[Tensor] = []
     n_images = 0
     with frozen_eval(model):
         for batch in batches:
@@ -294,6 +342,7 @@ def gradient_variability(
             if b == 0:
                 continue
             img_dir: Tensor | None = None  # (B, D) sum over units of directions
+            img_raw: Tensor | None = None  # (B, D) sum over units of gradients
             img_nonzero = torch.zeros(b, dtype=torch.int64, device=xb.device)
             img_s1 = torch.zeros(b, dtype=torch.float64, device=xb.device)
             img_s2 = torch.zeros(b, dtype=torch.float64, device=xb.device)
@@ -308,24 +357,31 @@ def gradient_variability(
                     # sized at the first chunk, once U is known from the layer's output
                     d = g.shape[2]
                     dir_sum = torch.zeros(u_total, d, dtype=torch.float64, device=xb.device)
+                    raw_sum = torch.zeros(u_total, d, dtype=torch.float64, device=xb.device)
                     nonzero = torch.zeros(u_total, dtype=torch.int64, device=xb.device)
                     norm_s1 = torch.zeros(u_total, dtype=torch.float64, device=xb.device)
                     norm_s2 = torch.zeros(u_total, dtype=torch.float64, device=xb.device)
                 assert nonzero is not None and norm_s1 is not None and norm_s2 is not None
+                assert raw_sum is not None
                 dir_sum[start : start + k] += dirs.sum(1)
+                raw_sum[start : start + k] += g.sum(1)
                 nonzero[start : start + k] += is_nz.sum(1)
                 norm_s1[start : start + k] += norms.sum(1)
                 norm_s2[start : start + k] += (norms * norms).sum(1)
                 img_dir = dirs.sum(0) if img_dir is None else img_dir + dirs.sum(0)
+                img_raw = g.sum(0) if img_raw is None else img_raw + g.sum(0)
                 img_nonzero += is_nz.sum(0)
                 img_s1 += norms.sum(0)
                 img_s2 += (norms * norms).sum(0)
                 n_units += k
-            assert img_dir is not None
+            assert img_dir is not None and img_raw is not None
             per_image_var.append(_cosine_variability(img_dir, img_nonzero))
             per_image_cv.append(_cv(img_s1, img_s2, n_units))
+            per_image_cv_nz.append(_cv_nonzero(img_s1, img_s2, img_nonzero))
+            per_image_elem_var.append(_elementwise_variance(img_raw, img_s2, n_units))
+            per_image_zero.append(n_units - img_nonzero)
             n_images += b
-    if dir_sum is None or nonzero is None or norm_s1 is None or norm_s2 is None:
+    if dir_sum is None or raw_sum is None or nonzero is None or norm_s1 is None or norm_s2 is None:
         raise ValueError("no images were given: batches must hold at least one image")
     return GradientVariability(
         across_samples=_cosine_variability(dir_sum, nonzero),
@@ -333,4 +389,9 @@ def gradient_variability(
         norm_cv_samples=_cv(norm_s1, norm_s2, n_images),
         norm_cv_units=torch.cat(per_image_cv),
         zero_gradients=n_images - nonzero,
+        zero_units=torch.cat(per_image_zero),
+        norm_cv_samples_nonzero=_cv_nonzero(norm_s1, norm_s2, nonzero),
+        norm_cv_units_nonzero=torch.cat(per_image_cv_nz),
+        variance_samples=_elementwise_variance(raw_sum, norm_s2, n_images),
+        variance_units=torch.cat(per_image_elem_var),
     )

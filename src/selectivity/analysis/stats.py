@@ -27,6 +27,9 @@ Choices the paper leaves open (documented here, configurable in the functions):
   Every table carries the family's name and size ``m`` beside each corrected p.
 * Bonferroni ``m`` = number of tests actually performed in the family (groups with
   fewer than two values cannot be t-tested; they get ``p = NaN`` and do not count).
+* Spearman correlations across runs (:func:`spearman_ci`): percentile bootstrap over
+  the (x, y) pairs; undefined (NaN) with fewer than 3 finite pairs or a constant
+  variable, and resamples in which a variable is constant are left out of the CI.
 * Several rows per unit (e.g. one row per layer and seed): pass ``unit_cols`` (e.g.
   ``("seed",)``) to average within each unit first so that each seed contributes one
   observation (avoids pseudo-replication).
@@ -51,6 +54,7 @@ __all__ = [
     "ttests_against_baseline",
     "rank_sum_promote_vs_penalise",
     "paired_test",
+    "spearman_ci",
     "ALPHA_DECIMALS",
     "normalise_alpha",
     "is_baseline",
@@ -509,3 +513,60 @@ def paired_test(
         "p": float(res.pvalue),
         "method": method,
     }
+
+
+def spearman_ci(
+    x, y, n_resamples: int = 2000, seed: int | None = 0, confidence: float = 0.95
+) -> dict[str, float | int]:
+    """Spearman's rho of paired values, its p-value and a percentile bootstrap CI over pairs.
+
+    The one Spearman correlation of the package (the report's robustness and mechanisms
+    sections both use it).
+
+    Parameters
+    ----------
+    x, y : array_like, shape (n,)
+        Paired values (e.g. one per run). Pairs with a non-finite value on either side
+        are dropped.
+    n_resamples : int, default 2000
+        Bootstrap resamples of the pairs (indices drawn with replacement).
+    seed : int or None, default 0
+        Seed of the resampling generator.
+    confidence : float, default 0.95
+        CI level.
+
+    Returns
+    -------
+    dict
+        ``rho``, ``p``, ``ci_low``, ``ci_high`` (floats) and ``n`` (int, finite pairs
+        used). Every float is NaN with fewer than 3 pairs or when ``x`` or ``y`` is
+        constant; resamples in which ``x`` or ``y`` is constant (rho undefined) are
+        left out of the CI, which is NaN if none remains.
+
+    Raises
+    ------
+    ValueError
+        ``x`` and ``y`` differ in length, or ``confidence`` is not in (0, 1).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"spearman_ci needs paired values, got lengths {x.size} and {y.size}")
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    n = int(x.size)
+    nan = float("nan")
+    out: dict[str, float | int] = {"rho": nan, "p": nan, "ci_low": nan, "ci_high": nan, "n": n}
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    r = sps.spearmanr(x, y)
+    out["rho"], out["p"] = float(r.statistic), float(r.pvalue)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))  # (resamples, n) pair indices
+    boot = [sps.spearmanr(x[i], y[i]).statistic for i in idx if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0]
+    if boot:
+        a = (1 - confidence) / 2
+        out["ci_low"], out["ci_high"] = (
+            float(v) for v in np.quantile(np.asarray(boot, dtype=float), [a, 1 - a])
+        )
+    return out

@@ -2,6 +2,8 @@
 
 * :mod:`.metrics`: the class selectivity index, precision, dead units, streaming
   class-conditional means (pure functions, float64).
+* :mod:`.responses`: the one reduction of a layer's output to ``(N, units)``, with an
+  explicit layout (conv maps, units, ``(N, T, D)`` tokens, channels-last maps).
 * :mod:`.hooks`: forward hooks that capture layer outputs, inside a context manager that
   removes them in ``finally``.
 * :mod:`.regularizer`: the differentiable regulariser ``loss = CE - alpha * mean_SI``.

@@ -2,21 +2,38 @@
 
 Hooks exist only inside :class:`ActivationCapture`'s ``with`` block and are removed in
 ``finally``, so an exception inside the block never leaves a hook behind.
+
+A *site* is a module, what of it is recorded (its ``"output"``, or its ``"input"``:
+the neuron of a gated MLP is the input of its ``down_proj``) and the layout of that
+tensor (:mod:`selectivity.core.responses`). Layouts and sites are declared per layer
+with a mapping from module names (or ``fnmatch`` patterns such as
+``"blocks.*.mlp.act"``) to values, or for every layer with one value; a model may
+declare its own with ``default_selectivity_layouts()``.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
-from typing import TypeAlias
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
 
+from .responses import LAYOUTS, check_layout, check_pooling, unit_responses
+
 __all__ = [
+    "ACTIVATION_NAMES",
     "ACTIVATION_TYPES",
+    "SITE_KINDS",
     "LayerSpec",
+    "PerLayer",
+    "Site",
     "resolve_layers",
+    "resolve_sites",
+    "attach_site_hooks",
     "ActivationCapture",
 ]
 
@@ -36,8 +53,41 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.Hardswish,
 )
 
+#: Class names of activation modules of other libraries (Hugging Face ``transformers``,
+#: timm, ...) that default site discovery recognises without importing them.
+ACTIVATION_NAMES: frozenset[str] = frozenset(
+    {
+        "GELU",
+        "GELUActivation",
+        "NewGELUActivation",
+        "FastGELUActivation",
+        "QuickGELUActivation",
+        "GELUTanh",
+        "PytorchGELUTanh",
+        "SiLU",
+        "SiLUActivation",
+        "Swish",
+        "ReLU",
+        "ReLUSquaredActivation",
+        "QuickGELU",
+        "GeLU",
+        "Mish",
+        "MishActivation",
+        "StarReLU",
+    }
+)
+
+#: What of a module a site records.
+SITE_KINDS: tuple[str, ...] = ("output", "input")
+
 #: Module names, module types, or a mix of both.
 LayerSpec: TypeAlias = None | str | type | Sequence[str | type]
+#: One value for every layer, or a mapping from module names / fnmatch patterns to values.
+PerLayer: TypeAlias = None | str | Mapping[str, str]
+
+
+def _is_activation(module: nn.Module) -> bool:
+    return isinstance(module, ACTIVATION_TYPES) or type(module).__name__ in ACTIVATION_NAMES
 
 
 def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
@@ -50,8 +100,10 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
     layers : None, str, type, or sequence of str/type
         ``None``: the model's ``default_selectivity_layers()`` if it defines one (every
         built-in model does: the activation after each conv layer), else every module
-        of a type in :data:`ACTIVATION_TYPES`. Strings are names as in
-        ``model.named_modules()``; types select every module of that type.
+        of a type in :data:`ACTIVATION_TYPES` or whose class name is in
+        :data:`ACTIVATION_NAMES` (activations of other libraries). Strings are names as
+        in ``model.named_modules()`` or ``fnmatch`` patterns (``"h.*.mlp.act"``); types
+        select every module of that type.
 
     Returns
     -------
@@ -79,8 +131,14 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
             if not names:
                 raise ValueError(f"{type(model).__name__} declares no selectivity layers")
             return names
-        specs: list[str | type] = list(ACTIVATION_TYPES)
-        what = "an activation module (" + ", ".join(t.__name__ for t in ACTIVATION_TYPES) + ")"
+        found = [n for n, m in modules.items() if n and _is_activation(m)]
+        if not found:
+            raise ValueError(
+                f"{type(model).__name__} has no module matching an activation (a type in ACTIVATION_TYPES "
+                f"or a class named one of {sorted(ACTIVATION_NAMES)}); pass layers= with the module names, "
+                f"patterns or types whose outputs are the units (see selectivity.sites(model, x))"
+            )
+        return found
     else:
         specs = [layers] if isinstance(layers, (str, type)) else list(layers)
         if not specs:
@@ -89,7 +147,15 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
 
     chosen: set[str] = set()
     for spec in specs:
-        if isinstance(spec, str):
+        if isinstance(spec, str) and _is_pattern(spec):
+            matched = [n for n in modules if n and fnmatch.fnmatchcase(n, spec)]
+            if not matched:
+                raise ValueError(
+                    f"no module of {type(model).__name__} matches the pattern {spec!r}. "
+                    f"Names are those of model.named_modules()."
+                )
+            chosen.update(matched)
+        elif isinstance(spec, str):
             if spec not in modules or spec == "":
                 close = difflib.get_close_matches(spec, [n for n in modules if n], n=5)
                 hint = f" Did you mean one of {close}?" if close else ""
@@ -111,15 +177,158 @@ def resolve_layers(model: nn.Module, layers: LayerSpec = None) -> list[str]:
     return names
 
 
-class ActivationCapture:
-    """Context manager that records the outputs of chosen modules during forward passes.
+def _is_pattern(s: str) -> bool:
+    return any(c in s for c in "*?[")
 
-    Every output is passed through ``reduce`` (default: spatial mean of 4-D outputs,
-    ``(N, C, H, W) -> (N, C)``) inside the hook, so only ``(N, U)`` tensors are kept.
-    The record is cleared at the start of each forward pass of ``model`` (a forward
-    pre-hook on the root module), so after ``model(x)`` it holds exactly that pass. A
-    module called several times in one pass gives one entry per call, named
-    ``name``, ``name#1``, ``name#2``, ...
+
+def per_layer_value(spec: PerLayer, name: str, default: str | None = None) -> str | None:
+    """The value ``spec`` gives layer ``name``: exact name first, then the first matching pattern."""
+    if spec is None:
+        return default
+    if isinstance(spec, str):
+        return spec
+    if name in spec:
+        return spec[name]
+    for key, value in spec.items():
+        if _is_pattern(key) and fnmatch.fnmatchcase(name, key):
+            return value
+    return default
+
+
+@dataclass(frozen=True)
+class Site:
+    """One recorded tensor: module ``name``, its ``"output"`` or ``"input"``, and its layout."""
+
+    name: str
+    kind: str = "output"
+    layout: str | None = None
+
+    def reduce(
+        self, t: torch.Tensor, pooling: str = "mean", mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """This site's tensor as ``(N, units)`` (:func:`selectivity.core.responses.unit_responses`)."""
+        return unit_responses(
+            t, self.layout, pooling=pooling, mask=mask if self.layout == "tokens" else None, name=self.name
+        )
+
+
+def resolve_sites(
+    model: nn.Module, layers: LayerSpec = None, layouts: PerLayer = None, sites: PerLayer = None
+) -> list[Site]:
+    """The sites of ``model``: which modules, what of them, and in which layout.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layers : LayerSpec
+        Which modules (:func:`resolve_layers`).
+    layouts : str or mapping, optional
+        Layout of every layer (one of :data:`~selectivity.core.responses.LAYOUTS`), or a
+        mapping of module names / patterns to layouts. Layers it does not name take the
+        model's ``default_selectivity_layouts()`` if it has one, else None (2-D and
+        4-D inferred; 3-D refused).
+    sites : str or mapping, optional
+        ``"output"`` (default) or ``"input"`` for every layer, or a mapping of names /
+        patterns to them.
+
+    Returns
+    -------
+    list of Site
+        In the model's module order.
+    """
+    names = resolve_layers(model, layers)
+    declared = getattr(model, "default_selectivity_layouts", None)
+    model_layouts: Mapping[str, str] = dict(declared()) if callable(declared) else {}
+    _check_per_layer(layouts, LAYOUTS, "layouts")
+    _check_per_layer(sites, SITE_KINDS, "sites")
+    out = []
+    for name in names:
+        layout = per_layer_value(layouts, name, per_layer_value(model_layouts, name))
+        check_layout(layout)
+        kind = per_layer_value(sites, name, "output") or "output"
+        out.append(Site(name, kind, layout))
+    return out
+
+
+def _check_per_layer(spec: PerLayer, allowed: tuple[str, ...], what: str) -> None:
+    if spec is None:
+        return
+    values = [spec] if isinstance(spec, str) else list(spec.values()) if isinstance(spec, Mapping) else None
+    if values is None:
+        raise TypeError(f"{what} must be a string or a mapping of layer names to strings, got {spec!r}")
+    for v in values:
+        if v not in allowed:
+            raise ValueError(f"unknown {what} value {v!r}; choose one of {', '.join(allowed)}")
+
+
+def attach_site_hooks(
+    model: nn.Module,
+    sites: Sequence[Site],
+    record: Callable[[Site, torch.Tensor], None],
+) -> list[torch.utils.hooks.RemovableHandle]:
+    """Hook every site of ``model``: ``record(site, tensor)`` is called with its raw tensor.
+
+    Output sites use a forward hook, input sites a forward pre-hook (the module's first
+    positional input). The caller owns the handles and removes them (in ``finally``).
+    """
+    modules = dict(model.named_modules())
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        for site in sites:
+            module = modules[site.name]
+            if site.kind == "input":
+                handles.append(module.register_forward_pre_hook(_input_hook(site, record), with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(_output_hook(site, record)))
+    except BaseException:
+        for h in handles:
+            h.remove()
+        raise
+    return handles
+
+
+def _output_hook(site: Site, record: Callable[[Site, torch.Tensor], None]) -> Callable[..., None]:
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"module {site.name!r} returned {type(output).__name__}; selectivity "
+                f"layers must return a single tensor (or record their input: sites={{{site.name!r}: 'input'}})"
+            )
+        record(site, output)
+
+    return hook
+
+
+def _input_hook(site: Site, record: Callable[[Site, torch.Tensor], None]) -> Callable[..., None]:
+    def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        first = args[0] if args else next(iter(kwargs.values()), None)
+        if not isinstance(first, torch.Tensor):
+            raise TypeError(f"the input of module {site.name!r} is not a tensor: {type(first).__name__}")
+        record(site, first)
+
+    return hook
+
+
+def never_ran_error(missing: Sequence[str]) -> RuntimeError:
+    """The error for requested layers that produced nothing in a forward pass."""
+    names = ", ".join(repr(n) for n in missing)
+    return RuntimeError(
+        f"layer {names} never ran in the forward pass: modules called functionally "
+        f"(e.g. F.gelu instead of an nn.GELU module) have no hook; choose modules that run "
+        f"(see selectivity.sites(model, x))"
+    )
+
+
+class ActivationCapture:
+    """Context manager that records the chosen sites' tensors during forward passes.
+
+    Every recorded tensor is reduced to ``(N, U)`` inside the hook, so only small
+    tensors are kept: by ``reduce`` if given, else by the site's layout
+    (:func:`selectivity.core.responses.unit_responses`; 4-D conv maps -> spatial mean,
+    ``(N, T, D)`` tokens -> D units pooled over tokens). The record is cleared at the
+    start of each forward pass of ``model`` (a forward pre-hook on the root module),
+    so after ``model(x)`` it holds exactly that pass. A module called several times in
+    one pass gives one entry per call, named ``name``, ``name#1``, ``name#2``, ...
 
     Parameters
     ----------
@@ -127,11 +336,21 @@ class ActivationCapture:
     layers : LayerSpec
         See :func:`resolve_layers`.
     reduce : callable, optional
-        Applied to each output tensor in the hook.
+        Applied to each raw tensor in the hook instead of the layout rule.
     detach : bool
         Detach the recorded tensors (measurement); keep their autograd graph when
         False (regulariser). Unrelated to removing the hooks, which
         :meth:`remove_hooks` (or leaving the ``with`` block) does.
+    layouts, sites : str or mapping, optional
+        Per-layer layout and site kind (:func:`resolve_sites`).
+    pooling : {"mean", "cls", "max"}
+        Pooling over tokens of ``"tokens"`` sites.
+    token_level : bool
+        Keep ``"tokens"`` sites unpooled, ``(N, T, D)`` (token-level labels); other
+        layouts are then refused.
+    mask_kwarg : str or None, default "attention_mask"
+        A keyword argument of the model's forward taken as the padding mask ``(N, T)``
+        (1 = real token) of each pass; :attr:`mask`, when set, takes precedence.
 
     Examples
     --------
@@ -146,11 +365,25 @@ class ActivationCapture:
         layers: LayerSpec = None,
         reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
         detach: bool = False,
+        *,
+        layouts: PerLayer = None,
+        sites: PerLayer = None,
+        pooling: str = "mean",
+        token_level: bool = False,
+        mask_kwarg: str | None = "attention_mask",
     ) -> None:
+        check_pooling(pooling)
         self.model = model
-        self.layer_names = resolve_layers(model, layers)
-        self.reduce = reduce if reduce is not None else _spatial_mean
+        self.sites = resolve_sites(model, layers, layouts, sites)
+        self.layer_names = [s.name for s in self.sites]
+        self.reduce = reduce
         self.detach = detach
+        self.pooling = pooling
+        self.token_level = bool(token_level)
+        self.mask_kwarg = mask_kwarg
+        #: Padding mask ``(N, T)`` for the next passes (None: from ``mask_kwarg``, else none).
+        self.mask: torch.Tensor | None = None
+        self._pass_mask: torch.Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._names: list[str] = []
         self._tensors: list[torch.Tensor] = []
@@ -162,31 +395,43 @@ class ActivationCapture:
         self._tensors.clear()
         self._calls.clear()
 
-    def _make_hook(self, name: str) -> Callable[[nn.Module, object, object], None]:
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(
-                    f"module {name!r} returned {type(output).__name__}; selectivity "
-                    f"layers must return a single tensor"
-                )
-            k = self._calls.get(name, 0)
-            self._calls[name] = k + 1
-            t = output.detach() if self.detach else output
-            self._names.append(name if k == 0 else f"{name}#{k}")
-            self._tensors.append(self.reduce(t))
+    def _start_pass(self, _module: nn.Module, _args: object, kwargs: dict[str, Any]) -> None:
+        self._reset()
+        found = kwargs.get(self.mask_kwarg) if self.mask_kwarg else None
+        self._pass_mask = self.mask if self.mask is not None else found
 
-        return hook
+    def _record(self, site: Site, t: torch.Tensor) -> None:
+        k = self._calls.get(site.name, 0)
+        self._calls[site.name] = k + 1
+        if self.detach:
+            t = t.detach()
+        if self.reduce is not None:
+            r = self.reduce(t)
+        elif self.token_level:
+            r = self._tokens(site, t)  # (N, T, D) kept: each labelled token is a sample
+        else:
+            r = site.reduce(t, self.pooling, self._pass_mask)
+        self._names.append(site.name if k == 0 else f"{site.name}#{k}")
+        self._tensors.append(r)
+
+    @staticmethod
+    def _tokens(site: Site, t: torch.Tensor) -> torch.Tensor:
+        if site.layout != "tokens" or t.dim() != 3:
+            raise ValueError(
+                f"token-level labels (N, T) need token layers, but layer {site.name!r} has layout "
+                f"{site.layout!r} and output {tuple(t.shape)}; declare layouts={{{site.name!r}: 'tokens'}} "
+                f"or use (N,) labels"
+            )
+        return t
 
     # -- context management ------------------------------------------------------
     def add_hooks(self) -> None:
         """Register the forward hooks (``with`` does it on entry)."""
         if self._handles:
             raise RuntimeError("ActivationCapture is already attached")
-        modules = dict(self.model.named_modules())
         try:
-            self._handles.append(self.model.register_forward_pre_hook(self._reset))
-            for name in self.layer_names:
-                self._handles.append(modules[name].register_forward_hook(self._make_hook(name)))
+            self._handles.append(self.model.register_forward_pre_hook(self._start_pass, with_kwargs=True))
+            self._handles.extend(attach_site_hooks(self.model, self.sites, self._record))
         except BaseException:
             self.remove_hooks()
             raise
@@ -197,6 +442,7 @@ class ActivationCapture:
             h.remove()
         self._handles.clear()
         self._reset()
+        self._pass_mask = None
 
     def __enter__(self) -> ActivationCapture:
         self.add_hooks()
@@ -224,21 +470,19 @@ class ActivationCapture:
     def tensors(self) -> list[torch.Tensor]:
         return list(self._tensors)
 
+    def missing(self) -> list[str]:
+        """Requested layers that recorded nothing in the last forward pass."""
+        return [n for n in self.layer_names if n not in self._calls]
+
+    def check_ran(self) -> None:
+        """Raise if a requested layer recorded nothing in the last forward pass (naming it)."""
+        missing = self.missing()
+        if missing:
+            raise never_ran_error(missing)
+
     def clear(self) -> None:
         """Drop the recorded tensors (and with them their autograd graph)."""
         self._reset()
-
-
-def _spatial_mean(t: torch.Tensor) -> torch.Tensor:
-    # sum * (1/HW) rather than mean: the backward of sum is a stride-0 expand, while
-    # mean's backward writes a full-size (N, C, H, W) tensor per layer (regulariser cost).
-    if t.dim() == 4:
-        return t.sum(dim=(2, 3)) * (1.0 / (t.shape[2] * t.shape[3]))  # (N, C, H, W) -> (N, C)
-    if t.dim() == 2:
-        return t
-    if t.dim() == 3:
-        return t.sum(dim=2) * (1.0 / t.shape[2])  # (N, C, L) -> (N, C): 1-D conv feature maps
-    raise ValueError(f"cannot reduce an output of shape {tuple(t.shape)} to (N, units)")
 
 
 def count_hooks(model: nn.Module) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .hooks import ActivationCapture, LayerSpec
+from .hooks import ActivationCapture, LayerSpec, PerLayer
 from .metrics import SelectivityAccumulator, layer_mean
 
 __all__ = ["LayerReport", "SelectivityReport", "measure_selectivity"]
@@ -23,6 +23,7 @@ class LayerReport:
     selectivity: torch.Tensor  # (U,) float64, NaN for dead units
     precision: torch.Tensor | None  # (U,) float64 or None
     dead: torch.Tensor  # (U,) bool
+    class_means: torch.Tensor | None = None  # (C, U) float64 mean response per class
 
     @property
     def num_units(self) -> int:
@@ -122,6 +123,10 @@ def measure_selectivity(
     negative: str = "shift",
     device: torch.device | str | None = None,
     progress: bool = False,
+    *,
+    layouts: PerLayer = None,
+    sites: PerLayer = None,
+    pooling: str = "mean",
 ) -> SelectivityReport:
     """Measure every unit's class selectivity over a dataset, streaming.
 
@@ -147,6 +152,12 @@ def measure_selectivity(
         Device to run on; default: the model's.
     progress : bool
         Show a progress bar.
+    layouts, sites : str or mapping, optional
+        Per-layer layout and site kind (:func:`selectivity.core.hooks.resolve_sites`):
+        ``layouts={"blocks.*.mlp.act": "tokens"}`` makes the D neurons of a
+        ``(N, T, D)`` output the units.
+    pooling : {"mean", "cls", "max"}
+        Pooling over tokens of ``"tokens"`` sites.
 
     Returns
     -------
@@ -171,11 +182,14 @@ def measure_selectivity(
 
         it = tqdm(batches, desc="measure", unit="batch", leave=False)
     try:
-        with ActivationCapture(model, layers, detach=True) as cap:
+        with ActivationCapture(
+            model, layers, detach=True, layouts=layouts, sites=sites, pooling=pooling
+        ) as cap:
             for x, y in it:
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
                 logits = model(x)
+                cap.check_ran()
                 if names is None:
                     names = cap.names
                     sizes = [t.shape[1] for t in cap.tensors]
@@ -197,13 +211,16 @@ def measure_selectivity(
         raise ValueError("no batches: the data iterable was empty")
     res = acc.result()
     reports = []
-    for name, si, dead, prec in zip(
+    for name, si, dead, prec, means in zip(
         names,
         res.selectivity.split(sizes),
         res.dead.split(sizes),
         res.precision.split(sizes) if res.precision is not None else [None] * len(sizes),
+        res.class_means.split(sizes, dim=1),
     ):
-        reports.append(LayerReport(name, si.cpu(), prec.cpu() if prec is not None else None, dead.cpu()))
+        reports.append(
+            LayerReport(name, si.cpu(), prec.cpu() if prec is not None else None, dead.cpu(), means.cpu())
+        )
     return SelectivityReport(
         reports, total, accuracy=correct / total if (total and scored) else None, top_n=top_n
     )

@@ -3,7 +3,9 @@
 Conventions used throughout
 ---------------------------
 * ``acts`` is ``(N, U)`` (N samples, U units) or ``(N, U, H, W)``; a 4-D tensor is
-  reduced to the unit's response per sample by averaging over ``H, W``.
+  reduced to the unit's response per sample by averaging over ``H, W``. Other layouts
+  (``(N, T, D)`` tokens, channels-last maps) are declared with ``layout=``; the one
+  reduction rule is :func:`selectivity.core.responses.unit_responses`.
 * ``labels`` is ``(N,)`` of integer class indices in ``[0, num_classes)``.
 * Class-conditional statistics are accumulated in float64: the index is a ratio of
   differences of means and float32 sums over 10^4 samples lose digits that matter.
@@ -42,6 +44,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .responses import unit_responses as reduce_output
+
 __all__ = [
     "NEGATIVE_RULES",
     "class_means",
@@ -73,26 +77,26 @@ def _check_negative(negative: str) -> None:
         raise ValueError(f"negative must be one of {NEGATIVE_RULES}, got {negative!r}")
 
 
-def unit_responses(acts: torch.Tensor) -> torch.Tensor:
+def unit_responses(acts: torch.Tensor, layout: str | None = None) -> torch.Tensor:
     """Reduce activations to one response per sample and unit.
+
+    The package's one rule, :func:`selectivity.core.responses.unit_responses`.
 
     Parameters
     ----------
     acts : torch.Tensor
-        ``(N, U)`` or ``(N, U, H, W)``.
+        ``(N, U)`` or ``(N, U, H, W)``; other layouts (``(N, T, D)`` tokens, channels
+        last) only with ``layout`` declared.
+    layout : str, optional
+        One of :data:`selectivity.core.responses.LAYOUTS`; None infers 2-D and 4-D and
+        refuses 3-D.
 
     Returns
     -------
     torch.Tensor
         ``(N, U)``; the spatial mean for 4-D input.
     """
-    if not isinstance(acts, torch.Tensor):
-        raise TypeError(f"acts must be a torch.Tensor, got {type(acts).__name__}")
-    if acts.dim() == 4:
-        return acts.mean(dim=(2, 3))  # (N, U, H, W) -> (N, U)
-    if acts.dim() == 2:
-        return acts
-    raise ValueError(f"acts must have shape (N, U) or (N, U, H, W), got {tuple(acts.shape)} ({acts.dim()}-D)")
+    return reduce_output(acts, layout)
 
 
 def _check_labels(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
@@ -114,7 +118,7 @@ def _check_labels(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tenso
 
 # --------------------------------------------------------------------------- core math
 def class_means(
-    acts: torch.Tensor, labels: torch.Tensor, num_classes: int
+    acts: torch.Tensor, labels: torch.Tensor, num_classes: int, layout: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-conditional mean response of every unit.
 
@@ -126,6 +130,8 @@ def class_means(
         ``(N,)`` integer labels in ``[0, num_classes)``.
     num_classes : int
         Number of classes ``C`` (>= 2).
+    layout : str, optional
+        Layout of ``acts`` (:mod:`selectivity.core.responses`); needed for 3-D input.
 
     Returns
     -------
@@ -135,7 +141,7 @@ def class_means(
         ``(C,)`` int64 number of samples per class.
     """
     _check_num_classes(num_classes)
-    r = unit_responses(acts)
+    r = unit_responses(acts, layout)
     labels = _check_labels(labels, r.shape[0], num_classes).to(r.device)
     sums = torch.zeros(num_classes, r.shape[1], dtype=torch.float64, device=r.device)
     sums.index_add_(0, labels, r.to(torch.float64))
@@ -216,6 +222,7 @@ def class_selectivity_index(
     num_classes: int,
     eps: float = 0.0,
     negative: str = "shift",
+    layout: str | None = None,
 ) -> torch.Tensor:
     """Class selectivity index of every unit (Leavitt & Morcos, eq. 1).
 
@@ -235,6 +242,10 @@ def class_selectivity_index(
         Added to the denominator.
     negative : {"shift", "clamp", "raw"}, default "shift"
         Rule for negative responses; see the module docstring.
+    layout : str, optional
+        Layout of ``acts`` (:mod:`selectivity.core.responses`): ``"tokens"`` for
+        ``(N, T, D)`` (D units, mean over tokens), ``"conv"``, ``"units"``,
+        ``"channels_last"``. None infers 2-D and 4-D and refuses 3-D.
 
     Returns
     -------
@@ -248,26 +259,29 @@ def class_selectivity_index(
     >>> class_selectivity_index(acts, torch.tensor([0, 1]), num_classes=2)
     tensor([1., 0.], dtype=torch.float64)
     """
-    means, counts = class_means(acts, labels, num_classes)
+    r = unit_responses(acts, layout)  # (N, U)
+    means, counts = class_means(r, labels, num_classes)
     si = selectivity_from_class_means(means, counts > 0, eps=eps, negative=negative)
-    dead = dead_units(acts)
+    dead = dead_units(r)
     return torch.where(dead.to(si.device), torch.full_like(si, float("nan")), si)
 
 
-def dead_units(acts: torch.Tensor) -> torch.Tensor:
+def dead_units(acts: torch.Tensor, layout: str | None = None) -> torch.Tensor:
     """Units whose response is exactly 0 for every sample.
 
     Parameters
     ----------
     acts : torch.Tensor
         ``(N, U)`` or ``(N, U, H, W)``.
+    layout : str, optional
+        Layout of ``acts``; needed for 3-D input.
 
     Returns
     -------
     torch.Tensor
         ``(U,)`` bool.
     """
-    r = unit_responses(acts)
+    r = unit_responses(acts, layout)
     return (r == 0).all(dim=0)
 
 
@@ -276,6 +290,7 @@ def precision(
     labels: torch.Tensor,
     num_classes: int,
     top_n: int | None = None,
+    layout: str | None = None,
 ) -> torch.Tensor:
     """Precision selectivity (paper 1, A.5), with ties shared in proportion.
 
@@ -306,6 +321,8 @@ def precision(
     top_n : int, optional
         Samples per unit; default ``N // num_classes`` (1000 on the CIFAR-10 test set,
         the paper's choice). Clipped to ``N``.
+    layout : str, optional
+        Layout of ``acts``; needed for 3-D input.
 
     Returns
     -------
@@ -314,7 +331,7 @@ def precision(
         the order of the samples.
     """
     _check_num_classes(num_classes)
-    r = unit_responses(acts)
+    r = unit_responses(acts, layout)
     labels = _check_labels(labels, r.shape[0], num_classes).to(r.device)
     n = r.shape[0]
     if top_n is None:
@@ -530,9 +547,9 @@ class SelectivityAccumulator:
             self._tied_out = torch.zeros(self.num_classes, num_units, dtype=torch.float64, device=d)
 
     @torch.no_grad()
-    def update(self, acts: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add a batch: ``acts`` ``(B, U)`` or ``(B, U, H, W)``, ``labels`` ``(B,)``."""
-        r = unit_responses(acts.detach())
+    def update(self, acts: torch.Tensor, labels: torch.Tensor, layout: str | None = None) -> None:
+        """Add a batch: ``acts`` ``(B, U)`` or ``(B, U, H, W)`` (other layouts declared), ``labels`` ``(B,)``."""
+        r = unit_responses(acts.detach(), layout)
         if self.num_units is None:
             self._init_state(r.shape[1], r.device)
         elif r.shape[1] != self.num_units:

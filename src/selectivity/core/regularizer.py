@@ -44,8 +44,9 @@ from typing import Literal, overload
 import torch
 from torch import nn
 
-from .hooks import ActivationCapture, LayerSpec
+from .hooks import ActivationCapture, LayerSpec, PerLayer
 from .metrics import NEGATIVE_RULES
+from .responses import unit_responses
 
 __all__ = [
     "DEAD_RULES",
@@ -194,7 +195,9 @@ def batch_selectivity(
     Parameters
     ----------
     acts : list of torch.Tensor
-        One ``(B, U_l)`` (or ``(B, U_l, H, W)``) tensor per layer.
+        One ``(B, U_l)`` (or ``(B, U_l, H, W)``) tensor per layer; other layouts
+        (``(B, T, D)`` tokens) reduced first with
+        :func:`selectivity.core.responses.unit_responses`.
     labels : torch.Tensor
         ``(B,)`` integer labels.
     num_classes : int
@@ -234,7 +237,7 @@ def _responses(
     """Checked ``(B, U)`` responses of all layers side by side, and the layer sizes."""
     if not acts:
         raise ValueError("no activations recorded: run a forward pass inside the context")
-    flat = [a.mean(dim=(2, 3)) if a.dim() == 4 else a for a in acts]  # each (B, U_l)
+    flat = [unit_responses(a) for a in acts]  # each (B, U_l); the one reduction rule
     sizes = [f.shape[1] for f in flat]
     r = torch.cat(flat, dim=1)  # (B, U) all layers side by side: one pass of math
     b = r.shape[0]
@@ -252,9 +255,10 @@ def _responses(
 class SelectivityRegularizer:
     """Class selectivity regulariser for any ``nn.Module``.
 
-    Forward hooks record the chosen layers' outputs (spatially averaged) while the
-    object is used as a context manager; hooks are removed on exit, also on
-    exceptions.
+    Forward hooks record the chosen layers' outputs (reduced to ``(B, units)`` by
+    their layout: spatial mean of conv maps, pooled tokens of ``(B, T, D)`` outputs
+    with D units) while the object is used as a context manager; hooks are removed on
+    exit, also on exceptions.
 
     Parameters
     ----------
@@ -278,6 +282,11 @@ class SelectivityRegularizer:
         Check every minibatch's labels against ``num_classes`` (one host
         synchronisation per step on a GPU). Training passes False: its labels were
         checked once when the data were loaded, which keeps the step sync-free.
+    layouts, sites : str or mapping, optional
+        Per-layer layout and site kind (:func:`selectivity.core.hooks.resolve_sites`).
+    pooling : {"mean", "cls", "max"}, default "mean"
+        Pooling over tokens of ``"tokens"`` sites; a padding mask passed to the model
+        as ``attention_mask=`` (or set on :attr:`mask`) restricts it to real tokens.
 
     Examples
     --------
@@ -298,6 +307,10 @@ class SelectivityRegularizer:
         negative: str = "shift",
         dead: str = "exclude",
         check_labels: bool = True,
+        *,
+        layouts: PerLayer = None,
+        sites: PerLayer = None,
+        pooling: str = "mean",
     ) -> None:
         _check_rules(num_classes, negative, dead)
         alpha = float(alpha)
@@ -313,8 +326,11 @@ class SelectivityRegularizer:
         self.dead = dead
         self.check_labels = bool(check_labels)
         self._ids: dict[tuple[tuple[int, ...], torch.device], torch.Tensor] = {}
-        self._capture = ActivationCapture(model, layers, detach=False)
+        self._capture = ActivationCapture(
+            model, layers, detach=False, layouts=layouts, sites=sites, pooling=pooling
+        )
         self.layer_names = self._capture.layer_names
+        self.sites = self._capture.sites
 
     # -- context management ------------------------------------------------------
     def __enter__(self) -> SelectivityRegularizer:
@@ -340,7 +356,17 @@ class SelectivityRegularizer:
             raise RuntimeError(
                 "no activations recorded: call the model inside `with reg:` before penalty()/selectivity()"
             )
+        self._capture.check_ran()
         return names, tensors
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """Padding mask ``(B, T)`` for token sites of the next passes (None: ``attention_mask=``)."""
+        return self._capture.mask
+
+    @mask.setter
+    def mask(self, value: torch.Tensor | None) -> None:
+        self._capture.mask = value
 
     @overload
     def selectivity(self, labels: torch.Tensor, per_layer: Literal[False] = False) -> torch.Tensor: ...

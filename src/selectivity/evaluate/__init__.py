@@ -3,7 +3,6 @@
 * :mod:`.cca`: PWCCA distances within and between alphas (paper 1, section 4.2).
 * :mod:`.geometry`: dimensionality (clean, perturbed, change) and gradient variability (paper 2).
 * :mod:`.robustness`: corruption and adversarial accuracy of every run (paper 2).
-* :mod:`.steps`: :func:`~.steps.run_steps`, the evaluation steps a sweep spec names.
 
 Each module loads trained runs (:func:`selectivity.run.checkpoint.load_run`), computes with
 the pure functions of :mod:`selectivity.analysis`, and writes its tables under

@@ -1,5 +1,7 @@
 """Figures of perturbed inputs (paper 2). Functions only draw: no statistics, no file I/O,
-no ``pyplot``; when ``ax`` is None a fresh :class:`matplotlib.figure.Figure` is created.
+no ``pyplot``; when ``ax`` is None a fresh figure is created by
+:func:`selectivity.plots.style.new_ax`, and :func:`~selectivity.plots.style.save_figure`
+writes it.
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
+
+from .style import new_ax
 
 __all__ = ["draw_corruption_grid"]
 
@@ -81,9 +84,7 @@ def draw_corruption_grid(
     for r in range(n_rows):
         for col in range(n_cols):
             sheet[r * (h + gap) : r * (h + gap) + h, col * (w + gap) : col * (w + gap) + w] = tiles[r, col]
-    if ax is None:
-        fig = Figure(figsize=(1.0 + 0.9 * n_cols, 0.3 + 0.9 * n_rows))
-        ax = fig.add_subplot()
+    ax = new_ax(ax, figsize=(1.0 + 0.9 * n_cols, 0.3 + 0.9 * n_rows))
     ax.imshow(sheet, interpolation="nearest")
     ax.set_xticks([col * (w + gap) + (w - 1) / 2 for col in range(n_cols)], labels)
     ax.set_yticks([r * (h + gap) + (h - 1) / 2 for r in range(n_rows)], [n.replace("_", " ") for n in names])

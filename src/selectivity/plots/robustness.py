@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 
+from .style import alpha_palette, new_ax
+
 __all__ = [
     "plot_accuracy_vs_severity",
     "plot_corruption_accuracy_vs_alpha",
@@ -22,20 +24,7 @@ __all__ = [
 
 
 def _ax(ax: Axes | None) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(5, 3.6))[1]
-
-
-def _alpha_colours(alphas) -> dict[float, tuple]:
-    import matplotlib.pyplot as plt
-
-    alphas = sorted(set(float(a) for a in alphas))
-    cmap = plt.get_cmap("coolwarm")
-    span = max(max((abs(a) for a in alphas), default=1.0), 1e-12)
-    return {a: cmap(0.5 + 0.5 * a / span) for a in alphas}
+    return new_ax(ax, figsize=(5, 3.6))
 
 
 def plot_accuracy_vs_severity(corruptions: pd.DataFrame, ax: Axes | None = None) -> Axes:
@@ -44,7 +33,7 @@ def plot_accuracy_vs_severity(corruptions: pd.DataFrame, ax: Axes | None = None)
     ``corruptions``: long rows ``alpha, seed, corruption, severity, accuracy``.
     """
     ax = _ax(ax)
-    colours = _alpha_colours(corruptions["alpha"])
+    colours = alpha_palette(corruptions["alpha"])
     for alpha, sub in corruptions.groupby("alpha", sort=True):
         per_run = (
             sub.groupby(["seed", "severity"])["accuracy"].mean().unstack("severity")
@@ -76,7 +65,7 @@ def plot_attack_accuracy_vs_epsilon(attacks: pd.DataFrame, attack: str, ax: Axes
     """Accuracy under ``attack`` against epsilon (in 1/255 units), one line per alpha."""
     ax = _ax(ax)
     sub = attacks[attacks["attack"] == attack]
-    colours = _alpha_colours(sub["alpha"])
+    colours = alpha_palette(sub["alpha"])
     for alpha, g in sub.groupby("alpha", sort=True):
         m = g.groupby("epsilon")["accuracy"].mean()
         ax.plot(m.index * 255, m.to_numpy(), "o-", color=colours[float(alpha)], label=f"α={alpha:g}")
@@ -96,7 +85,7 @@ def plot_robustness_vs_selectivity(
     Spearman correlation, shown in the title.
     """
     ax = _ax(ax)
-    colours = _alpha_colours(summary["alpha"])
+    colours = alpha_palette(summary["alpha"])
     ax.scatter(
         summary["mean_selectivity"],
         summary[column],

@@ -183,10 +183,28 @@ def _yerr(stats: pd.DataFrame) -> np.ndarray:
     return np.vstack([np.maximum(low, 0), np.maximum(high, 0)])
 
 
-def _stats(df: pd.DataFrame, by, value: str, n_resamples: int, scale: float = 1.0) -> pd.DataFrame:
-    s = group_summary(df, list(by), value, n_resamples=n_resamples)
+def _stats(
+    df: pd.DataFrame,
+    by,
+    value: str,
+    n_resamples: int,
+    scale: float = 1.0,
+    summary: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Mean and CI of ``value`` per group of ``by``, times ``scale``.
+
+    ``summary``: the same statistics computed by the caller (:func:`group_summary` of
+    ``df``: ``*by, n, mean, ci_low, ci_high, std``), used instead of bootstrapping
+    again; its empty groups (``n = 0``) are left out.
+    """
+    if summary is not None:
+        _require(summary, [*by, "n", "mean", "ci_low", "ci_high"], "precomputed summary")
+        s = summary[summary["n"] > 0].reset_index(drop=True).copy()
+    else:
+        s = group_summary(df, list(by), value, n_resamples=n_resamples)
     for c in ("mean", "ci_low", "ci_high", "std"):
-        s[c] = s[c].astype(float) * scale
+        if c in s.columns:
+            s[c] = s[c].astype(float) * scale
     return s
 
 
@@ -322,6 +340,7 @@ def plot_selectivity_vs_alpha(
     jitter: float = 0.15,
     seed: int = 0,
     title: str | None = None,
+    summary: pd.DataFrame | None = None,
 ) -> Axes:
     """Fig. 1b / A1b: network mean class selectivity vs alpha.
 
@@ -344,6 +363,10 @@ def plot_selectivity_vs_alpha(
         Seed of the jitter.
     title : str, optional
         Panel title (default: model and figure name).
+    summary : pandas.DataFrame, optional
+        Per-alpha mean and CI computed by the caller
+        (:func:`~selectivity.analysis.summary.group_summary` of these runs' finite
+        ``value`` by ``alpha``); bootstrapped here when None.
 
     Returns
     -------
@@ -361,7 +384,7 @@ def plot_selectivity_vs_alpha(
         return _empty(ax, _ALPHA_LABEL, ylabel, title or what)
     palette = alpha_palette(d["alpha"])
     _seed_points(ax, d["alpha"], d[value].to_numpy(float), palette, jitter, seed)
-    _mean_ci_points(ax, _stats(d, ["alpha"], value, n_resamples), palette)
+    _mean_ci_points(ax, _stats(d, ["alpha"], value, n_resamples, summary=summary), palette)
     ax.set_xlabel(_ALPHA_LABEL)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
@@ -383,6 +406,7 @@ def plot_accuracy_vs_alpha(
     jitter: float = 0.15,
     seed: int = 0,
     title: str | None = None,
+    summary: pd.DataFrame | None = None,
 ) -> Axes:
     """Fig. 2a / 4a (points) and 2b / 4b (violins): test accuracy (%) vs alpha.
 
@@ -416,6 +440,9 @@ def plot_accuracy_vs_alpha(
         :func:`plot_selectivity_vs_alpha`.
     title : str, optional
         Panel title.
+    summary : pandas.DataFrame, optional
+        Per-alpha mean and CI of ``value`` (unscaled) computed by the caller, see
+        :func:`plot_selectivity_vs_alpha`.
 
     Returns
     -------
@@ -438,7 +465,7 @@ def plot_accuracy_vs_alpha(
         )
     scale = _scale(value)
     palette = alpha_palette(d["alpha"])
-    stats = _stats(d, ["alpha"], value, n_resamples, scale)
+    stats = _stats(d, ["alpha"], value, n_resamples, scale, summary)
     y = d[value].to_numpy(float) * scale
     alphas = d["alpha"].to_numpy(float)
 
@@ -683,6 +710,7 @@ def plot_layer_selectivity(
     alphas: Sequence[float] | None = None,
     n_resamples: int = 2000,
     title: str | None = None,
+    table: pd.DataFrame | None = None,
 ) -> Axes:
     """Fig. 1a / A1a / A7a / A8a / A9a: per-layer mean value vs layer, one line per alpha.
 
@@ -702,6 +730,9 @@ def plot_layer_selectivity(
         Bootstrap resamples for the error bars (95% CI over seeds).
     title : str, optional
         Panel title.
+    table : pandas.DataFrame, optional
+        :func:`~selectivity.analysis.summary.layer_table` of ``layers`` and ``value``
+        computed by the caller; bootstrapped here when None.
 
     Returns
     -------
@@ -723,7 +754,11 @@ def plot_layer_selectivity(
     d = _keep_alphas(d, alphas)
     if d.empty:
         return _empty(ax, xlabel, ylabel, title or what, "no layer measurements")
-    table = layer_table(d, value, n_resamples=n_resamples)
+    if table is None:
+        table = layer_table(d, value, n_resamples=n_resamples)
+    else:
+        _require(table, ["alpha", "layer_index", "n"], "precomputed layer table")
+        table = _keep_alphas(table[table["n"] > 0], alphas)
     palette = alpha_palette(table["alpha"])
     m, lo, hi = f"{value}_mean", f"{value}_ci_low", f"{value}_ci_high"
     for a, sub in table.groupby("alpha", sort=True):
@@ -762,6 +797,7 @@ def plot_accuracy_vs_selectivity(
     y: str = "test_accuracy",
     n_resamples: int = 2000,
     title: str | None = None,
+    summaries: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> Axes:
     """Fig. 2c / 4c / 5b / A9c: test accuracy vs mean class selectivity.
 
@@ -779,6 +815,9 @@ def plot_accuracy_vs_selectivity(
         Bootstrap resamples for the per-alpha CIs (both directions).
     title : str, optional
         Panel title.
+    summaries : (pandas.DataFrame, pandas.DataFrame), optional
+        Per-alpha mean and CI of ``x`` and of ``y`` (unscaled) computed by the caller
+        over the runs where both are finite; bootstrapped here when None.
 
     Returns
     -------
@@ -805,8 +844,9 @@ def plot_accuracy_vs_selectivity(
         zorder=2,
         gid="runs",
     )
-    stx = _stats(d, ["alpha"], x, n_resamples, sx)
-    sty = _stats(d, ["alpha"], y, n_resamples, sy)
+    sum_x, sum_y = summaries if summaries is not None else (None, None)
+    stx = _stats(d, ["alpha"], x, n_resamples, sx, sum_x)
+    sty = _stats(d, ["alpha"], y, n_resamples, sy, sum_y)
     ex, ey = _yerr(stx), _yerr(sty)
     for i, a in enumerate(stx["alpha"].astype(float)):
         c = palette[a]

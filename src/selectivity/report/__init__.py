@@ -3,24 +3,54 @@
 :func:`build_report` writes ``OUT/report.html`` (figures embedded as base64 PNG,
 inline CSS, no script and no external resource, so it opens offline and can be mailed
 as one file), every figure as ``OUT/figures/*.png`` and every table as
-``OUT/tables/*.csv``. The package's modules are its steps:
+``OUT/tables/*.csv``. Its steps:
 
-1. :mod:`.collect`: :func:`collect` reads the sweep's stored records only (database
-   synced from the run directories, ``sweep.json``, each run's ``meta.json``);
-   :func:`settings_of` splits the runs into settings (one model with one activation
-   function and leaky-ReLU slope; settings are never pooled).
-2. :mod:`.tables`: :func:`compute_statistics` runs every test once;
-   :func:`make_tables` builds the summary, test, per-layer, configuration and
-   provenance tables from it.
-3. :mod:`.figures`: :func:`make_figures` draws the paper's figures with
-   :mod:`selectivity.plots.selectivity`, passing the same test results for the significance marks;
-   :mod:`.robustness` (paper 2) and :mod:`.mechanisms` make the tables and figures of the
-   Robustness and Mechanisms sections from the sweep's stored results.
-4. :mod:`.html`: :func:`render_html` fills a Jinja2 template with autoescaping on; every
-   section is made of the same plain table and figure items, none of HTML.
+1. :func:`collect` (:mod:`.collect`) reads the sweep's stored records once: one opening
+   of the results store gives the runs, the layers and the stored results of
+   ``selectivity robustness`` and ``selectivity geometry``; ``sweep.json`` and each
+   run's ``meta.json`` are read beside it. :func:`settings_of` splits the runs into
+   settings (one model with one activation function and leaky-ReLU slope; settings are
+   never pooled).
+2. :func:`compute_statistics` (:mod:`.stats`) computes every paper-1 statistic once:
+   the tests, and the per-alpha and per-layer bootstrap summaries that the tables and
+   the figures both show.
+3. The section builders listed in :data:`SECTIONS` (:mod:`.registry`) turn the data and
+   the statistics into :class:`Section` objects: tables, figures (drawn by
+   :mod:`selectivity.plots`, saved through :func:`figure_item`), notes and settings,
+   as plain data. Each builder runs guarded: a builder that raises becomes its section
+   with a note, and a figure that cannot be drawn becomes a note in its section.
+4. :func:`render_html` (:mod:`.html`) renders the sections in one loop of a Jinja2
+   template with autoescaping on; nothing is marked safe.
+
+Adding a section (e.g. a gallery of units) touches two files and a test:
+
+* a builder module, say ``report/gallery.py``::
+
+      from .section import ReportContext, Section, figure_item
+
+      def gallery_sections(ctx: ReportContext) -> list[Section]:
+          df = ctx.data.units  # or anything in ctx.data / ctx.stats; [] leaves the section out
+          fig = figure_item(ctx, "gallery-top", "Units", "Top units", "Caption.", lambda: plot_x(df))
+          return [Section(id="gallery", heading="Unit gallery", caption="...", figures=[fig])]
+
+* one line in :data:`SECTIONS` (``report/registry.py``), where the section goes on the page::
+
+      SectionSpec("gallery", "Unit gallery", gallery_sections),
+
+A :class:`Section` holds ``id``, ``heading``, ``caption``, ``tables``
+(:class:`TableItem`: a frame written as ``tables/<id>.csv`` and, unless ``show=False``,
+shown through ``display`` or the frame itself), ``figures`` (:class:`FigureItem`),
+``notes``, ``settings`` (term/value pairs shown as a definition list) and
+``subsections``. A builder reads :class:`ReportContext`: ``data`` (:class:`ReportData`),
+``settings``, ``stats``, ``out_dir``, ``cca``, ``n_resamples``, ``dpi``, ``log``. It
+computes its own statistics once and passes them to its plot functions, which only draw.
+Table cells that are numbers go through :mod:`.format` (``format_ci``, ``format_p``,
+``format_percent``, ``yes_no``), like every table of the report.
 
 :mod:`.summary` writes the lighter sweep summary (``summary.csv``/``.txt`` and four
-figures) that ``selectivity sweep`` and ``selectivity summarize`` produce.
+figures) that ``selectivity sweep`` and ``selectivity summarize`` produce;
+:func:`run_experiment` (:mod:`.experiment`) is ``selectivity sweep`` as one call: train,
+robustness, summary.
 
 The CCA analysis (paper Fig. 3) is the one part that needs the data and the
 checkpoints (:func:`selectivity.evaluate.cca.sweep_cca`); it runs only with
@@ -33,18 +63,18 @@ exception.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..analysis.stats import Family
 from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, sweep_cca
 from .collect import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
-from .figures import make_figures
+from .experiment import ExperimentResult, robustness_settings, run_experiment
 from .html import render_html
-from .mechanisms import mechanism_items
-from .robustness import robustness_items
+from .registry import SECTIONS
+from .section import ReportContext, Section, SectionSpec, build_sections, figure_item, walk
+from .stats import ReportStats, compute_statistics
 from .summary import summarize_sweep
-from .tables import ReportStats, compute_statistics, make_tables
 
 __all__ = [
     "TITLE",
@@ -52,17 +82,24 @@ __all__ = [
     "Setting",
     "FigureItem",
     "TableItem",
+    "Section",
+    "SectionSpec",
+    "ReportContext",
+    "SECTIONS",
     "CCADistances",
     "ReportStats",
     "collect",
     "settings_of",
     "compute_statistics",
-    "make_tables",
-    "make_figures",
+    "figure_item",
+    "build_sections",
     "run_cca",
     "render_html",
     "build_report",
     "summarize_sweep",
+    "ExperimentResult",
+    "robustness_settings",
+    "run_experiment",
 ]
 
 
@@ -101,11 +138,11 @@ def run_cca(
     )
 
 
-def _write_tables(tables: dict[str, list[TableItem]], out_dir: Path) -> None:
+def _write_tables(sections: Sequence[Section], out_dir: Path) -> None:
     tdir = out_dir / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
-    for items in tables.values():
-        for t in items:
+    for sec in walk(sections):
+        for t in sec.tables:
             if t.data is None or (t.data.empty and len(t.data.columns) == 0):
                 continue
             t.path = tdir / f"{t.id}.csv"
@@ -179,24 +216,22 @@ def build_report(
         )
         if cca_res.note:
             log(cca_res.note)
-    # once: tables and figures share it
-    stats = compute_statistics(settings, cca_res, family=family, equal_var=not welch)
-    tables = make_tables(rd, settings, n_resamples, cca_res, stats)
-    # Robustness (paper 2, issue 10) and Mechanisms (issue 11): only when `selectivity
-    # robustness` / `selectivity geometry` have stored results.
-    rob_tables, rob_figures = robustness_items(rd.sweep_dir, out_dir, n_resamples, dpi)
-    if rob_tables or rob_figures:
-        tables["robustness"] = rob_tables
-    mech_tables, mech_figures = mechanism_items(rd.sweep_dir, out_dir, n_resamples, dpi)
-    if mech_tables or mech_figures:
-        tables["mechanisms"] = mech_tables
-    _write_tables(tables, out_dir)
-    figures = make_figures(rd, settings, out_dir, cca_res, n_resamples, dpi, log, stats)
-    if rob_tables or rob_figures:
-        figures["robustness"] = rob_figures
-    if mech_tables or mech_figures:
-        figures["mechanisms"] = mech_figures
-    page = render_html(rd, settings, tables, figures, out_dir, cca_res, cca_requested=cca)
+    # once: every section's tables and figures read it
+    stats = compute_statistics(settings, cca_res, family=family, equal_var=not welch, n_resamples=n_resamples)
+    ctx = ReportContext(
+        data=rd,
+        settings=settings,
+        stats=stats,
+        out_dir=out_dir,
+        cca=cca_res,
+        cca_requested=cca,
+        n_resamples=n_resamples,
+        dpi=dpi,
+        log=log,
+    )
+    sections = build_sections(ctx, SECTIONS)
+    _write_tables(sections, out_dir)
+    page = render_html(rd, settings, sections, out_dir)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     log(f"wrote {path}")

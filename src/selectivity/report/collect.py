@@ -1,7 +1,10 @@
 """The report's data model: what is read from a sweep, split into settings.
 
 :func:`collect` reads the sweep's stored records only (database synced from the run
-directories, ``sweep.json``, each run's ``meta.json``); nothing is trained or measured.
+directories, ``sweep.json``, each run's ``meta.json``), once per report: the runs, the
+layers, and the stored results of ``selectivity robustness`` and ``selectivity
+geometry`` come from one opening of the store, and every section reads them from the
+:class:`ReportData`; nothing is trained or measured.
 :func:`settings_of` splits the runs into settings (model x activation x slope), which
 are never pooled. :class:`TableItem` and :class:`FigureItem` are what the other
 modules of the package produce and :mod:`.html` renders.
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from ..sweep.store import open_store
 __all__ = [
     "TITLE",
     "META_FIELDS",
+    "ROBUSTNESS_KINDS",
     "ReportData",
     "Setting",
     "FigureItem",
@@ -37,6 +41,8 @@ __all__ = [
 
 #: Title of the HTML page (also its first heading).
 TITLE = "Class selectivity sweep report"
+#: Frames of the store's robustness results read by :func:`collect`.
+ROBUSTNESS_KINDS = ("summary", "corruptions", "attacks")
 #: Fields of each run's meta.json summarised under "Provenance".
 META_FIELDS = (
     "package_version",
@@ -69,6 +75,11 @@ class ReportData:
         Generation time, UTC, ISO 8601.
     generator : dict
         Provenance of the code writing the report.
+    robustness : dict of str to pandas.DataFrame
+        The store's robustness frames (``"summary"``, ``"corruptions"``, ``"attacks"``;
+        empty frames without results of ``selectivity robustness``).
+    geometry : pandas.DataFrame
+        The store's geometry frame (empty without results of ``selectivity geometry``).
     """
 
     sweep_dir: Path
@@ -78,6 +89,8 @@ class ReportData:
     meta: pd.DataFrame
     generated: str
     generator: dict
+    robustness: dict[str, pd.DataFrame] = field(default_factory=dict)
+    geometry: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -137,9 +150,11 @@ def collect(sweep_dir: str | os.PathLike) -> ReportData:
     """
     sweep_dir = Path(sweep_dir)
     files = SweepFiles(sweep_dir)
-    with open_store(sweep_dir) as store:  # alphas come back normalised
+    with open_store(sweep_dir) as store:  # alphas come back normalised; the one scan of runs/
         runs = store.runs_df()
         layers = store.layers_df()
+        robustness = {kind: store.robustness_df(kind) for kind in ROBUSTNESS_KINDS}
+        geometry = store.geometry_df()
     sweep: dict[str, Any] = {}
     if files.spec.exists():
         try:
@@ -164,6 +179,8 @@ def collect(sweep_dir: str | os.PathLike) -> ReportData:
         meta=meta,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         generator={k: gen.get(k) for k in ("package_version", "git_revision", "torch_version", "hostname")},
+        robustness=robustness,
+        geometry=geometry,
     )
 
 

@@ -1,18 +1,16 @@
-"""The report's figures: one :class:`FigureSpec` list per section, and the sweep summary's set.
+"""The paper-1 figures: one :class:`FigureSpec` list per section, and the sweep summary's set.
 
 Per setting the paper's Figs. 1, 2, 5, A7 and A9; per setting with CCA distances
-Fig. 3; across settings Figs. A10 and A12. Significance stars come from the
-statistics computed once per report (:func:`.tables.compute_statistics`).
+Fig. 3; across settings Figs. A10 and A12. Significance stars, per-alpha CIs and
+per-layer CIs come from the statistics computed once per report
+(:func:`.stats.compute_statistics`) and are passed to the plot functions, which only draw.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,16 +26,16 @@ from ..plots.selectivity import (
     plot_promote_vs_penalise,
     plot_selectivity_vs_alpha,
 )
-from ..plots.style import PANEL_SIZE, completed_runs, describe, facets, panel_figure, save_figure
+from ..plots.style import PANEL_SIZE, completed_runs, describe, facets, panel_figure
 from .collect import FigureItem, ReportData, Setting, match_setting, slug
-from .tables import CCAStats, ReportStats, SettingStats, compute_statistics
+from .section import ReportContext, figure_item
+from .stats import CCAStats, SettingStats, compute_statistics
 
 __all__ = [
     "FigureSpec",
     "cca_figure_specs",
     "global_figure_specs",
     "has_both_signs",
-    "make_figures",
     "render_spec",
     "setting_figure_specs",
     "sweep_figure_specs",
@@ -97,7 +95,8 @@ def _plain_minor(ax: Axes) -> Axes:
 def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | None = None) -> list[FigureSpec]:
     """The figures of one setting (Figs. 1a, 1b, 2a, 2b, 2c, 5a, A7, A9)."""
     if stats is None:
-        stats = compute_statistics([s]).settings[s.key]
+        stats = compute_statistics([s], n_resamples=n_resamples).settings[s.key]
+    by, lt = stats.by_alpha, stats.layers
     acc_tt = stats.ttests.get("test_accuracy")
     if acc_tt is None:
         acc_tt = pd.DataFrame(columns=["group", "p_bonferroni"])
@@ -118,7 +117,7 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
     def layer_fig(value: str, size: tuple[float, float] = (7.5, 4.8)) -> Callable[[], Figure]:
         def draw() -> Figure:
             fig, (ax,) = _panels(1, size)
-            plots.plot_layer_selectivity(lay, ax, value, n_resamples=nr, title=s.label)
+            plots.plot_layer_selectivity(lay, ax, value, n_resamples=nr, title=s.label, table=lt.get(value))
             return fig
 
         return draw
@@ -126,20 +125,40 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
     def precision_fig() -> Figure:
         fig, (a, b) = _panels(2, (7.0, 4.6))
         plots.plot_layer_selectivity(
-            lay, a, "precision", n_resamples=nr, title=f"{s.label}: precision by layer"
+            lay,
+            a,
+            "precision",
+            n_resamples=nr,
+            title=f"{s.label}: precision by layer",
+            table=lt.get("precision"),
         )
         plots.plot_selectivity_vs_alpha(
-            done, b, value="mean_precision", n_resamples=nr, title=f"{s.label}: network precision vs α"
+            done,
+            b,
+            value="mean_precision",
+            n_resamples=nr,
+            title=f"{s.label}: network precision vs α",
+            summary=by.get("mean_precision"),
         )
         return fig
 
     def dead_fig() -> Figure:
         fig, (a, b, c) = _panels(3, (5.2, 4.4))
         plots.plot_layer_selectivity(
-            lay, a, "dead_fraction", n_resamples=nr, title=f"{s.label}: dead units by layer"
+            lay,
+            a,
+            "dead_fraction",
+            n_resamples=nr,
+            title=f"{s.label}: dead units by layer",
+            table=lt.get("dead_fraction"),
         )
         plots.plot_selectivity_vs_alpha(
-            done, b, value="dead_fraction", n_resamples=nr, title=f"{s.label}: dead units vs α"
+            done,
+            b,
+            value="dead_fraction",
+            n_resamples=nr,
+            title=f"{s.label}: dead units vs α",
+            summary=by.get("dead_fraction"),
         )
         plots.plot_selectivity_vs_alpha(
             done,
@@ -147,6 +166,7 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
             value="mean_selectivity_live",
             n_resamples=nr,
             title=f"{s.label}: SI, dead units removed",
+            summary=by.get("mean_selectivity_live"),
         )
         return fig
 
@@ -166,7 +186,11 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
             "Mean class selectivity vs α",
             "Network class selectivity index (mean over units in each layer, then over layers) of each run "
             "(small points, one per seed) and its mean with bootstrapped 95% CI per α; symmetric-log α axis.",
-            one(lambda ax: plots.plot_selectivity_vs_alpha(done, ax, n_resamples=nr, title=s.label)),
+            one(
+                lambda ax: plots.plot_selectivity_vs_alpha(
+                    done, ax, n_resamples=nr, title=s.label, summary=by.get("mean_selectivity")
+                )
+            ),
             None,
         ),
         _spec(
@@ -178,7 +202,13 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
             "*** p < 1e-6).",
             one(
                 lambda ax: plots.plot_accuracy_vs_alpha(
-                    done, ax, "points", n_resamples=nr, tests=acc_tt, title=s.label
+                    done,
+                    ax,
+                    "points",
+                    n_resamples=nr,
+                    tests=acc_tt,
+                    title=s.label,
+                    summary=by.get("test_accuracy"),
                 )
             ),
             None,
@@ -191,7 +221,13 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
             "with a single run or identical values is drawn as points. Stars as in the accuracy-vs-α figure.",
             one(
                 lambda ax: plots.plot_accuracy_vs_alpha(
-                    done, ax, "violin", n_resamples=nr, tests=acc_tt, title=s.label
+                    done,
+                    ax,
+                    "violin",
+                    n_resamples=nr,
+                    tests=acc_tt,
+                    title=s.label,
+                    summary=by.get("test_accuracy"),
                 )
             ),
             None,
@@ -202,7 +238,15 @@ def setting_figure_specs(s: Setting, n_resamples: int, stats: SettingStats | Non
             "Test accuracy vs mean class selectivity",
             "Each run's test accuracy against its network class selectivity (small points) and the per-α means "
             "with 95% CIs in both directions.",
-            one(lambda ax: plots.plot_accuracy_vs_selectivity(done, ax, n_resamples=nr, title=s.label)),
+            one(
+                lambda ax: plots.plot_accuracy_vs_selectivity(
+                    done,
+                    ax,
+                    n_resamples=nr,
+                    title=s.label,
+                    summaries=_joint(by, done, "mean_selectivity", "test_accuracy"),
+                )
+            ),
             None,
         ),
     ]
@@ -288,7 +332,7 @@ def cca_figure_specs(
         ]
     frame = cca_plot_frame(d)
     if cca_stats is None:
-        cca_stats = compute_statistics([], cca).cca
+        cca_stats = compute_statistics([], cca, n_resamples=n_resamples).cca
     ratio = match_setting(cca_stats.ratio, s) if cca_stats is not None else pd.DataFrame()
     alphas = sorted(
         a
@@ -405,63 +449,35 @@ def global_figure_specs(data: ReportData, settings: Sequence[Setting], n_resampl
     return specs
 
 
-def render_spec(
-    spec: FigureSpec, prefix: str, fig_dir: Path, dpi: int, log: Callable[[str], None]
-) -> FigureItem:
-    """Draw ``spec`` into ``fig_dir/<prefix>-<key>.png``; a failure becomes the item's note."""
+def render_spec(spec: FigureSpec, prefix: str, ctx: ReportContext) -> FigureItem:
+    """Draw ``spec`` into ``figures/<prefix>-<key>.png``; a failure becomes the item's note."""
     fid = f"{prefix}-{spec.key}" if prefix else spec.key
-    item = FigureItem(id=fid, paper=spec.paper, title=spec.title, caption=spec.caption, note=spec.note)
-    if spec.draw is None:
-        return item
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fig = spec.draw()
-        # Multi-panel and per-layer figures (many x labels) span the whole row.
-        item.wide = fig.get_figwidth() > 1.5 * _PANEL[0] or spec.key in _WIDE
-        item.path = save_figure(fig, fig_dir / f"{fid}.png", dpi=dpi)
-    except Exception as e:
-        item.note = f"This figure could not be drawn: {type(e).__name__}: {e}"
-        log(f"figure {fid}: {item.note}")
-    return item
+    # Multi-panel and per-layer figures (many x labels) span the whole row.
+    return figure_item(
+        ctx,
+        fid,
+        spec.paper,
+        spec.title,
+        spec.caption,
+        spec.draw,
+        note=spec.note,
+        wide=True if spec.key in _WIDE else None,
+    )
 
 
-def make_figures(
-    data: ReportData,
-    settings: Sequence[Setting],
-    out_dir: str | os.PathLike,
-    cca: CCADistances | None = None,
-    n_resamples: int = 2000,
-    dpi: int = 120,
-    log: Callable[[str], None] | None = None,
-    stats: ReportStats | None = None,
-) -> dict[str, list[FigureItem]]:
-    """Draw and save every figure (``out_dir/figures/<id>.png``).
+def _joint(
+    by_alpha: dict[str, pd.DataFrame], done: pd.DataFrame, x: str, y: str
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The precomputed per-alpha summaries of ``x`` and ``y`` when they cover the same runs.
 
-    Returns
-    -------
-    dict
-        ``{setting.key: [...], "cca:<setting.key>": [...], "global": [...]}``; an item
-        with ``path=None`` carries a ``note`` saying why it is missing.
+    A plot of ``y`` against ``x`` averages the runs where both are finite; the summaries
+    of each column alone cover the same runs unless one is missing somewhere.
     """
-    log = log or (lambda _m: None)
-    stats = stats if stats is not None else compute_statistics(settings, cca)
-    fig_dir = Path(out_dir) / "figures"
-    out: dict[str, list[FigureItem]] = {}
-    for s in settings:
-        out[s.key] = [
-            render_spec(sp, s.key, fig_dir, dpi, log)
-            for sp in setting_figure_specs(s, n_resamples, stats.settings[s.key])
-        ]
-        if cca is not None:
-            out[f"cca:{s.key}"] = [
-                render_spec(sp, s.key, fig_dir, dpi, log)
-                for sp in cca_figure_specs(s, cca, n_resamples, stats.cca)
-            ]
-    out["global"] = [
-        render_spec(sp, "", fig_dir, dpi, log) for sp in global_figure_specs(data, settings, n_resamples)
-    ]
-    return out
+    if x not in by_alpha or y not in by_alpha or done.empty:
+        return None
+    vals = done[[x, y]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(vals)
+    return (by_alpha[x], by_alpha[y]) if (ok[:, 0] == ok[:, 1]).all() else None
 
 
 def has_both_signs(runs: pd.DataFrame) -> bool:

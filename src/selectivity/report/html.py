@@ -2,7 +2,8 @@
 
 Every string that comes from a run directory (statuses, messages, config values, run
 and layer names) reaches the page through the template, which escapes it; the only
-markup the Python side makes is the base64 ``data:`` URI of each figure.
+markup the Python side makes is the base64 ``data:`` URI of each figure. The page is
+one loop over the report's :class:`~.section.Section` list.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from ..evaluate.cca import CCADistances
 from .collect import TITLE, FigureItem, ReportData, Setting, TableItem
+from .section import Section, walk
 
 __all__ = ["render_html", "template_environment"]
 
@@ -92,64 +93,43 @@ def _figure_view(f: FigureItem, out_dir: Path) -> dict[str, Any]:
     return view
 
 
-def _files(
-    tables: dict[str, list[TableItem]], figures: dict[str, list[FigureItem]], out_dir: Path
-) -> list[str]:
-    return sorted(
-        {t.path.relative_to(out_dir).as_posix() for ts in tables.values() for t in ts if t.path}
-        | {Path(f.path).relative_to(out_dir).as_posix() for fs in figures.values() for f in fs if f.path}
-    )
+def _section_view(sec: Section, out_dir: Path) -> dict[str, Any]:
+    return {
+        "id": sec.id,
+        "heading": sec.heading,
+        "caption": sec.caption,
+        "notes": [n for n in sec.notes if n],
+        "settings": [{"term": str(k), "value": str(v)} for k, v in sec.settings],
+        "tables": [_table_view(t, out_dir) for t in sec.tables if t.show],
+        "figures": [_figure_view(f, out_dir) for f in sec.figures],
+        "subsections": [_section_view(s, out_dir) for s in sec.subsections],
+    }
+
+
+def _files(sections: Sequence[Section], out_dir: Path) -> list[str]:
+    paths = set()
+    for sec in walk(sections):
+        paths |= {Path(t.path).relative_to(out_dir).as_posix() for t in sec.tables if t.path}
+        paths |= {Path(f.path).relative_to(out_dir).as_posix() for f in sec.figures if f.path}
+    return sorted(paths)
 
 
 def render_html(
     data: ReportData,
     settings: Sequence[Setting],
-    tables: dict[str, list[TableItem]],
-    figures: dict[str, list[FigureItem]],
+    sections: Sequence[Section],
     out_dir: str | os.PathLike,
-    cca: CCADistances | None = None,
-    cca_requested: bool = False,
 ) -> str:
-    """The report page as one HTML string (images inline, no script, no external resource)."""
+    """The report page as one HTML string (images inline, no script, no external resource).
+
+    The page header (sweep, runs, settings), then every section of ``sections`` in one
+    template loop (its contents entry, caption, notes, settings, tables, figures and
+    subsections), then the list of files.
+    """
     out_dir = Path(out_dir)
-
-    def tv(items: Sequence[TableItem]) -> list[dict[str, Any]]:
-        return [_table_view(t, out_dir) for t in items]
-
-    def fv(items: Sequence[FigureItem]) -> list[dict[str, Any]]:
-        return [_figure_view(f, out_dir) for f in items]
-
-    setting_views = []
-    for s in settings:
-        tb = {t.id.rsplit(f"{s.key}-", 1)[-1]: t for t in tables.get(s.key, [])}
-        setting_views.append(
-            {
-                "key": s.key,
-                "label": s.label,
-                "summary": tv([tb["summary"]]) if "summary" in tb else [],
-                "statistics": tv([t for k, t in tb.items() if k != "summary" and t.show]),
-                "figures": fv(figures.get(s.key, [])),
-                "cca_tables": tv([t for t in tables.get("cca", []) if t.id == f"{s.key}-cca-tests"]),
-                "cca_figures": fv(figures.get(f"cca:{s.key}", [])),
-            }
-        )
     n = len(data.runs)
     status = data.runs["status"].value_counts().to_dict() if n else {}
     spec = data.sweep.get("spec", {}) if isinstance(data.sweep, dict) else {}
-    sections = [("no-runs", "Results")] if not settings else []
-    sections += [(f"setting-{s.key}", f"Setting: {s.label}") for s in settings]
-    glob = figures.get("global", [])
-    if glob:
-        sections.append(("across", "Across settings"))
-    if cca_requested:
-        sections.append(("cca", "Representation similarity (CCA, paper Fig. 3)"))
-    robustness = "robustness" in tables or "robustness" in figures
-    if robustness:
-        sections.append(("robustness", "Robustness (paper 2)"))
-    mechanisms = "mechanisms" in tables or "mechanisms" in figures
-    if mechanisms:
-        sections.append(("mechanisms", "Mechanisms (dimensionality, gradient variability)"))
-    sections += [("configuration", "Configuration"), ("provenance", "Provenance"), ("files", "Files")]
     return (
         template_environment()
         .get_template("report.html.j2")
@@ -165,19 +145,7 @@ def render_html(
             spec_preset=spec.get("preset") if spec else None,
             spec_overrides=json.dumps(spec.get("overrides", {})) if spec else None,
             has_spec=bool(spec),
-            sections=sections,
-            settings=setting_views,
-            global_figures=fv(glob),
-            cca_requested=cca_requested,
-            cca_note=cca.note if cca is not None else None,
-            robustness=robustness,
-            robustness_tables=tv(tables.get("robustness", [])),
-            robustness_figures=fv(figures.get("robustness", [])),
-            mechanisms=mechanisms,
-            mechanism_tables=tv(tables.get("mechanisms", [])),
-            mechanism_figures=fv(figures.get("mechanisms", [])),
-            config_tables=tv(tables.get("config", [])),
-            provenance_tables=tv(tables.get("provenance", [])),
-            files=_files(tables, figures, out_dir),
+            sections=[_section_view(sec, out_dir) for sec in sections],
+            files=_files(sections, out_dir),
         )
     )

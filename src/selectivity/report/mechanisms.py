@@ -1,57 +1,38 @@
-"""The report's "Mechanisms" section: figures and tables of the geometry results (issue 11).
+"""The report's "Mechanisms" section: figures and tables of the geometry results (paper 2).
 
-Reads the sweep's ``geometry`` table (written by ``selectivity geometry``); with no
-geometry results the section is left out. Statistics are computed here and passed to
-the plot functions of :mod:`selectivity.plots.geometry`, which only draw.
+Reads the geometry frame collected once (``ctx.data.geometry``, the results of
+``selectivity geometry``); without geometry results the section is left out. Statistics
+(Spearman correlations, :func:`selectivity.analysis.stats.spearman_ci`) are computed here
+once and passed to the plot functions of :mod:`selectivity.plots.geometry`, which only
+draw; every figure goes through :func:`~.section.figure_item`, so one that cannot be drawn
+becomes a note.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import functools
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-from ..evaluate.geometry import geometry_frame
+from ..analysis.stats import spearman_ci
 from ..plots.geometry import (
     plot_change_dimensionality,
     plot_dimensionality_by_layer,
     plot_dimensionality_vs_selectivity,
     plot_gradient_variability,
 )
+from ..plots.style import panel_figure
 from .collect import FigureItem, TableItem
+from .section import ReportContext, Section, figure_item
 
-__all__ = ["spearman_ci", "early_layer_indices", "mechanism_items"]
+__all__ = ["early_layer_indices", "mechanism_items", "mechanism_sections"]
 
-
-def spearman_ci(
-    x: np.ndarray, y: np.ndarray, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95
-) -> dict[str, float]:
-    """Spearman's rho of paired values with a percentile bootstrap CI over pairs.
-
-    Returns
-    -------
-    dict
-        ``rho, p, low, high, n`` (NaN where fewer than 3 pairs or a constant variable).
-    """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    n = len(x)
-    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"rho": np.nan, "p": np.nan, "low": np.nan, "high": np.nan, "n": n}
-    r = sps.spearmanr(x, y)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_resamples):
-        i = rng.integers(0, n, n)
-        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
-            boots.append(sps.spearmanr(x[i], y[i]).statistic)
-    a = (1 - confidence) / 2
-    low, high = np.quantile(boots, [a, 1 - a]) if boots else (np.nan, np.nan)
-    return {"rho": float(r.statistic), "p": float(r.pvalue), "low": float(low), "high": float(high), "n": n}
+_CAPTION = (
+    "From `selectivity geometry`: dimensionality of the layers' representations and of the change caused "
+    "by corruptions and adversarial examples, and the variability of input-unit gradients (definitions: "
+    "docs/geometry.md)."
+)
 
 
 def early_layer_indices(df: pd.DataFrame, fraction: float = 1 / 3) -> list[int]:
@@ -60,21 +41,27 @@ def early_layer_indices(df: pd.DataFrame, fraction: float = 1 / 3) -> list[int]:
     return idx[: max(1, int(np.ceil(len(idx) * fraction)))] if idx else []
 
 
-def _save(fig, out_dir: Path, fid: str, dpi: int) -> Path:
-    path = out_dir / "figures" / f"{fid}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
+def _change_figure(frame: pd.DataFrame):
+    panels = list(dict.fromkeys(frame["panel"]))
+    fig, axes = panel_figure(len(panels), panel=(5.0, 4.0))
+    for i, (ax, panel) in enumerate(zip(axes, panels)):
+        if i:
+            ax.sharey(axes[0])
+        plot_change_dimensionality(
+            frame[frame["panel"] == panel],
+            ax,
+            ylabel="dimensionality of the change" if i == 0 else None,
+            title=panel,
+            legend=i == 0,
+        )
+    return fig
 
 
-def mechanism_items(
-    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, n_resamples: int = 2000, dpi: int = 120
-) -> tuple[list[TableItem], list[FigureItem]]:
+def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureItem]]:
     """Tables and figures of the Mechanisms section; ``([], [])`` without geometry results."""
-    df = geometry_frame(sweep_dir)
+    df = ctx.data.geometry
     if df.empty:
         return [], []
-    out_dir = Path(out_dir)
     layered = df[df["layer_index"] >= 0]
     early = early_layer_indices(df)
     figs: list[FigureItem] = []
@@ -82,15 +69,16 @@ def mechanism_items(
 
     clean = layered[(layered["kind"] == "clean") & (layered["measure"] == "pca")]
     if not clean.empty:
-        share = "95%"
         figs.append(
-            FigureItem(
+            figure_item(
+                ctx,
                 "mech-clean-dim",
                 "Mechanisms (a)",
                 "Dimensionality of the clean representation per layer",
-                f"PCA components for {share} of the variance of the layer's units, mean over runs "
+                "PCA components for 95% of the variance of the layer's units, mean over runs "
                 "per α (band ±1 SD).",
-                _save(plot_dimensionality_by_layer(clean), out_dir, "mech-clean-dim", dpi),
+                lambda: plot_dimensionality_by_layer(clean),
+                wide=False,
             )
         )
 
@@ -105,13 +93,14 @@ def mechanism_items(
             "value"
         ].mean()
         figs.append(
-            FigureItem(
+            figure_item(
+                ctx,
                 "mech-change-dim",
                 "Mechanisms (a)",
                 "Dimensionality of the change caused by a perturbation",
                 "PCA dimensionality (95%) of a(x') - a(x) per layer, averaged over the corruptions (left) and "
                 "over the L2 attacks matched to each corruption's median input L2 distance (right).",
-                _save(plot_change_dimensionality(frame), out_dir, "mech-change-dim", dpi),
+                lambda: _change_figure(frame),
                 wide=True,
             )
         )
@@ -134,43 +123,40 @@ def mechanism_items(
         if per_run.empty:
             continue
         j = runs.join(per_run.rename("value"), how="inner")
-        st = spearman_ci(j["mean_selectivity"], j["value"], n_resamples)
+        st = spearman_ci(j["mean_selectivity"], j["value"], ctx.n_resamples)
         rows.append({"measure": label, **st})
         if measure == "pca" and kind == "clean":
+            points = j.rename(columns={"mean_selectivity": "selectivity", "value": "dimensionality"})
             figs.append(
-                FigureItem(
+                figure_item(
+                    ctx,
                     "mech-dim-vs-selectivity",
                     "Mechanisms (a)",
                     "Early-layer dimensionality against class selectivity",
                     f"One point per run: mean clean PCA dimensionality of the first {len(early)} measured layers "
                     "against the run's mean class selectivity; Spearman ρ with a 95% bootstrap CI over runs.",
-                    _save(
-                        plot_dimensionality_vs_selectivity(
-                            j.rename(columns={"mean_selectivity": "selectivity", "value": "dimensionality"}),
-                            st["rho"],
-                            (st["low"], st["high"]),
-                            st["p"],
-                        ),
-                        out_dir,
-                        "mech-dim-vs-selectivity",
-                        dpi,
+                    functools.partial(
+                        plot_dimensionality_vs_selectivity,
+                        points,
+                        st["rho"],
+                        (st["ci_low"], st["ci_high"]),
+                        st["p"],
                     ),
+                    wide=False,
                 )
             )
         if measure == "grad_var_samples":
+            values = j.reset_index()[["alpha", "value"]]
             figs.append(
-                FigureItem(
+                figure_item(
+                    ctx,
                     "mech-grad-var",
                     "Mechanisms (b)",
                     "Input-unit gradient variability by α",
                     "1 - mean pairwise cosine of the input gradients of a unit across images, averaged over "
                     "units and the measured layers; one point per run.",
-                    _save(
-                        plot_gradient_variability(j.reset_index()[["alpha", "value"]]),
-                        out_dir,
-                        "mech-grad-var",
-                        dpi,
-                    ),
+                    functools.partial(plot_gradient_variability, values),
+                    wide=False,
                 )
             )
     if rows:
@@ -178,9 +164,25 @@ def mechanism_items(
             TableItem(
                 "mechanisms-spearman",
                 "Spearman correlation with mean class selectivity (per run)",
-                pd.DataFrame(rows, columns=["measure", "rho", "p", "low", "high", "n"]),
+                pd.DataFrame(rows, columns=["measure", "rho", "p", "ci_low", "ci_high", "n"]),
                 caption=f"Early layers = the first {len(early)} measured layers (the gradient measure: all layers "
-                "it was computed on). low/high: 95% percentile bootstrap CI over runs.",
+                "it was computed on). ci_low/ci_high: 95% percentile bootstrap CI over runs.",
             )
         )
     return tables, figs
+
+
+def mechanism_sections(ctx: ReportContext) -> list[Section]:
+    """The Mechanisms section; none without geometry results."""
+    tables, figures = mechanism_items(ctx)
+    if not tables and not figures:
+        return []
+    return [
+        Section(
+            id="mechanisms",
+            heading="Mechanisms (dimensionality, gradient variability)",
+            caption=_CAPTION,
+            tables=tables,
+            figures=figures,
+        )
+    ]

@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..analysis.summary import summary_table
@@ -22,6 +21,7 @@ from ..plots.style import save_figure
 from ..run.files import SweepFiles
 from ..sweep.store import open_store
 from .figures import sweep_figure_specs
+from .format import format_alpha, format_ci
 
 __all__ = ["format_summary", "summarize_sweep", "write_summary"]
 
@@ -64,28 +64,11 @@ def summarize_sweep(
     return out
 
 
-def _fmt_alpha(a) -> str:
-    try:
-        return f"{float(a):g}"
-    except (TypeError, ValueError):
-        return str(a)
-
-
-def _fmt_ci(mean, low, high, n, scale: float, digits: int, suffix: str) -> str:
-    """``"91.23% [90.9, 91.5]"`` (or without the bracket when there is no CI)."""
-    if n == 0 or not np.isfinite(mean):
-        return "-"
-    text = f"{mean * scale:.{digits}f}{suffix}"
-    if np.isfinite(low) and np.isfinite(high):
-        ci_digits = max(digits - 1, 1) if suffix == "%" else digits
-        text += f" [{low * scale:.{ci_digits}f}, {high * scale:.{ci_digits}f}]"
-    return text
-
-
 def format_summary(table: pd.DataFrame) -> str:
     """Fixed-width text rendering of :func:`summary_table`.
 
-    Accuracy is shown as a percentage with its CI (``"91.23% [90.9, 91.5]"``), mean
+    Accuracy is shown as a percentage with its CI (``"91.23% [90.91, 91.52]"``, the
+    report's :func:`~selectivity.report.format.format_ci`), mean
     class selectivity to three decimals (``"0.221 [0.215, 0.228]"``), in the spirit of
     airbench's ``"94.01% (n=200)"`` reporting. Groups with one completed run show no
     CI; groups with none show ``-``.
@@ -118,9 +101,9 @@ def format_summary(table: pd.DataFrame) -> str:
 
     for c in group_cols:
         if c == "alpha":
-            add("alpha", [_fmt_alpha(v) for v in table[c]], True)
+            add("alpha", [format_alpha(v) for v in table[c]], True)
         elif c == "negative_slope":
-            add("slope", [_fmt_alpha(v) for v in table[c]], True)
+            add("slope", [format_alpha(v) for v in table[c]], True)
         else:
             add(c, [str(v) for v in table[c]], False)
     add("n", [str(int(v)) for v in table["n"]], True)
@@ -138,7 +121,7 @@ def format_summary(table: pd.DataFrame) -> str:
         add(
             header,
             [
-                _fmt_ci(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r["n"], scale, digits, suffix)
+                format_ci(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], r["n"], scale, digits, suffix)
                 for _, r in table.iterrows()
             ],
             False,

@@ -1,9 +1,8 @@
-"""The report's tables, and the statistics computed once per report.
+"""The tables of the report's paper-1 sections, from the statistics computed once per report.
 
-:func:`compute_statistics` runs every test of the report (Welch t-tests against
-alpha = 0, promote-vs-penalise rank-sum tests, the CCA summary) once; :func:`make_tables`
-turns them into tables and :mod:`.figures` passes the same frames to the plot
-functions, so a p-value in a table and the star on a figure come from one computation.
+:func:`make_tables` turns :class:`~.stats.ReportStats` (computed once by
+:func:`~.stats.compute_statistics`) into tables; numbers reach the page through
+:mod:`.format`.
 """
 
 from __future__ import annotations
@@ -11,169 +10,28 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..analysis.stats import Family, is_baseline, rank_sum_promote_vs_penalise, ttests_against_baseline
 from ..analysis.summary import layer_table, summary_table
-from ..evaluate.cca import CCADistances, cca_summary
+from ..evaluate.cca import CCADistances
 from .collect import META_FIELDS, ReportData, Setting, TableItem, match_setting
+from .format import format_ci, format_number, format_p
+from .stats import METRICS, CCAStats, ReportStats, SettingStats, compute_statistics
 
-__all__ = [
-    "METRICS",
-    "SettingStats",
-    "CCAStats",
-    "ReportStats",
-    "compute_statistics",
-    "make_tables",
-    "format_number",
-    "format_p",
-]
-
-
-# --------------------------------------------------------------------------- statistics
-#: Metrics tested per setting: column -> (label, scale, digits, suffix).
-METRICS: dict[str, tuple[str, float, int, str]] = {
-    "test_accuracy": ("test accuracy", 100.0, 2, "%"),
-    "mean_selectivity": ("mean class selectivity", 1.0, 4, ""),
-}
-
-
-@dataclass
-class SettingStats:
-    """Tests of one setting, per metric of :data:`METRICS`.
-
-    ``ttests[m]`` is the output of :func:`~selectivity.analysis.stats.ttests_against_baseline`
-    (``None`` when not computed, with the reason in ``ttest_notes[m]``); ``ranksums[m]``
-    the output of :func:`~selectivity.analysis.stats.rank_sum_promote_vs_penalise`
-    (empty when no ``|alpha|`` has both signs).
-    """
-
-    ttests: dict[str, pd.DataFrame | None] = field(default_factory=dict)
-    ttest_notes: dict[str, str | None] = field(default_factory=dict)
-    ranksums: dict[str, pd.DataFrame] = field(default_factory=dict)
-    family: Family = "sign"  # Bonferroni family of the t-tests (analysis.stats.FAMILIES)
-    equal_var: bool = True  # Student's t-test (True) or Welch's (False)
-
-    @property
-    def test_name(self) -> str:
-        return "Student t-test" if self.equal_var else "Welch t-test"
-
-
-@dataclass
-class CCAStats:
-    """The three frames of :func:`selectivity.evaluate.cca.cca_summary`."""
-
-    by_layer: pd.DataFrame
-    ratio: pd.DataFrame
-    tests: pd.DataFrame
-
-
-@dataclass
-class ReportStats:
-    """Every statistic of a report: per setting key, and the CCA summary (or None)."""
-
-    settings: dict[str, SettingStats]
-    cca: CCAStats | None = None
-
-
-def _setting_stats(s: Setting, family: Family = "sign", equal_var: bool = True) -> SettingStats:
-    out = SettingStats(family=family, equal_var=equal_var)
-    for metric in METRICS:
-        d = s.done[["alpha", metric]].dropna()
-        alphas = sorted(d["alpha"].unique())
-        out.ttests[metric], out.ttest_notes[metric] = None, None
-        if not is_baseline(np.asarray(alphas, dtype=float)).any():
-            out.ttest_notes[metric] = "No completed α = 0 runs: there is no baseline to test against."
-        elif len(alphas) < 2:
-            out.ttest_notes[metric] = "Only one α has completed runs: nothing to compare with α = 0."
-        else:
-            try:
-                with warnings.catch_warnings():
-                    # near-identical values: scipy precision warning
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    out.ttests[metric] = ttests_against_baseline(
-                        d, metric, "alpha", baseline=0.0, equal_var=equal_var, family=family
-                    )
-            except ValueError as e:
-                out.ttest_notes[metric] = f"Not computed: {e}."
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out.ranksums[metric] = rank_sum_promote_vs_penalise(d, metric) if not d.empty else pd.DataFrame()
-    return out
-
-
-def compute_statistics(
-    settings: Sequence[Setting],
-    cca: CCADistances | None = None,
-    *,
-    family: Family = "sign",
-    equal_var: bool = True,
-) -> ReportStats:
-    """Every test of the report, computed once (tables and figures both read the result).
-
-    Parameters
-    ----------
-    settings : sequence of Setting
-        The sweep's settings (model, activation, slope).
-    cca : CCADistances, optional
-        CCA distances, summarised with their paired tests.
-    family : {"sign", "all"}, default "sign"
-        Bonferroni family of the t-tests against alpha = 0: one per paper figure
-        (penalising alphas, Fig. 2; promoting alphas, Fig. 4), or every alpha together.
-    equal_var : bool, default True
-        Student's t-test (the paper's "t-test"); False for Welch's.
-    """
-    cca_stats = None
-    if cca is not None and cca.distances is not None and not cca.distances.empty:
-        cca_stats = CCAStats(*cca_summary(cca.distances))
-    return ReportStats(
-        settings={s.key: _setting_stats(s, family, equal_var) for s in settings}, cca=cca_stats
-    )
-
-
-# --------------------------------------------------------------------------- formatting
-def format_number(v: Any, fmt: str) -> str:
-    """``v`` formatted with ``fmt``; ``"-"`` for None, NaN and inf."""
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return "-" if v is None else str(v)
-    return "-" if not np.isfinite(x) else format(x, fmt)
-
-
-def _ci(mean: Any, low: Any, high: Any, n: Any, scale: float, digits: int, suffix: str = "") -> str:
-    """``"91.23% [90.91, 91.52]"``; ``"-"`` without data, no bracket without a CI."""
-    if not n or not np.isfinite(float(mean)):
-        return "-"
-    text = f"{float(mean) * scale:.{digits}f}{suffix}"
-    if np.isfinite(float(low)) and np.isfinite(float(high)):
-        text += f" [{float(low) * scale:.{digits}f}, {float(high) * scale:.{digits}f}]"
-    return text
-
-
-def format_p(v: Any) -> str:
-    """A p-value with 3 significant digits (scientific below 1e-3); ``"-"`` when missing."""
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return "-"
-    if not np.isfinite(x):
-        return "-"
-    return f"{x:.3g}" if x >= 1e-3 else f"{x:.2e}"
+__all__ = ["make_tables", "setting_tables", "cca_tables", "config_tables", "provenance_tables", "all_tables"]
 
 
 def _summary_display(t: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"α": [f"{a:g}" for a in t["alpha"]], "n": t["n"].astype(int)})
     out["test accuracy (95% CI)"] = [
-        _ci(r.test_accuracy_mean, r.test_accuracy_ci_low, r.test_accuracy_ci_high, r.n, 100.0, 2, "%")
+        format_ci(r.test_accuracy_mean, r.test_accuracy_ci_low, r.test_accuracy_ci_high, r.n, 100.0, 2, "%")
         for r in t.itertuples()
     ]
     out["mean SI (95% CI)"] = [
-        _ci(r.mean_selectivity_mean, r.mean_selectivity_ci_low, r.mean_selectivity_ci_high, r.n, 1.0, 3)
+        format_ci(r.mean_selectivity_mean, r.mean_selectivity_ci_low, r.mean_selectivity_ci_high, r.n, 1.0, 3)
         for r in t.itertuples()
     ]
     for col, name in (("n_failed", "failed"), ("n_diverged", "diverged"), ("n_unfinished", "unfinished")):
@@ -310,7 +168,8 @@ def _ranksum_item(s: Setting, metric: str, stats: SettingStats) -> TableItem:
     return item
 
 
-def _setting_tables(s: Setting, n_resamples: int, stats: SettingStats) -> list[TableItem]:
+def setting_tables(s: Setting, n_resamples: int, stats: SettingStats) -> list[TableItem]:
+    """Summary by alpha, t-tests, rank-sum tests and (CSV only) per-layer tables of one setting."""
     items = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # NaN metrics are counted in the table itself
@@ -336,18 +195,22 @@ def _setting_tables(s: Setting, n_resamples: int, stats: SettingStats) -> list[T
         items.append(_ranksum_item(s, metric, stats))
     if not s.layers.empty:
         for value in ("selectivity", "precision", "dead_fraction"):
+            table = stats.layers.get(value)
             items.append(
                 TableItem(
                     id=f"{s.key}-layers-{value}",
                     title=f"{s.label}: per-layer {value}",
-                    data=layer_table(s.layers, value, n_resamples=n_resamples),
+                    data=table
+                    if table is not None
+                    else layer_table(s.layers, value, n_resamples=n_resamples),
                     show=False,
                 )
             )
     return items
 
 
-def _config_tables(data: ReportData) -> list[TableItem]:
+def config_tables(data: ReportData) -> list[TableItem]:
+    """The sweep specification and one run's resolved configuration."""
     spec = data.sweep.get("spec", {}) if isinstance(data.sweep, dict) else {}
     rows = []
     for k, v in spec.items():
@@ -395,7 +258,8 @@ def _config_tables(data: ReportData) -> list[TableItem]:
     return items
 
 
-def _provenance_tables(data: ReportData) -> list[TableItem]:
+def provenance_tables(data: ReportData) -> list[TableItem]:
+    """Runs by status, the runs' recorded provenance, and the failed/diverged/damaged runs."""
     items = []
     status = (
         data.runs["status"].value_counts().rename_axis("status").reset_index(name="runs")
@@ -442,6 +306,26 @@ def _provenance_tables(data: ReportData) -> list[TableItem]:
     return items
 
 
+def all_tables(data: ReportData, n_resamples: int = 2000) -> list[TableItem]:
+    """Every run, the summary of all settings and every per-layer record (CSV only)."""
+    runs_csv = data.runs.drop(columns=["config"], errors="ignore")
+    out = [TableItem(id="runs", title="All runs", data=runs_csv, show=False)]
+    if not data.runs.empty:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out.append(
+                TableItem(
+                    id="summary",
+                    title="Summary of all settings",
+                    data=summary_table(data.runs, n_resamples=n_resamples),
+                    show=False,
+                )
+            )
+    if not data.layers.empty:
+        out.append(TableItem(id="layers", title="All per-layer results", data=data.layers, show=False))
+    return out
+
+
 def make_tables(
     data: ReportData,
     settings: Sequence[Setting],
@@ -449,7 +333,7 @@ def make_tables(
     cca: CCADistances | None = None,
     stats: ReportStats | None = None,
 ) -> dict[str, list[TableItem]]:
-    """Every table of the report, grouped by section key.
+    """Every paper-1 table of the report, grouped by section key.
 
     Parameters
     ----------
@@ -460,41 +344,26 @@ def make_tables(
     cca : CCADistances, optional
         Adds the CCA tables (distances, per-layer means, ratios, tests).
     stats : ReportStats, optional
-        Output of :func:`compute_statistics` (computed here when not given).
+        Output of :func:`~.stats.compute_statistics` (computed here when not given).
 
     Returns
     -------
     dict
         ``{setting.key: [...], "cca": [...], "config": [...], "provenance": [...], "all": [...]}``.
     """
-    stats = stats if stats is not None else compute_statistics(settings, cca)
+    stats = stats if stats is not None else compute_statistics(settings, cca, n_resamples=n_resamples)
     out: dict[str, list[TableItem]] = {}
     for s in settings:
-        out[s.key] = _setting_tables(s, n_resamples, stats.settings[s.key])
-    runs_csv = data.runs.drop(columns=["config"], errors="ignore")
-    out["all"] = [TableItem(id="runs", title="All runs", data=runs_csv, show=False)]
-    if not data.runs.empty:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out["all"].append(
-                TableItem(
-                    id="summary",
-                    title="Summary of all settings",
-                    data=summary_table(data.runs, n_resamples=n_resamples),
-                    show=False,
-                )
-            )
-    if not data.layers.empty:
-        out["all"].append(TableItem(id="layers", title="All per-layer results", data=data.layers, show=False))
-    out["cca"] = _cca_tables(cca, stats.cca, settings) if cca is not None else []
-    out["config"] = _config_tables(data)
-    out["provenance"] = _provenance_tables(data)
+        out[s.key] = setting_tables(s, n_resamples, stats.settings[s.key])
+    out["all"] = all_tables(data, n_resamples)
+    out["cca"] = cca_tables(cca, stats.cca, settings) if cca is not None else []
+    out["config"] = config_tables(data)
+    out["provenance"] = provenance_tables(data)
     return out
 
 
-def _cca_tables(
-    cca: CCADistances, cca_stats: CCAStats | None, settings: Sequence[Setting]
-) -> list[TableItem]:
+def cca_tables(cca: CCADistances, cca_stats: CCAStats | None, settings: Sequence[Setting]) -> list[TableItem]:
+    """The CCA distances (CSV only) and, per setting, the paired tests of Fig. 3."""
     if cca.distances is None or cca.distances.empty or cca_stats is None:
         return []
     by_layer, ratio, tests = cca_stats.by_layer, cca_stats.ratio, cca_stats.tests

@@ -22,6 +22,11 @@ arithmetic of separate runs and differ only in speed:
 - ``vmap``: :func:`torch.func.vmap` over :func:`torch.func.functional_call`, for any
   model the grouped form cannot widen (batch norm under ``vmap`` is slow on CPU).
 
+Each backend is one small class behind one interface (``bind`` to the stacks after
+construction and after a drop, ``forward``, ``backward`` for one step's schedule,
+``modules`` for train/eval); :class:`FusedRuns` keeps the stacks, the optimizer, the
+selectivity arithmetic and the public API.
+
 Batch-norm running statistics are stacked buffers; every backend updates each run's
 slice in place (checked by the tests against separate runs).
 
@@ -41,15 +46,16 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ..core.hooks import LayerSpec, resolve_layers
+from ..core.hooks import LayerSpec, PerLayer, Site, attach_site_hooks, never_ran_error, resolve_sites
 from ..core.regularizer import DEAD_RULES, layer_ids, masked_selectivity
 from ..models.grouped import group_model, groupable, wide_shape
 from .robust import RobustTraining
@@ -125,10 +131,18 @@ class FusedStep:
 
 # --------------------------------------------------------------------------- fused group
 class _Sink:
-    """Receives the selectivity sites' outputs from forward hooks on the template model."""
+    """Receives the selectivity sites' tensors from hooks, reduced to ``(B, units)``.
 
-    def __init__(self) -> None:
+    The one reduction rule (:mod:`selectivity.core.responses`), as in the regulariser's
+    capture, with the group's token pooling.
+    """
+
+    def __init__(self, pooling: str = "mean") -> None:
         self.acts: list[torch.Tensor] = []
+        self.pooling = pooling
+
+    def record(self, site: Site, t: torch.Tensor) -> None:
+        self.acts.append(site.reduce(t, self.pooling))
 
 
 def _float32(a: torch.Tensor) -> torch.Tensor:
@@ -136,13 +150,255 @@ def _float32(a: torch.Tensor) -> torch.Tensor:
     return a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
 
 
-def _site_response(t: torch.Tensor) -> torch.Tensor:
-    # Same arithmetic as the regulariser's capture: spatial mean as sum * (1/HW).
-    if t.dim() == 4:
-        return t.sum(dim=(2, 3)) * (1.0 / (t.shape[2] * t.shape[3]))  # (B, C, H, W) -> (B, C)
-    if t.dim() == 2:
-        return t
-    raise ValueError(f"cannot reduce a selectivity site output of shape {tuple(t.shape)} to (B, units)")
+# --------------------------------------------------------------------------- backends
+LossFn = Callable[..., Any]
+
+
+class _Backend:
+    """How a group computes its R forward passes over the stacked leaves.
+
+    A backend owns the modules that run (the meta template under ``vmap``, the wide
+    model, or the R loop modules) and the schedule of one step's forward and backward;
+    the stacks, the optimizer and the selectivity arithmetic stay with :class:`FusedRuns`.
+
+    Parameters
+    ----------
+    base : nn.Module
+        The single-run model on the meta device, its selectivity sites hooked to ``sink``;
+        its ``training`` flag is the group's mode.
+    template : nn.Module
+        The single-run model on the CPU (real storage), copied by backends that need one.
+    sites : sequence of Site
+        The selectivity sites (:func:`selectivity.core.hooks.resolve_sites`).
+    sink : _Sink
+        Where the site hooks put the sites' responses.
+    """
+
+    name: ClassVar[str] = ""
+    #: The stacked gradients stay allocated between steps (zeroed in place, never set to
+    #: None), because the backend's modules hold slices of them.
+    keeps_grads: ClassVar[bool] = False
+
+    def __init__(self, base: nn.Module, template: nn.Module, sites: Sequence[Site], sink: _Sink) -> None:
+        self.base, self.template, self.sites, self.sink = base, template, list(sites), sink
+
+    def bind(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], runs: int) -> None:
+        """(Re)build for the current stacks of ``runs`` runs: after construction and after a drop."""
+
+    def modules(self) -> tuple[nn.Module, ...]:
+        """Every module whose train/eval mode follows the group's."""
+        return (self.base,)
+
+    def forward(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        run: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(R, B, K)`` and site responses ``(R, B, U)`` for inputs ``(R, B, ...)``.
+
+        With ``run`` (backends that step one run at a time), ``x`` is that run's ``(1, B, ...)``.
+        """
+        raise NotImplementedError
+
+    def backward(
+        self,
+        losses: LossFn,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        alphas: torch.Tensor,
+        amp: Callable[[], AbstractContextManager[Any]],
+    ) -> tuple[torch.Tensor, ...]:
+        """Forward (under ``amp()``) and backward of one step: per-run ``(loss, ce, si, correct)``.
+
+        ``losses(x, y, alphas, run)`` returns the summed loss then the four per-run values;
+        this default runs every run at once.
+        """
+        with amp():
+            total, *per_run = losses(x, y, alphas, None)
+        total.backward()
+        return tuple(per_run)
+
+    def grads_reset(self, params: dict[str, torch.Tensor]) -> None:
+        """The stacks' gradients were set to None (a snapshot was restored)."""
+
+    def run_module(self, run: int) -> nn.Module:
+        """Run ``run``'s own module (robust training attacks it); backends that step one run at a time."""
+        raise ValueError(f"the {self.name!r} backend has no module per run")
+
+
+class _VmapBackend(_Backend):
+    """:func:`torch.func.vmap` over :func:`torch.func.functional_call` of the meta template."""
+
+    name = "vmap"
+
+    def _one(self, p: dict, b: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One run's forward (vmapped): logits (B, K) and site responses (B, U)."""
+        out = functional_call(self.base, (p, b), (x,))
+        acts = self.sink.acts
+        r = torch.cat([_float32(a) for a in acts], dim=1)
+        acts.clear()  # emptied inside the traced region, so torch.compile keeps no batched tensor
+        return out, r
+
+    def forward(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        run: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return vmap(self._one, in_dims=(0, 0, 0))(params, buffers, x)
+
+
+class _GroupedBackend(_Backend):
+    """One wide model: every run's channels side by side, grouped convolutions."""
+
+    name = "grouped"
+
+    def __init__(self, base: nn.Module, template: nn.Module, sites: Sequence[Site], sink: _Sink) -> None:
+        super().__init__(base, template, sites, sink)
+        self.wide: nn.Module | None = None
+
+    def bind(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], runs: int) -> None:
+        wide = group_model(self.base, runs)
+        attach_site_hooks(wide, self.sites, self.sink.record)  # live as long as the wide model
+        wide.train(self.base.training)
+        self.wide = wide
+
+    def modules(self) -> tuple[nn.Module, ...]:
+        return (self.base,) if self.wide is None else (self.base, self.wide)
+
+    def forward(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        run: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.wide is not None
+        nr, b = x.shape[:2]
+        xw = x.transpose(0, 1).reshape(b, nr * x.shape[2], *x.shape[3:])  # (R, B, C, ...) -> (B, R*C, ...)
+        tensors: dict[str, torch.Tensor] = {}
+        for k, v in params.items():
+            tensors[k] = v.view(wide_shape(v.shape[1:], nr))  # (R, *s) -> (R*s0, *s[1:]), no copy
+        counters = []
+        for k, v in buffers.items():
+            if v.dim() == 1:  # num_batches_tracked: (R,) -> one counter, copied to all runs below
+                tensors[k] = v[0]
+                counters.append(v)
+            else:
+                tensors[k] = v.view(wide_shape(v.shape[1:], nr))  # in-place BN updates reach the stacks
+        out = functional_call(self.wide, tensors, (xw,))  # (B, R*K)
+        if self.wide.training:
+            for v in counters:
+                if nr > 1:
+                    v[1:].copy_(v[0].expand(nr - 1))
+        acts = self.sink.acts
+        # each (B, R*U_l) -> (B, R, U_l); sites side by side -> (B, R, U) -> (R, B, U)
+        r = torch.cat(
+            [_float32(a).view(b, nr, -1) for a in acts],
+            dim=2,
+        ).transpose(0, 1)
+        acts.clear()
+        return out.view(b, nr, -1).transpose(0, 1), r  # (B, R*K) -> (R, B, K)
+
+
+class _LoopBackend(_Backend):
+    """The single-run model once per run, on modules whose leaves are views of the stacks."""
+
+    name = "loop"
+    keeps_grads = True
+
+    def __init__(self, base: nn.Module, template: nn.Module, sites: Sequence[Site], sink: _Sink) -> None:
+        super().__init__(base, template, sites, sink)
+        self.runs: list[nn.Module] = []
+
+    def bind(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], runs: int) -> None:
+        """Build the R modules on the stacks' storage, and their gradients.
+
+        Run ``i``'s module has real ``nn.Parameter`` leaves that are views of slice ``i``
+        of the stacked leaves, and buffers that are views of the stacked buffers. So a
+        forward is the plain single-run module (no ``functional_call``, no ``select`` in
+        the graph), batch norm updates the stacks in place, and the optimizer's in-place
+        update of the stacks is what every run's module sees.
+        """
+        modules: list[nn.Module] = []
+        for i in range(runs):
+            m = copy.deepcopy(self.template)
+            subs = dict(m.named_modules())
+            for k, v in params.items():
+                owner, _, attr = k.rpartition(".")
+                setattr(subs[owner], attr, nn.Parameter(v.detach()[i], requires_grad=v.requires_grad))
+            for k, v in buffers.items():
+                owner, _, attr = k.rpartition(".")
+                subs[owner]._buffers[attr] = v[i]
+            attach_site_hooks(m, self.sites, self.sink.record)
+            m.train(self.base.training)
+            modules.append(m)
+        self.runs = modules
+        self.grads_reset(params)
+
+    def grads_reset(self, params: dict[str, torch.Tensor]) -> None:
+        """Every stacked leaf gets a zero gradient whose slices are its runs' gradients.
+
+        Backward then accumulates each run's gradient in place into its slice (a
+        defined ``.grad`` is added to, not replaced), which is the stacked gradient the
+        optimizer reads.
+        """
+        for v in params.values():
+            if v.grad is None:
+                v.grad = torch.zeros_like(v)
+        for i, m in enumerate(self.runs):
+            for k, p in m.named_parameters():
+                p.grad = params[k].grad[i]  # type: ignore[index]  # allocated just above
+
+    def modules(self) -> tuple[nn.Module, ...]:
+        return (self.base, *self.runs)
+
+    def run_module(self, run: int) -> nn.Module:
+        return self.runs[run]
+
+    def forward(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        run: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run ``positions[j]``'s own module on ``x[j]``: modules that share the stacks' storage."""
+        positions = range(x.shape[0]) if run is None else (run,)
+        outs, resps = [], []
+        acts = self.sink.acts
+        for j, i in enumerate(positions):
+            acts.clear()
+            outs.append(self.runs[i](x[j]))
+            resps.append(torch.cat([_float32(a) for a in acts], dim=1))
+        acts.clear()
+        return torch.stack(outs), torch.stack(resps)  # (R', B, K), (R', B, U)
+
+    def backward(
+        self,
+        losses: LossFn,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        alphas: torch.Tensor,
+        amp: Callable[[], AbstractContextManager[Any]],
+    ) -> tuple[torch.Tensor, ...]:
+        # Forward and backward one run at a time: the activations of one run only are
+        # alive at once, as in a single run (R runs' would not stay in the CPU caches).
+        parts = []
+        for i in range(x.shape[0]):
+            with amp():
+                total, *per_run = losses(x[i : i + 1], y[i : i + 1], alphas[i : i + 1], i)
+            total.backward()
+            parts.append(per_run)
+        return tuple(torch.cat(t) for t in zip(*parts))
+
+
+_BACKEND_CLASSES: dict[str, type[_Backend]] = {
+    b.name: b for b in (_GroupedBackend, _LoopBackend, _VmapBackend)
+}
 
 
 class FusedRuns:
@@ -162,6 +418,9 @@ class FusedRuns:
         SGD hyperparameters shared by the group (``lr`` changes with :meth:`set_lr`).
     layers : LayerSpec, optional
         Selectivity sites, as for :class:`~selectivity.core.regularizer.SelectivityRegularizer`.
+    layouts, sites, pooling
+        Per-layer layout, site kind and token pooling, as for the regulariser (the
+        one reduction rule of :mod:`selectivity.core.responses`).
     eps, negative, dead
         Regulariser options (see :mod:`selectivity.core.regularizer`).
     run_ids : sequence, optional
@@ -175,7 +434,7 @@ class FusedRuns:
         gives the same arithmetic as separate runs; they differ only in speed.
     robust : sequence of RobustTraining or None, optional
         Each run's robust-training method (:mod:`selectivity.training.robust`), all of one
-        method; the ``loop`` backend only. A step then needs its ``key``.
+        method; the ``loop`` backend only. Its draws depend on each step's ``key``.
 
     Examples
     --------
@@ -195,6 +454,9 @@ class FusedRuns:
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         layers: LayerSpec = None,
+        layouts: PerLayer = None,
+        sites: PerLayer = None,
+        pooling: str = "mean",
         eps: float = 1e-6,
         negative: str = "shift",
         dead: str = "exclude",
@@ -232,11 +494,11 @@ class FusedRuns:
         self._template = copy.deepcopy(first).cpu()  # materialises single models on request
         # The module whose code runs under vmap: parameters come from the stacks.
         self._base = copy.deepcopy(first).to("meta")
-        self.layer_names = resolve_layers(self._base, layers)
-        self._sink = _Sink()
-        mods = dict(self._base.named_modules())
-        for name in self.layer_names:
-            mods[name].register_forward_hook(self._hook)
+        self.sites = resolve_sites(self._base, layers, layouts, sites)
+        self.layer_names = [s.name for s in self.sites]
+        self.pooling = pooling
+        self._sink = _Sink(pooling)
+        attach_site_hooks(self._base, self.sites, self._sink.record)  # lives as long as the copy
         params, buffers = stack_module_state(models)  # name -> (R, ...) leaves, detached copies
         self.params: dict[str, torch.Tensor] = dict(params)
         self.buffers: dict[str, torch.Tensor] = dict(buffers)
@@ -246,12 +508,9 @@ class FusedRuns:
         )
         if len(self.robust) != len(models):
             raise ValueError(f"need one robust method (or None) per model, got {len(self.robust)}")
-        self.backend = pick_backend(
-            backend, first, self.device, robust=any(r is not None for r in self.robust)
-        )
-        self._wide: nn.Module | None = None
-        self._build_wide()
-        self._loop_modules: list[nn.Module] = []
+        self._key = (0, 0)  # (epoch, step) of the step under way: what robust training draws from
+        impl = _BACKEND_CLASSES[pick_backend(backend, first, self.device, robust=any(self.robust))]
+        self._impl: _Backend = impl(self._base, self._template, self.sites, self._sink)
         self.alphas = torch.tensor(
             [float(a) for a in alphas], dtype=next(iter(self.params.values())).dtype, device=self.device
         )
@@ -260,12 +519,17 @@ class FusedRuns:
         self.opt = self._make_optimizer(float(lr))
         if optimizer_states is not None:
             self._load_momentum(optimizer_states)
-        self._loss_fn: Callable[..., Any] = self._losses
-        self._bind_loop()
+        self._loss_fn: LossFn = self._losses
+        self._impl.bind(self.params, self.buffers, self.num_runs)
         self._ids: torch.Tensor | None = None
         self.compile_error: str | None = None
 
     # ------------------------------------------------------------------ properties
+    @property
+    def backend(self) -> str:
+        """The backend in use: ``"grouped"``, ``"loop"`` or ``"vmap"`` (:func:`pick_backend`)."""
+        return self._impl.name
+
     @property
     def num_runs(self) -> int:
         """R, the number of runs in the group now."""
@@ -277,17 +541,6 @@ class FusedRuns:
             g["lr"] = float(lr)
 
     # ------------------------------------------------------------------ forward
-    def _hook(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        self._sink.acts.append(_site_response(output))
-
-    def _one(self, p: dict, b: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One run's forward (vmapped): logits (B, K) and site responses (B, U)."""
-        out = functional_call(self._base, (p, b), (x,))
-        acts = self._sink.acts
-        r = torch.cat([_float32(a) for a in acts], dim=1)
-        acts.clear()  # emptied inside the traced region, so torch.compile keeps no batched tensor
-        return out, r
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(R, B, K)`` and site responses ``(R, B, U)`` for inputs ``(R, B, C, H, W)``.
 
@@ -297,142 +550,37 @@ class FusedRuns:
         if x.dim() < 2 or x.shape[0] != self.num_runs:
             raise ValueError(f"inputs must be (R={self.num_runs}, B, ...), got {tuple(x.shape)}")
         self._sink.acts.clear()
-        if self.backend == "grouped":
-            return self._forward_grouped(x)
-        if self.backend == "loop":
-            return self._forward_loop(x, range(self.num_runs))
-        return vmap(self._one, in_dims=(0, 0, 0))(self.params, self.buffers, x)
-
-    def _forward_loop(self, x: torch.Tensor, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run ``positions[j]``'s own module on ``x[j]``: modules that share the stacks' storage."""
-        outs, resps = [], []
-        acts = self._sink.acts
-        for j, i in enumerate(positions):
-            acts.clear()
-            outs.append(self._loop_modules[i](x[j]))
-            resps.append(torch.cat([_float32(a) for a in acts], dim=1))
-        acts.clear()
-        return torch.stack(outs), torch.stack(resps)  # (R', B, K), (R', B, U)
-
-    def _bind_loop(self) -> None:
-        """(Re)build the loop backend's R modules on the stacks' storage, and their gradients.
-
-        Run ``i``'s module has real ``nn.Parameter`` leaves that are views of slice ``i``
-        of the stacked leaves, and buffers that are views of the stacked buffers. So a
-        forward is the plain single-run module (no ``functional_call``, no ``select`` in
-        the graph), batch norm updates the stacks in place, and the optimizer's in-place
-        update of the stacks is what every run's module sees.
-        """
-        if self.backend != "loop":
-            return
-        modules: list[nn.Module] = []
-        for i in range(self.num_runs):
-            m = copy.deepcopy(self._template)
-            subs = dict(m.named_modules())
-            for k, v in self.params.items():
-                owner, _, attr = k.rpartition(".")
-                setattr(subs[owner], attr, nn.Parameter(v.detach()[i], requires_grad=v.requires_grad))
-            for k, v in self.buffers.items():
-                owner, _, attr = k.rpartition(".")
-                subs[owner]._buffers[attr] = v[i]
-            for name in self.layer_names:
-                subs[name].register_forward_hook(self._hook)
-            m.train(self._base.training)
-            modules.append(m)
-        self._loop_modules = modules
-        self._bind_loop_grads()
-
-    def _bind_loop_grads(self) -> None:
-        """Every stacked leaf gets a zero gradient whose slices are its runs' gradients.
-
-        Backward then accumulates each run's gradient in place into its slice (a
-        defined ``.grad`` is added to, not replaced), which is the stacked gradient the
-        optimizer reads.
-        """
-        for v in self.params.values():
-            if v.grad is None:
-                v.grad = torch.zeros_like(v)
-        for i, m in enumerate(self._loop_modules):
-            for k, p in m.named_parameters():
-                p.grad = self.params[k].grad[i]  # type: ignore[index]  # allocated just above
-
-    def _forward_grouped(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One wide model: every run's channels side by side, grouped convolutions."""
-        assert self._wide is not None
-        nr, b = x.shape[:2]
-        xw = x.transpose(0, 1).reshape(b, nr * x.shape[2], *x.shape[3:])  # (R, B, C, ...) -> (B, R*C, ...)
-        tensors: dict[str, torch.Tensor] = {}
-        for k, v in self.params.items():
-            tensors[k] = v.view(wide_shape(v.shape[1:], nr))  # (R, *s) -> (R*s0, *s[1:]), no copy
-        counters = []
-        for k, v in self.buffers.items():
-            if v.dim() == 1:  # num_batches_tracked: (R,) -> one counter, copied to all runs below
-                tensors[k] = v[0]
-                counters.append(v)
-            else:
-                tensors[k] = v.view(wide_shape(v.shape[1:], nr))  # in-place BN updates reach the stacks
-        out = functional_call(self._wide, tensors, (xw,))  # (B, R*K)
-        if self._wide.training:
-            for v in counters:
-                if nr > 1:
-                    v[1:].copy_(v[0].expand(nr - 1))
-        acts = self._sink.acts
-        # each (B, R*U_l) -> (B, R, U_l); sites side by side -> (B, R, U) -> (R, B, U)
-        r = torch.cat(
-            [_float32(a).view(b, nr, -1) for a in acts],
-            dim=2,
-        ).transpose(0, 1)
-        acts.clear()
-        return out.view(b, nr, -1).transpose(0, 1), r  # (B, R*K) -> (R, B, K)
-
-    def _build_wide(self) -> None:
-        """(Re)build the wide model for the current R (grouped backend only)."""
-        if self.backend != "grouped":
-            return
-        wide = group_model(self._base, self.num_runs)
-        mods = dict(wide.named_modules())
-        for name in self.layer_names:
-            mods[name].register_forward_hook(self._hook)
-        wide.train(self._base.training)
-        self._wide = wide
+        return self._impl.forward(self.params, self.buffers, x)
 
     def train(self) -> FusedRuns:
-        for m in (self._base, self._wide, *self._loop_modules):
-            if m is not None:
-                m.train()
+        for m in self._impl.modules():
+            m.train()
         return self
 
     def eval(self) -> FusedRuns:
-        for m in (self._base, self._wide, *self._loop_modules):
-            if m is not None:
-                m.eval()
+        for m in self._impl.modules():
+            m.eval()
         return self
 
     def _losses(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        alphas: torch.Tensor,
-        run: int | None = None,
-        key: tuple[int, int] = (0, 0),
+        self, x: torch.Tensor, y: torch.Tensor, alphas: torch.Tensor, run: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, per-run loss (R,), ce (R,), si (R,), correct (R,)) of one minibatch per run.
 
-        With ``run`` (loop backend), ``x``, ``y``, ``alphas`` hold that one run only (R = 1);
-        a robust-training run then trains on its method's inputs and loss (``key`` is the
-        step's ``(epoch, step)``), and its regulariser sees that forward pass.
+        With ``run`` (a backend that steps one run at a time), ``x``, ``y``, ``alphas`` hold
+        that one run only (R = 1); a robust-training run then trains on its method's inputs
+        and loss (drawn for the step's ``(epoch, step)``), and its regulariser sees that
+        forward pass.
         """
         robust = self.robust[run] if run is not None else None
         y_si = y  # labels of the forward pass the regulariser sees
         if robust is not None:
-            assert run is not None  # robust training runs on the loop backend
-            xr, yr = robust.inputs(self._loop_modules[run], x[0], y[0], *key)  # (V*B, ...), (V*B,)
+            assert run is not None  # robust training steps one run at a time
+            module = self._impl.run_module(run)
+            xr, yr = robust.inputs(module, x[0], y[0], *self._key)  # (V*B, ...), (V*B,)
             x, y_si = xr.unsqueeze(0), yr.unsqueeze(0)
-        if run is None:
-            logits, r = self.forward(x)  # (R, B, K), (R, B, U)
-        else:
-            self._sink.acts.clear()
-            logits, r = self._forward_loop(x, (run,))  # (1, V*B, K), (1, V*B, U)
+        self._sink.acts.clear()
+        logits, r = self._impl.forward(self.params, self.buffers, x, run)  # (R, B, K), (R, B, U)
         nr, b = y.shape
         if robust is not None:
             base, ce1, clean = robust.loss(logits[0], y[0])
@@ -474,8 +622,17 @@ class FusedRuns:
         if self._ids is None or self._ids.device != x.device:
             # Site sizes from one eager forward on the meta template (no data, no compute).
             self._sink.acts.clear()
-            with torch.no_grad():
-                self._base(torch.empty(x.shape[1:], device="meta", dtype=x.dtype))
+            ran: set[str] = set()
+            handles = attach_site_hooks(self._base, self.sites, lambda site, _t: ran.add(site.name))
+            try:
+                with torch.no_grad():
+                    self._base(torch.empty(x.shape[1:], device="meta", dtype=x.dtype))
+            finally:
+                for h in handles:
+                    h.remove()
+            missing = [n for n in self.layer_names if n not in ran]
+            if missing:
+                raise never_ran_error(missing)
             self._sizes = [a.shape[1] for a in self._sink.acts]
             self._sink.acts.clear()
             self._ids = layer_ids(self._sizes, self.device)
@@ -493,26 +650,13 @@ class FusedRuns:
             ``(epoch, step)`` of this step: what robust training's draws depend on (with
             each run's seed), as in :func:`selectivity.training.single.train_step`.
         """
+        self._key = (int(key[0]), int(key[1]))
         self._prepare(x, y)
         self.train()
-        # loop: zero in place, so the runs' modules keep their gradients as slices of the stacks'
-        self.opt.zero_grad(set_to_none=self.backend != "loop")
-        if self.backend == "loop":
-            # Forward and backward one run at a time: the activations of one run only are
-            # alive at once, as in a single run (R runs' would not stay in the CPU caches).
-            parts = []
-            for i in range(self.num_runs):
-                with autocast(self.device, self.amp):
-                    total, *per_run = self._loss_fn(
-                        x[i : i + 1], y[i : i + 1], self.alphas[i : i + 1], i, key
-                    )
-                total.backward()
-                parts.append(per_run)
-            loss, ce, si, correct = (torch.cat(t) for t in zip(*parts))
-        else:
-            with autocast(self.device, self.amp):
-                total, loss, ce, si, correct = self._loss_fn(x, y, self.alphas)
-            total.backward()
+        self.opt.zero_grad(set_to_none=not self._impl.keeps_grads)
+        loss, ce, si, correct = self._impl.backward(
+            self._loss_fn, x, y, self.alphas, lambda: autocast(self.device, self.amp)
+        )
         self.opt.step()
         return FusedStep(loss, ce, si, correct)
 
@@ -530,7 +674,7 @@ class FusedRuns:
             True if the compiled function is used from now on.
         """
         self._prepare(x, y)
-        if any(r is not None for r in self.robust):
+        if any(self.robust):
             self.compile_error = "torch.compile is not used for robust training in a fused group"
             return False
         compiled, err = compile_with_fallback(
@@ -543,7 +687,7 @@ class FusedRuns:
         self._loss_fn, self.compile_error = compiled, err
         return err is None
 
-    def _trial(self, fn: Callable[..., Any], x: torch.Tensor, y: torch.Tensor) -> None:
+    def _trial(self, fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> None:
         saved, self._loss_fn = self._loss_fn, fn
         try:
             self.step(x, y)
@@ -569,8 +713,7 @@ class FusedRuns:
                 self.opt.state.pop(p, None)
             else:
                 self.opt.state[p]["momentum_buffer"] = buf
-        if self.backend == "loop":
-            self._bind_loop_grads()
+        self._impl.grads_reset(self.params)
 
     def _make_optimizer(self, lr: float) -> torch.optim.SGD:
         momentum, wd = self._momentum_wd
@@ -654,5 +797,4 @@ class FusedRuns:
         self._alphas_list = [self._alphas_list[i] for i in keep]
         self.run_ids = [self.run_ids[i] for i in keep]
         self.robust = [self.robust[i] for i in keep]
-        self._build_wide()
-        self._bind_loop()
+        self._impl.bind(self.params, self.buffers, self.num_runs)
