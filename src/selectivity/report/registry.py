@@ -15,6 +15,7 @@ from .paper1 import (
     provenance_sections,
     setting_sections,
 )
+from .robust_training import robust_training_sections
 from .robustness import robustness_sections
 from .section import SectionSpec
 
@@ -26,6 +27,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("across", "Across settings", across_sections),
     SectionSpec("cca", "Representation similarity (CCA, paper Fig. 3)", cca_sections),
     SectionSpec("robustness", "Robustness (paper 2)", robustness_sections),
+    SectionSpec("robust-training", "Robust training and selectivity", robust_training_sections),
     SectionSpec("mechanisms", "Mechanisms (dimensionality, gradient variability)", mechanism_sections),
     SectionSpec("configuration", "Configuration", configuration_sections),
     SectionSpec("provenance", "Provenance", provenance_sections),
