@@ -330,3 +330,34 @@ def test_only_the_loop_backend_trains_robust_groups(tiny_data, tmp_path):
     # the group's runs are the single runs
     single = train_run(cfgs[1], tmp_path / "single", data=tiny_data, progress=False, log=quiet)
     assert abs(single["mean_selectivity"] - res[1]["mean_selectivity"]) < 1e-4
+
+
+# --------------------------------------------------------------------------- no read-backs
+@pytest.mark.parametrize("method", ["adversarial", "noise_augment"])
+def test_robust_training_step_reads_nothing_back(monkeypatch, method):
+    """The attack and the noise read no tensor value back to the host (AugMix's draws,
+    made on the CPU, do: its Gamma sampler loops until every draw is accepted)."""
+    torch.manual_seed(0)
+    model = CifarResNet(depth=8, num_classes=10).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    reg = SelectivityRegularizer(model, alpha=-1.0, num_classes=10, check_labels=False)
+    cfg = make_config(None, {"robust": method, "alpha": -1.0, "adv_steps": 2})
+    robust = robust_training(cfg, MEAN, STD, torch.device("cpu"))
+    batches = [(x.float(), y) for x, y in _toy_batches(0, 3)]
+    calls: list[str] = []
+    with reg:
+        train_step(
+            model, opt, reg, *batches[0], cfg, torch.device("cpu"), robust=robust, key=(0, 0)
+        )  # warm-up
+        for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(self, *a, _name=name, _orig=original, **k):
+                calls.append(_name)
+                return _orig(self, *a, **k)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+        for t, (x, y) in enumerate(batches[1:], start=1):
+            loss, *_ = train_step(model, opt, reg, x, y, cfg, torch.device("cpu"), robust=robust, key=(0, t))
+        monkeypatch.undo()
+    assert calls == [] and torch.isfinite(loss)
