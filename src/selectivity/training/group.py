@@ -556,7 +556,8 @@ def auto_group_size(
     """Group size for ``sweep --fuse auto``: as many runs of ``cfg`` as fit the GPU's memory.
 
     On CUDA, one step of a fused group of 1 and of 2 freshly initialised runs (random
-    inputs of the data set's shape, ``cfg.batch_size`` per run) is measured with
+    inputs of the data set's shape, ``cfg.batch_size`` per run, three times that for
+    AugMix) is measured with
     ``torch.cuda.max_memory_allocated`` and :func:`runs_that_fit` is applied to the free
     memory (``torch.cuda.mem_get_info``). On a CPU the answer is 1: a fused group costs
     there what its runs cost one by one (the ``loop`` backend), so there is nothing to gain.
@@ -591,8 +592,10 @@ def auto_group_size(
             layers=cfg.selectivity_layers or None,
             amp=cfg.amp,
         )
-        x = torch.rand(r, cfg.batch_size, *shape, device=device)  # (R, B, C, H, W)
-        y = torch.randint(0, classes, (r, cfg.batch_size), device=device)
+        # AugMix trains on the batch and two views of it: three times the images per step.
+        b = cfg.batch_size * (3 if cfg.robust == "augmix" else 1)
+        x = torch.rand(r, b, *shape, device=device)  # (R, B, C, H, W)
+        y = torch.randint(0, classes, (r, b), device=device)
         group.step(x, y)
         peaks.append(probe.peak())
         del group, models, x, y
