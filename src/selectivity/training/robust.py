@@ -141,13 +141,17 @@ class RobustTraining:
         if self.method == "augmix":
             g = torch.Generator().manual_seed(s)
             x01 = self._pixels(x)
-            kw = dict(
-                severity=cfg.augmix_severity,
-                width=cfg.augmix_width,
-                depth=cfg.augmix_depth,
-                alpha=cfg.augmix_alpha,
-            )
-            views = [augmix(x01, **kw, generator=g) for _ in range(2)]  # type: ignore[arg-type]  # typed per key
+            views = [
+                augmix(
+                    x01,
+                    cfg.augmix_severity,
+                    cfg.augmix_width,
+                    cfg.augmix_depth,
+                    cfg.augmix_alpha,
+                    generator=g,
+                )
+                for _ in range(2)
+            ]
             return torch.cat([x, *(self._normalised(v) for v in views)]), y.repeat(3)
         raise ValueError(f"unknown robust-training method {self.method!r}")
 
