@@ -1,5 +1,5 @@
 """Shared tiny-data builders for the tests: a random CIFAR-10 copy, a random image-folder tree,
-and the two-run sweep trained on the former.
+a random Tiny ImageNet tree, and the two-run sweep trained on the first.
 
 The fixtures built from these (``tiny_data``, ``tiny_sweep``) live in ``conftest.py``; the
 names here are imported by test files that need the same settings (e.g. to rerun the sweep
@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import torch
 
 from selectivity.data import CIFAR10_CLASSES
 from selectivity.sweep import SweepSpec
@@ -98,3 +99,54 @@ def peak_tensor_bytes(fn) -> int:
         live += nbytes
         peak = max(peak, live)
     return peak
+
+
+#: Classes of the fake Tiny ImageNet tree, in label order (wnids.txt deliberately not sorted).
+TINY_WNIDS = ["n0300", "n0100", "n0400", "n0200"]
+#: Labelled val images per class of the fake tree: its test split (12 images, grouped by class).
+TINY_N_VAL = 3
+
+
+def write_fake_tiny(root: Path, n_train: int = 4, seed: int = 0) -> Path:
+    """A Tiny ImageNet tree of random JPEGs under ``root/tiny-imagenet-200``.
+
+    ``n_train`` training and ``TINY_N_VAL`` labelled val images per class of ``TINY_WNIDS``.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    tiny = root / "tiny-imagenet-200"
+    (tiny / "val" / "images").mkdir(parents=True)
+    (tiny / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    for wnid in TINY_WNIDS:
+        d = tiny / "train" / wnid / "images"
+        d.mkdir(parents=True)
+        for j in range(n_train):
+            img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(img).save(d / f"{wnid}_{j}.JPEG", quality=90)
+    lines = []
+    for j in range(TINY_N_VAL * len(TINY_WNIDS)):
+        wnid = TINY_WNIDS[j % len(TINY_WNIDS)]
+        img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(img).save(tiny / "val" / "images" / f"val_{j}.JPEG", quality=90)
+        lines.append(f"val_{j}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (tiny / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return tiny
+
+
+def write_tiny_c(root: Path, test_images: torch.Tensor, test_labels: torch.Tensor, cells: dict) -> Path:
+    """A Tiny ImageNet-C tree ``<corruption>/<severity>/<wnid>/*.png`` of the whole test split.
+
+    ``cells[(corruption, severity)]`` is ``(N_test, 3, 64, 64)`` uint8 in test-split order;
+    the k-th image of a class is written as ``<wnid>_<k>.png`` (lossless, to compare bytes).
+    """
+    from PIL import Image
+
+    for (name, sev), imgs in cells.items():
+        for label, wnid in enumerate(TINY_WNIDS):
+            d = root / name / str(sev) / wnid
+            d.mkdir(parents=True)
+            rows = torch.nonzero(test_labels == label).flatten().tolist()
+            for k, i in enumerate(rows):
+                Image.fromarray(imgs[i].permute(1, 2, 0).numpy()).save(d / f"{wnid}_{k}.png")
+    return root

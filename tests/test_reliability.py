@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from helpers import N_TEST, RUN_A, RUN_B, TINY, tiny_spec, write_image_folder, write_tiny_cifar
 from selectivity.cli import main
 from selectivity.data import CIFAR10_CLASSES
+from selectivity.run.config import TrainConfig
 from selectivity.run.files import RunFiles, read_json, run_lock, write_json
 from selectivity.run.health import inspect_run_dir
 from selectivity.sweep import open_store, rebuild_store, run_sweep
@@ -105,9 +106,13 @@ def test_rerun_with_another_config_refuses_before_training(sweep_copy, tiny_data
 
 
 def test_runs_written_before_new_config_fields_are_still_the_same_configuration(sweep_copy, tiny_data):
-    # config.json and checkpoints of runs trained before si_dead, channels_last, compile and
-    # check_every existed lack those keys; they used the defaults, so nothing differs.
-    new_fields = ("si_dead", "channels_last", "compile", "check_every")
+    # config.json and checkpoints of runs trained before si_dead, channels_last, compile,
+    # check_every, the validation protocol and robust training existed lack those keys;
+    # they used the defaults, so nothing differs.
+    new_fields = ("si_dead", "channels_last", "compile", "check_every", "val_per_class", "val_split")
+    new_fields += tuple(
+        k for k in TrainConfig().to_dict() if k == "robust" or k.startswith(("adv_", "noise_", "augmix_"))
+    )
     for run in (RUN_A, RUN_B):
         p = sweep_copy / "runs" / run / "config.json"
         write_json(p, {k: v for k, v in read_json(p).items() if k not in new_fields})

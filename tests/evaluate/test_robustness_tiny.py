@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
+from helpers import TINY_WNIDS as WNIDS
+from helpers import write_fake_tiny, write_tiny_c
 from selectivity.cli import main
 from selectivity.data import DatasetNotFoundError, find_corrupted, load_tiny_imagenet
 from selectivity.evaluate.cca import select_images
@@ -32,48 +33,8 @@ from selectivity.evaluate.robustness import (
 from selectivity.run.files import read_json
 from selectivity.sweep import SweepSpec, open_store, run_sweep
 
-WNIDS = ["n0300", "n0100", "n0400", "n0200"]  # label order; the class folders sort otherwise
-N_VAL = 3  # labelled val images per class: the test split has 12 images, grouped by class
 N_IMAGES = 8  # evaluated: a stratified subset, 2 per class
 CORRUPTIONS = ("contrast", "brightness")  # deterministic per image: same bytes in any batch
-
-
-def write_fake_tiny(root: Path, n_train: int = 4, seed: int = 0) -> Path:
-    """A Tiny ImageNet tree of random JPEGs: ``n_train`` training and ``N_VAL`` val images per class."""
-    rng = np.random.default_rng(seed)
-    tiny = root / "tiny-imagenet-200"
-    (tiny / "val" / "images").mkdir(parents=True)
-    (tiny / "wnids.txt").write_text("\n".join(WNIDS) + "\n")
-    for wnid in WNIDS:
-        d = tiny / "train" / wnid / "images"
-        d.mkdir(parents=True)
-        for j in range(n_train):
-            img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-            Image.fromarray(img).save(d / f"{wnid}_{j}.JPEG", quality=90)
-    lines = []
-    for j in range(N_VAL * len(WNIDS)):
-        wnid = WNIDS[j % len(WNIDS)]
-        img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-        Image.fromarray(img).save(tiny / "val" / "images" / f"val_{j}.JPEG", quality=90)
-        lines.append(f"val_{j}.JPEG\t{wnid}\t0\t0\t63\t63")
-    (tiny / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    return tiny
-
-
-def write_tiny_c(root: Path, test_images: torch.Tensor, test_labels: torch.Tensor, cells: dict) -> Path:
-    """A Tiny ImageNet-C tree ``<corruption>/<severity>/<wnid>/*.png`` of the whole test split.
-
-    ``cells[(corruption, severity)]`` is ``(N_test, 3, 64, 64)`` uint8 in test-split order;
-    the k-th image of a class is written as ``<wnid>_<k>.png`` (lossless, to compare bytes).
-    """
-    for (name, sev), imgs in cells.items():
-        for label, wnid in enumerate(WNIDS):
-            d = root / name / str(sev) / wnid
-            d.mkdir(parents=True)
-            rows = torch.nonzero(test_labels == label).flatten().tolist()
-            for k, i in enumerate(rows):
-                Image.fromarray(imgs[i].permute(1, 2, 0).numpy()).save(d / f"{wnid}_{k}.png")
-    return root
 
 
 def sha1(images: torch.Tensor) -> str:

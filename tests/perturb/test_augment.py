@@ -336,3 +336,18 @@ def test_jsd_is_differentiable():
     assert all(z.grad is not None and z.grad.abs().sum() > 0 for z in logits)
     with pytest.raises(ValueError, match="one shape"):
         jensen_shannon_consistency(logits[0], logits[1], logits[2][:, :3])
+
+
+def test_jsd_gradient_is_finite_when_a_probability_underflows():
+    # float32 softmax of (0, 200) is exactly (0, 1): the reference's kl_div(log M, p) then
+    # differentiates 0 * log 0 into NaN; the value is the same either way.
+    clean = torch.tensor([[0.0, 200.0]], requires_grad=True)
+    aug1 = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    aug2 = torch.tensor([[0.0, 200.0]], requires_grad=True)
+    loss = jensen_shannon_consistency(clean, aug1, aug2)
+    # mixture (1/6, 5/6): KL((1/2, 1/2) || M) / 3, the two saturated views add (almost) 2 * log(6/5) / 3
+    m = torch.tensor([1 / 6, 5 / 6], dtype=torch.float64)
+    expected = (0.5 * torch.log(0.5 / m)).sum() / 3 + 2 * torch.log(1 / m[1]) / 3
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert all(torch.isfinite(z.grad).all() for z in (clean, aug1, aug2))

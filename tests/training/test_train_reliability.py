@@ -24,7 +24,28 @@ from selectivity.run.files import CheckpointError, RunBusyError, RunFiles, read_
 from selectivity.run.health import inspect_run_dir
 from selectivity.training.single import Diverged, build_run, open_run_dir, train_epoch, train_run
 
-NEW_FIELDS = ("si_dead", "channels_last", "compile", "check_every")
+NEW_FIELDS = (
+    "si_dead",
+    "channels_last",
+    "compile",
+    "check_every",
+    "val_per_class",
+    "val_split",
+    "robust",
+    "adv_epsilon",
+    "adv_step_size",
+    "adv_steps",
+    "adv_norm",
+    "adv_random_start",
+    "adv_bn",
+    "noise_sigma_min",
+    "noise_sigma_max",
+    "augmix_severity",
+    "augmix_width",
+    "augmix_depth",
+    "augmix_alpha",
+    "augmix_jsd_weight",
+)
 
 
 def quiet(_msg: str) -> None:

@@ -220,6 +220,18 @@ def _dry_run(spec, out, executor: str, workers: int | None) -> None:
     help="Skip the preset's robustness evaluation after training (see `selectivity robustness`).",
 )
 @click.option(
+    "--no-geometry",
+    is_flag=True,
+    help="Skip the preset's geometry step after training (see `selectivity geometry`).",
+)
+@click.option(
+    "--corrupted",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="The robustness step reads corrupted images from this CIFAR-10-C or Tiny ImageNet-C "
+    "directory instead of generating them.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="List the runs of the grid (and which are finished) without running anything.",
@@ -256,14 +268,16 @@ def sweep(
     log,
     no_summary,
     no_robustness,
+    no_geometry,
+    corrupted,
     dry_run,
     archive_mismatched,
     quiet,
 ):
     """Train a grid of models x alphas x seeds; resumable (run it again to continue).
 
-    After training, the preset's robustness evaluation (if any) and the summary table
-    and figures (`selectivity.report.run_experiment` in Python).
+    After training, the preset's robustness evaluation and geometry step (if any) and the
+    summary table and figures (`selectivity.report.run_experiment` in Python).
     """
     from ..report import run_experiment
 
@@ -284,6 +298,8 @@ def sweep(
         out,
         data=data,
         robustness=not no_robustness,
+        geometry=not no_geometry,
+        corrupted=corrupted,
         summary=not no_summary,
         executor=executor,
         workers=workers,

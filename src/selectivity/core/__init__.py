@@ -9,7 +9,8 @@
 * :mod:`.regularizer`: the differentiable regulariser ``loss = CE - alpha * mean_SI``.
 * :mod:`.measure`: every unit of a model over a dataset, streaming.
 * :mod:`.sites`: candidate sites of any model on a probe input; presets of families.
-* :mod:`.evalmode`: :func:`~.evalmode.frozen_eval`, eval mode with no weight gradients.
+* :mod:`.evalmode`: :func:`~.evalmode.frozen_eval`, eval mode with no weight gradients, and
+  :func:`~.evalmode.frozen_train`, the same in train mode with buffers restored.
 
 Everything else in the package sits above this layer; ``selectivity/__init__.py``
 re-exports the public names.

@@ -107,7 +107,8 @@ def data_record(splits: DataSplits) -> dict:
     dict
         ``source`` (path), ``format`` (python-release, image-folder, archive),
         ``fingerprint`` (the decoded cache's key: path, sizes and times of the files),
-        ``classes``, ``num_classes``, ``input_shape`` ``[C, H, W]`` and split sizes.
+        ``classes``, ``num_classes``, ``input_shape`` ``[C, H, W]``, split sizes and
+        ``split_seed`` (the seed that drew the validation split).
     """
     from pathlib import Path
 
@@ -135,4 +136,5 @@ def data_record(splits: DataSplits) -> dict:
         "num_classes": splits.num_classes,
         "input_shape": list(_shape(splits)),
         "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "split_seed": splits.split_seed,  # the seed that drew the validation split
     }

@@ -320,11 +320,12 @@ def read_cifar10(
 
 def load_cifar10(
     data: str | os.PathLike | None = None,
-    val_size: int = 5000,
+    val_size: int | None = 5000,
     split_seed: int = 0,
     download: bool = True,
     cache: bool = True,
     workers: int | None = None,
+    val_per_class: int | None = None,
 ) -> DataSplits:
     """Load CIFAR-10 as train / validation / test splits (45k / 5k / 10k by default).
 
@@ -338,6 +339,8 @@ def load_cifar10(
         (500 per class for 5000).
     split_seed : int
         Seed of the validation split; recorded in :attr:`DataSplits.split_seed`.
+    val_per_class : int, optional
+        Validation images per class instead of ``val_size`` in total.
     download : bool
         Allow downloading the canonical release if no copy is found.
     cache : bool
@@ -352,4 +355,6 @@ def load_cifar10(
     """
     source = find_cifar10(data, download=download)
     train_full, test = read_cifar10(source, cache=cache, workers=workers)
-    return make_splits(train_full, test, val_size, split_seed, "cifar10", source=str(source))
+    return make_splits(
+        train_full, test, val_size, split_seed, "cifar10", source=str(source), val_per_class=val_per_class
+    )

@@ -229,29 +229,37 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 def make_splits(
     train_full: ImageDataset,
     test: ImageDataset,
-    val_size: int,
+    val_size: int | None,
     split_seed: int,
     prefix: str,
     source: str = "",
+    val_per_class: int | None = None,
 ) -> DataSplits:
     """Carve a stratified validation set out of ``train_full`` and compute train statistics.
 
     Parameters
     ----------
     train_full, test : ImageDataset
-    val_size : int
-        Validation samples in total (see :func:`stratified_split`).
+    val_size : int or None
+        Validation samples in total (see :func:`stratified_split`); ignored when
+        ``val_per_class`` is given.
     split_seed : int
     prefix : str
         Data set name prefix, e.g. ``"cifar10"`` gives ``cifar10-train`` / ``-val`` / ``-test``.
     source : str
         Recorded in :attr:`DataSplits.source`.
+    val_per_class : int, optional
+        Take exactly this many validation samples from every class (Tiny ImageNet's 50).
 
     Returns
     -------
     DataSplits
     """
-    train_idx, val_idx = stratified_split(train_full.labels, val_size=val_size, seed=split_seed)
+    if val_size is None and val_per_class is None:
+        raise ValueError("give val_size or val_per_class")
+    train_idx, val_idx = stratified_split(
+        train_full.labels, val_size=val_size, seed=split_seed, val_per_class=val_per_class
+    )
     train = train_full.subset(train_idx, f"{prefix}-train")
     val = train_full.subset(val_idx, f"{prefix}-val")
     test = ImageDataset(test.images, test.labels, test.classes, f"{prefix}-test")

@@ -10,11 +10,33 @@ from pathlib import Path
 from .cifar10 import load_cifar10
 from .loader import DataSplits
 from .locate import find_cifar10, find_tiny_imagenet
-from .tinyimagenet import load_tiny_imagenet
+from .tinyimagenet import VAL_PER_CLASS, load_tiny_imagenet
 
-__all__ = ["DatasetInfo", "DATASETS", "dataset_info", "load_dataset", "locate_dataset", "params_for_dataset"]
+__all__ = [
+    "DatasetInfo",
+    "DATASETS",
+    "VAL_SPLITS",
+    "ValidationProtocol",
+    "dataset_info",
+    "load_dataset",
+    "locate_dataset",
+    "params_for_dataset",
+]
 
 PathArg = str | os.PathLike | None
+
+#: How a run's validation split is drawn: ``"fixed"`` (from the config's ``split_seed``,
+#: the same for every run) or ``"per-run"`` (afresh for each run, from its seed too).
+VAL_SPLITS = ("fixed", "per-run")
+
+
+@dataclass(frozen=True)
+class ValidationProtocol:
+    """A dataset's validation split as its paper draws it (exactly one of the sizes is set)."""
+
+    val_size: int | None  # validation images in total, stratified by class
+    val_per_class: int | None  # validation images per class
+    val_split: str  # one of VAL_SPLITS
 
 
 @dataclass(frozen=True)
@@ -23,10 +45,12 @@ class DatasetInfo:
 
     name: str
     description: str
-    #: ``load(data, val_size=..., split_seed=...) -> DataSplits``
+    #: ``load(data, val_size=..., split_seed=..., val_per_class=...) -> DataSplits``
     load: Callable[..., DataSplits]
     #: ``locate(data) -> Path``; raises FileNotFoundError, never downloads.
     locate: Callable[[PathArg], Path]
+    #: The validation split of the dataset's protocol (what a config's None fields become).
+    protocol: ValidationProtocol
     #: Corruption parameter set of :func:`selectivity.perturb.corrupt` for its image size
     #: (``"cifar10"``: CIFAR-10-C's, 32 px; ``"tinyimagenet"``: Tiny ImageNet-C's, 64 px).
     corruption_params: str = "cifar10"
@@ -38,12 +62,21 @@ def _locate_cifar10(data: PathArg) -> Path:
 
 #: Every dataset the package trains on, by the name used in ``TrainConfig.dataset``.
 DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo("cifar10", "CIFAR-10 (32x32, 10 classes)", load_cifar10, _locate_cifar10),
+    # Paper 1 (A.1): the 45k/5k split of the 50k training images, one split for all runs.
+    "cifar10": DatasetInfo(
+        "cifar10",
+        "CIFAR-10 (32x32, 10 classes)",
+        load_cifar10,
+        _locate_cifar10,
+        ValidationProtocol(val_size=5000, val_per_class=None, val_split="fixed"),
+    ),
+    # Paper 1 (final version): 50 images per class from the training set, afresh for each run.
     "tiny-imagenet": DatasetInfo(
         "tiny-imagenet",
         "Tiny ImageNet (64x64, 200 classes)",
         load_tiny_imagenet,
         find_tiny_imagenet,
+        ValidationProtocol(val_size=None, val_per_class=VAL_PER_CLASS, val_split="per-run"),
         corruption_params="tinyimagenet",
     ),
 }
@@ -56,9 +89,21 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def load_dataset(name: str, data: PathArg = None, *, val_size: int = 5000, split_seed: int = 0) -> DataSplits:
-    """Load the train/validation/test splits of dataset ``name`` (see :data:`DATASETS`)."""
-    return dataset_info(name).load(data, val_size=val_size, split_seed=split_seed)
+def load_dataset(
+    name: str,
+    data: PathArg = None,
+    *,
+    val_size: int | None = 5000,
+    split_seed: int = 0,
+    val_per_class: int | None = None,
+) -> DataSplits:
+    """Load the train/validation/test splits of dataset ``name`` (see :data:`DATASETS`).
+
+    ``val_per_class`` (images per class), when given, replaces ``val_size`` (in total).
+    """
+    return dataset_info(name).load(
+        data, val_size=val_size, split_seed=split_seed, val_per_class=val_per_class
+    )
 
 
 def locate_dataset(name: str, data: PathArg = None) -> Path:

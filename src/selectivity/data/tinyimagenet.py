@@ -9,8 +9,8 @@ The released tree (``tiny-imagenet-200/``, or a ``.zip``/``.tar.gz`` of it)::
     test/images/*.JPEG                 unlabelled: ignored
 
 The official validation set has labels and becomes our *test* set; our validation set is
-a stratified split of the training images (default 10,000 = 50 per class, the size of
-the test set). Some images are greyscale and are converted to RGB. Decoded arrays are
+drawn from the training images, 50 per class by default (paper 1's protocol: 10,000, the
+size of the test set). Some images are greyscale and are converted to RGB. Decoded arrays are
 cached like CIFAR-10's.
 """
 
@@ -28,7 +28,10 @@ from .cifar10 import natural_key
 from .loader import DataSplits, ImageDataset, make_splits
 from .locate import DatasetFormatError, cached_arrays, find_tiny_imagenet
 
-__all__ = ["load_tiny_imagenet", "read_tiny_imagenet"]
+__all__ = ["VAL_PER_CLASS", "load_tiny_imagenet", "read_tiny_imagenet"]
+
+#: Validation images per class drawn from the training set (paper 1's Tiny ImageNet protocol).
+VAL_PER_CLASS = 50
 
 # Paths relative to the data root, which may sit one directory deep in an archive.
 _WNIDS = re.compile(r"^(?:([^/]+)/)?wnids\.txt$")
@@ -161,10 +164,11 @@ def read_tiny_imagenet(
 
 def load_tiny_imagenet(
     data: str | os.PathLike | None = None,
-    val_size: int = 10000,
+    val_size: int | None = None,
     split_seed: int = 0,
     cache: bool = True,
     workers: int | None = None,
+    val_per_class: int | None = None,
 ) -> DataSplits:
     """Load Tiny ImageNet as train / validation / test splits.
 
@@ -173,11 +177,13 @@ def load_tiny_imagenet(
     data : str or path-like, optional
         The ``tiny-imagenet-200`` directory, an archive of it, or a directory containing
         either; default: ``$SELECTIVITY_DATA``, then the cache directory.
-    val_size : int
-        Validation images carved out of the training set, stratified by class (default
-        10,000 = 50 per class, matching the test set's size).
+    val_size : int, optional
+        Validation images carved out of the training set in total, stratified by class.
     split_seed : int
         Seed of the validation split; recorded in :attr:`DataSplits.split_seed`.
+    val_per_class : int, optional
+        Validation images per class; when neither this nor ``val_size`` is given, 50
+        (:data:`VAL_PER_CLASS`, paper 1's protocol: 10,000 images, the test set's size).
     cache : bool
         Use the decoded-array cache.
     workers : int, optional
@@ -190,4 +196,14 @@ def load_tiny_imagenet(
     """
     source = find_tiny_imagenet(data)
     train_full, test = read_tiny_imagenet(source, cache=cache, workers=workers)
-    return make_splits(train_full, test, val_size, split_seed, "tinyimagenet", source=str(source))
+    if val_size is None and val_per_class is None:
+        val_per_class = VAL_PER_CLASS
+    return make_splits(
+        train_full,
+        test,
+        val_size,
+        split_seed,
+        "tinyimagenet",
+        source=str(source),
+        val_per_class=val_per_class,
+    )

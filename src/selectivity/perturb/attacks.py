@@ -14,6 +14,10 @@ Conventions
   (no weight gradients are computed) and their flags are restored: no ``.grad`` is
   created or changed on any parameter.
 
+Adversarial training (:func:`adversarial_training_batch`) runs the same PGD loop with
+the model in its own mode (train: batch-norm statistics of the batch), its running
+statistics restored afterwards (:func:`selectivity.core.evalmode.frozen_train`).
+
 Algorithm (the same as foolbox 3's ``LinfPGD``/``L2PGD``)
 ---------------------------------------------------------
 From ``x_0`` (``x``, or a uniform random point of the epsilon-ball when
@@ -89,7 +93,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selectivity.core.evalmode import frozen_eval
+from selectivity.core.evalmode import frozen_eval, frozen_train
 
 __all__ = [
     "ATTACKS",
@@ -108,6 +112,8 @@ __all__ = [
     "attack",
     "attack_outcome",
     "accuracy_under_attack",
+    "adversarial_training_batch",
+    "BN_MODES",
 ]
 
 #: Norms of the threat model: ``"linf"`` (max per-pixel change) and ``"l2"`` (Euclidean
@@ -196,8 +202,12 @@ def _check_inputs(x: Tensor, y: Tensor) -> None:
 
 
 def _normaliser(
-    x: Tensor, mean: Sequence[float] | Tensor | None, std: Sequence[float] | Tensor | None
+    x: Tensor,
+    mean: Sequence[float] | Tensor | None,
+    std: Sequence[float] | Tensor | None,
+    check_values: bool = True,
 ) -> Callable[[Tensor], Tensor]:
+    # check_values=False skips the std > 0 check, which reads a value back from the device.
     if mean is None and std is None:
         return lambda t: t
     if mean is None or std is None:
@@ -207,7 +217,7 @@ def _normaliser(
     c = x.shape[1]
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1)
-    if m.numel() != c or s.numel() != c or not bool((s > 0).all()):
+    if m.numel() != c or s.numel() != c or (check_values and not bool((s > 0).all())):
         raise ValueError(f"mean and std must hold {c} values (one per channel) with std > 0")
     m, s = m.view(1, c, 1, 1), s.view(1, c, 1, 1)  # broadcast over (N, C, H, W)
     return lambda t: (t - m) / s
@@ -248,6 +258,42 @@ def _keep(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
     return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
 
 
+def _iterate(
+    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]],
+    x0: Tensor,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    random_start: bool,
+    generator: torch.Generator | None,
+    observe: Callable[[Tensor, Tensor, Tensor], None] | None = None,
+) -> Tensor:
+    """One PGD restart from ``x0``: the final iterate (detached).
+
+    ``evaluate(x) -> (loss (N,), wrong (N,))`` is the model's loss on ``x``;
+    ``observe(x_t, loss, wrong)`` sees every iterate before its step (``select="best"``).
+    The one PGD loop of the package: attacks and adversarial training both run it.
+    """
+    xt = _random_start(x0, eps, norm, generator) if random_start else x0.clone()
+    for _ in range(steps):
+        xt.requires_grad_(True)
+        loss, wrong = evaluate(xt)
+        # Summed loss: each sample's gradient undiluted by 1/N (its sign and direction
+        # are those of the mean loss's gradient).
+        (grad,) = torch.autograd.grad(loss.sum(), xt)
+        if observe is not None:
+            observe(xt, loss, wrong)
+        xt = xt.detach()
+        if norm == "linf":
+            direction = grad.sign()
+        else:
+            direction = grad / _per_sample_norm(grad).clamp_min(_TINY)
+        xt = x0 + _project(xt + step_size * direction - x0, eps, norm)
+        xt = xt.clamp(0.0, 1.0)
+    return xt
+
+
 def _run(
     model: nn.Module,
     x: Tensor,
@@ -284,26 +330,28 @@ def _run(
 
     with frozen_eval(model):
         for _ in range(restarts):
-            xt = _random_start(x0, eps, norm, generator) if random_start else x0.clone()
-            run_best: AttackOutcome | None = None
-            for _ in range(steps):
-                xt.requires_grad_(True)
-                loss, wrong = evaluate(xt)
-                # Summed loss: each sample's gradient is its own (eval mode), undiluted by 1/N.
-                (grad,) = torch.autograd.grad(loss.sum(), xt)
-                if select == "best":
-                    run_best = merge(run_best, xt, loss, wrong)
-                xt = xt.detach()
-                if norm == "linf":
-                    direction = grad.sign()
-                else:
-                    direction = grad / _per_sample_norm(grad).clamp_min(_TINY)
-                xt = x0 + _project(xt + step_size * direction - x0, eps, norm)
-                xt = xt.clamp(0.0, 1.0)
+            run_best: list[AttackOutcome | None] = [None]  # this restart's strongest iterates
+
+            def observe(
+                xt: Tensor, loss: Tensor, wrong: Tensor, run_best: list[AttackOutcome | None] = run_best
+            ) -> None:
+                run_best[0] = merge(run_best[0], xt, loss, wrong)
+
+            xt = _iterate(
+                evaluate,
+                x0,
+                eps,
+                norm,
+                steps,
+                step_size,
+                random_start,
+                generator,
+                observe if select == "best" else None,
+            )
             with torch.no_grad():
                 loss, wrong = evaluate(xt)
-            run_best = merge(run_best, xt, loss, wrong)
-            best = run_best if best is None else merge(best, run_best.x_adv, run_best.loss, ~run_best.correct)
+            final = merge(run_best[0], xt, loss, wrong)
+            best = final if best is None else merge(best, final.x_adv, final.loss, ~final.correct)
     assert best is not None  # restarts >= 1 is checked by the callers
     return best
 
@@ -483,6 +531,86 @@ def pgd(
         std=std,
         generator=generator,
     ).x_adv
+
+
+#: Batch-norm modes of :func:`adversarial_training_batch`.
+BN_MODES = ("train", "eval")
+
+
+def adversarial_training_batch(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilon: float,
+    *,
+    norm: str = "linf",
+    steps: int = 7,
+    step_size: float | None = None,
+    random_start: bool = True,
+    mean: Sequence[float] | Tensor | None = None,
+    std: Sequence[float] | Tensor | None = None,
+    generator: torch.Generator | None = None,
+    bn: str = "train",
+) -> Tensor:
+    """The images PGD adversarial training (Madry et al. 2018) trains on: PGD's last iterate.
+
+    The PGD loop of :func:`pgd` (one restart, ``select="last"``, no final evaluation),
+    for a training step:
+
+    - ``bn="train"``: the model keeps its mode, so a model in train mode attacks with
+      each batch's own batch-norm statistics, as in the adversarial-training literature;
+      the attack's forward passes leave the running statistics unchanged
+      (:func:`~selectivity.core.evalmode.frozen_train`), so only the training step's own
+      forward pass on the returned images updates them. ``bn="eval"``: running
+      statistics (:func:`~selectivity.core.evalmode.frozen_eval`, as :func:`pgd`).
+    - The tensors are not checked for NaN or range (that would read values back from the
+      device every step); ``x`` must hold pixels in [0, 1].
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits ``(N, K)``; no parameter gradient is created or changed.
+    x : Tensor
+        ``(N, C, H, W)`` images in [0, 1].
+    y : Tensor
+        ``(N,)`` labels.
+    epsilon : float
+        Radius of the threat ball in [0, 1] pixel units.
+    norm : {"linf", "l2"}
+    steps : int
+        PGD steps (>= 1): ``steps`` forward and backward passes.
+    step_size : float, optional
+        Step length in pixel units; default ``2.5 * epsilon / steps``.
+    random_start : bool
+        Start at a uniform random point of the ball.
+    mean, std : sequence of float or Tensor, optional
+        Per-channel normalisation the model expects, applied inside.
+    generator : torch.Generator, optional
+        Source of the random start (on ``x``'s device).
+    bn : {"train", "eval"}
+        Batch-norm statistics while attacking (see above).
+
+    Returns
+    -------
+    Tensor
+        ``(N, C, H, W)`` images in [0, 1] within epsilon of ``x``, detached.
+    """
+    eps = _check_epsilon(epsilon)
+    _check_norm(norm)
+    _check_int("steps", steps, 1)
+    if bn not in BN_MODES:
+        raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
+    alpha = 2.5 * eps / steps if step_size is None else _check_epsilon(step_size, "step_size")
+    if not isinstance(x, Tensor) or x.dim() < 2 or not isinstance(y, Tensor) or y.shape != x.shape[:1]:
+        raise ValueError("x must be a tensor (N, ...) and y its (N,) labels")
+    normalise = _normaliser(x, mean, std, check_values=False)  # no read-back per training step
+
+    def evaluate(xt: Tensor) -> tuple[Tensor, Tensor]:
+        logits = model(normalise(xt))
+        return F.cross_entropy(logits, y, reduction="none"), logits.argmax(1) != y
+
+    with frozen_train(model) if bn == "train" else frozen_eval(model):
+        return _iterate(evaluate, x.detach(), eps, norm, steps, alpha, random_start, generator)
 
 
 # --------------------------------------------------------------------------- APGD

@@ -592,8 +592,11 @@ def jensen_shannon_consistency(logits_clean: Tensor, logits_aug1: Tensor, logits
             "logits must be three (N, K) tensors of one shape, got "
             f"{tuple(logits_clean.shape)}, {tuple(logits_aug1.shape)}, {tuple(logits_aug2.shape)}"
         )
-    probs = [F.softmax(z, dim=1) for z in (logits_clean, logits_aug1, logits_aug2)]
+    log_probs = [F.log_softmax(z, dim=1) for z in (logits_clean, logits_aug1, logits_aug2)]
+    probs = [lp.exp() for lp in log_probs]
     # Clamped as the reference, so that the KL terms stay finite.
     log_mixture = torch.clamp((probs[0] + probs[1] + probs[2]) / 3, 1e-7, 1).log()
-    kl = [F.kl_div(log_mixture, p, reduction="batchmean") for p in probs]
+    # KL(p || M) from log p (log_target): the reference's value, but a probability that
+    # underflows to 0 contributes 0 to the gradient instead of 0 * log 0 = NaN.
+    kl = [F.kl_div(log_mixture, lp, reduction="batchmean", log_target=True) for lp in log_probs]
     return (kl[0] + kl[1] + kl[2]) / 3

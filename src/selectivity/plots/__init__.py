@@ -3,7 +3,8 @@
 * :mod:`.style`: one palette per alpha, the symmetric-log alpha axis, panel layout and
   :func:`~.style.save_figure`, the one function that writes a figure.
 * :mod:`.selectivity`: the panels of paper 1.
-* :mod:`.robustness`, :mod:`.geometry`: the panels of paper 2.
+* :mod:`.robustness`, :mod:`.geometry`: the panels of paper 2; :mod:`.robust_training`: its
+  reverse direction (robust-training methods against standard training).
 * :mod:`.perturb`: a contact sheet of corrupted images.
 
 Every ``plot_*`` function takes an optional ``ax`` and returns the ``Axes`` it drew on.

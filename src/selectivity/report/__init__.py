@@ -69,7 +69,7 @@ from pathlib import Path
 from ..analysis.stats import Family
 from ..evaluate.cca import CCADistances, Mode, PWCCAMethod, cca_or_note
 from .collect import TITLE, FigureItem, ReportData, Setting, TableItem, collect, settings_of
-from .experiment import ExperimentResult, robustness_settings, run_experiment
+from .experiment import ExperimentResult, geometry_settings, robustness_settings, run_experiment
 from .html import render_html
 from .registry import SECTIONS
 from .section import ReportContext, Section, SectionSpec, build_sections, figure_item, walk
@@ -98,6 +98,7 @@ __all__ = [
     "build_report",
     "summarize_sweep",
     "ExperimentResult",
+    "geometry_settings",
     "robustness_settings",
     "run_experiment",
 ]

@@ -5,13 +5,14 @@ directories, ``sweep.json``, each run's ``meta.json``), once per report: the run
 layers, and the stored results of ``selectivity robustness`` and ``selectivity
 geometry`` come from one opening of the store, and every section reads them from the
 :class:`ReportData`; nothing is trained or measured.
-:func:`settings_of` splits the runs into settings (model x activation x slope), which
-are never pooled. :class:`TableItem` and :class:`FigureItem` are what the other
+:func:`settings_of` splits the runs into settings (model x activation x slope x
+robust-training method), which are never pooled. :class:`TableItem` and :class:`FigureItem` are what the other
 modules of the package produce and :mod:`.html` renders.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ __all__ = [
     "Setting",
     "FigureItem",
     "TableItem",
+    "METHOD_LABELS",
     "collect",
+    "robust_methods",
     "settings_of",
     "slug",
     "match_setting",
@@ -99,13 +102,14 @@ class ReportData:
 
 @dataclass
 class Setting:
-    """Runs of one model with one activation setting (never pooled with others)."""
+    """Runs of one model with one activation setting and one training method (never pooled)."""
 
     key: str  # file- and id-safe slug
     label: str  # human-readable, e.g. "resnet20" or "resnet20, leaky_relu slope 0.1"
     model: str
     runs: pd.DataFrame  # every status
     layers: pd.DataFrame  # completed runs only
+    robust: str = "none"  # robust-training method (config field ``robust``)
 
     @property
     def done(self) -> pd.DataFrame:
@@ -203,31 +207,78 @@ def _same(col: pd.Series, value: Any) -> np.ndarray:
     return (col == value).to_numpy()
 
 
+def robust_methods(runs: pd.DataFrame) -> pd.Series:
+    """Each run's robust-training method: the config field ``robust`` ("none" when absent).
+
+    Parameters
+    ----------
+    runs : pandas.DataFrame
+        A runs frame with the ``config`` JSON column (the store's).
+
+    Returns
+    -------
+    pandas.Series
+        str, aligned with ``runs``.
+    """
+
+    def method(text: Any) -> str:
+        try:
+            cfg = json.loads(text) if isinstance(text, str) else {}
+        except ValueError:
+            cfg = {}
+        return str(cfg.get("robust") or "none") if isinstance(cfg, dict) else "none"
+
+    if "config" not in runs.columns:
+        return pd.Series("none", index=runs.index, dtype=object)
+    return runs["config"].map(method).astype(object)
+
+
+#: How a robust-training method reads in a setting's label.
+METHOD_LABELS = {
+    "none": "standard training",
+    "adversarial": "PGD adversarial training",
+    "noise_augment": "Gaussian-noise augmentation",
+    "augmix": "AugMix",
+}
+
+
 def settings_of(data: ReportData) -> list[Setting]:
-    """Split the runs into settings: model x activation (x slope for leaky ReLU)."""
+    """Split the runs into settings: model x activation (x slope for leaky ReLU) x training method."""
     runs = data.runs
     if runs.empty:
         return []
-    cols = ["model", "activation", "negative_slope"]
+    runs = runs.assign(robust=robust_methods(runs))
+    cols = ["model", "activation", "negative_slope", "robust"]
     many_acts = runs["activation"].nunique(dropna=False) > 1
+    many_methods = runs["robust"].nunique() > 1
     out = []
-    # Per model: plain ReLU first, then other activations by slope.
+    # Per model: plain ReLU first, then other activations by slope; standard training first.
     keys = sorted(
         runs.groupby(cols, sort=False, dropna=False).groups,
-        key=lambda k: (str(k[0]), k[1] != "relu", str(k[1]), float(k[2]) if pd.notna(k[2]) else -1.0),
+        key=lambda k: (
+            str(k[0]),
+            k[1] != "relu",
+            str(k[1]),
+            float(k[2]) if pd.notna(k[2]) else -1.0,
+            list(METHOD_LABELS).index(k[3]) if k[3] in METHOD_LABELS else len(METHOD_LABELS),
+            str(k[3]),
+        ),
     )
     for key in keys:
-        model, act, slope = key
+        model, act, slope, method = key
         sub = runs[
             (runs["model"] == model)
             & (runs["activation"].astype(str) == str(act))
             & _same(runs["negative_slope"], slope)
-        ]
+            & (runs["robust"] == method)
+        ].drop(columns=["robust"])
         label = str(model)
         if act == "leaky_relu":
             label += f", leaky_relu slope {float(slope):g}"
         elif many_acts or (act not in ("relu", None) and not pd.isna(act)):
             label += f", {act}"
+        if many_methods or method != "none":
+            label += f", {METHOD_LABELS.get(method, method)}"
         lay = data.layers
         if not lay.empty:
             lay = lay[lay["run_id"].isin(sub["run_id"]) & (lay["status"] == "completed")]
@@ -238,6 +289,7 @@ def settings_of(data: ReportData) -> list[Setting]:
                 model=str(model),
                 runs=sub.reset_index(drop=True),
                 layers=lay.reset_index(drop=True),
+                robust=str(method),
             )
         )
     # Labels could collide for odd grids (e.g. relu runs with different ignored slopes).

@@ -15,6 +15,7 @@ from .paper1 import (
     provenance_sections,
     setting_sections,
 )
+from .robust_training import robust_training_sections
 from .robustness import robustness_sections
 from .robustness_summaries import summary_sections
 from .section import SectionSpec
@@ -29,6 +30,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("cca", "Representation similarity (CCA, paper Fig. 3)", cca_sections),
     SectionSpec("robustness", "Robustness (paper 2)", robustness_sections),
     SectionSpec("robustness-summaries", "Robustness summaries (paper 2)", summary_sections),
+    SectionSpec("robust-training", "Robust training and selectivity", robust_training_sections),
     SectionSpec("mechanisms", "Mechanisms (dimensionality, gradient variability)", mechanism_sections),
     SectionSpec("gallery", "Unit gallery", gallery_sections),
     SectionSpec("configuration", "Configuration", configuration_sections),

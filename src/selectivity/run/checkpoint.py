@@ -24,6 +24,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "checkpoint_state",
     "load_state_checked",
+    "clear_data_cache",
     "load_data",
     "load_model_from",
     "LoadedRun",
@@ -122,11 +123,23 @@ def load_state_checked(
 _DATA_CACHE: dict[tuple, DataSplits] = {}
 
 
+def clear_data_cache() -> None:
+    """Forget the splits :func:`load_data` keeps in memory (the next call reads them afresh)."""
+    _DATA_CACHE.clear()
+
+
 def load_data(cfg: TrainConfig, data: str | os.PathLike | None = None) -> DataSplits:
-    """Load the configured dataset's splits (memoised per process for sweeps)."""
-    key = (cfg.dataset, str(data) if data else None, cfg.val_size, cfg.split_seed)
+    """Load the configured dataset's splits (memoised per process for sweeps).
+
+    The validation split is drawn with :meth:`TrainConfig.run_split_seed`: the same for
+    every run with ``val_split="fixed"``, the run's own with ``"per-run"``.
+    """
+    seed = cfg.run_split_seed()
+    key = (cfg.dataset, str(data) if data else None, cfg.val_size, cfg.val_per_class, seed)
     if key not in _DATA_CACHE:
-        splits = load_dataset(cfg.dataset, data, val_size=cfg.val_size, split_seed=cfg.split_seed)
+        splits = load_dataset(
+            cfg.dataset, data, val_size=cfg.val_size, split_seed=seed, val_per_class=cfg.val_per_class
+        )
         _DATA_CACHE.clear()  # keep one dataset in memory
         _DATA_CACHE[key] = splits
     return _DATA_CACHE[key]

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = [
     "LR_SCHEDULES",
     "OPTIMIZERS",
+    "ADV_BN_MODES",
+    "ROBUST_METHODS",
     "TrainConfig",
     "ConfigError",
     "register_preset",
@@ -44,6 +46,13 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 LR_SCHEDULES: tuple[str, ...] = ("step", "cosine")
 #: Seeds are fed to torch and numpy generators, which take non-negative 63-bit integers.
 MAX_SEED = 2**63 - 1
+#: Robust-training methods (``TrainConfig.robust``): standard training, PGD adversarial
+#: training, Gaussian-noise augmentation, AugMix with its consistency loss.
+ROBUST_METHODS = ("none", "adversarial", "noise_augment", "augmix")
+#: Batch-norm mode while the training attack is generated (``TrainConfig.adv_bn``).
+ADV_BN_MODES = ("train", "eval")
+#: The fields a dataset's validation protocol fills when they are None.
+_PROTOCOL_FIELDS = ("val_size", "val_per_class", "val_split")
 
 
 class ConfigError(ValueError):
@@ -122,8 +131,13 @@ class TrainConfig:
     lr_schedule: str = "step"  # "step" (lr_milestones, lr_gamma) | "cosine" (per epoch, from lr down to 0)
     warmup: float = 0.0  # fraction of `epochs` of linear warmup before the schedule (0.1 of 30 = 3 epochs)
     # --- data ---------------------------------------------------------------------
-    val_size: int = 5000  # validation images held out of the training set (45k/5k split)
-    split_seed: int = 0  # seed of the stratified train/validation split (kept fixed across runs)
+    # The three validation fields left None take the dataset's protocol when the config is
+    # built (CIFAR-10: 5000 in total, one fixed split; Tiny ImageNet: 50 per class, drawn
+    # afresh for each run), so config.json always holds the resolved values.
+    val_size: int | None = None  # validation images held out of the training set, in total
+    val_per_class: int | None = None  # validation images per class (instead of val_size)
+    val_split: str | None = None  # "fixed" (from split_seed, same for all runs) | "per-run" (also from seed)
+    split_seed: int = 0  # seed of the stratified train/validation split
     train_subset: int | None = None  # train on a stratified subset of this many images; None = all
     eval_subset: int | None = (
         None  # evaluate on a stratified subset of val/test of this many images; None = all
@@ -140,6 +154,51 @@ class TrainConfig:
     check_every: int = 50  # training steps between host read-backs of loss/accuracy (NaN/inf check)
     num_threads: int | None = None  # CPU threads for torch; None = torch's default
     eval_batch_size: int = 1000  # samples per batch when evaluating
+    # --- robust training (paper 2, the reverse direction; "none" = standard training) -----
+    # Every random draw of a method comes from a generator seeded by (seed, epoch, step).
+    robust: str = "none"  # "none" | "adversarial" (PGD) | "noise_augment" (Gaussian noise) | "augmix"
+    adv_epsilon: float = 8 / 255  # radius of the training attack's threat ball, [0, 1] pixel units
+    adv_step_size: float = 2 / 255  # PGD step length, [0, 1] pixel units
+    adv_steps: int = 7  # PGD steps per training batch (each one forward and backward pass)
+    adv_norm: str = "linf"  # threat model of the training attack: "linf" or "l2"
+    adv_random_start: bool = True  # start each attack at a uniform random point of the ball
+    adv_bn: str = "train"  # batch norm during the attack: "train" (batch statistics) | "eval" (running)
+    noise_sigma_min: float = 0.0  # smallest per-image Gaussian-noise sigma, [0, 1] pixel units
+    noise_sigma_max: float = 0.1  # largest per-image Gaussian-noise sigma, [0, 1] pixel units
+    augmix_severity: float = 3.0  # AugMix operation severity, 1-10
+    augmix_width: int = 3  # AugMix chains mixed into each image
+    augmix_depth: int = -1  # operations per AugMix chain; -1 = 1-3 at random per chain
+    augmix_alpha: float = 1.0  # concentration of AugMix's Dirichlet and Beta draws (unitless)
+    augmix_jsd_weight: float = 12.0  # weight of the Jensen-Shannon consistency term in the loss
+
+    def __post_init__(self) -> None:
+        self._resolve_protocol()
+
+    def _resolve_protocol(self) -> None:
+        """Fill the validation fields left None from the dataset's protocol (unknown dataset: left)."""
+        from ..data.registry import DATASETS
+
+        info = DATASETS.get(self.dataset) if isinstance(self.dataset, str) else None
+        if info is None:
+            return
+        if self.val_size is None and self.val_per_class is None:
+            self.val_size, self.val_per_class = info.protocol.val_size, info.protocol.val_per_class
+        if self.val_split is None:
+            self.val_split = info.protocol.val_split
+
+    def run_split_seed(self) -> int:
+        """The seed that draws this run's validation split.
+
+        ``split_seed`` itself for ``val_split="fixed"``; for ``"per-run"`` a seed mixed from
+        ``(split_seed, seed)`` (numpy's SeedSequence), so every run draws its own split and a
+        resumed run draws the same one again.
+        """
+        if self.val_split != "per-run":
+            return int(self.split_seed)
+        import numpy as np
+
+        state = np.random.SeedSequence([int(self.split_seed), int(self.seed)]).generate_state(1, np.uint64)
+        return int(state[0] >> np.uint64(1))
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> TrainConfig:
@@ -197,8 +256,17 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "top_n", "check_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "expected an integer >= 1")
-        if self.val_size < 0:
+        from ..data.registry import VAL_SPLITS
+
+        if self.val_size is not None and self.val_size < 0:
             raise bad("val_size", "expected >= 0")
+        if self.val_per_class is not None and self.val_per_class < 1:
+            raise bad("val_per_class", "expected an integer >= 1 or null")
+        if self.val_size is not None and self.val_per_class is not None:
+            raise bad("val_per_class", "give val_size (in total) or val_per_class, not both")
+        if self.val_split not in VAL_SPLITS:
+            raise bad("val_split", "expected " + " or ".join(repr(v) for v in VAL_SPLITS))
+        self._validate_robust(bad)
         for name in ("train_subset", "eval_subset", "num_threads"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -222,6 +290,35 @@ class TrainConfig:
     def warmup_epochs(self) -> int:
         """Epochs of linear warmup: ``round(warmup * epochs)``, at most ``epochs - 1``."""
         return min(round(self.warmup * self.epochs), self.epochs - 1)
+
+    def _validate_robust(self, bad: Callable[[str, str], ConfigError]) -> None:
+        from ..perturb.attacks import NORMS
+
+        if self.robust not in ROBUST_METHODS:
+            raise bad("robust", "expected " + ", ".join(repr(m) for m in ROBUST_METHODS))
+        for name in ("adv_epsilon", "adv_step_size", "noise_sigma_min"):
+            if getattr(self, name) < 0:
+                raise bad(name, "expected >= 0 (pixel units in [0, 1])")
+        if self.adv_steps < 1:
+            raise bad("adv_steps", "expected an integer >= 1")
+        if self.adv_norm not in NORMS:
+            raise bad("adv_norm", "expected " + " or ".join(repr(n) for n in NORMS))
+        if not isinstance(self.adv_random_start, bool):
+            raise bad("adv_random_start", "expected true or false")
+        if self.adv_bn not in ADV_BN_MODES:
+            raise bad("adv_bn", "expected " + " or ".join(repr(m) for m in ADV_BN_MODES))
+        if not self.noise_sigma_min <= self.noise_sigma_max:
+            raise bad("noise_sigma_max", f"expected >= noise_sigma_min ({self.noise_sigma_min})")
+        if not 1 <= self.augmix_severity <= 10:
+            raise bad("augmix_severity", "expected a number from 1 to 10")
+        if self.augmix_width < 1:
+            raise bad("augmix_width", "expected an integer >= 1")
+        if not (self.augmix_depth == -1 or self.augmix_depth >= 1):
+            raise bad("augmix_depth", "expected -1 (1-3 at random) or an integer >= 1")
+        if not self.augmix_alpha > 0:
+            raise bad("augmix_alpha", "expected > 0")
+        if self.augmix_jsd_weight < 0:
+            raise bad("augmix_jsd_weight", "expected >= 0")
 
     def milestone_epochs(self) -> list[int]:
         """Epoch indices (0-based) at whose start the learning rate is decayed."""
@@ -248,21 +345,39 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """The config a run recorded (``config.json``, a checkpoint's ``config``).
+
+        Keys the record lacks take the value a run used before the key existed
+        (:func:`complete_config`), not a dataset's protocol.
+        """
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a mapping of fields, got {type(d).__name__}")
-        return make_config(None, d)
+        return make_config(None, complete_config(d))
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return make_config(None, {**self.to_dict(), **changes})
+        """A copy with ``changes``; a new ``dataset`` brings its own protocol for the
+        validation fields that held the old dataset's protocol and are not changed."""
+        values = {**self.to_dict(), **changes}
+        new = changes.get("dataset", self.dataset)
+        if new != self.dataset:
+            from ..data.registry import DATASETS
+
+            old = DATASETS.get(self.dataset)
+            for name in _PROTOCOL_FIELDS:
+                if old is not None and name not in changes and values[name] == getattr(old.protocol, name):
+                    values[name] = None
+        return make_config(None, values)
 
 
 def complete_config(d: dict) -> dict:
     """``d`` with every missing :class:`TrainConfig` field set to its default.
 
     A run directory written before a field existed lacks its key; the default is what
-    that run used (new fields default to the earlier behaviour). Compare configs after
-    completing both, so such a run is not taken for another configuration. Unknown keys
-    are kept (and still differ).
+    that run used (new fields default to the earlier behaviour: the defaults of
+    ``TrainConfig()``, whose validation fields resolve to the CIFAR-10 protocol, a
+    5000-image split fixed for all runs, which every run used before those fields
+    existed). Compare configs after completing both, so such a run is not taken for
+    another configuration. Unknown keys are kept (and still differ).
     """
     defaults = TrainConfig().to_dict()
     return {**defaults, **d}

@@ -56,8 +56,10 @@ class TrainingEstimate:
 
 def steps_per_epoch(cfg: TrainConfig) -> int:
     """Optimiser steps of one epoch of ``cfg`` (the training split after the validation split)."""
-    n_train, _, _ = TRAIN_IMAGES.get(cfg.dataset, TRAIN_IMAGES["cifar10"])
-    n = n_train - cfg.val_size
+    n_train, _, classes = TRAIN_IMAGES.get(cfg.dataset, TRAIN_IMAGES["cifar10"])
+    # the validation split: a total, or so many per class (the dataset's protocol)
+    n_val = cfg.val_size if cfg.val_size is not None else (cfg.val_per_class or 0) * classes
+    n = n_train - n_val
     if cfg.train_subset:
         n = min(n, cfg.train_subset)
     return max(1, math.ceil(n / cfg.batch_size))

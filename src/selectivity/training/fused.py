@@ -59,6 +59,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ..core.hooks import LayerSpec, PerLayer, Site, attach_site_hooks, never_ran_error, resolve_sites
 from ..core.regularizer import DEAD_RULES, layer_ids, masked_selectivity
 from ..models.grouped import group_model, groupable, wide_shape
+from .robust import RobustTraining
 from .runtime import autocast, compile_with_fallback
 
 __all__ = [
@@ -72,7 +73,7 @@ __all__ = [
 BACKENDS: tuple[str, ...] = ("auto", "grouped", "loop", "vmap")
 
 
-def pick_backend(backend: str, model: nn.Module, device: torch.device | str) -> str:
+def pick_backend(backend: str, model: nn.Module, device: torch.device | str, robust: bool = False) -> str:
     """The backend a group uses: ``backend`` itself, or for ``"auto"`` the fastest that applies.
 
     - ``"grouped"``: one wide model (:func:`selectivity.models.grouped.group_model`), each
@@ -87,9 +88,19 @@ def pick_backend(backend: str, model: nn.Module, device: torch.device | str) -> 
 
     ``"auto"`` picks ``"loop"`` on the CPU, else ``"grouped"`` when the model can be
     widened, else ``"loop"`` (e.g. a ViT: ``"grouped"`` refuses its modules).
+
+    With ``robust`` (a robust-training method: every run attacks or augments its own
+    batch through its own module) only ``"loop"`` applies, and ``"auto"`` picks it.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown fused backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if robust:
+        if backend not in ("auto", "loop"):
+            raise ValueError(
+                f"backend {backend!r} cannot train with robust training (each run attacks or augments "
+                "its own batch through its own module); use 'loop' or 'auto'"
+            )
+        return "loop"
     if backend != "auto":
         if backend == "grouped" and not groupable(model):
             raise ValueError(
@@ -224,6 +235,10 @@ class _Backend:
     def grads_reset(self, params: dict[str, torch.Tensor]) -> None:
         """The stacks' gradients were set to None (a snapshot was restored)."""
 
+    def run_module(self, run: int) -> nn.Module:
+        """Run ``run``'s own module (robust training attacks it); backends that step one run at a time."""
+        raise ValueError(f"the {self.name!r} backend has no module per run")
+
 
 class _VmapBackend(_Backend):
     """:func:`torch.func.vmap` over :func:`torch.func.functional_call` of the meta template."""
@@ -353,6 +368,9 @@ class _LoopBackend(_Backend):
     def modules(self) -> tuple[nn.Module, ...]:
         return (self.base, *self.runs)
 
+    def run_module(self, run: int) -> nn.Module:
+        return self.runs[run]
+
     def forward(
         self,
         params: dict[str, torch.Tensor],
@@ -429,6 +447,9 @@ class FusedRuns:
         gives the same arithmetic as separate runs; they differ only in speed.
     optimizer : {"sgd", "adamw"}
         The optimiser of every run (SGD with momentum, or AdamW with decoupled decay).
+    robust : sequence of RobustTraining or None, optional
+        Each run's robust-training method (:mod:`selectivity.training.robust`), all of one
+        method; the ``loop`` backend only. Its draws depend on each step's ``key``.
 
     Examples
     --------
@@ -459,6 +480,7 @@ class FusedRuns:
         optimizer_states: Sequence[dict] | None = None,
         backend: str = "auto",
         optimizer: str = "sgd",
+        robust: Sequence[RobustTraining | None] | None = None,
     ) -> None:
         models = list(models)
         if not models:
@@ -500,7 +522,13 @@ class FusedRuns:
         self.params: dict[str, torch.Tensor] = dict(params)
         self.buffers: dict[str, torch.Tensor] = dict(buffers)
         self.device = next(iter(self.params.values())).device
-        impl = _BACKEND_CLASSES[pick_backend(backend, first, self.device)]
+        self.robust: list[RobustTraining | None] = (
+            list(robust) if robust is not None else [None] * len(models)
+        )
+        if len(self.robust) != len(models):
+            raise ValueError(f"need one robust method (or None) per model, got {len(self.robust)}")
+        self._key = (0, 0)  # (epoch, step) of the step under way: what robust training draws from
+        impl = _BACKEND_CLASSES[pick_backend(backend, first, self.device, robust=any(self.robust))]
         self._impl: _Backend = impl(self._base, self._template, self.sites, self._sink)
         self.alphas = torch.tensor(
             [float(a) for a in alphas], dtype=next(iter(self.params.values())).dtype, device=self.device
@@ -559,18 +587,33 @@ class FusedRuns:
         """(total, per-run loss (R,), ce (R,), si (R,), correct (R,)) of one minibatch per run.
 
         With ``run`` (a backend that steps one run at a time), ``x``, ``y``, ``alphas`` hold
-        that one run only (R = 1).
+        that one run only (R = 1); a robust-training run then trains on its method's inputs
+        and loss (drawn for the step's ``(epoch, step)``), and its regulariser sees that
+        forward pass.
         """
+        robust = self.robust[run] if run is not None else None
+        y_si = y  # labels of the forward pass the regulariser sees
+        if robust is not None:
+            assert run is not None  # robust training steps one run at a time
+            module = self._impl.run_module(run)
+            xr, yr = robust.inputs(module, x[0], y[0], *self._key)  # (V*B, ...), (V*B,)
+            x, y_si = xr.unsqueeze(0), yr.unsqueeze(0)
         self._sink.acts.clear()
         logits, r = self._impl.forward(self.params, self.buffers, x, run)  # (R, B, K), (R, B, U)
         nr, b = y.shape
-        ce = F.cross_entropy(logits.reshape(nr * b, -1), y.reshape(-1), reduction="none")
-        ce = ce.view(nr, b).mean(dim=1)  # (R,)
+        if robust is not None:
+            base, ce1, clean = robust.loss(logits[0], y[0])
+            ce, base = ce1.view(1), base.view(1)
+            logits = clean.unsqueeze(0)  # (1, B, K): accuracy on the clean views
+        else:
+            ce = F.cross_entropy(logits.reshape(nr * b, -1), y.reshape(-1), reduction="none")
+            ce = ce.view(nr, b).mean(dim=1)  # (R,)
+            base = ce
         if self._needs_si:
             assert self._ids is not None
             si, _ = masked_selectivity(
                 r,
-                y,
+                y_si,
                 self._ids,
                 len(self._sizes),
                 self.num_classes,
@@ -578,10 +621,10 @@ class FusedRuns:
                 self.negative,
                 self.dead,
             )  # (R,)
-            loss = ce - alphas.to(ce.dtype) * si.to(ce.dtype)
+            loss = base - alphas.to(ce.dtype) * si.to(ce.dtype)
         else:
             si = torch.zeros_like(ce)
-            loss = ce
+            loss = base
         correct = (logits.detach().argmax(dim=-1) == y).sum(dim=1)
         return loss.sum(), loss.detach(), ce.detach(), si.detach(), correct
 
@@ -613,7 +656,7 @@ class FusedRuns:
             self._sink.acts.clear()
             self._ids = layer_ids(self._sizes, self.device)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> FusedStep:
+    def step(self, x: torch.Tensor, y: torch.Tensor, key: tuple[int, int] = (0, 0)) -> FusedStep:
         """One SGD step of every run on its own minibatch; nothing is read back to the host.
 
         Parameters
@@ -622,7 +665,11 @@ class FusedRuns:
             ``(R, B, C, H, W)`` inputs, run ``r``'s minibatch in ``x[r]``.
         y : torch.Tensor
             ``(R, B)`` int64 labels, already checked to lie in ``[0, num_classes)``.
+        key : (int, int)
+            ``(epoch, step)`` of this step: what robust training's draws depend on (with
+            each run's seed), as in :func:`selectivity.training.single.train_step`.
         """
+        self._key = (int(key[0]), int(key[1]))
         self._prepare(x, y)
         self.train()
         self.opt.zero_grad(set_to_none=not self._impl.keeps_grads)
@@ -646,6 +693,9 @@ class FusedRuns:
             True if the compiled function is used from now on.
         """
         self._prepare(x, y)
+        if any(self.robust):
+            self.compile_error = "torch.compile is not used for robust training in a fused group"
+            return False
         compiled, err = compile_with_fallback(
             self._losses,
             trial=lambda fn: self._trial(fn, x, y),
@@ -792,4 +842,5 @@ class FusedRuns:
         self.alphas = self.alphas.index_select(0, idx)
         self._alphas_list = [self._alphas_list[i] for i in keep]
         self.run_ids = [self.run_ids[i] for i in keep]
+        self.robust = [self.robust[i] for i in keep]
         self._impl.bind(self.params, self.buffers, self.num_runs)

@@ -42,6 +42,7 @@ from ..models import create
 from ..run.config import TrainConfig, resolve_device
 from ..run.files import RunFiles, read_json, run_lock, write_json
 from .fused import BACKENDS, FusedRuns, pick_backend
+from .robust import robust_training
 from .runtime import keep_freed_memory
 from .single import (
     Run,
@@ -61,6 +62,7 @@ __all__ = [
     "FUSE_FREE_FIELDS",
     "auto_group_size",
     "check_fusable",
+    "fuse_free_fields",
     "fuse_key",
     "runs_that_fit",
     "train_group",
@@ -70,13 +72,21 @@ __all__ = [
 FUSE_FREE_FIELDS = ("seed", "alpha")
 
 
+def fuse_free_fields(cfg: TrainConfig) -> tuple[str, ...]:
+    """The fields that may differ within ``cfg``'s group: ``seed`` and ``alpha``, or only
+    ``alpha`` when the validation split is drawn per run (the seed then chooses the data)."""
+    return ("alpha",) if cfg.val_split == "per-run" else FUSE_FREE_FIELDS
+
+
 def fuse_key(cfg: TrainConfig) -> tuple[tuple[str, str], ...]:
     """What must match for runs to be fused: every config field but ``seed`` and ``alpha``.
 
-    Two configs can train in one group exactly when their keys are equal. The key is
-    hashable (field name, JSON-like text of the value), sorted by field name.
+    (But ``alpha`` alone with ``val_split="per-run"``: see :func:`fuse_free_fields`.) Two
+    configs can train in one group exactly when their keys are equal. The key is hashable
+    (field name, JSON-like text of the value), sorted by field name.
     """
-    return tuple(sorted((k, repr(v)) for k, v in cfg.to_dict().items() if k not in FUSE_FREE_FIELDS))
+    free = fuse_free_fields(cfg)
+    return tuple(sorted((k, repr(v)) for k, v in cfg.to_dict().items() if k not in free))
 
 
 def check_fusable(cfgs: Sequence[TrainConfig]) -> None:
@@ -86,12 +96,12 @@ def check_fusable(cfgs: Sequence[TrainConfig]) -> None:
     first = dict(fuse_key(cfgs[0]))
     for i, cfg in enumerate(cfgs[1:], start=1):
         other = dict(fuse_key(cfg))
-        diff = sorted(k for k in first if first[k] != other[k])
+        diff = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
         if diff:
             k = diff[0]
             raise ValueError(
-                f"runs 0 and {i} cannot be fused: they differ in {k!r} ({first[k]} vs {other[k]}); "
-                f"only {' and '.join(FUSE_FREE_FIELDS)} may differ within a group"
+                f"runs 0 and {i} cannot be fused: they differ in {k!r} ({first.get(k)} vs {other.get(k)}); "
+                f"only {' and '.join(fuse_free_fields(cfgs[0]))} may differ within a group"
             )
 
 
@@ -178,6 +188,11 @@ def train_group(
     check_fusable(cfgs)
     if backend not in BACKENDS:
         raise ValueError(f"unknown fused backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if cfgs[0].robust != "none" and backend not in ("auto", "loop"):
+        raise ValueError(
+            f"backend {backend!r} cannot train robust={cfgs[0].robust!r} runs (each run attacks or "
+            "augments its own batch through its own module); use 'loop' or 'auto'"
+        )
     names = [d.name for d in dirs]
     logs = list(run_logs) if run_logs is not None else [_prefixed(log, n) for n in names]
     if len(logs) != len(cfgs):
@@ -192,7 +207,9 @@ def train_group(
         if todo:
             t_start = time.time()
             members = _build_members(cfgs, files, names, logs, todo, data)
-            backend = pick_backend(backend, members[0].run.model, members[0].run.device)
+            backend = pick_backend(
+                backend, members[0].run.model, members[0].run.device, robust=members[0].cfg.robust != "none"
+            )
             group_info = {
                 "fused_group": [m.name for m in members],
                 "fused_group_size": len(members),
@@ -263,6 +280,7 @@ def _build_members(
             val_loader=val_loader,
             test_ds=rd.test,
             state=state,
+            robust=robust_training(cfg, rd.splits.mean, rd.splits.std, rd.device),
         )
         members.append(_Member(i, names[i], run, files[i], logs[i]))
     return members
@@ -360,6 +378,7 @@ def _make_group(active: list[_Member], epoch: int, backend: str) -> FusedRuns:
         amp=cfg.amp,
         optimizer_states=[m.run.opt.state_dict() for m in active],
         backend=backend,
+        robust=[m.run.robust for m in active],
     )
 
 
@@ -417,7 +436,7 @@ def _group_epoch(
         if rows is not None:  # runs were dropped this epoch: the loader still yields their batches
             sel = torch.tensor(rows, device=x.device)
             x, y = x.index_select(0, sel), y.index_select(0, sel)
-        out = group.step(x, y)
+        out = group.step(x, y, key=(epoch, step))
         b = y.shape[1]
         n += b
         tot_loss += out.loss * b
@@ -547,7 +566,8 @@ def auto_group_size(
     """Group size for ``sweep --fuse auto``: as many runs of ``cfg`` as fit the GPU's memory.
 
     On CUDA, one step of a fused group of 1 and of 2 freshly initialised runs (random
-    inputs of the data set's shape, ``cfg.batch_size`` per run) is measured with
+    inputs of the data set's shape, ``cfg.batch_size`` per run, three times that for
+    AugMix) is measured with
     ``torch.cuda.max_memory_allocated`` and :func:`runs_that_fit` is applied to the free
     memory (``torch.cuda.mem_get_info``). On a CPU the answer is 1: a fused group costs
     there what its runs cost one by one (the ``loop`` backend), so there is nothing to gain.
@@ -584,8 +604,10 @@ def auto_group_size(
             optimizer=cfg.optimizer,
             amp=cfg.amp,
         )
-        x = torch.rand(r, cfg.batch_size, *shape, device=device)  # (R, B, C, H, W)
-        y = torch.randint(0, classes, (r, cfg.batch_size), device=device)
+        # AugMix trains on the batch and two views of it: three times the images per step.
+        b = cfg.batch_size * (3 if cfg.robust == "augmix" else 1)
+        x = torch.rand(r, b, *shape, device=device)  # (R, B, C, H, W)
+        y = torch.randint(0, classes, (r, b), device=device)
         group.step(x, y)
         peaks.append(probe.peak())
         del group, models, x, y

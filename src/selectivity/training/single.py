@@ -57,6 +57,7 @@ from ..run.files import (
     set_aside,
     write_json,
 )
+from .robust import RobustTraining, robust_training
 from .runtime import autocast, channels_last, compile_with_fallback, keep_freed_memory
 from .tracking import NullTracker, Tracker, open_tracker
 
@@ -351,6 +352,8 @@ class Run:
     t_start: float = field(default_factory=time.time)
     #: Experiment tracker told about each epoch's row and the final result.
     tracker: Tracker = field(default_factory=NullTracker)
+    #: The run's robust-training method (``cfg.robust``); None for standard training.
+    robust: RobustTraining | None = None
 
     def train_seconds(self) -> float:
         """Training time of the run so far: earlier calls plus this one (s)."""
@@ -406,6 +409,7 @@ def build_run(
         val_loader=BatchLoader(data_.val, cfg.eval_batch_size, **norm),
         test_ds=data_.test,
         state=state,
+        robust=robust_training(cfg, splits.mean, splits.std, device),
     )
 
 
@@ -513,7 +517,16 @@ def _run_epoch(run: Run, files: RunFiles, progress: bool, log: Callable[[str], N
     run.train_loader.set_epoch(epoch)
     t0 = time.time()
     tr = train_epoch(
-        run.model, run.opt, run.reg, run.train_loader, cfg, run.device, epoch, progress, forward=run.forward
+        run.model,
+        run.opt,
+        run.reg,
+        run.train_loader,
+        cfg,
+        run.device,
+        epoch,
+        progress,
+        forward=run.forward,
+        robust=run.robust,
     )
     finish_epoch(run, files, tr, lr, t0, log)
 
@@ -611,7 +624,7 @@ def _compiled_forward(run: Run, log: Callable[[str], None]) -> Callable[[torch.T
     def trial(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         model.train()
         with run.reg if cfg.alpha != 0.0 else contextlib.nullcontext():
-            train_step(fn, opt, run.reg, x, y, cfg, run.device)
+            train_step(fn, opt, run.reg, x, y, cfg, run.device, robust=run.robust, model=model)
 
     def snapshot() -> tuple[dict, dict]:
         return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
@@ -671,10 +684,25 @@ def train_step(
     y: torch.Tensor,
     cfg: TrainConfig,
     device: torch.device,
+    robust: RobustTraining | None = None,
+    key: tuple[int, int] = (0, 0),
+    model: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One SGD step on ``(x, y)``; nothing is read back from the device.
 
     With ``cfg.alpha != 0`` the regulariser must be attached (``with reg:``).
+
+    Parameters
+    ----------
+    robust : RobustTraining, optional
+        The run's robust-training method: the step trains on its inputs (an attacked,
+        noisy or AugMix batch) with its loss (:mod:`selectivity.training.robust`), and the
+        regulariser sees that forward pass.
+    key : (int, int)
+        ``(epoch, step)`` of this step: with ``seed``, what the method's draws depend on.
+    model : nn.Module, optional
+        The eager model the attack of ``robust="adversarial"`` runs on (``forward`` may be
+        its compiled form); default ``forward``.
 
     Returns
     -------
@@ -686,18 +714,27 @@ def train_step(
         int64 scalar, correct predictions in the minibatch.
     """
     use_reg = cfg.alpha != 0.0
+    y_si = y  # labels of the forward pass the regulariser sees
+    if robust is not None:
+        attacked = model if model is not None else forward
+        assert isinstance(attacked, nn.Module)  # the attack needs the module
+        x, y_si = robust.inputs(attacked, x, y, *key)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(device, cfg.amp):
         logits = forward(x)
-        ce = F.cross_entropy(logits, y)
+        if robust is None:
+            ce = F.cross_entropy(logits, y)
+            base = ce
+        else:
+            base, ce, logits = robust.loss(logits, y)
     si = None
     if use_reg:
-        penalty = reg.penalty(y)  # -alpha * SI
-        loss = ce + penalty
+        penalty = reg.penalty(y_si)  # -alpha * SI
+        loss = base + penalty
         si = penalty.detach() / -cfg.alpha
     else:
-        loss = ce
+        loss = base
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -717,6 +754,7 @@ def train_epoch(
     epoch: int,
     progress: bool,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    robust: RobustTraining | None = None,
 ) -> dict[str, Any]:
     """One pass over ``loader``: loss = CE + ``reg.penalty`` (= CE - alpha * SI).
 
@@ -729,6 +767,8 @@ def train_epoch(
     ----------
     forward : callable, optional
         Used instead of ``model`` for the training forward pass (its compiled form).
+    robust : RobustTraining, optional
+        The robust-training method of every step (:func:`train_step`).
 
     Returns the epoch's mean ``loss``, ``ce``, ``accuracy`` (per sample) and the mean
     minibatch ``selectivity`` (per step; None when alpha = 0). Raises
@@ -760,7 +800,9 @@ def train_epoch(
     ctx = reg if use_reg else contextlib.nullcontext()
     with ctx:
         for step, (x, y) in enumerate(it):
-            loss, ce, si, ok = train_step(fwd, opt, reg, x, y, cfg, device)
+            loss, ce, si, ok = train_step(
+                fwd, opt, reg, x, y, cfg, device, robust=robust, key=(epoch, step), model=model
+            )
             b = y.shape[0]
             n += b
             tot_loss += loss * b
