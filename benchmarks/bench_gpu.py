@@ -72,7 +72,7 @@ def old_batch_selectivity(
     eps: float = 1e-6,
     negative: str = "shift",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch_selectivity`` as it was before issue 12 (host reads, Python loop over layers)."""
+    """``batch_selectivity`` as it was before the sync-free step (host reads, Python loop over layers)."""
     if negative not in NEGATIVE_RULES:
         raise ValueError(negative)
     flat = [a.mean(dim=(2, 3)) if a.dim() == 4 else a for a in acts]

@@ -6,7 +6,7 @@
    model (pre-normalised float tensors, slicing, forward/backward/step).
 2. First and second load of the dataset (the second is served from the decoded cache).
 
-    SELECTIVITY_DATA=../shared/data python benchmarks/bench_training.py [--images 45000]
+    SELECTIVITY_DATA=DATA python benchmarks/bench_training.py [--images 45000]
 """
 
 import os

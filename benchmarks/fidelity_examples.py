@@ -1,4 +1,4 @@
-"""Issue 13 items 1-2: before/after numbers for precision ties and the PWCCA method.
+"""Before/after numbers for precision ties and the PWCCA method.
 
     PYTHONPATH=src python benchmarks/fidelity_examples.py [--images 10000] [--bias 1.0]
 
@@ -7,8 +7,8 @@
    by class (as the CIFAR-10 test set is evaluated). "topk order" is the old rule
    (torch.topk's choice among tied responses); "random order" the old rule after
    shuffling the samples; "shared ties" the current :func:`precision`.
-2. PWCCA similarity, method="textbook" vs method="svcca", on the three kinds of
-   example of issue 13.
+2. PWCCA similarity, method="textbook" vs method="svcca", on three kinds of
+   example (rotation + noise, half the dimensions shared, ReLU layers).
 """
 
 import numpy as np
@@ -21,7 +21,7 @@ from selectivity.models import create
 
 
 def topk_order_precision(acts: torch.Tensor, labels: torch.Tensor, c: int, top_n: int) -> torch.Tensor:
-    """The rule before issue 13: whichever tied samples torch.topk returns. (N, U) -> (U,)."""
+    """The earlier rule: whichever tied samples torch.topk returns. (N, U) -> (U,)."""
     idx = acts.topk(top_n, dim=0).indices  # (k, U)
     hist = torch.zeros(c, acts.shape[1], dtype=torch.float64)
     hist.scatter_add_(0, labels[idx], torch.ones(idx.shape, dtype=torch.float64))

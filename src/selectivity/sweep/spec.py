@@ -29,7 +29,7 @@ __all__ = [
 #: ``--seeds 2000000`` is refused instead of allocating millions of run specs.
 MAX_RUNS = 100_000
 
-#: Paper 1's grid (SCIENCE.md section 3): every alpha named in the text.
+#: Paper 1's grid: every alpha named in the text.
 PAPER_ALPHAS = [
     -30.0,
     -20.0,
