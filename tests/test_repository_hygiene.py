@@ -15,8 +15,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("README.md", "docs", "src", "benchmarks", "tools")
-PATTERN = r"[Ii]ssues? [0-9]+|[Ii]ssue #?[0-9]+|[ `(]/(work|tmp|home|root)/|shared/SCIENCE|SCIENCE\.md|\.\./shared"
-TEXT_SUFFIXES = {".md", ".py", ".txt", ".toml", ".cfg", ".html", ".j2", ".jinja", ".css", ".json", ".yaml", ".yml", ""}
+PATTERN = (
+    r"[Ii]ssues? [0-9]+|[Ii]ssue #?[0-9]+|[ `(]/(work|tmp|home|root)/|shared/SCIENCE|SCIENCE\.md|\.\./shared"
+)
+TEXT_SUFFIXES = {
+    ".md",
+    ".py",
+    ".txt",
+    ".toml",
+    ".cfg",
+    ".html",
+    ".j2",
+    ".jinja",
+    ".css",
+    ".json",
+    ".yaml",
+    ".yml",
+    "",
+}
 
 
 def offending_lines() -> list[str]:

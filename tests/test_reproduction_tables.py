@@ -120,9 +120,7 @@ def sweep(tiny_sweep, tmp_path_factory) -> Path:
     return out
 
 
-def test_generated_tables_equal_the_stored_values_and_check_finds_hand_edits(
-    tables, sweep, tmp_path, capsys
-):
+def test_generated_tables_equal_the_stored_values_and_check_finds_hand_edits(tables, sweep, tmp_path, capsys):
     doc = tmp_path / "doc.md"
     doc.write_text(DOC, encoding="utf-8")
     before = snapshot(sweep)

@@ -66,7 +66,13 @@ DEFAULT_DOC = Path(__file__).resolve().parents[1] / "docs" / "reproduction.md"
 BEGIN = re.compile(r"^<!-- generated: (?P<kind>[A-Za-z0-9_-]+) from (?P<label>[A-Za-z0-9_.-]+) -->$")
 END = "<!-- end generated -->"
 #: Metrics of the ``summary`` table, in the runs frame's names.
-SUMMARY_METRICS = ("test_accuracy", "mean_selectivity", "mean_selectivity_live", "mean_precision", "dead_fraction")
+SUMMARY_METRICS = (
+    "test_accuracy",
+    "mean_selectivity",
+    "mean_selectivity_live",
+    "mean_precision",
+    "dead_fraction",
+)
 #: Robustness measures of the ``robustness-spearman`` table: column, label.
 SPEARMAN_MEASURES = (
     ("clean_accuracy", "clean accuracy"),
@@ -112,7 +118,9 @@ def find_blocks(lines: Sequence[str]) -> list[Block]:
         if text.startswith("<!-- generated"):
             m = BEGIN.match(text)
             if m is None:
-                raise DocError(f"line {i + 1}: a generated-block marker must read '<!-- generated: KIND from LABEL -->'")
+                raise DocError(
+                    f"line {i + 1}: a generated-block marker must read '<!-- generated: KIND from LABEL -->'"
+                )
             if open_at is not None:
                 raise DocError(f"line {i + 1}: a block opens inside the block of line {open_at + 1}")
             open_at, kind, label = i, m["kind"], m["label"]
@@ -194,15 +202,34 @@ def render_summary(sweep: Sweep) -> str:
     for _, r in table.iterrows():
         cells = [str(r[k]) if k != "alpha" else format_alpha(r[k]) for k in keys]
         cells.append(str(int(r["n"])))
-        cells.append(format_ci(r["test_accuracy_mean"], r["test_accuracy_ci_low"], r["test_accuracy_ci_high"], r["n"], 100.0, 2, "%"))
-        cells.append(format_ci(r["mean_selectivity_mean"], r["mean_selectivity_ci_low"], r["mean_selectivity_ci_high"], r["n"]))
+        cells.append(
+            format_ci(
+                r["test_accuracy_mean"],
+                r["test_accuracy_ci_low"],
+                r["test_accuracy_ci_high"],
+                r["n"],
+                100.0,
+                2,
+                "%",
+            )
+        )
+        cells.append(
+            format_ci(
+                r["mean_selectivity_mean"],
+                r["mean_selectivity_ci_low"],
+                r["mean_selectivity_ci_high"],
+                r["n"],
+            )
+        )
         for m, fmt in (
             ("mean_selectivity_live", lambda v: format_number(v, ".3f")),
             ("mean_precision", lambda v: format_number(v, ".3f")),
             ("dead_fraction", format_percent),
         ):
             cells.append(fmt(r[f"{m}_mean"]) if f"{m}_mean" in table.columns and r["n"] else "-")
-        sel = done[(done["alpha"] == r["alpha"]) & ((done["model"] == r["model"]) if "model" in keys else True)]
+        sel = done[
+            (done["alpha"] == r["alpha"]) & ((done["model"] == r["model"]) if "model" in keys else True)
+        ]
         cells.append(", ".join(str(int(e)) for e in sel.sort_values("seed")["best_epoch"].dropna()) or "-")
         cells += [str(int(r[c])) for c in failed]
         rows.append(cells)
@@ -245,14 +272,14 @@ def describe_settings(summary: pd.DataFrame) -> str:
         names = ", ".join(corr) if isinstance(corr, list) else str(corr)
         sev = ", ".join(map(str, s.get("severities", [])))
         source = s.get("source") or s.get("corrupted") or "generated"
-        parts.append(
-            f"corruptions {names} at severities {sev} ({'/'.join(map(str, cells))} cells; {source})"
-        )
+        parts.append(f"corruptions {names} at severities {sev} ({'/'.join(map(str, cells))} cells; {source})")
     attacks = s.get("attacks") or []
     if attacks:
         norm = s.get("norm", "linf")
         eps = ", ".join(_eps(e, norm) for e in s.get("epsilons", []))
-        names = ", ".join(a.upper() + (f"-{s['pgd_steps']}" if a == "pgd" and "pgd_steps" in s else "") for a in attacks)
+        names = ", ".join(
+            a.upper() + (f"-{s['pgd_steps']}" if a == "pgd" and "pgd_steps" in s else "") for a in attacks
+        )
         pgd = ""
         if "pgd" in attacks:
             pgd = (
@@ -278,7 +305,9 @@ def render_robustness(sweep: Sweep) -> str:
         return "(no robustness results in this sweep)"
     keys = _groups(summary)
     g = summary.groupby(keys, sort=True)
-    means = g[["mean_selectivity", "clean_accuracy", "mean_corruption_accuracy", "relative_corruption_accuracy"]].mean()
+    means = g[
+        ["mean_selectivity", "clean_accuracy", "mean_corruption_accuracy", "relative_corruption_accuracy"]
+    ].mean()
     means["n"] = g.size()
     columns: dict[str, pd.Series] = {}
     if not attacks.empty:
@@ -287,9 +316,19 @@ def render_robustness(sweep: Sweep) -> str:
     headers = [*keys, "n", "mean SI", "clean", "mean corruption acc", "relative (mean / clean)", *columns]
     out = []
     for idx, r in means.iterrows():
-        cells = [format_alpha(v) if k == "alpha" else str(v) for k, v in zip(keys, idx if isinstance(idx, tuple) else (idx,))]
-        cells += [str(int(r["n"])), format_number(r["mean_selectivity"], ".3f"), format_percent(r["clean_accuracy"])]
-        cells += [format_percent(r["mean_corruption_accuracy"]), format_number(r["relative_corruption_accuracy"], ".3f")]
+        cells = [
+            format_alpha(v) if k == "alpha" else str(v)
+            for k, v in zip(keys, idx if isinstance(idx, tuple) else (idx,))
+        ]
+        cells += [
+            str(int(r["n"])),
+            format_number(r["mean_selectivity"], ".3f"),
+            format_percent(r["clean_accuracy"]),
+        ]
+        cells += [
+            format_percent(r["mean_corruption_accuracy"]),
+            format_number(r["relative_corruption_accuracy"], ".3f"),
+        ]
         cells += [format_percent(col.get(idx)) for col in columns.values()]
         out.append(cells)
     return _table(headers, out) + "\n\n" + describe_settings(summary)
@@ -336,9 +375,17 @@ def _sweep_arg(text: str) -> tuple[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Regenerate (or ``--check``) the generated blocks of a document; the exit status."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sweep", action="append", type=_sweep_arg, default=[], metavar="LABEL=PATH",
-                   help="a sweep directory and the label its blocks name (repeatable)")
-    p.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown file (default: docs/reproduction.md)")
+    p.add_argument(
+        "--sweep",
+        action="append",
+        type=_sweep_arg,
+        default=[],
+        metavar="LABEL=PATH",
+        help="a sweep directory and the label its blocks name (repeatable)",
+    )
+    p.add_argument(
+        "--doc", type=Path, default=DEFAULT_DOC, help="markdown file (default: docs/reproduction.md)"
+    )
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a block differs")
     args = p.parse_args(argv)
     paths = dict(args.sweep)
