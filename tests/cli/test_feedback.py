@@ -106,7 +106,7 @@ def test_sweep_summary_has_the_robustness_headline(tiny_sweep_copy, tiny_data):
         assert f"{row['relative_corruption_accuracy']:.2f}" in line
 
 
-def test_geometry_reports_progress_in_images_within_a_run(tiny_sweep, tiny_data):
+def test_geometry_reports_progress_in_images_within_a_run(tiny_sweep_copy, tiny_data):
     """Inside one run the work advances in images (clean, each perturbation, probe, gradients)."""
     from selectivity.evaluate.geometry import GeometrySettings, evaluate_run
 
@@ -125,7 +125,7 @@ def test_geometry_reports_progress_in_images_within_a_run(tiny_sweep, tiny_data)
     )
     calls = []
     res = evaluate_run(
-        tiny_sweep.path / "runs" / RUN_A,
+        tiny_sweep_copy / "runs" / RUN_A,
         settings,
         tiny_data,
         force=True,

@@ -83,8 +83,8 @@ def float64_models():
         model.register_forward_pre_hook(lambda _m, inputs: tuple(t.double() for t in inputs))
         return model
 
-    def step64(self, x, y):
-        return real_step(self, x.double(), y)
+    def step64(self, x, y, **kw):
+        return real_step(self, x.double(), y, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_mod, "create", create64)
@@ -448,11 +448,11 @@ def test_failed_group_leaves_every_run_resumable(fused_sweep, tiny_data, tmp_pat
     calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
     real_step = FusedRuns.step
 
-    def failing_step(self, x, y):
+    def failing_step(self, x, y, **kw):
         calls[self] = calls.get(self, 0) + 1
         if calls[self] == 5:  # the first step of epoch 2 (4 steps per epoch)
             raise RuntimeError("CUDA out of memory (simulated)")
-        return real_step(self, x, y)
+        return real_step(self, x, y, **kw)
 
     out = tmp_path / "sweep"
     with pytest.MonkeyPatch.context() as mp:

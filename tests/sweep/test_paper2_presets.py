@@ -18,6 +18,8 @@ import torch
 
 from helpers import N_TEST, TINY_WNIDS, write_fake_tiny, write_tiny_c
 from selectivity.data import load_tiny_imagenet
+from selectivity.evaluate.geometry import GEOMETRY_TABLES, geometry_results
+from selectivity.evaluate.robustness import ROBUSTNESS_TABLES, robustness_results
 from selectivity.report import run_experiment
 from selectivity.sweep import PAPER_ALPHAS, get_sweep_preset, list_sweep_presets, open_store
 
@@ -45,8 +47,10 @@ def tiny_steps(spec, layer_ratio: float, images: int | None = None, geometry_ima
         "layers": ["act1"],
         "min_ratio": layer_ratio,  # the stem's 64 channels from the few test images there are (0: any)
         "corruptions": ["contrast"],
+        "severities": [1],
+        "attacks": ["pgd"],
         "epsilons": [4 / 255],
-        "attack_steps": 1,
+        "pgd_steps": 1,
         "match_l2": False,
         "gradient_images": 0,
     }
@@ -76,12 +80,15 @@ def test_paper2_cifar_runs_end_to_end(tiny_data, tmp_path):
     assert (df.status == "completed").all() and len(df) == 2
     assert res.robustness is not None and res.geometry is not None and not res.geometry.empty
     for run in df.run_id:
-        rob = json.loads((out / "runs" / run / "robustness.json").read_text())
+        (rob_path,) = robustness_results(out / "runs" / run).values()
+        rob = json.loads(rob_path.read_text())
         assert rob["settings"]["n_images"] is None and len(rob["corruptions"]) == 1
-        geo = json.loads((out / "runs" / run / "geometry.json").read_text())
+        (geo_path,) = geometry_results(out / "runs" / run).values()
+        geo = json.loads(geo_path.read_text())
         assert geo["settings"]["n_images"] == 80 and geo["rows"]
-    with open_store(out) as store:
-        assert len(store.robustness_df("summary")) == 2 and not store.geometry_df().empty
+    with open_store(out, analyses=[ROBUSTNESS_TABLES, GEOMETRY_TABLES]) as store:
+        assert len(store.frame(ROBUSTNESS_TABLES, "summary")) == 2
+        assert not store.frame(GEOMETRY_TABLES, "rows").empty
     assert (out / "summary.txt").exists()
     assert N_TEST == 80  # the geometry used the whole test split of the tiny data
 
@@ -116,9 +123,10 @@ def test_paper2_tiny_runs_end_to_end_with_tiny_imagenet_c(tmp_path):
     for run in df.run_id:
         cfg = json.loads((out / "runs" / run / "config.json").read_text())
         assert (cfg["dataset"], cfg["val_split"]) == ("tiny-imagenet", "per-run")
-        rob = json.loads((out / "runs" / run / "robustness.json").read_text())
+        (rob_path,) = robustness_results(out / "runs" / run).values()
+        rob = json.loads(rob_path.read_text())
         assert rob["settings"]["source"] == "tiny-imagenet-c directory"
         assert rob["n_images"] == len(TINY_WNIDS) and len(rob["corruptions"]) == 1  # one image per class
-    with open_store(out) as store:
-        summary = store.robustness_df("summary")
+    with open_store(out, analyses=[ROBUSTNESS_TABLES]) as store:
+        summary = store.frame(ROBUSTNESS_TABLES, "summary")
     assert isinstance(summary, pd.DataFrame) and len(summary) == 2

@@ -123,7 +123,13 @@ def _check_data(cfgs: list, data: str | None) -> None:
     from ..data import check_dataset, load_dataset
 
     for cfg in {c.dataset: c for c in cfgs}.values():
-        splits = load_dataset(cfg.dataset, data, val_size=cfg.val_size, split_seed=cfg.split_seed)
+        splits = load_dataset(
+            cfg.dataset,
+            data,
+            val_size=cfg.val_size,
+            split_seed=cfg.split_seed,
+            val_per_class=cfg.val_per_class,
+        )
         check_dataset(cfg.dataset, splits)
 
 
