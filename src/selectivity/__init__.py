@@ -11,6 +11,8 @@ Public API (see the README for a tour):
 * :mod:`selectivity.models` for the papers' networks
 * :func:`open_sweep` (a sweep's results as pandas frames, read-only) and :func:`open_run`
   (a trained run's model, config and data), loaded on first use
+* :func:`write_token_gallery`: the unit gallery of token data (each unit's top tokens in
+  context) as an HTML page, loaded on first use
 """
 
 from .core.hooks import ActivationCapture, resolve_layers
@@ -58,14 +60,19 @@ __all__ = [
     "__version__",
     "open_sweep",
     "open_run",
+    "write_token_gallery",
 ]
 
 
 def __getattr__(name: str):
-    # open_sweep / open_run live in the report layer, which imports pandas and matplotlib:
+    # open_sweep / open_run / write_token_gallery live in the report layer, which imports pandas and matplotlib:
     # loaded on first use, so `import selectivity` stays light.
     if name in ("open_sweep", "open_run"):
         from .report import results
 
         return getattr(results, name)
+    if name == "write_token_gallery":
+        from .report import tokens
+
+        return tokens.write_token_gallery
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -131,7 +131,13 @@ def write_unit_records(
 
 @dataclass(frozen=True)
 class GalleryUnit:
-    """One unit of the gallery: its index, selectivity, preferred class and top samples."""
+    """One unit of the gallery: its index, selectivity, preferred class and top samples.
+
+    With token-level labels a top sample is one token: ``samples`` holds its sequence
+    (the input's index in the data order) and ``positions`` its position in that
+    sequence (:attr:`~selectivity.core.measure.LayerReport.top_tokens`); otherwise
+    ``positions`` is None.
+    """
 
     layer: str
     unit: int
@@ -139,6 +145,7 @@ class GalleryUnit:
     preferred_class: int
     samples: list[int]  # indices into the measured data, most activating first
     values: list[float]
+    positions: list[int] | None = None  # token positions in those samples (token labels only)
 
 
 def gallery_units(
@@ -191,6 +198,7 @@ def _unit(layer: LayerReport, i: int, k: int) -> GalleryUnit:
         pref,
         [int(s) for s in layer.top_samples[:k, i]],
         [float(v) for v in layer.top_values[:k, i]],
+        None if layer.top_tokens is None else [int(p) for p in layer.top_tokens[:k, i]],
     )
 
 
