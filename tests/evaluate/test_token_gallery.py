@@ -184,3 +184,37 @@ def test_write_token_gallery_refuses_a_report_of_whole_inputs(tmp_path):
     rep = measure_selectivity(net, [(torch.rand(4, 2), torch.tensor([0, 1, 0, 1]))], 2, layers="1", top_k=2)
     with pytest.raises(ValueError, match=r"\(N, T\) labels"):
         write_token_gallery(rep, WORDS, LABELS, tmp_path, k=2)
+
+
+def test_a_gpt2_units_top_tokens_are_its_largest_responses_at_those_positions(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from selectivity import ActivationCapture, family_preset
+
+    cfg = transformers.GPT2Config(vocab_size=20, n_embd=8, n_layer=1, n_head=2, n_inner=12, n_positions=16)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).double().eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 20, (5, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = mask[3, 4:] = 0  # right padding
+    labels = torch.randint(0, 3, (5, 7), generator=g)
+    labels[mask == 0] = IGNORE_INDEX
+    labels[:, 0] = IGNORE_INDEX
+    batches = [({"input_ids": ids[:3], "attention_mask": mask[:3]}, labels[:3])]
+    batches.append(({"input_ids": ids[3:], "attention_mask": mask[3:]}, labels[3:]))
+    rep = measure_selectivity(model, batches, 3, top_n=None, top_k=4, **family_preset("gpt2"))
+    (layer,) = rep.layers
+    # independently: the raw (N, T, 12) activation, every labelled token a candidate
+    with ActivationCapture(model, layer.name, reduce=lambda t: t, detach=True) as cap:
+        model(input_ids=ids, attention_mask=mask)
+        raw = cap.outputs[layer.name]
+    keep = labels != IGNORE_INDEX
+    # (batch composition may move the last bit of a float64 response: close, not equal)
+    torch.testing.assert_close(layer.top_values, raw[keep].topk(4, dim=0).values, rtol=0, atol=1e-12)
+    at = raw[layer.top_samples, layer.top_tokens, torch.arange(12)]  # (4, 12): at the kept places
+    torch.testing.assert_close(at, layer.top_values, rtol=0, atol=1e-12)
+    assert keep[layer.top_samples, layer.top_tokens].all()  # never padding, never -100
+    page = write_token_gallery(
+        rep, ids, labels, tmp_path, k=4, mask=mask, decode=lambda i: f"w{i}"
+    ).read_text()
+    assert page.count('<mark class="tok">') == 2 * 3 * 4  # 3 most and 3 least selective units, 4 tokens each
