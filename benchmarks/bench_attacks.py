@@ -1,4 +1,4 @@
-"""Issue-10 benchmark: PGD-10 (or APGD-CE-100) over N CIFAR-sized images with ResNet20 vs its floor.
+"""Attack benchmark: PGD-10 (or APGD-CE-100) over N CIFAR-sized images with ResNet20 vs its floor.
 
 The floor is 11 forward+backward passes (10 gradient steps and the final verdict),
 each a gradient of the summed loss w.r.t. the input with frozen parameters, i.e. the

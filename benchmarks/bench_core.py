@@ -1,4 +1,4 @@
-"""Issue-2 benchmarks, both measured in one run, printed as ratios.
+"""Core benchmarks (measurement and regulariser), both measured in one run, printed as ratios.
 
 1. ResNet20 training step (batch 256) with the selectivity regulariser vs without.
 2. Streaming measurement of all units (selectivity + dead units + precision) over

@@ -1,4 +1,4 @@
-"""Issue-10 benchmark: corrupting the CIFAR-10 test set at all 75 corruption x severity cells.
+"""Corruption benchmark: corrupting the CIFAR-10 test set at all 75 corruption x severity cells.
 
 Ours: :func:`selectivity.perturb.corrupt` on all test images (``--images``, default 10,000)
 in batches, every cell timed, including the uint8 quantisation.

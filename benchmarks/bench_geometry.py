@@ -1,4 +1,4 @@
-"""Issue-11 benchmarks, measured in one run, printed as ratios.
+"""Geometry benchmarks (dimensionality, gradients), measured in one run, printed as ratios.
 
 1. Dimensionality of all ResNet20 selectivity layers (19, the model's
    ``default_selectivity_layers()``) over N images, clean plus one perturbation

@@ -1,4 +1,4 @@
-"""Issue-12 benchmark: sync-free step, fused groups, compile, bf16, projected grid cost.
+"""GPU training benchmark: sync-free step, fused groups, compile, bf16, projected grid cost.
 
 Measured in one run on one device:
 

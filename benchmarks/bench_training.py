@@ -1,4 +1,4 @@
-"""Issue-3 benchmarks, measured in one run.
+"""Training benchmarks, measured in one run.
 
 1. One training epoch of ResNet20 over the CIFAR-10 training split (45k images) with
    this package's loop (batch loader with crop+flip augmentation, regulariser context,
