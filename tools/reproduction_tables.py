@@ -58,8 +58,10 @@ import selectivity
 from selectivity.analysis.stats import spearman_ci
 from selectivity.analysis.summary import summary_table
 from selectivity.evaluate.robustness import ROBUSTNESS_TABLES, pick_settings
+from selectivity.report.collect import collect
 from selectivity.report.format import format_alpha, format_ci, format_number, format_p, format_percent
 from selectivity.report.results import read_store
+from selectivity.report.robust_training import method_statistics, robust_frame
 from selectivity.report.summary import format_robustness, format_summary
 
 DEFAULT_DOC = Path(__file__).resolve().parents[1] / "docs" / "reproduction.md"
@@ -356,11 +358,48 @@ def render_robustness_spearman(sweep: Sweep) -> str:
     return _table(["measure", "Spearman rho with mean SI", "p", "95% bootstrap CI", "runs"], rows_out)
 
 
+def render_robust_training(sweep: Sweep) -> str:
+    """The ``robust-training`` table: per model, alpha and training method, each measure's
+    mean with its 95% CI, and the difference in mean SI from standard training with its
+    Bonferroni-corrected p (what the report's robust-training section computes)."""
+    stats = method_statistics(robust_frame(collect(sweep.path)))
+    if stats.empty:
+        return "(no completed runs)"
+    pct = {"test_accuracy", "clean_accuracy", "mean_corruption_accuracy"}
+    measures = list(dict.fromkeys(stats["measure"]))
+    order = ["mean_selectivity", *[m for m in measures if m != "mean_selectivity"]]
+    names = {"mean_selectivity": "mean SI", "test_accuracy": "test accuracy", "clean_accuracy": "clean"}
+    names["mean_corruption_accuracy"] = "mean corruption"
+    blocks = []
+    for (model, alpha), g in stats.groupby(["model", "alpha"], sort=True):
+        headers = ["method", "n", *[names.get(m, m) for m in order], "SI diff vs none", "p (Bonferroni)"]
+        rows = []
+        for method, gm in g.groupby("method", sort=False):
+            by = gm.set_index("measure")
+            cells = [str(method), str(int(by.loc["mean_selectivity", "n"]))]
+            for m in order:
+                if m not in by.index:
+                    cells.append("-")
+                    continue
+                r = by.loc[m]
+                if m in pct or m.endswith("/255"):
+                    cells.append(format_ci(r["mean"], r["ci_low"], r["ci_high"], r["n"], 100.0, 2, "%"))
+                else:
+                    cells.append(format_ci(r["mean"], r["ci_low"], r["ci_high"], r["n"]))
+            si = by.loc["mean_selectivity"]
+            cells.append(format_number(si["diff"], "+.3f") if pd.notna(si["diff"]) else "-")
+            cells.append(format_p(si["p_bonferroni"]) if pd.notna(si["p_bonferroni"]) else "-")
+            rows.append(cells)
+        blocks.append(f"{model}, alpha {format_alpha(alpha)}:\n\n" + _table(headers, rows))
+    return "\n\n".join(blocks)
+
+
 KINDS: dict[str, Callable[[Sweep], str]] = {
     "summary": render_summary,
     "summary-text": render_summary_text,
     "robustness": render_robustness,
     "robustness-spearman": render_robustness_spearman,
+    "robust-training": render_robust_training,
 }
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from selectivity.analysis.summary import summary_table
 from selectivity.report.format import format_alpha, format_ci, format_number, format_p, format_percent, yes_no
@@ -53,3 +54,30 @@ def test_the_sweep_summary_prints_cis_as_the_report_does():
         )
         assert acc in text and si in text
         assert acc.count(".") == 3 and all(len(part.split(".")[1].rstrip("%],")) == 2 for part in acc.split())
+
+
+def test_runs_of_different_robust_training_methods_are_never_pooled():
+    """A sweep over ``robust`` (the robust-training grid): one summary row per method, by hand."""
+    rows = []
+    for method, accs in (("none", (0.30, 0.34)), ("adversarial", (0.20, 0.22))):
+        for seed, acc in enumerate(accs):
+            rows.append(
+                dict(
+                    run_id=f"{method}{seed}",
+                    model="m",
+                    alpha=0.0,
+                    seed=seed,
+                    robust=method,
+                    status="completed",
+                    test_accuracy=acc,
+                    mean_selectivity=0.3,
+                )
+            )
+    table = summary_table(pd.DataFrame(rows), metrics=["test_accuracy"])
+    by = table.set_index("robust")
+    assert len(table) == 2 and set(by.index) == {"none", "adversarial"}
+    assert by.loc["none", "test_accuracy_mean"] == pytest.approx(0.32)
+    assert by.loc["adversarial", "test_accuracy_mean"] == pytest.approx(0.21)
+    assert "adversarial" in format_summary(table)
+    # one method only: not a grouping column
+    assert "robust" not in summary_table(pd.DataFrame(rows[:2]), metrics=["test_accuracy"]).columns

@@ -15,7 +15,7 @@ Choices (documented, configurable through the arguments):
 * ``n`` is the number of completed runs of the group. A completed run whose metric is
   NaN (e.g. a network whose units are all dead has no mean selectivity) is left out of
   that metric's mean and CI, with a ``RuntimeWarning`` naming the group.
-* ``activation`` / ``negative_slope`` are added to the grouping automatically when
+* ``activation`` / ``negative_slope`` / ``robust`` are added to the grouping automatically when
   they vary within the frame (a leaky-ReLU sweep next to a ReLU one), so runs of
   different architectures are never pooled.
 * Alpha values are normalised (:func:`selectivity.analysis.stats.normalise_alpha`,
@@ -47,7 +47,7 @@ DEFAULT_METRICS = ("test_accuracy", "mean_selectivity")
 #: (paper 1, Fig. A9b; absent from runs recorded before it existed).
 OPTIONAL_METRICS = ("mean_selectivity_live",)
 #: Columns added to the grouping when their values vary within the frame.
-CONFIG_COLS = ("activation", "negative_slope")
+CONFIG_COLS = ("activation", "negative_slope", "robust")
 _STAT_KEYS = ("mean", "ci_low", "ci_high", "std")
 
 
@@ -68,7 +68,7 @@ def _with_normalised_alpha(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _varying_config_cols(df: pd.DataFrame, group_cols: Sequence[str]) -> list[str]:
-    """Config columns (activation, negative_slope) that vary and are not grouped on."""
+    """Config columns (activation, negative_slope, robust) that vary and are not grouped on."""
     return [
         c for c in CONFIG_COLS if c in df.columns and c not in group_cols and df[c].nunique(dropna=False) > 1
     ]

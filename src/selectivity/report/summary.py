@@ -21,6 +21,7 @@ from ..evaluate.robustness import robustness_frame
 from ..plots.style import save_figure
 from ..run.files import SweepFiles
 from ..sweep.store import open_store
+from .collect import robust_methods
 from .figures import sweep_figure_specs
 from .format import format_alpha, format_ci
 
@@ -61,6 +62,9 @@ def summarize_sweep(
     with open_store(files.root) as store:
         runs = store.runs_df()
         layers = store.layers_df()
+    if not runs.empty and "config" in runs.columns:
+        # the robust-training method: a grid column of its own (grouped on when it varies)
+        runs = runs.assign(robust=robust_methods(runs))
     out: dict[str, Path] = {}
     if runs.empty:
         log("no runs recorded yet")
@@ -70,6 +74,10 @@ def summarize_sweep(
     robustness = robustness_frame(files.root, "summary")
     if not robustness.empty:
         attacks = robustness_frame(files.root, "attacks")
+        if "robust" in runs.columns:
+            method = runs[["run_id", "robust"]]
+            robustness = robustness.merge(method, on="run_id", how="left")
+            attacks = attacks.merge(method, on="run_id", how="left") if not attacks.empty else attacks
         log(format_robustness(robustness, attacks))
     if figures:
         completed = layers[layers.status == "completed"] if not layers.empty else None
@@ -191,7 +199,9 @@ def format_robustness(summary: pd.DataFrame, attacks: pd.DataFrame | None = None
         A title line, a header and one line per group (no trailing newline).
     """
     keys = [
-        k for k in ("model", "alpha") if k in summary.columns and (k == "alpha" or summary[k].nunique() > 1)
+        k
+        for k in ("model", "alpha", "robust")
+        if k in summary.columns and (k == "alpha" or summary[k].nunique() > 1)
     ]
     g = summary.groupby(keys, sort=True)
     table = g[["clean_accuracy", "mean_corruption_accuracy", "relative_corruption_accuracy"]].mean()
