@@ -275,7 +275,18 @@ def describe_settings(summary: pd.DataFrame) -> str:
         sev = ", ".join(map(str, s.get("severities", [])))
         source = s.get("source") or s.get("corrupted") or "generated"
         parts.append(f"corruptions {names} at severities {sev} ({'/'.join(map(str, cells))} cells; {source})")
-    attacks = s.get("attacks") or []
+    all_attacks = s.get("attacks") or []
+    apgd = [a for a in all_attacks if a.startswith("apgd")]
+    attacks = [a for a in all_attacks if not a.startswith("apgd")]
+    if apgd:  # APGD runs at its own budgets (apgd_epsilons; None: the epsilons)
+        norm = s.get("norm", "linf")
+        budgets = s.get("apgd_epsilons") or s.get("epsilons", [])
+        steps = s.get("apgd_steps", "?")
+        parts.append(
+            f"{', '.join(a.upper() for a in apgd)} ({norm.replace('linf', 'L-inf').replace('l2', 'L2')}) at "
+            f"{', '.join(_eps(e, norm) for e in budgets)}, {steps} iterations, {s.get('apgd_restarts', '?')} "
+            f"restart(s), {s.get('apgd_target_classes', '?')} target classes for APGD-T"
+        )
     if attacks:
         norm = s.get("norm", "linf")
         eps = ", ".join(_eps(e, norm) for e in s.get("epsilons", []))

@@ -315,7 +315,7 @@ QUICK_OVERRIDES: dict[str, Any] = dict(
 
 @register_sweep_preset("quick")
 def _quick() -> SweepSpec:
-    """About 15 minutes on a 2-core CPU: ResNet20, 7 alphas x 2 seeds, short runs on a CIFAR-10 subset."""
+    """About 35 minutes on a 2-core CPU (10 of training): ResNet20, 7 alphas x 2 seeds on a CIFAR-10 subset."""
     return SweepSpec(
         models=["resnet20"],
         alphas=[-5.0, -2.0, -0.5, 0.0, 0.5, 2.0, 5.0],
