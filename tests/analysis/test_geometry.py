@@ -349,3 +349,25 @@ def test_increase_by_layer_and_subsampled_positions():
         dimensionality_increase_by_layer(maps, {"a": pmaps["a"]})
     with pytest.raises(ValueError, match="same shape"):
         dimensionality_increase(maps["a"], pmaps["a"][:5])
+
+
+def test_a_nearly_constant_layer_is_measured_not_refused(monkeypatch):
+    """A collapsed layer (large mean, tiny variance) can leave eigenvalues of rounding size
+    *relative to the samples' mean square* below 0 (seen on a quick-sweep network at
+    alpha = +5: -4.2e-15 with a top eigenvalue far smaller than the mean square). They
+    count as 0; a clearly negative eigenvalue is still refused."""
+    g = torch.Generator().manual_seed(0)
+    acts = 10.0 + 1e-4 * torch.randn(40, 8, generator=g, dtype=torch.float64)  # (N, U)
+    acc = CovarianceAccumulator("channels")
+    acc.update(acts)
+    ev = acc.eigenvalues()
+    rounding = 8 * torch.finfo(torch.float64).eps * acc.mean_square_norm  # about 1.4e-12
+    assert rounding > 8 * torch.finfo(torch.float64).eps * float(ev[0]) * 1e3  # far above the old tolerance
+    noisy = ev.clone()
+    noisy[-1] = -0.5 * rounding
+    monkeypatch.setattr(acc, "eigenvalues", lambda **_kw: noisy)
+    d = acc.dimensionality(0.95)
+    assert d.pca == pca_dimensionality(ev.clamp(min=0), 0.95) and d.participation_ratio > 1
+    noisy[-1] = -1e3 * rounding  # not rounding: refused
+    with pytest.raises(ValueError, match="eigvals must be >= 0"):
+        acc.dimensionality(0.95)

@@ -214,13 +214,15 @@ def pca_dimensionality(eigvals: Tensor, share: float = 0.95, *, rtol: float | No
     return int(torch.nonzero(reached)[0, 0]) + 1
 
 
-def participation_ratio(eigvals: Tensor) -> float:
+def participation_ratio(eigvals: Tensor, *, rtol: float | None = None) -> float:
     """Participation ratio ``(sum_i l_i)^2 / sum_i l_i^2`` of covariance eigenvalues.
 
     Parameters
     ----------
     eigvals : Tensor
         ``(U,)`` covariance eigenvalues (>= 0), any order.
+    rtol : float, optional
+        As :func:`pca_dimensionality`: eigenvalues within ``rtol * max |l|`` of 0 count as 0.
 
     Returns
     -------
@@ -228,7 +230,7 @@ def participation_ratio(eigvals: Tensor) -> float:
         In ``[1, U]``: 1 for one direction, ``U`` for isotropic variance; 0 when every
         eigenvalue is 0.
     """
-    ev = _clean_eigenvalues(eigvals, rtol=None)
+    ev = _clean_eigenvalues(eigvals, rtol=rtol)
     sq = float((ev * ev).sum())
     return float(ev.sum()) ** 2 / sq if sq > 0 else 0.0
 
@@ -359,7 +361,13 @@ class CovarianceAccumulator:
         """Both measures of the accumulated samples; see :func:`dimensionality_from_eigenvalues`."""
         _check_share(share)
         ev = self.eigenvalues(center=center, min_ratio=min_ratio)
-        return dimensionality_from_eigenvalues(ev, share, n_samples=self.n)
+        # The streamed scatter rounds relative to the samples' second moment, not to the
+        # covariance's largest eigenvalue: a nearly constant layer (large mean, tiny
+        # variance) leaves negative eigenvalues of order eps * mean square. Those count as 0.
+        top = float(ev.abs().max())
+        scale = max(top, self.mean_square_norm)
+        rtol = ev.numel() * torch.finfo(torch.float64).eps * scale / top if top > 0 else None
+        return dimensionality_from_eigenvalues(ev, share, n_samples=self.n, rtol=rtol)
 
 
 class DifferenceAccumulator:
@@ -423,7 +431,7 @@ class DifferenceAccumulator:
 
 # --------------------------------------------------------------------------- one-shot
 def dimensionality_from_eigenvalues(
-    eigvals: Tensor, share: float = 0.95, *, n_samples: int = 0
+    eigvals: Tensor, share: float = 0.95, *, n_samples: int = 0, rtol: float | None = None
 ) -> Dimensionality:
     """Both measures from covariance eigenvalues.
 
@@ -435,14 +443,16 @@ def dimensionality_from_eigenvalues(
         Variance share in (0, 1] for the PCA measure.
     n_samples : int
         Recorded in the result only.
+    rtol : float, optional
+        Eigenvalues within ``rtol * max |l|`` of 0 count as 0 (see :func:`pca_dimensionality`).
 
     Returns
     -------
     Dimensionality
     """
     return Dimensionality(
-        pca=pca_dimensionality(eigvals, share),
-        participation_ratio=participation_ratio(eigvals),
+        pca=pca_dimensionality(eigvals, share, rtol=rtol),
+        participation_ratio=participation_ratio(eigvals, rtol=rtol),
         share=float(share),
         n_samples=int(n_samples),
         n_units=int(torch.as_tensor(eigvals).numel()),
