@@ -113,7 +113,7 @@ from .common import (
     select_images,
     settings_key,
 )
-from .robustness import DEFAULT_EPSILONS, PARAMS, RobustnessSettings
+from .robustness import DEFAULT_EPSILONS, PARAMS, RobustnessSettings, cell_source
 
 __all__ = [
     "GEOMETRY_NAME",
@@ -667,7 +667,7 @@ def evaluate_run(
 
     if cells is None and settings.corruptions and settings.severities:
         root = Path(sweep_dir) if sweep_dir else run_dir.parent.parent
-        cells = _cell_source(root, settings, params, idx, splits.test, dir_files)
+        cells = cell_source(root, rsettings, params, idx, splits.test, dir_files)
 
     rows: list[dict] = []
 
@@ -919,30 +919,6 @@ def _is_cached(run_dir: Path, settings: GeometrySettings) -> bool:
     return False
 
 
-def _cell_source(
-    sweep_dir: str | os.PathLike,
-    settings: GeometrySettings,
-    params: str,
-    idx: Any,
-    test: Any,
-    files: dict[str, tuple[int, int, str]],
-) -> CellSource:
-    """The robustness step's corrupted images of these settings for the chosen test images."""
-    return CellSource(
-        sweep_dir,
-        settings.corruptions,
-        settings.severities,
-        settings.corruption_seed,
-        settings.corrupted,
-        params,
-        idx,
-        test.images,
-        test.labels,
-        list(test.classes),
-        files,
-    )
-
-
 def _cells_for(run_dir: Path, sweep_dir: Path, settings: GeometrySettings, data: Any) -> CellSource:
     """The sweep's corrupted images for these settings (the robustness step's cells)."""
     run = load_run(run_dir, data, "cpu")
@@ -952,7 +928,7 @@ def _cells_for(run_dir: Path, sweep_dir: Path, settings: GeometrySettings, data:
     if settings.corrupted:
         _, files = corrupted_fingerprint(settings.corrupted, settings.corruptions, settings.severities)
     params = settings.robustness_settings().params_for(run.config.dataset)
-    cells = _cell_source(sweep_dir, settings, params, idx, test, files)
+    cells = cell_source(sweep_dir, settings.robustness_settings(), params, idx, test, files)
     cells.check()  # a corrupted directory that does not fit fails before any run
     return cells
 

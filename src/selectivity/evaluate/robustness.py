@@ -131,6 +131,7 @@ __all__ = [
     "ROBUSTNESS_TABLES",
     "RobustnessSettings",
     "check_partial",
+    "cell_source",
     "check_result",
     "corrupted_cell",
     "corrupted_fingerprint",
@@ -515,7 +516,7 @@ def _start_cells(run: RunFiles, key: str, params: str | None, log: Callable[[str
     return {"cells": {}, "attacks": {}, "sha1": {}}
 
 
-def _cells(
+def cell_source(
     sweep_dir: str | os.PathLike,
     settings: RobustnessSettings,
     params: str,
@@ -712,7 +713,7 @@ def evaluate_run(
     labels = test.labels[torch.as_tensor(idx)]
     if cells is None:
         root = Path(sweep_dir) if sweep_dir else run.root.parent.parent
-        cells = _cells(root, settings, params, idx, test, files)
+        cells = cell_source(root, settings, params, idx, test, files)
     elif cells.params != params:
         raise ValueError(
             f"{run.root} needs {params!r} corruptions but the sweep's first run "
@@ -956,7 +957,7 @@ def sweep_robustness(
                 first = load_run(run.root, data, "cpu")
                 test = first.splits.test
                 idx = select_images(test.labels.numpy(), settings.n_images, settings.image_seed)
-                cells = _cells(sweep_dir, settings, params, idx, test, files)
+                cells = cell_source(sweep_dir, settings, params, idx, test, files)
                 cells.check()  # a corrupted directory that does not fit fails before any run
             evaluate_run(
                 run.root,
