@@ -9,7 +9,9 @@ builders live here.
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -150,3 +152,14 @@ def write_tiny_c(root: Path, test_images: torch.Tensor, test_labels: torch.Tenso
             for k, i in enumerate(rows):
                 Image.fromarray(imgs[i].permute(1, 2, 0).numpy()).save(d / f"{wnid}_{k}.png")
     return root
+
+
+def load_tool(name: str):
+    """The module ``tools/<name>.py`` (the tools are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module

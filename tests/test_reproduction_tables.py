@@ -10,22 +10,18 @@ hand, the prose must not move, and the sweep directory must not be touched.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from helpers import RUN_A, RUN_B
+from helpers import RUN_A, RUN_B, load_tool
 from selectivity.cli import main as cli
 from selectivity.evaluate.robustness import ROBUSTNESS_NAME
 from selectivity.run.files import write_json
-
-SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "reproduction_tables.py"
 
 ROBUSTNESS = {  # one run's robustness result, by hand; the attack accuracies follow
     "n_images": 40,
@@ -62,12 +58,7 @@ DOC = (
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("reproduction_tables", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("reproduction_tables")
 
 
 def snapshot(root: Path) -> dict[str, int]:
@@ -205,3 +196,24 @@ def test_malformed_markers_are_an_error_naming_the_line(tables, tmp_path, capsys
         assert tables.main(["--doc", str(doc)]) == 2
         assert says in capsys.readouterr().err
         assert doc.read_text(encoding="utf-8") == text
+
+
+def test_robustness_summaries_block_by_hand(tables, sweep, tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- generated: robustness-summaries from tiny -->\n<!-- end generated -->\n")
+    before = snapshot(sweep)
+    assert tables.main(["--sweep", f"tiny={sweep}", "--doc", str(doc)]) == 0
+    assert snapshot(sweep) == before
+    body = block(doc.read_text(encoding="utf-8"), "robustness-summaries")
+    rows = table_rows(body.split("\n\n")[0])
+    assert [r["α"] for r in rows] == ["-1", "1"]
+    for r, rid in zip(rows, (RUN_A, RUN_B)):
+        clean, fog1, fog3, pgd1, pgd4 = VALUES[rid]
+        # trapezoids from (0, clean) over epsilon in units of 1/255: widths 1 and 3
+        area = (clean + pgd1) / 2 * 1 + (pgd1 + pgd4) / 2 * 3
+        assert number(r["PGD AUC (accuracy x ε/255, ε ≤ 4/255)"]) == pytest.approx(area, abs=5e-4)
+        assert number(r["PGD relative AUC"]) == pytest.approx(area / (clean * 4), abs=5e-4)
+        assert number(r["corruption accuracy, 1 standard type(s)"]) == pytest.approx(
+            (fog1 + fog3) / 2, abs=5e-5
+        )
+    assert "Spearman correlation with mean class selectivity:" in body

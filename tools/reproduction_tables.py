@@ -33,6 +33,17 @@ computed and formatted by the package's own functions, so they equal what
   relative to clean accuracy) with the runs' mean class selectivity across the runs,
   its p-value and 95% percentile bootstrap CI (``selectivity.analysis.stats.spearman_ci``,
   2000 resamples, seed 0, as the report).
+* ``robustness-summaries``: the report's robustness summaries
+  (``selectivity.report.robustness_summaries.summary_tables``): per alpha, the mean and
+  95% CI over runs of the area under accuracy vs epsilon (absolute and relative to
+  clean), the corruption accuracy over the standard types, the corruption error against
+  the alpha = 0 networks (mCE style, absolute and relative) and the worst-case accuracies
+  at 8/255; then each measure's Spearman rho with mean class selectivity.
+* ``mechanisms``: the geometry results (``selectivity geometry``) as the report's
+  Mechanisms section computes them (``selectivity.report.mechanisms.mechanism_statistics``):
+  a line with the stored geometry settings, the early-layer dimensionality increase by
+  alpha, every input-unit gradient measure by alpha, and the Spearman correlation of each
+  per-run measure with mean class selectivity.
 
 Usage::
 
@@ -57,12 +68,17 @@ import pandas as pd
 import selectivity
 from selectivity.analysis.stats import spearman_ci
 from selectivity.analysis.summary import summary_table
+from selectivity.evaluate.geometry import GEOMETRY_TABLES
+from selectivity.evaluate.geometry import pick_settings as pick_geometry_settings
 from selectivity.evaluate.robustness import ROBUSTNESS_TABLES, pick_settings
 from selectivity.report.collect import collect
 from selectivity.report.format import format_alpha, format_ci, format_number, format_p, format_percent
+from selectivity.report.mechanisms import mechanism_statistics
 from selectivity.report.results import read_store
 from selectivity.report.robust_training import method_statistics, robust_frame
+from selectivity.report.robustness_summaries import summary_tables
 from selectivity.report.summary import format_robustness, format_summary
+from selectivity.run.files import RunFiles, SweepFiles
 
 DEFAULT_DOC = Path(__file__).resolve().parents[1] / "docs" / "reproduction.md"
 BEGIN = re.compile(r"^<!-- generated: (?P<kind>[A-Za-z0-9_-]+) from (?P<label>[A-Za-z0-9_.-]+) -->$")
@@ -177,6 +193,15 @@ class Sweep:
         finally:
             store.close()
         return pick_settings(frames, self.path)
+
+    @cached_property
+    def geometry(self) -> pd.DataFrame:
+        """The geometry rows of the settings the report shows, from an in-memory copy of the database."""
+        store = read_store(self.path, analyses=[GEOMETRY_TABLES])
+        try:
+            return pick_geometry_settings(store.frame(GEOMETRY_TABLES, "rows"))
+        finally:
+            store.close()
 
 
 def _groups(df: pd.DataFrame) -> list[str]:
@@ -405,7 +430,78 @@ def render_robust_training(sweep: Sweep) -> str:
     return "\n\n".join(blocks)
 
 
+def _frame_table(frame: pd.DataFrame) -> str:
+    return _table(
+        [str(c) for c in frame.columns], [[str(v) for v in row] for row in frame.itertuples(index=False)]
+    )
+
+
+def describe_geometry(sweep: Sweep, geometry: pd.DataFrame) -> str:
+    """One line: the geometry settings of the shown results (stored with each run's results)."""
+    key = str(geometry["settings_key"].iloc[0])
+    run_id = str(geometry["run_id"].iloc[0])
+    path = RunFiles(SweepFiles(sweep.path).runs / run_id).geometry_dir / f"{key}.json"
+    try:
+        s = json.loads(path.read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DocError(f"cannot read the geometry settings of {run_id}: {e}") from e
+    kinds = geometry[geometry["layer_index"] >= 0].groupby("kind")["perturbation"].nunique()
+    eps = ", ".join(_eps(e, "linf") for e in s.get("epsilons") or [])
+    parts = [
+        f"{s.get('images_used', s.get('n_images'))} test images (seed {s.get('image_seed')})",
+        f"{len(s.get('layers') or [])} layers, units = {s.get('units')}, PCA at {s.get('share')}",
+        f"{int(kinds.get('corruption', 0))} corruption cells ({len(s.get('corruptions') or [])} corruptions at "
+        f"severities {', '.join(str(v) for v in s.get('severities') or [])}, {s.get('corruption_params')} "
+        "parameters)",
+        f"{int(kinds.get('adversarial', 0))} attacks ({', '.join(s.get('attacks') or [])} at {eps}; PGD "
+        f"{s.get('pgd_steps')} steps, step factor {s.get('pgd_step_factor')}, {s.get('pgd_restarts')} "
+        f"restart(s), seed {s.get('attack_seed')})",
+        f"matched L2 PGD {'on' if s.get('match_l2') else 'off'}",
+        f"{s.get('gradient_images')} gradient images over {len(s.get('gradient_layers') or [])} layers",
+    ]
+    return f"Geometry settings (stored with the results; settings key {key}): " + "; ".join(parts) + "."
+
+
+def render_robustness_summaries(sweep: Sweep) -> str:
+    """The report's robustness summaries: per-alpha AUC, mCE and worst case, then Spearman rho."""
+    tables = summary_tables(sweep.robustness)
+    if tables["by_alpha"].empty:
+        return "(no robustness results in this sweep)"
+    return "\n\n".join(
+        [
+            _frame_table(tables["by_alpha"]),
+            "Spearman correlation with mean class selectivity:",
+            _frame_table(tables["spearman"]),
+        ]
+    )
+
+
+def render_mechanisms(sweep: Sweep) -> str:
+    """The report's Mechanisms tables: increase by alpha, gradient measures by alpha, Spearman rho."""
+    geometry = sweep.geometry
+    st = mechanism_statistics(geometry)
+    if st is None:
+        return "(no geometry results in this sweep)"
+    parts = [
+        describe_geometry(sweep, geometry),
+        f"Early layers: {st.early_text.removeprefix('early layers = ')}.",
+    ]
+    if not st.increase_view.empty:
+        parts += [
+            "Early-layer increase (perturbed minus clean dimensionality of the same images; mean [95% CI] "
+            "over runs):",
+            _frame_table(st.increase_view),
+        ]
+    if not st.gradients_view.empty:
+        parts += ["Input-unit gradient measures (mean [95% CI] over runs):", _frame_table(st.gradients_view)]
+    if not st.spearman.empty:
+        parts += ["Spearman correlation with mean class selectivity:", _frame_table(st.spearman_view())]
+    return "\n\n".join(parts)
+
+
 KINDS: dict[str, Callable[[Sweep], str]] = {
+    "robustness-summaries": render_robustness_summaries,
+    "mechanisms": render_mechanisms,
     "summary": render_summary,
     "summary-text": render_summary_text,
     "robustness": render_robustness,

@@ -16,6 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from helpers import load_tool
 from selectivity.cli import main
 from selectivity.evaluate.geometry import (
     GEOMETRY_TABLES,
@@ -276,3 +277,34 @@ def test_report_without_geometry_has_no_mechanisms_section(measured, tmp_path):
     assert data.geometry.empty and not data.runs.empty
     ctx = ReportContext(data=data, settings=[], stats=ReportStats(settings={}), out_dir=tmp_path / "report")
     assert mechanism_sections(ctx) == []
+
+
+def test_reproduction_tables_mechanisms_block_from_the_stored_rows(measured, tmp_path):
+    tables = load_tool("reproduction_tables")
+    doc = tmp_path / "doc.md"
+    doc.write_text("Prose.\n\n<!-- generated: mechanisms from geo -->\n<!-- end generated -->\n")
+    before = {str(p): p.stat().st_mtime_ns for p in measured.rglob("*")}
+    assert tables.main(["--sweep", f"geo={measured}", "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert {str(p): p.stat().st_mtime_ns for p in measured.rglob("*")} == before  # only read
+    settings = text.split("\n\n")[1]
+    for says in (
+        "70 test images (seed 0)",
+        "3 layers, units = channels",
+        "1 corruption cells (1 corruptions at severities 3",
+        "1 attacks (pgd at 4/255; PGD 2 steps",
+        "matched L2 PGD on",
+        "8 gradient images over 1 layers",
+    ):
+        assert says in settings, says
+    assert "Early layers: act1." in text
+    # the increase over all runs: the mean of the stored act1 rows, computed here
+    stored = [_rows(run) for run in sorted((measured / "runs").iterdir())]
+    for label, pert in (("corruptions", "gaussian_noise-3"), ("adversarial", "pgd-linf-4/255")):
+        mean = sum(r[("act1", pert, "increase_pca")] for r in stored) / len(stored)
+        (line,) = [ln for ln in text.splitlines() if ln.startswith("| all runs |")]
+        header = next(ln for ln in text.splitlines() if ln.startswith("| α |") and "increase" in ln)
+        cells = dict(zip(header.strip("|").split(" | "), line.strip("|").split(" | ")))
+        assert cells[f"PCA increase, {label}"].strip().startswith(f"{mean:.2f}"), (label, cells)
+    assert "Spearman correlation with mean class selectivity:" in text
+    assert tables.main(["--sweep", f"geo={measured}", "--doc", str(doc), "--check"]) == 0

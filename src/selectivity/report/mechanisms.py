@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -38,9 +39,11 @@ from .section import ReportContext, Section, figure_item
 
 __all__ = [
     "GRADIENT_LABELS",
+    "MechanismStatistics",
     "PERTURBATION_GROUPS",
     "early_layer_indices",
     "mechanism_items",
+    "mechanism_statistics",
     "mechanism_sections",
 ]
 
@@ -126,9 +129,13 @@ def _summaries(values: pd.DataFrame, value: str, n_resamples: int) -> pd.DataFra
 
 
 def _by_alpha_table(
-    runs: pd.DataFrame, columns: dict[str, pd.Series], n_resamples: int, digits: int
+    runs: pd.DataFrame, columns: dict[str, pd.Series], n_resamples: int, digits: int, rescale: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per alpha, mean [95% CI] of each per-run column: (long data, display)."""
+    """Per alpha, mean [95% CI] of each per-run column: (long data, display).
+
+    ``rescale``: a column whose means are all below 0.01 in size is shown in units of
+    its power of ten, named in its header (``(x 1e-6)``).
+    """
     long, display = [], {}
     for label, series in columns.items():
         j = runs.join(series.rename("value"), how="inner")
@@ -136,8 +143,15 @@ def _by_alpha_table(
             continue
         s = _summaries(j, "value", n_resamples).assign(measure=label)
         long.append(s)
-        display[label] = {
-            r.alpha: format_ci(r.mean, r.ci_low, r.ci_high, r.n, 1.0, digits)
+        # Measures far below 1 (the element-wise variances, in squared pixel-gradient
+        # units) would print as zeros.
+        scale, shown = 1.0, label
+        biggest = float(np.nanmax(np.abs(s["mean"].to_numpy(dtype=float)), initial=0.0))
+        if rescale and 0.0 < biggest < 0.01:
+            exponent = int(np.floor(np.log10(biggest)))
+            scale, shown = 10.0**-exponent, f"{label} (x 1e{exponent})"
+        display[shown] = {
+            r.alpha: format_ci(r.mean, r.ci_low, r.ci_high, r.n, scale, digits)
             for r in s.itertuples(index=False)
         }
     data = pd.concat(long, ignore_index=True) if long else pd.DataFrame()
@@ -211,11 +225,88 @@ def _gradient_figure(values: dict[str, pd.DataFrame], stats: dict[str, dict]):
     return fig
 
 
-def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureItem], list[str]]:
-    """Tables, figures and notes of the Mechanisms section; empty without geometry results."""
-    df = ctx.data.geometry
+@dataclass
+class MechanismStatistics:
+    """The Mechanisms section's statistics, computed once from the geometry frame.
+
+    Attributes
+    ----------
+    early : list of int
+        Positions of the early layers (:func:`early_layer_indices`).
+    early_text : str
+        "early layers = NAME, ..." (or "no early layers"), for captions.
+    runs : pandas.DataFrame
+        Index ``run_id``; columns ``alpha`` and ``mean_selectivity``.
+    has_matched : bool
+        Whether matched L2 PGD rows (the sensitivity analysis) are present.
+    increase : pandas.DataFrame
+        Long per-alpha summaries of the early-layer increase measures (``measure`` = label).
+    increase_view : pandas.DataFrame
+        Display: per alpha and over all runs, mean [95% CI] of each increase measure.
+    gradients, gradients_view : pandas.DataFrame
+        The same for the gradient measures (layer means over all their layers).
+    spearman : pandas.DataFrame
+        One row per per-run measure: ``measure``, ``layers``, ``rho``, ``p``, ``ci_low``,
+        ``ci_high``, ``n``, ``sign``.
+    points : pandas.DataFrame or None
+        Per run: ``alpha``, ``mean_selectivity`` and ``value`` = early-layer clean PCA dimensionality.
+    gradient_points : dict of str to pandas.DataFrame
+        Per gradient measure (row ``measure``): per run ``alpha`` and ``value``.
+    """
+
+    early: list[int]
+    early_text: str
+    runs: pd.DataFrame
+    has_matched: bool
+    increase: pd.DataFrame
+    increase_view: pd.DataFrame
+    gradients: pd.DataFrame
+    gradients_view: pd.DataFrame
+    spearman: pd.DataFrame
+    points: pd.DataFrame | None
+    gradient_points: dict[str, pd.DataFrame]
+
+    def spearman_of(self, label: str) -> dict:
+        """The Spearman row of one measure label (``rho``, ``p``, ``ci_low``, ``ci_high``, ``n``)."""
+        row = self.spearman[self.spearman["measure"] == label]
+        if row.empty:
+            raise KeyError(label)
+        return row.iloc[0].to_dict()
+
+    def spearman_view(self) -> pd.DataFrame:
+        """The Spearman table as shown: measure, layers, n, rho (95% CI), p, sign."""
+        corr = self.spearman
+        return pd.DataFrame(
+            {
+                "measure": corr["measure"],
+                "layers": corr["layers"],
+                "n (runs)": corr["n"].astype(int),
+                "Spearman ρ (95% CI)": [
+                    format_ci(r.rho, r.ci_low, r.ci_high, r.n, 1.0, 2) for r in corr.itertuples(index=False)
+                ],
+                "p": [format_p(p) for p in corr["p"]],
+                "sign": corr["sign"],
+            }
+        )
+
+
+def mechanism_statistics(df: pd.DataFrame, n_resamples: int = 2000) -> MechanismStatistics | None:
+    """Every statistic of the Mechanisms section from a geometry frame; None when it is empty.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Geometry rows (:func:`selectivity.evaluate.geometry.geometry_frame`, as collected
+        by the report): one row per run, layer, perturbation and measure.
+    n_resamples : int
+        Bootstrap resamples of every CI.
+
+    Returns
+    -------
+    MechanismStatistics or None
+    """
     if df.empty:
-        return [], [], []
+        return None
     layered = df[df["layer_index"] >= 0]
     early = early_layer_indices(df)
     early_names = (
@@ -225,11 +316,114 @@ def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureIte
         .tolist()
     )
     early_text = f"early layers = {', '.join(early_names)}" if early_names else "no early layers"
+    runs = df.drop_duplicates("run_id").set_index("run_id")[["alpha", "mean_selectivity"]]
+    has_matched = not _kind_rows(layered, "matched-l2").empty
+
+    # Early-layer increase per alpha: corruptions, adversarial, and their difference per run.
+    per_run: dict[str, pd.Series] = {}
+    for measure in ("increase_pca", "increase_participation_ratio"):
+        short = "PCA" if measure == "increase_pca" else "PR"
+        c = _per_run(_kind_rows(layered, "corruption"), measure, early)
+        a = _per_run(_kind_rows(layered, "adversarial"), measure, early)
+        if not c.empty:
+            per_run[f"{short} increase, corruptions"] = c
+        if not a.empty:
+            per_run[f"{short} increase, adversarial"] = a
+        if not c.empty and not a.empty:
+            per_run[f"{short}: adversarial - corruptions"] = (a - c).dropna()
+        if has_matched:
+            m = _per_run(_kind_rows(layered, "matched-l2"), measure, early)
+            if not m.empty:
+                per_run[f"{short} increase, matched L2 (sensitivity)"] = m
+    increase, increase_view = pd.DataFrame(), pd.DataFrame()
+    if per_run:
+        increase, view = _by_alpha_table(runs, per_run, n_resamples, 2)
+        all_runs = []
+        for s in per_run.values():
+            v = s.to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            sm = summarize(v, n_resamples=n_resamples) if v.size else {"n": 0}
+            all_runs.append(
+                format_ci(sm.get("mean"), sm.get("ci_low"), sm.get("ci_high"), sm.get("n", 0), 1.0, 2)
+            )
+        if not view.empty:
+            increase_view = pd.concat(
+                [view, pd.DataFrame([["all runs", len(runs), *all_runs]], columns=view.columns)],
+                ignore_index=True,
+            )
+
+    # Spearman correlation of every per-run measure with mean class selectivity.
+    clean_rows = layered[layered["kind"] == "clean"]
+    specs: list[tuple[str, pd.Series, str]] = [
+        ("clean PCA dimensionality", _per_run(clean_rows, "pca", early), "early"),
+        ("clean participation ratio", _per_run(clean_rows, "participation_ratio", early), "early"),
+    ]
+    specs += [(label, s, "early") for label, s in per_run.items()]
+    for group, kind in PERTURBATION_GROUPS.items():
+        s = _per_run(_kind_rows(layered, kind), "change_pca", early)
+        if not s.empty:
+            specs.append((f"change PCA dimensionality, {group}", s, "early"))
+    grad_runs: dict[str, pd.Series] = {}
+    grad_label = {}
+    for measure, glabel in GRADIENT_LABELS.items():
+        s = _per_run(clean_rows, measure, None)
+        if s.empty:
+            continue
+        grad_runs[glabel] = s
+        grad_label[f"gradient: {glabel}"] = measure
+        specs.append((f"gradient: {glabel}", s, "gradient layers"))
+    rows = []
+    points = None
+    gradient_points: dict[str, pd.DataFrame] = {}
+    for label, s, layers_used in specs:
+        if s.empty:
+            continue
+        j = runs.join(s.rename("value"), how="inner")
+        st = spearman_ci(j["mean_selectivity"], j["value"], n_resamples)
+        rows.append(
+            {
+                "measure": label,
+                "layers": layers_used,
+                **st,
+                "sign": _sign(st["rho"], st["ci_low"], st["ci_high"]),
+            }
+        )
+        if label == "clean PCA dimensionality":
+            points = j
+        if label in grad_label:
+            gradient_points[grad_label[label]] = j.reset_index()[["alpha", "value"]]
+    spearman = pd.DataFrame(rows, columns=["measure", "layers", "rho", "p", "ci_low", "ci_high", "n", "sign"])
+    gradients, gradients_view = (
+        _by_alpha_table(runs, grad_runs, n_resamples, 4, rescale=True)
+        if grad_runs
+        else (pd.DataFrame(), pd.DataFrame())
+    )
+    return MechanismStatistics(
+        early=early,
+        early_text=early_text,
+        runs=runs,
+        has_matched=has_matched,
+        increase=increase,
+        increase_view=increase_view,
+        gradients=gradients,
+        gradients_view=gradients_view,
+        spearman=spearman,
+        points=points,
+        gradient_points=gradient_points,
+    )
+
+
+def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureItem], list[str]]:
+    """Tables, figures and notes of the Mechanisms section; empty without geometry results."""
+    df = ctx.data.geometry
+    st = mechanism_statistics(df, ctx.n_resamples)
+    if st is None:
+        return [], [], []
+    layered = df[df["layer_index"] >= 0]
     figs: list[FigureItem] = []
     tables: list[TableItem] = []
     notes: list[str] = []
-    runs = df.drop_duplicates("run_id").set_index("run_id")[["alpha", "mean_selectivity"]]
-    has_matched = not _kind_rows(layered, "matched-l2").empty
+    has_matched = st.has_matched
     if has_matched:
         notes.append(_MATCHED_NOTE)
 
@@ -289,118 +483,44 @@ def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureIte
             )
         )
 
-    # Early-layer increase per alpha: corruptions, adversarial, and their difference per run.
-    per_run: dict[str, pd.Series] = {}
-    for measure in ("increase_pca", "increase_participation_ratio"):
-        short = "PCA" if measure == "increase_pca" else "PR"
-        c = _per_run(_kind_rows(layered, "corruption"), measure, early)
-        a = _per_run(_kind_rows(layered, "adversarial"), measure, early)
-        if not c.empty:
-            per_run[f"{short} increase, corruptions"] = c
-        if not a.empty:
-            per_run[f"{short} increase, adversarial"] = a
-        if not c.empty and not a.empty:
-            per_run[f"{short}: adversarial - corruptions"] = (a - c).dropna()
-        if has_matched:
-            m = _per_run(_kind_rows(layered, "matched-l2"), measure, early)
-            if not m.empty:
-                per_run[f"{short} increase, matched L2 (sensitivity)"] = m
-    if per_run:
-        data, view = _by_alpha_table(runs, per_run, ctx.n_resamples, 2)
-        all_runs = []
-        for s in per_run.values():
-            v = s.to_numpy(dtype=float)
-            v = v[np.isfinite(v)]
-            sm = summarize(v, n_resamples=ctx.n_resamples) if v.size else {"n": 0}
-            all_runs.append(
-                format_ci(sm.get("mean"), sm.get("ci_low"), sm.get("ci_high"), sm.get("n", 0), 1.0, 2)
+    if not st.increase_view.empty:
+        tables.append(
+            TableItem(
+                "mechanisms-increase",
+                "Early-layer dimensionality increase by α (mean and 95% CI over runs)",
+                st.increase,
+                display=st.increase_view,
+                caption=f"Per run, the mean over the early layers ({st.early_text}) and over the group's "
+                "perturbations of the perturbed minus clean dimensionality (PCA components for 95% of the "
+                "variance; participation ratio, PR). 'adversarial - corruptions' is each run's difference: "
+                "above 0, adversarial examples raise early-layer dimensionality more than corruptions (the "
+                "paper's claim). 95% percentile bootstrap CI over runs.",
             )
-        if not view.empty:
-            view = pd.concat(
-                [view, pd.DataFrame([["all runs", len(runs), *all_runs]], columns=view.columns)],
-                ignore_index=True,
-            )
-            tables.append(
-                TableItem(
-                    "mechanisms-increase",
-                    "Early-layer dimensionality increase by α (mean and 95% CI over runs)",
-                    data,
-                    display=view,
-                    caption=f"Per run, the mean over the early layers ({early_text}) and over the group's "
-                    "perturbations of the perturbed minus clean dimensionality (PCA components for 95% of the "
-                    "variance; participation ratio, PR). 'adversarial - corruptions' is each run's difference: "
-                    "above 0, adversarial examples raise early-layer dimensionality more than corruptions (the "
-                    "paper's claim). 95% percentile bootstrap CI over runs.",
-                )
-            )
-
-    # Spearman correlation of every per-run measure with mean class selectivity.
-    rows = []
-    specs: list[tuple[str, pd.Series, str]] = [
-        ("clean PCA dimensionality", _per_run(layered[layered["kind"] == "clean"], "pca", early), "early"),
-        (
-            "clean participation ratio",
-            _per_run(layered[layered["kind"] == "clean"], "participation_ratio", early),
-            "early",
-        ),
-    ]
-    for label, s in per_run.items():
-        specs.append((label, s, "early"))
-    for group, kind in PERTURBATION_GROUPS.items():
-        s = _per_run(_kind_rows(layered, kind), "change_pca", early)
-        if not s.empty:
-            specs.append((f"change PCA dimensionality, {group}", s, "early"))
-    grad_values: dict[str, pd.DataFrame] = {}
-    grad_stats: dict[str, dict] = {}
-    grad_runs: dict[str, pd.Series] = {}
-    for measure in GRADIENT_LABELS:
-        s = _per_run(layered[layered["kind"] == "clean"], measure, None)
-        if s.empty:
-            continue
-        grad_runs[GRADIENT_LABELS[measure]] = s
-        specs.append((f"gradient: {GRADIENT_LABELS[measure]}", s, "gradient layers"))
-    first_points = None
-    for label, s, layers_used in specs:
-        if s.empty:
-            continue
-        j = runs.join(s.rename("value"), how="inner")
-        st = spearman_ci(j["mean_selectivity"], j["value"], ctx.n_resamples)
-        rows.append(
-            {
-                "measure": label,
-                "layers": layers_used,
-                **st,
-                "sign": _sign(st["rho"], st["ci_low"], st["ci_high"]),
-            }
         )
-        if label == "clean PCA dimensionality":
-            first_points = (j, st)
-        for measure, glabel in GRADIENT_LABELS.items():
-            if label == f"gradient: {glabel}":
-                grad_values[measure] = j.reset_index()[["alpha", "value"]]
-                grad_stats[measure] = st
-    if first_points is not None:
-        j, st = first_points
-        points = j.rename(columns={"mean_selectivity": "selectivity", "value": "dimensionality"})
+
+    if st.points is not None:
+        first = st.spearman_of("clean PCA dimensionality")
+        points = st.points.rename(columns={"mean_selectivity": "selectivity", "value": "dimensionality"})
         figs.append(
             figure_item(
                 ctx,
                 "mech-dim-vs-selectivity",
                 "Mechanisms (a)",
                 "Early-layer dimensionality against class selectivity",
-                f"One point per run: mean clean PCA dimensionality of the early layers ({early_text}) "
+                f"One point per run: mean clean PCA dimensionality of the early layers ({st.early_text}) "
                 "against the run's mean class selectivity; Spearman ρ with a 95% bootstrap CI over runs.",
                 functools.partial(
                     plot_dimensionality_vs_selectivity,
                     points,
-                    st["rho"],
-                    (st["ci_low"], st["ci_high"]),
-                    st["p"],
+                    first["rho"],
+                    (first["ci_low"], first["ci_high"]),
+                    first["p"],
                 ),
                 wide=False,
             )
         )
-    if grad_values:
+    if st.gradient_points:
+        grad_stats = {m: st.spearman_of(f"gradient: {GRADIENT_LABELS[m]}") for m in st.gradient_points}
         notes.append(_FORMULA_NOTE)
         figs.append(
             figure_item(
@@ -412,44 +532,30 @@ def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureIte
                 "computed on); one point per run, line through the per-α means; title: Spearman ρ with mean "
                 "class selectivity and its 95% bootstrap CI over runs. The paper's formula is unknown: compare "
                 "the signs.",
-                functools.partial(_gradient_figure, grad_values, grad_stats),
+                functools.partial(_gradient_figure, st.gradient_points, grad_stats),
                 wide=True,
             )
         )
-        gdata, gview = _by_alpha_table(runs, grad_runs, ctx.n_resamples, 4)
-        if not gview.empty:
+        if not st.gradients_view.empty:
             tables.append(
                 TableItem(
                     "mechanisms-gradients",
                     "Input-unit gradient measures by α (mean and 95% CI over runs)",
-                    gdata,
-                    display=gview,
+                    st.gradients,
+                    display=st.gradients_view,
                     caption="Per run, the layer means of each measure averaged over the layers it was computed "
                     "on (definitions: docs/geometry.md). The cosine measures and the 'without zero gradients' "
                     "CVs leave zero gradients out; the share of zero gradients counts them.",
                 )
             )
-    if rows:
-        corr = pd.DataFrame(rows, columns=["measure", "layers", "rho", "p", "ci_low", "ci_high", "n", "sign"])
+    if not st.spearman.empty:
         tables.append(
             TableItem(
                 "mechanisms-spearman",
                 "Spearman correlation with mean class selectivity (per run)",
-                corr,
-                display=pd.DataFrame(
-                    {
-                        "measure": corr["measure"],
-                        "layers": corr["layers"],
-                        "n (runs)": corr["n"].astype(int),
-                        "Spearman ρ (95% CI)": [
-                            format_ci(r.rho, r.ci_low, r.ci_high, r.n, 1.0, 2)
-                            for r in corr.itertuples(index=False)
-                        ],
-                        "p": [format_p(p) for p in corr["p"]],
-                        "sign": corr["sign"],
-                    }
-                ),
-                caption=f"Across runs of all α; {early_text}; the gradient measures: all layers they were "
+                st.spearman,
+                display=st.spearman_view(),
+                caption=f"Across runs of all α; {st.early_text}; the gradient measures: all layers they were "
                 "computed on. 95% percentile bootstrap CI over runs; sign: of ρ, '(CI excludes 0)' when the CI "
                 "does.",
             )

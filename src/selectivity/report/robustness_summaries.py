@@ -50,7 +50,14 @@ from .collect import FigureItem, TableItem
 from .format import format_alpha, format_ci, format_p
 from .section import ReportContext, Section, figure_item
 
-__all__ = ["AA_EPSILON", "per_run_measures", "masking_checks", "corruption_source", "summary_sections"]
+__all__ = [
+    "AA_EPSILON",
+    "corruption_source",
+    "masking_checks",
+    "per_run_measures",
+    "summary_sections",
+    "summary_tables",
+]
 
 #: The budget of the worst-case table when it was evaluated (RobustBench's L-inf standard).
 AA_EPSILON = 8 / 255
@@ -396,6 +403,38 @@ def _masking_view(checks: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return pd.DataFrame(rows)
+
+
+def summary_tables(frames: dict[str, pd.DataFrame], n_resamples: int = 2000) -> dict[str, pd.DataFrame]:
+    """The per-run summaries' tables as the report shows them, without figures.
+
+    Parameters
+    ----------
+    frames : dict of str to pandas.DataFrame
+        The robustness frames ``summary``, ``corruptions`` and ``attacks`` of one settings.
+    n_resamples : int
+        Bootstrap resamples of every CI.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``by_alpha``: per (model and) alpha, the mean [95% CI] over runs of every measure
+        (AUCs, corruption accuracies and errors, worst case); ``spearman``: each measure's
+        Spearman rho with mean class selectivity across runs. Both empty without results.
+    """
+    empty = pd.DataFrame()
+    summary = frames.get("summary", empty)
+    if summary.empty:
+        return {"by_alpha": empty, "spearman": empty}
+    per_run, labels = per_run_measures(
+        summary, frames.get("corruptions", empty), frames.get("attacks", empty)
+    )
+    measures = [m for m in labels if m in per_run.columns and per_run[m].notna().any()]
+    if not measures:
+        return {"by_alpha": empty, "spearman": empty}
+    by = _by_alpha(per_run, measures, n_resamples)
+    corr = _correlations(per_run, measures, n_resamples)
+    return {"by_alpha": _by_alpha_view(by, measures, labels), "spearman": _corr_view(corr, labels)}
 
 
 # --------------------------------------------------------------------------- figures
