@@ -41,9 +41,10 @@ computed and formatted by the package's own functions, so they equal what
   at 8/255; then each measure's Spearman rho with mean class selectivity.
 * ``mechanisms``: the geometry results (``selectivity geometry``) as the report's
   Mechanisms section computes them (``selectivity.report.mechanisms.mechanism_statistics``):
-  a line with the stored geometry settings, the early-layer dimensionality increase by
-  alpha, every input-unit gradient measure by alpha, and the Spearman correlation of each
-  per-run measure with mean class selectivity.
+  a line with the stored geometry settings; by alpha, the clean and change dimensionality,
+  the early-layer dimensionality increase, the increase and change per perturbation and
+  every input-unit gradient measure; and the Spearman correlation of each per-run measure
+  with mean class selectivity.
 
 Usage::
 
@@ -486,11 +487,22 @@ def render_mechanisms(sweep: Sweep) -> str:
         describe_geometry(sweep, geometry),
         f"Early layers: {st.early_text.removeprefix('early layers = ')}.",
     ]
+    if not st.dimensionality_view.empty:
+        parts += [
+            "Dimensionality of the clean representation and of the change (mean [95% CI] over runs):",
+            _frame_table(st.dimensionality_view),
+        ]
     if not st.increase_view.empty:
         parts += [
             "Early-layer increase (perturbed minus clean dimensionality of the same images; mean [95% CI] "
             "over runs):",
             _frame_table(st.increase_view),
+        ]
+    if not st.by_perturbation_view.empty:
+        parts += [
+            "Early-layer increase and change dimensionality per perturbation (corruptions pooled by severity; "
+            "mean over runs):",
+            _frame_table(st.by_perturbation_view),
         ]
     if not st.gradients_view.empty:
         parts += ["Input-unit gradient measures (mean [95% CI] over runs):", _frame_table(st.gradients_view)]

@@ -121,3 +121,32 @@ def test_tiny_gradient_measures_are_shown_in_their_power_of_ten(stats):
     assert column in view.columns
     assert view.loc["-1", column].startswith("4.0000 [")
     assert view.loc["1", column].startswith("1.5000 [")
+
+
+def test_increase_per_perturbation_pools_corruptions_by_severity(stats):
+    d = stats.by_perturbation
+    d = d[d["measure"] == "increase_pca"].set_index(["perturbation", "alpha"])["mean"]
+    # severity 1: r1 1, r2 0 | r3 -1, r4 0; severity 3: r1 3, r2 2 | r3 1, r4 0
+    assert d[("corruptions, severity 1", -1.0)] == pytest.approx(0.5)
+    assert d[("corruptions, severity 3", -1.0)] == pytest.approx(2.5)
+    assert d[("corruptions, severity 1", 1.0)] == pytest.approx(-0.5)
+    assert d[("pgd-linf-4/255", 1.0)] == pytest.approx(1.5)
+    view = stats.by_perturbation_view
+    row = view[(view["perturbation"] == "corruptions, severity 3")].iloc[0]
+    assert row["measure"] == "increase of PCA dimensionality"
+    assert (row["α = -1"], row["α = 1"]) == ("+2.50", "+0.50")
+    assert list(view["perturbation"]) == [
+        "corruptions, severity 1",
+        "corruptions, severity 3",
+        "pgd-linf-4/255",
+    ]
+
+
+def test_dimensionality_by_alpha_by_hand(stats):
+    d = stats.dimensionality.set_index(["measure", "alpha"])["mean"]
+    assert d[("clean PCA, early", -1.0)] == pytest.approx(7.0)  # runs r1 8, r2 6
+    assert d[("clean PCA, early", 1.0)] == pytest.approx(3.0)  # runs r3 4, r4 2
+    assert d[("clean PR, early", 1.0)] == pytest.approx(1.5)
+    # all three layers: (8 + 100 + 100) / 3 and (6 + 100 + 100) / 3
+    assert d[("clean PCA, all layers", -1.0)] == pytest.approx((208 / 3 + 206 / 3) / 2)
+    assert stats.dimensionality_view.columns[:3].tolist() == ["α", "n (runs)", "clean PCA, early"]

@@ -121,6 +121,59 @@ def _per_run(rows: pd.DataFrame, measure: str, layers: list[int] | None) -> pd.S
     return sub.groupby("run_id")["value"].mean()
 
 
+_BY_PERTURBATION = ("increase_pca", "increase_participation_ratio", "change_pca")
+
+
+def _by_perturbation(
+    layered: pd.DataFrame, runs: pd.DataFrame, early: list[int]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Early-layer increase and change per perturbation (corruptions pooled by severity), by alpha.
+
+    Per run, the mean over the early layers (and over the corruptions of one severity), then
+    the mean over the runs of each alpha: (long data, display with one column per alpha).
+    """
+    rows = layered[
+        layered["layer_index"].isin(early)
+        & layered["measure"].isin(_BY_PERTURBATION)
+        & layered["kind"].isin(["corruption", "adversarial", "matched-l2"])
+    ]
+    if rows.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    pert = rows["perturbation"].astype(str)
+    severity = pert.str.extract(r"-(\d)$", expand=False)
+    group = pert.where(rows["kind"] != "corruption", "corruptions, severity " + severity.fillna("?"))
+    per_run = (
+        rows.assign(group=group)
+        .groupby(["measure", "group", "run_id"], sort=False)["value"]
+        .mean()
+        .reset_index()
+        .join(runs["alpha"], on="run_id")
+    )
+    data = (
+        per_run.groupby(["measure", "group", "alpha"], sort=False)["value"]
+        .agg(mean="mean", n="size")
+        .reset_index()
+        .rename(columns={"group": "perturbation"})
+    )
+    order = list(dict.fromkeys(sorted(data["perturbation"], key=lambda g: not g.startswith("corruptions"))))
+    alphas = sorted(data["alpha"].unique())
+    view_rows = []
+    for measure in _BY_PERTURBATION:
+        d = data[data["measure"] == measure]
+        for g in order:
+            by = d[d["perturbation"] == g].set_index("alpha")["mean"]
+            if by.empty:
+                continue
+            fmt = "+.2f" if measure.startswith("increase") else ".2f"  # a difference, or a count
+            view_rows.append(
+                [_DIM_LABELS[measure], g, *(format(by[a], fmt) if a in by.index else "-" for a in alphas)]
+            )
+    view = pd.DataFrame(
+        view_rows, columns=["measure", "perturbation", *(f"α = {format_alpha(a)}" for a in alphas)]
+    )
+    return data, view
+
+
 def _summaries(values: pd.DataFrame, value: str, n_resamples: int) -> pd.DataFrame:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -239,12 +292,20 @@ class MechanismStatistics:
         Index ``run_id``; columns ``alpha`` and ``mean_selectivity``.
     has_matched : bool
         Whether matched L2 PGD rows (the sensitivity analysis) are present.
+    dimensionality, dimensionality_view : pandas.DataFrame
+        Per alpha, mean [95% CI] over runs of the clean dimensionality (early layers and all
+        layers) and of the early-layer change dimensionality of each perturbation group.
     increase : pandas.DataFrame
         Long per-alpha summaries of the early-layer increase measures (``measure`` = label).
     increase_view : pandas.DataFrame
         Display: per alpha and over all runs, mean [95% CI] of each increase measure.
     gradients, gradients_view : pandas.DataFrame
         The same for the gradient measures (layer means over all their layers).
+    by_perturbation, by_perturbation_view : pandas.DataFrame
+        The early-layer increase (PCA, PR) and change dimensionality per perturbation
+        (corruptions pooled by severity, each attack at each epsilon): per alpha the mean
+        over runs of the per-run early-layer means (``measure``, ``perturbation``, ``alpha``,
+        ``mean``, ``n``), and its display (one column per alpha).
     spearman : pandas.DataFrame
         One row per per-run measure: ``measure``, ``layers``, ``rho``, ``p``, ``ci_low``,
         ``ci_high``, ``n``, ``sign``.
@@ -258,10 +319,14 @@ class MechanismStatistics:
     early_text: str
     runs: pd.DataFrame
     has_matched: bool
+    dimensionality: pd.DataFrame
+    dimensionality_view: pd.DataFrame
     increase: pd.DataFrame
     increase_view: pd.DataFrame
     gradients: pd.DataFrame
     gradients_view: pd.DataFrame
+    by_perturbation: pd.DataFrame
+    by_perturbation_view: pd.DataFrame
     spearman: pd.DataFrame
     points: pd.DataFrame | None
     gradient_points: dict[str, pd.DataFrame]
@@ -352,8 +417,20 @@ def mechanism_statistics(df: pd.DataFrame, n_resamples: int = 2000) -> Mechanism
                 ignore_index=True,
             )
 
-    # Spearman correlation of every per-run measure with mean class selectivity.
     clean_rows = layered[layered["kind"] == "clean"]
+    dims: dict[str, pd.Series] = {
+        "clean PCA, early": _per_run(clean_rows, "pca", early),
+        "clean PR, early": _per_run(clean_rows, "participation_ratio", early),
+        "clean PCA, all layers": _per_run(clean_rows, "pca", None),
+    }
+    for group, kind in PERTURBATION_GROUPS.items():
+        dims[f"change PCA, early: {group}"] = _per_run(_kind_rows(layered, kind), "change_pca", early)
+    dims = {k: v for k, v in dims.items() if not v.empty}
+    dimensionality, dimensionality_view = (
+        _by_alpha_table(runs, dims, n_resamples, 2) if dims else (pd.DataFrame(), pd.DataFrame())
+    )
+
+    # Spearman correlation of every per-run measure with mean class selectivity.
     specs: list[tuple[str, pd.Series, str]] = [
         ("clean PCA dimensionality", _per_run(clean_rows, "pca", early), "early"),
         ("clean participation ratio", _per_run(clean_rows, "participation_ratio", early), "early"),
@@ -398,15 +475,20 @@ def mechanism_statistics(df: pd.DataFrame, n_resamples: int = 2000) -> Mechanism
         if grad_runs
         else (pd.DataFrame(), pd.DataFrame())
     )
+    by_perturbation, by_perturbation_view = _by_perturbation(layered, runs, early)
     return MechanismStatistics(
         early=early,
         early_text=early_text,
         runs=runs,
         has_matched=has_matched,
+        dimensionality=dimensionality,
+        dimensionality_view=dimensionality_view,
         increase=increase,
         increase_view=increase_view,
         gradients=gradients,
         gradients_view=gradients_view,
+        by_perturbation=by_perturbation,
+        by_perturbation_view=by_perturbation_view,
         spearman=spearman,
         points=points,
         gradient_points=gradient_points,
@@ -483,6 +565,19 @@ def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureIte
             )
         )
 
+    if not st.dimensionality_view.empty:
+        tables.append(
+            TableItem(
+                "mechanisms-dimensionality",
+                "Dimensionality of the clean representation and of the change, by α (mean and 95% CI over runs)",
+                st.dimensionality,
+                display=st.dimensionality_view,
+                caption=f"Per run, the mean over the early layers ({st.early_text}) or over all measured layers of "
+                "the PCA dimensionality (95% of the variance) and participation ratio (PR) of the clean "
+                "representation, and of the PCA dimensionality of the change a(x') - a(x), averaged over the "
+                "group's perturbations. 95% percentile bootstrap CI over runs.",
+            )
+        )
     if not st.increase_view.empty:
         tables.append(
             TableItem(
@@ -495,6 +590,20 @@ def mechanism_items(ctx: ReportContext) -> tuple[list[TableItem], list[FigureIte
                 "variance; participation ratio, PR). 'adversarial - corruptions' is each run's difference: "
                 "above 0, adversarial examples raise early-layer dimensionality more than corruptions (the "
                 "paper's claim). 95% percentile bootstrap CI over runs.",
+            )
+        )
+
+    if not st.by_perturbation_view.empty:
+        tables.append(
+            TableItem(
+                "mechanisms-by-perturbation",
+                "Early-layer increase and change dimensionality per perturbation, by α (mean over runs)",
+                st.by_perturbation,
+                display=st.by_perturbation_view,
+                caption=f"Per run, the mean over the early layers ({st.early_text}), over the corruptions of one "
+                "severity for the corruption rows; then the mean over the runs of each α. The PCA count is an "
+                "integer per layer, so small perturbations leave it unchanged; the participation ratio is "
+                "continuous.",
             )
         )
 
