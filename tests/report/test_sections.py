@@ -229,7 +229,10 @@ def test_mechanisms_figures_are_guarded(sweep, tmp_path, monkeypatch):
     )
     assert figs["mech-change-dim"].path is not None and figs["mech-change-dim"].path.exists()
     assert figs["mech-dim-vs-selectivity"].path is not None
-    (table,) = sec.tables
+    tables = {t.id: t for t in sec.tables}
+    # no increase or gradient rows in this frame: the dimensionality, per-perturbation and Spearman tables
+    assert list(tables) == ["mechanisms-dimensionality", "mechanisms-by-perturbation", "mechanisms-spearman"]
+    table = tables["mechanisms-spearman"]
     # selectivity increases with alpha and so does the clean dimensionality: rho = 1 exactly
     row = table.data.set_index("measure").loc["clean PCA dimensionality"]
     assert (
