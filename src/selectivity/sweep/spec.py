@@ -391,7 +391,7 @@ def _robust_training() -> SweepSpec:
 
 @register_sweep_preset("medium")
 def _medium() -> SweepSpec:
-    """About 90 minutes on a 2-core CPU: ResNet20 on the full 45k split, alphas -2, 0, +2, 15 epochs."""
+    """About 70 minutes on a 2-core CPU: ResNet20 on the full 45k split, alphas -2, 0, +2, 15 epochs."""
     # The paper's schedule compressed proportionally: 200 -> 15 epochs, lr x0.1 at the
     # same fractions (0.5, 0.75 -> epochs 8 and 11); full validation and test sets.
     return SweepSpec(
