@@ -150,3 +150,24 @@ def test_dimensionality_by_alpha_by_hand(stats):
     # all three layers: (8 + 100 + 100) / 3 and (6 + 100 + 100) / 3
     assert d[("clean PCA, all layers", -1.0)] == pytest.approx((208 / 3 + 206 / 3) / 2)
     assert stats.dimensionality_view.columns[:3].tolist() == ["α", "n (runs)", "clean PCA, early"]
+
+
+def test_rescaling_follows_the_smallest_mean():
+    frame = _frame()
+    # alpha +1 runs get variances 100x larger: means 4e-6 (alpha -1) and 1.5e-4 (alpha +1)
+    big = (frame["measure"] == "grad_elem_var_samples") & (frame["alpha"] == 1.0)
+    frame.loc[big, "value"] *= 100
+    st = mechanism_statistics(frame, n_resamples=200)
+    assert st is not None
+    view = st.gradients_view.set_index("α")
+    column = "element-wise variance, across samples (x 1e-6)"
+    assert view.loc["-1", column].startswith("4.0000 [") and view.loc["1", column].startswith("150.0000 [")
+
+
+def test_a_share_is_never_rescaled():
+    frame = _frame()
+    share = frame[frame["measure"] == "grad_elem_var_samples"].assign(measure="grad_zero_fraction")
+    st = mechanism_statistics(pd.concat([frame, share], ignore_index=True), n_resamples=200)
+    assert st is not None
+    view = st.gradients_view.set_index("α")
+    assert view.loc["-1", "share of zero gradients (inactive units)"].startswith("0.0000")

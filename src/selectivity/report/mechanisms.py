@@ -73,6 +73,8 @@ GRADIENT_LABELS: dict[str, str] = {
     "grad_elem_var_units": "element-wise variance, across units",
     "grad_zero_fraction": "share of zero gradients (inactive units)",
 }
+#: Gradient measures in squared pixel-gradient units, far below 1: shown in a power of ten.
+_RESCALED = ("grad_elem_var_samples", "grad_elem_var_units")
 _DIM_LABELS = {
     "pca": "PCA dimensionality (95%)",
     "participation_ratio": "participation ratio",
@@ -182,12 +184,16 @@ def _summaries(values: pd.DataFrame, value: str, n_resamples: int) -> pd.DataFra
 
 
 def _by_alpha_table(
-    runs: pd.DataFrame, columns: dict[str, pd.Series], n_resamples: int, digits: int, rescale: bool = False
+    runs: pd.DataFrame,
+    columns: dict[str, pd.Series],
+    n_resamples: int,
+    digits: int,
+    rescale: tuple[str, ...] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per alpha, mean [95% CI] of each per-run column: (long data, display).
 
-    ``rescale``: a column whose means are all below 0.01 in size is shown in units of
-    its power of ten, named in its header (``(x 1e-6)``).
+    ``rescale``: labels of columns that, with a mean below 0.01 in size, are shown in units
+    of their smallest mean's power of ten, named in the header (``(x 1e-6)``).
     """
     long, display = [], {}
     for label, series in columns.items():
@@ -197,11 +203,12 @@ def _by_alpha_table(
         s = _summaries(j, "value", n_resamples).assign(measure=label)
         long.append(s)
         # Measures far below 1 (the element-wise variances, in squared pixel-gradient
-        # units) would print as zeros.
+        # units) would print as zeros: shown in units of the smallest mean's power of ten.
         scale, shown = 1.0, label
-        biggest = float(np.nanmax(np.abs(s["mean"].to_numpy(dtype=float)), initial=0.0))
-        if rescale and 0.0 < biggest < 0.01:
-            exponent = int(np.floor(np.log10(biggest)))
+        means = np.abs(s["mean"].to_numpy(dtype=float))
+        means = means[np.isfinite(means) & (means > 0)]
+        if label in rescale and means.size and means.min() < 0.01:
+            exponent = int(np.floor(np.log10(means.min())))
             scale, shown = 10.0**-exponent, f"{label} (x 1e{exponent})"
         display[shown] = {
             r.alpha: format_ci(r.mean, r.ci_low, r.ci_high, r.n, scale, digits)
@@ -471,7 +478,7 @@ def mechanism_statistics(df: pd.DataFrame, n_resamples: int = 2000) -> Mechanism
             gradient_points[grad_label[label]] = j.reset_index()[["alpha", "value"]]
     spearman = pd.DataFrame(rows, columns=["measure", "layers", "rho", "p", "ci_low", "ci_high", "n", "sign"])
     gradients, gradients_view = (
-        _by_alpha_table(runs, grad_runs, n_resamples, 4, rescale=True)
+        _by_alpha_table(runs, grad_runs, n_resamples, 4, rescale=tuple(GRADIENT_LABELS[m] for m in _RESCALED))
         if grad_runs
         else (pd.DataFrame(), pd.DataFrame())
     )
