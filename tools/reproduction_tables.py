@@ -69,7 +69,7 @@ import pandas as pd
 import selectivity
 from selectivity.analysis.stats import spearman_ci
 from selectivity.analysis.summary import summary_table
-from selectivity.evaluate.geometry import GEOMETRY_TABLES
+from selectivity.evaluate.geometry import GEOMETRY_TABLES, geometry_results
 from selectivity.evaluate.geometry import pick_settings as pick_geometry_settings
 from selectivity.evaluate.robustness import ROBUSTNESS_TABLES, pick_settings
 from selectivity.report.collect import collect
@@ -79,7 +79,7 @@ from selectivity.report.results import read_store
 from selectivity.report.robust_training import method_statistics, robust_frame
 from selectivity.report.robustness_summaries import summary_tables
 from selectivity.report.summary import format_robustness, format_summary
-from selectivity.run.files import RunFiles, SweepFiles
+from selectivity.run.files import SweepFiles, read_json
 
 DEFAULT_DOC = Path(__file__).resolve().parents[1] / "docs" / "reproduction.md"
 BEGIN = re.compile(r"^<!-- generated: (?P<kind>[A-Za-z0-9_-]+) from (?P<label>[A-Za-z0-9_.-]+) -->$")
@@ -441,9 +441,10 @@ def describe_geometry(sweep: Sweep, geometry: pd.DataFrame) -> str:
     """One line: the geometry settings of the shown results (stored with each run's results)."""
     key = str(geometry["settings_key"].iloc[0])
     run_id = str(geometry["run_id"].iloc[0])
-    path = RunFiles(SweepFiles(sweep.path).runs / run_id).geometry_dir / f"{key}.json"
     try:
-        s = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        # geometry_results also finds a result of the older one-file layout
+        path = geometry_results(SweepFiles(sweep.path).run(run_id))[key]
+        s = read_json(path)["settings"]
     except (OSError, ValueError, KeyError) as e:
         raise DocError(f"cannot read the geometry settings of {run_id}: {e}") from e
     kinds = geometry[geometry["layer_index"] >= 0].groupby("kind")["perturbation"].nunique()

@@ -927,8 +927,8 @@ def _cells_for(run_dir: Path, sweep_dir: Path, settings: GeometrySettings, data:
     files: dict[str, tuple[int, int, str]] = {}
     if settings.corrupted:
         _, files = corrupted_fingerprint(settings.corrupted, settings.corruptions, settings.severities)
-    params = settings.robustness_settings().params_for(run.config.dataset)
-    cells = cell_source(sweep_dir, settings.robustness_settings(), params, idx, test, files)
+    rsettings = settings.robustness_settings()
+    cells = cell_source(sweep_dir, rsettings, rsettings.params_for(run.config.dataset), idx, test, files)
     cells.check()  # a corrupted directory that does not fit fails before any run
     return cells
 
